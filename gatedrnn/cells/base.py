@@ -1,0 +1,101 @@
+"""What the three cells share: torch.nn's parameters, initialization and input checks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gatedrnn import _checks
+
+
+class CellBase(nn.Module):
+    """Parameters ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih (G*H)``,
+    ``bias_hh (G*H)`` for ``G`` gate blocks, initialized as torch.nn's cells are:
+    every parameter uniform in ``(-1/sqrt(H), 1/sqrt(H))``, in this order."""
+
+    num_gates: int
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        kw = {"device": device, "dtype": dtype}
+        gh = self.num_gates * self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gh, self.input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(gh, self.hidden_size, **kw))
+        if self.bias:
+            self.bias_ih = nn.Parameter(torch.empty(gh, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(gh, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        return s
+
+    def _check_input(self, input) -> tuple[torch.Tensor, bool]:
+        """Returns the input as ``(B, I)`` and whether it came unbatched as ``(I,)``."""
+        x = _checks.float_tensor("input", input, self.weight_ih.dtype)
+        if x.dim() not in (1, 2):
+            raise ValueError(
+                f"input must be 2-D (B, {self.input_size}) or 1-D ({self.input_size},) "
+                f"unbatched, got {x.dim()}-D with shape {tuple(x.shape)}"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input must have {self.input_size} features (input_size) in its last "
+                f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
+            )
+        unbatched = x.dim() == 1
+        return (x.unsqueeze(0) if unbatched else x), unbatched
+
+    def _check_state(self, name: str, value, batch: int, unbatched: bool, size: int, x: torch.Tensor):
+        if value is None:
+            return x.new_zeros(batch, size)
+        value = _checks.float_tensor(name, value, x.dtype)
+        expected = (size,) if unbatched else (batch, size)
+        _checks.shape(name, value, expected, "(batch, hidden_size)" if not unbatched else "(hidden_size,)")
+        return value.unsqueeze(0) if unbatched else value
+
+    # -- conversion to and from torch.nn ------------------------------------------------
+
+    def _config(self) -> dict:
+        config = {"input_size": self.input_size, "hidden_size": self.hidden_size, "bias": self.bias}
+        if hasattr(self, "nonlinearity"):
+            config["nonlinearity"] = self.nonlinearity
+        return config
+
+    @classmethod
+    def from_torch(cls, module: nn.Module):
+        """A copy of torch.nn's matching cell, with its weights, device and dtype."""
+        torch_cls = getattr(nn, cls.__name__)
+        if not isinstance(module, torch_cls):
+            raise TypeError(f"module must be a torch.nn.{cls.__name__}, got {type(module).__name__}")
+        config = {"input_size": module.input_size, "hidden_size": module.hidden_size, "bias": module.bias}
+        if hasattr(module, "nonlinearity"):
+            config["nonlinearity"] = module.nonlinearity
+        w = module.weight_ih
+        cell = cls(**config, device=w.device, dtype=w.dtype)
+        cell.load_state_dict(module.state_dict())
+        return cell.train(module.training)
+
+    def to_torch(self) -> nn.Module:
+        """A torch.nn cell with a copy of this cell's weights."""
+        w = self.weight_ih
+        module = getattr(nn, type(self).__name__)(**self._config(), device=w.device, dtype=w.dtype)
+        module.load_state_dict(self.state_dict())
+        return module.train(self.training)

@@ -1,0 +1,94 @@
+"""Gated recurrent unit.
+
+Cho, van Merriënboer, Gulcehre, Bahdanau, Bougares, Schwenk & Bengio, "Learning Phrase
+Representations using RNN Encoder-Decoder for Statistical Machine Translation", EMNLP
+2014; in the "reset after" form of cuDNN and torch.nn.GRU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.cells.base import CellBase
+from gatedrnn.trace import Trace
+
+
+def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+    """One GRU step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 3H).
+
+    ``state`` is ``(h_prev,)``; returns the new state ``(h,)`` and the step's
+    activations ``(r, z, n, h)``.
+    """
+    (h_prev,) = state
+    x_r, x_z, x_n = xw.chunk(3, dim=1)  # 3 x (B, H)
+    h_r, h_z, h_n = F.linear(h_prev, weight_hh, bias_hh).chunk(3, dim=1)  # 3 x (B, H)
+    r = torch.sigmoid(x_r + h_r)  # reset gate
+    z = torch.sigmoid(x_z + h_z)  # update gate
+    n = torch.tanh(x_n + r * h_n)  # candidate; r scales W_hn h + b_hn (reset after)
+    h = (1 - z) * n + z * h_prev  # a moving average of candidates at rate 1 - z
+    return (h,), (r, z, n, h)
+
+
+class GRUCell(CellBase):
+    r"""One step of a gated recurrent unit, a drop-in for :class:`torch.nn.GRUCell`.
+
+    .. math::
+
+        \begin{aligned}
+        r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{aligned}
+
+    ============  ==========  =================================================
+    symbol        shape       meaning
+    ============  ==========  =================================================
+    ``x``         (B, I)      input at step t
+    ``h``         (B, H)      hidden state, the only state a GRU carries
+    ``r``         (B, H)      reset gate: how much of ``h_{t-1}`` enters ``n``
+    ``z``         (B, H)      update gate: how much of ``h_{t-1}`` is kept
+    ``n``         (B, H)      candidate
+    ``weight_ih`` (3H, I)     ``[W_ir; W_iz; W_in]``, torch's order r, z, n
+    ``weight_hh`` (3H, H)     ``[W_hr; W_hz; W_hn]``
+    ``bias_ih``   (3H,)       ``[b_ir; b_iz; b_in]``
+    ``bias_hh``   (3H,)       ``[b_hr; b_hz; b_hn]``
+    ============  ==========  =================================================
+
+    Initialization is torch's: every parameter uniform in
+    :math:`(-1/\sqrt{H}, 1/\sqrt{H})`.
+
+    **Reset after, as torch and cuDNN.** Cho et al. 2014 apply the reset gate before
+    the recurrent matrix, :math:`n_t = \tanh(W_{in} x_t + W_{hn}(r_t \odot h_{t-1}))`.
+    torch.nn.GRU (and cuDNN, and Keras with ``reset_after=True``) apply it after:
+    :math:`r_t \odot (W_{hn} h_{t-1} + b_{hn})`, which lets one matrix product
+    :math:`W_{hh} h_{t-1}` serve all three gates. The two are different functions of
+    the same parameters; this cell computes torch's, so weights move between the two
+    libraries unchanged.
+
+    **An exponentially weighted moving average.** With :math:`\alpha_t = 1 - z_t`,
+    :math:`h_t = \alpha_t n_t + (1 - \alpha_t) h_{t-1}`: each unit is an EWMA of its
+    candidates whose rate is learned and input-dependent. A unit holding
+    :math:`z` steady keeps a memory of about :math:`1 / (1 - z)` steps (its time
+    constant); :math:`z \to 1` carries :math:`h` unchanged, :math:`z \to 0` replaces it.
+
+    ``forward(input, hx=None, return_trace=False)`` takes ``input`` of shape ``(B, I)``
+    or ``(I,)``; it returns ``h``, and with ``return_trace`` also a
+    :class:`~gatedrnn.Trace` of ``reset, update, candidate, hidden``.
+    """
+
+    num_gates = 3
+
+    def forward(self, input, hx=None, return_trace=False):
+        x, unbatched = self._check_input(input)
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx must be a tensor h for a GRU cell, got a {type(hx).__name__}")
+        h0 = self._check_state("hx", hx, x.shape[0], unbatched, self.hidden_size, x)
+        xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 3H)
+        (h,), values = gru_step(xw, (h0,), self.weight_hh, self.bias_hh)
+        if unbatched:
+            h, values = h[0], tuple(v[0] for v in values)
+        if return_trace:
+            return h, Trace(dict(zip(("reset", "update", "candidate", "hidden"), values)))
+        return h

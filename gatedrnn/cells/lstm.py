@@ -1,0 +1,110 @@
+"""Long short-term memory.
+
+Hochreiter & Schmidhuber, "Long Short-Term Memory", Neural Computation 1997; the forget
+gate from Gers, Schmidhuber & Cummins, "Learning to Forget", 2000; the projection from
+Sak, Senior & Beaufays, "Long Short-Term Memory Recurrent Neural Network Architectures
+for Large Scale Acoustic Modeling", 2014.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.cells.base import CellBase
+from gatedrnn.trace import Trace
+
+
+def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+    """One LSTM step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 4H).
+
+    ``state`` is ``(h_prev, c_prev)``; returns the new state ``(h, c)`` and the step's
+    activations ``(i, f, g, o, c, h)``.
+    """
+    h_prev, c_prev = state
+    hw = F.linear(h_prev, weight_hh, bias_hh)  # (B, 4H)
+    i, f, g, o = (xw + hw).chunk(4, dim=1)  # 4 x (B, H), torch's gate order
+    i = torch.sigmoid(i)  # input gate
+    f = torch.sigmoid(f)  # forget gate
+    g = torch.tanh(g)  # candidate
+    o = torch.sigmoid(o)  # output gate
+    c = f * c_prev + i * g  # the cell state: the conveyor belt
+    h = o * torch.tanh(c)  # (B, H)
+    if weight_hr is not None:
+        h = F.linear(h, weight_hr)  # (B, P)
+    return (h, c), (i, f, g, o, c, h)
+
+
+class LSTMCell(CellBase):
+    r"""One step of a long short-term memory, a drop-in for :class:`torch.nn.LSTMCell`.
+
+    .. math::
+
+        \begin{aligned}
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t &= o_t \odot \tanh(c_t)
+        \end{aligned}
+
+    ============  ==========  =================================================
+    symbol        shape       meaning
+    ============  ==========  =================================================
+    ``x``         (B, I)      input at step t
+    ``h``         (B, H)      hidden state, the cell's output
+    ``c``         (B, H)      cell state, scaled by ``f`` and added to by ``i*g``
+    ``i f g o``   (B, H)      input gate, forget gate, candidate, output gate
+    ``weight_ih`` (4H, I)     ``[W_ii; W_if; W_ig; W_io]``, torch's order i, f, g, o
+    ``weight_hh`` (4H, H)     ``[W_hi; W_hf; W_hg; W_ho]``
+    ``bias_ih``   (4H,)       ``[b_ii; b_if; b_ig; b_io]``
+    ``bias_hh``   (4H,)       ``[b_hi; b_hf; b_hg; b_ho]``
+    ============  ==========  =================================================
+
+    Initialization is torch's: every parameter uniform in
+    :math:`(-1/\sqrt{H}, 1/\sqrt{H})`. ``forget_bias`` adds a constant to the forget
+    gate's ``b_if`` after that (Jozefowicz et al. 2015 recommend 1.0), so that at the
+    start the cell keeps what it holds.
+
+    ``forward(input, hx=None, return_trace=False)`` takes ``input`` of shape ``(B, I)``
+    or ``(I,)`` and ``hx = (h, c)``; it returns ``(h, c)``, and with ``return_trace`` a
+    third value, a :class:`~gatedrnn.Trace` of ``input, forget, candidate, output,
+    cell, hidden``.
+    """
+
+    num_gates = 4
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, forget_bias=0.0):
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.forget_bias = float(forget_bias)
+        if self.forget_bias and not self.bias:
+            raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
+        self._add_forget_bias()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._add_forget_bias()
+
+    def _add_forget_bias(self) -> None:
+        if getattr(self, "forget_bias", 0.0):
+            H = self.hidden_size
+            with torch.no_grad():
+                self.bias_ih[H : 2 * H] += self.forget_bias
+
+    def forward(self, input, hx=None, return_trace=False):
+        x, unbatched = self._check_input(input)
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"hx must be a tuple (h, c) for an LSTM cell, got {type(hx).__name__}")
+        h0, c0 = (None, None) if hx is None else hx
+        B, H = x.shape[0], self.hidden_size
+        h0 = self._check_state("hx[0]", h0, B, unbatched, H, x)
+        c0 = self._check_state("hx[1]", c0, B, unbatched, H, x)
+        xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 4H)
+        (h, c), values = lstm_step(xw, (h0, c0), self.weight_hh, self.bias_hh)
+        if unbatched:
+            h, c, values = h[0], c[0], tuple(v[0] for v in values)
+        if return_trace:
+            names = ("input", "forget", "candidate", "output", "cell", "hidden")
+            return h, c, Trace(dict(zip(names, values)))
+        return h, c

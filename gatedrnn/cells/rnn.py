@@ -1,0 +1,82 @@
+"""The vanilla (Elman) recurrent network: the baseline the gated cells fix.
+
+Elman, "Finding Structure in Time", Cognitive Science 1990. Its gradient through time is a
+product of ``W_hh^T diag(φ'(.))`` factors, which shrinks (or grows) exponentially with
+distance: Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.cells.base import CellBase
+from gatedrnn.trace import Trace
+
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def rnn_step(xw, state, weight_hh, bias_hh, weight_hr=None, nonlinearity="tanh"):
+    """One vanilla RNN step, given the input projection ``xw = W_ih x_t + b_ih`` (B, H).
+
+    ``state`` is ``(h_prev,)``; returns the new state ``(h,)`` and the activations ``(h,)``.
+    """
+    (h_prev,) = state
+    h = NONLINEARITIES[nonlinearity](xw + F.linear(h_prev, weight_hh, bias_hh))  # (B, H)
+    return (h,), (h,)
+
+
+def rnn_tanh_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="tanh")
+
+
+def rnn_relu_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="relu")
+
+
+class RNNCell(CellBase):
+    r"""One step of a vanilla RNN, a drop-in for :class:`torch.nn.RNNCell`.
+
+    .. math::
+
+        h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}),
+        \qquad \phi \in \{\tanh, \mathrm{relu}\}
+
+    ============  ==========  ==============================
+    symbol        shape       meaning
+    ============  ==========  ==============================
+    ``x``         (B, I)      input at step t
+    ``h``         (B, H)      hidden state, fed back as input
+    ``weight_ih`` (H, I)      input weights
+    ``weight_hh`` (H, H)      recurrent weights
+    ``bias_ih``   (H,)        input bias
+    ``bias_hh``   (H,)        recurrent bias
+    ============  ==========  ==============================
+
+    Initialization is torch's: every parameter uniform in
+    :math:`(-1/\sqrt{H}, 1/\sqrt{H})`.
+
+    ``forward(input, hx=None, return_trace=False)`` returns ``h``, and with
+    ``return_trace`` also a :class:`~gatedrnn.Trace` holding ``hidden``.
+    """
+
+    num_gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None, return_trace=False):
+        x, unbatched = self._check_input(input)
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx must be a tensor h for an RNN cell, got a {type(hx).__name__}")
+        h0 = self._check_state("hx", hx, x.shape[0], unbatched, self.hidden_size, x)
+        xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, H)
+        (h,), _ = rnn_step(xw, (h0,), self.weight_hh, self.bias_hh, nonlinearity=self.nonlinearity)
+        if unbatched:
+            h = h[0]
+        if return_trace:
+            return h, Trace({"hidden": h})
+        return h

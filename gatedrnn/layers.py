@@ -1,0 +1,416 @@
+"""Recurrent layers: a cell stacked over time, layers and directions; drop-ins for
+torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, with variable lengths and gate traces."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from gatedrnn import _checks
+from gatedrnn.backends import BACKENDS, select_backend
+from gatedrnn.trace import TRACE_NAMES, Trace
+
+NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+class RNNBase(nn.Module):
+    """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
+
+    Parameters are registered under torch's names in torch's order (``weight_ih_l0``,
+    ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``weight_hr_l0``, then
+    ``..._reverse``, then the next layer), so a ``state_dict`` moves between this module
+    and torch.nn's with no mapping, and a seeded model starts with torch.nn's weights.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.mode = mode
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = _checks.probability("dropout", dropout)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
+            raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__} {proj_size!r}")
+        if proj_size < 0:
+            raise ValueError(f"proj_size must be 0 (no projection) or positive, got {proj_size}")
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"proj_size is only supported by LSTM, got proj_size={proj_size} for {mode}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
+        self.proj_size = int(proj_size)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        self.backend = backend
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout applies between layers, so it has no effect with num_layers=1 "
+                f"(got dropout={self.dropout}, num_layers=1)",
+                stacklevel=3,
+            )
+
+        kw = {"device": device, "dtype": dtype}
+        G, H = NUM_GATES[mode], self.hidden_size
+        out = self.proj_size or H  # size of h, the layer's output per direction
+        self._flat_weights_names = []
+        for layer in range(self.num_layers):
+            for suffix in self._direction_suffixes():
+                in_size = self.input_size if layer == 0 else out * self.num_directions
+                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, out)}
+                if self.bias:
+                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
+                if self.proj_size:
+                    shapes["weight_hr"] = (self.proj_size, H)
+                for kind, shape in shapes.items():
+                    name = f"{kind}_l{layer}{suffix}"
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **kw)))
+                    self._flat_weights_names.append(name)
+        self.reset_parameters()
+
+    # -- structure ------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _direction_suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def weights(self, layer: int, direction: int):
+        """``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)`` of one layer and
+        direction; absent ones are ``None``."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        return tuple(
+            getattr(self, kind + suffix, None)
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        )
+
+    @property
+    def _flat_weights(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters grouped per layer and direction, as torch.nn gives them."""
+        n = len(self._flat_weights_names) // (self.num_layers * self.num_directions)
+        flat = self._flat_weights
+        return [flat[k : k + n] for k in range(0, len(flat), n)]
+
+    def flatten_parameters(self) -> None:
+        """Does nothing: present so code written for torch.nn's cuDNN path runs unchanged."""
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+    def _config(self) -> dict:
+        config = {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bias": self.bias,
+            "batch_first": self.batch_first,
+            "dropout": self.dropout,
+            "bidirectional": self.bidirectional,
+        }
+        if self.mode == "LSTM":
+            config["proj_size"] = self.proj_size
+        if self.mode.startswith("RNN"):
+            config["nonlinearity"] = self.mode[4:].lower()
+        return config
+
+    # -- conversion to and from torch.nn ------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module: nn.Module, *, backend: str = "auto"):
+        """A copy of the matching torch.nn layer, with its weights, device, dtype and mode."""
+        torch_cls = getattr(nn, cls.__name__)
+        if not isinstance(module, torch_cls):
+            raise TypeError(f"module must be a torch.nn.{cls.__name__}, got {type(module).__name__}")
+        config = {
+            "input_size": module.input_size,
+            "hidden_size": module.hidden_size,
+            "num_layers": module.num_layers,
+            "bias": module.bias,
+            "batch_first": module.batch_first,
+            "dropout": float(module.dropout),
+            "bidirectional": module.bidirectional,
+        }
+        if cls.__name__ == "LSTM":
+            config["proj_size"] = module.proj_size
+        if cls.__name__ == "RNN":
+            config["nonlinearity"] = module.nonlinearity
+        w = module.weight_ih_l0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn warned about dropout already
+            layer = cls(**config, device=w.device, dtype=w.dtype, backend=backend)
+        layer.load_state_dict(module.state_dict())
+        return layer.train(module.training)
+
+    def to_torch(self) -> nn.Module:
+        """A torch.nn layer with a copy of this layer's weights."""
+        w = self.weight_ih_l0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = getattr(nn, type(self).__name__)(**self._config(), device=w.device, dtype=w.dtype)
+        module.load_state_dict(self.state_dict())
+        return module.train(self.training)
+
+    # -- forward ------------------------------------------------------------------
+
+    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+        """Run the layer over a sequence, as torch.nn's forward does.
+
+        ``input`` is ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)``
+        unbatched, or a ``PackedSequence``. ``lengths`` (a 1-D integer tensor of size
+        ``B``) marks each sequence's valid steps: outputs past them are zero and the
+        final states are those at each sequence's last valid step. With
+        ``return_trace=True`` a third value, a :class:`~gatedrnn.Trace`, holds every
+        gate and state at every step.
+        """
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
+            x, lengths = pad_packed_sequence(packed)  # (T, B, I) in the caller's batch order
+            _checks.float_tensor("input", x, self.weight_ih_l0.dtype)
+            unbatched = False
+        else:
+            x, unbatched = self._check_input(input)
+        T, B = x.shape[0], x.shape[1]
+        if T == 0:
+            raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
+        mask = None if lengths is None else self._check_lengths(lengths, T, B, x, unbatched)
+        states = self._check_hx(hx, B, unbatched, x)
+
+        run_direction = select_backend(self, x, return_trace)
+        output, final, values = self._run(run_direction, x, states, mask, return_trace)
+
+        if packed is not None:
+            output = _pack_like(output, lengths, packed)
+        elif unbatched:
+            output = output.squeeze(1)  # (T, D*H)
+            final = tuple(s.squeeze(1) for s in final)  # (L*D, H)
+        elif self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, D*H)
+        result = (output, final if self.mode == "LSTM" else final[0])
+        if not return_trace:
+            return result
+        trace = {}
+        for name, value in zip(TRACE_NAMES[self.mode], values):  # each (L*D, T, B, H)
+            if unbatched:
+                value = value.squeeze(2)  # (L*D, T, H)
+            elif self.batch_first:
+                value = value.transpose(1, 2)  # (L*D, B, T, H)
+            trace[name] = value
+        return result + (Trace(trace),)
+
+    def _run(self, run_direction, x, states, mask, want_trace):
+        """Runs every layer and direction: returns the output (T, B, D*H_out), the final
+        states, each (L*D, B, *), and the trace values, each (L*D, T, B, *), or None."""
+        finals, traces = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                state = tuple(s[k] for s in states)
+                out, state, values = run_direction(
+                    self.mode, x, state, self.weights(layer, direction), mask, direction == 1, want_trace
+                )
+                outputs.append(out)
+                finals.append(state)
+                traces.append(values)
+            x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        final = tuple(torch.stack(s) for s in zip(*finals))
+        values = tuple(torch.stack(v) for v in zip(*traces)) if want_trace else None
+        return x, final, values
+
+    # -- argument checks -------------------------------------------------------------
+
+    def _check_input(self, input) -> tuple[torch.Tensor, bool]:
+        """The input as ``(T, B, I)`` and whether it came unbatched."""
+        x = _checks.float_tensor("input", input, self.weight_ih_l0.dtype)
+        layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+        if x.dim() not in (2, 3):
+            raise ValueError(
+                f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
+                f"with shape {tuple(x.shape)}"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input must have {self.input_size} features (input_size) in its last "
+                f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
+            )
+        if x.dim() == 2:
+            return x.unsqueeze(1), True  # (T, 1, I)
+        return (x.transpose(0, 1) if self.batch_first else x), False
+
+    def _check_lengths(self, lengths, T: int, B: int, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
+        """The ``(T, B)`` boolean mask of valid steps."""
+        if unbatched:
+            raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
+        if not isinstance(lengths, torch.Tensor):
+            raise TypeError(f"lengths must be a 1-D integer tensor, got {type(lengths).__name__}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}")
+        if lengths.device != x.device:
+            raise ValueError(f"lengths must be on the input's device {x.device}, got {lengths.device}")
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > T:
+            raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")
+        if low == T:
+            return None  # every sequence is full: nothing to mask
+        return torch.arange(T, device=x.device)[:, None] < lengths[None, :]  # (T, B)
+
+    def _check_hx(self, hx, B: int, unbatched: bool, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The initial states, each ``(L*D, B, size)``: ``(h0, c0)`` for an LSTM, else ``(h0,)``."""
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        sizes = (self.proj_size or H, H) if self.mode == "LSTM" else (H,)
+        if self.mode == "LSTM":
+            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError(f"hx must be a tuple (h_0, c_0) for an LSTM, got {type(hx).__name__}")
+            given = (None, None) if hx is None else tuple(hx)
+            names = ("hx[0] (h_0)", "hx[1] (c_0)")
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, got a {type(hx).__name__}")
+            given, names = (hx,), ("hx",)
+        states = []
+        for name, value, size in zip(names, given, sizes):
+            if value is None:
+                states.append(x.new_zeros(LD, B, size))
+                continue
+            value = _checks.float_tensor(name, value, x.dtype)
+            expected = (LD, size) if unbatched else (LD, B, size)
+            meaning = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + "hidden)"
+            _checks.shape(name, value, expected, meaning)
+            states.append(value.unsqueeze(1) if unbatched else value)
+        return tuple(states)
+
+
+def _pack_like(output: torch.Tensor, lengths: torch.Tensor, packed: PackedSequence) -> PackedSequence:
+    """Packs a padded ``(T, B, F)`` output with the batch order and sizes of ``packed``."""
+    order = packed.sorted_indices
+    if order is not None:
+        output, lengths = output.index_select(1, order), lengths[order.cpu()]
+    data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
+    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+
+
+class RNN(RNNBase):
+    r"""A stack of vanilla RNN layers; a drop-in for :class:`torch.nn.RNN`.
+
+    Each layer runs :class:`gatedrnn.RNNCell` over time,
+    :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`, with
+    ``nonlinearity`` :math:`\phi` ``'tanh'`` or ``'relu'``. Arguments and results are
+    torch.nn.RNN's; see :meth:`RNNBase.forward` for ``lengths`` and ``return_trace``
+    (the trace holds ``hidden``).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
+                 *, backend="auto"):  # fmt: skip
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, device=device, dtype=dtype, backend=backend)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(RNNBase):
+    r"""A stack of LSTM layers; a drop-in for :class:`torch.nn.LSTM`.
+
+    Each layer runs :class:`gatedrnn.LSTMCell` over time (gates ``i, f, g, o``, states
+    ``h, c``); with ``proj_size > 0`` the output is projected,
+    :math:`h_t = W_{hr}(o_t \odot \tanh(c_t))` (Sak et al. 2014). ``forget_bias`` is
+    added to every layer's forget-gate input bias after torch's initialization
+    (Jozefowicz et al. 2015 recommend 1.0). The trace holds ``input, forget, candidate,
+    output, cell, hidden`` (``hidden`` is the projected output when ``proj_size > 0``).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
+                 *, backend="auto", forget_bias=0.0):  # fmt: skip
+        self.forget_bias = float(forget_bias)
+        if self.forget_bias and not bias:
+            raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device=device, dtype=dtype, backend=backend)  # fmt: skip
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.forget_bias:
+            H = self.hidden_size
+            with torch.no_grad():
+                for name in self._flat_weights_names:
+                    if name.startswith("bias_ih"):
+                        getattr(self, name)[H : 2 * H] += self.forget_bias
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", forget_bias={self.forget_bias}" if self.forget_bias else "")
+
+
+class GRU(RNNBase):
+    r"""A stack of GRU layers; a drop-in for :class:`torch.nn.GRU`.
+
+    Each layer runs :class:`gatedrnn.GRUCell` over time (gates ``r, z, n``,
+    :math:`h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}`, reset applied after the
+    recurrent product as in torch and cuDNN). The trace holds ``reset, update,
+    candidate, hidden``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend="auto"):  # fmt: skip
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device=device, dtype=dtype, backend=backend)  # fmt: skip

@@ -1,0 +1,37 @@
+"""The project's promises about itself: README's commands are the ones CI runs, and the
+demo command works."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_ci_runs_readme_test_command():
+    commands = _readme_commands()
+    test_command = next(c for c in commands if "pytest" in c)
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_pins_torch_in_both_setup_commands():
+    commands = _readme_commands()[:2]
+    assert len(commands) == 2 and all("pip install torch==2.13.0" in c for c in commands)
+    assert "gatedrnn demo" in commands[0]
+
+
+def test_demo_command_runs():
+    result = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "demo"], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "parity with torch.nn: ok" in result.stdout
+
+
+def test_command_without_subcommand_shows_help_and_exits_2():
+    result = subprocess.run([sys.executable, "-m", "gatedrnn.cli"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage: gatedrnn" in result.stdout
