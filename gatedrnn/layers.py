@@ -214,7 +214,8 @@ class RNNBase(nn.Module):
         if packed is not None:
             if lengths is not None:
                 raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
-            x, lengths = pad_packed_sequence(packed)  # (T, B, I) in the caller's batch order
+            x, packed_lengths = pad_packed_sequence(packed)  # (T, B, I) in the caller's batch order
+            lengths = packed_lengths
             _checks.float_tensor("input", x, self.weight_ih_l0.dtype)
             unbatched = False
         else:
@@ -222,14 +223,15 @@ class RNNBase(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if T == 0:
             raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
-        mask = None if lengths is None else self._check_lengths(lengths, T, B, x, unbatched)
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)
 
-        run_direction = select_backend(self, x, return_trace)
-        output, final, values = self._run(run_direction, x, states, mask, return_trace)
+        run = select_backend(self, x, lengths, return_trace)
+        output, final, values = run(self, x, states, lengths, return_trace)
 
         if packed is not None:
-            output = _pack_like(output, lengths, packed)
+            output = _pack_like(output, packed_lengths, packed)
         elif unbatched:
             output = output.squeeze(1)  # (T, D*H)
             final = tuple(s.squeeze(1) for s in final)  # (L*D, H)
@@ -247,7 +249,7 @@ class RNNBase(nn.Module):
             trace[name] = value
         return result + (Trace(trace),)
 
-    def _run(self, run_direction, x, states, mask, want_trace):
+    def run_layers(self, run_direction, x, states, lengths, want_trace):
         """Runs every layer and direction: returns the output (T, B, D*H_out), the final
         states, each (L*D, B, *), and the trace values, each (L*D, T, B, *), or None."""
         finals, traces = [], []
@@ -257,7 +259,7 @@ class RNNBase(nn.Module):
                 k = layer * self.num_directions + direction
                 state = tuple(s[k] for s in states)
                 out, state, values = run_direction(
-                    self.mode, x, state, self.weights(layer, direction), mask, direction == 1, want_trace
+                    self.mode, x, state, self.weights(layer, direction), lengths, direction == 1, want_trace
                 )
                 outputs.append(out)
                 finals.append(state)
@@ -289,8 +291,8 @@ class RNNBase(nn.Module):
             return x.unsqueeze(1), True  # (T, 1, I)
         return (x.transpose(0, 1) if self.batch_first else x), False
 
-    def _check_lengths(self, lengths, T: int, B: int, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
-        """The ``(T, B)`` boolean mask of valid steps."""
+    def _check_lengths(self, lengths, T: int, B: int, x: torch.Tensor, unbatched: bool) -> torch.Tensor | None:
+        """The lengths as int64, or None when every sequence is full."""
         if unbatched:
             raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
         if not isinstance(lengths, torch.Tensor):
@@ -306,7 +308,7 @@ class RNNBase(nn.Module):
             raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")
         if low == T:
             return None  # every sequence is full: nothing to mask
-        return torch.arange(T, device=x.device)[:, None] < lengths[None, :]  # (T, B)
+        return lengths.to(torch.int64).contiguous()
 
     def _check_hx(self, hx, B: int, unbatched: bool, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The initial states, each ``(L*D, B, size)``: ``(h0, c0)`` for an LSTM, else ``(h0,)``."""

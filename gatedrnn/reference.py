@@ -12,12 +12,13 @@ from gatedrnn.cells import gru_step, lstm_step, rnn_relu_step, rnn_tanh_step
 STEPS = {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_tanh_step, "RNN_RELU": rnn_relu_step}
 
 
-def run_direction(mode, x, state, weights, mask, reverse, want_trace):
+def run_direction(mode, x, state, weights, lengths, reverse, want_trace):
     """Runs one layer in one direction.
 
     x: (T, B, I) input; state: the initial ``(h,)`` or ``(h, c)``, each (B, *);
-    weights: ``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)``; mask: (T, B)
-    boolean of valid steps, or None; reverse: read from the last step to the first.
+    weights: ``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)``; lengths: (B,)
+    valid steps per sequence, or None when all are; reverse: read from the last step to
+    the first.
     Returns the output (T, B, H_out), the final state, and, when ``want_trace``, the
     step activations stacked over time, each (T, B, *), else None.
     """
@@ -25,7 +26,10 @@ def run_direction(mode, x, state, weights, mask, reverse, want_trace):
     step = STEPS[mode]
     T = x.shape[0]
     xw = F.linear(x, weight_ih, bias_ih).unbind(0)  # T x (B, G*H): one GEMM for all steps
-    masks = [None] * T if mask is None else mask.unsqueeze(-1).unbind(0)  # T x (B, 1)
+    if lengths is None:
+        masks = [None] * T
+    else:
+        masks = (torch.arange(T, device=x.device)[:, None] < lengths[None, :]).unsqueeze(-1).unbind(0)  # T x (B, 1)
     values = [None] * T
     for t in range(T - 1, -1, -1) if reverse else range(T):
         new_state, v = step(xw[t], state, weight_hh, bias_hh, weight_hr)

@@ -9,6 +9,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import gatedrnn
+from hypothesis import strategies as st
 
 # Agreement demanded between two implementations of the same function, per dtype.
 TOL = {
@@ -88,3 +89,37 @@ class Case:
         leaves = [x] + list(hx or ()) + list(layer.parameters())
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         return output, finals, grads, result
+
+
+def check_parity(name, config, dtype, kind, with_hx, T, B, seed, backend="reference"):
+    theirs, ours = twin_layers(name, dtype, backend, **config)
+    case = Case(ours, kind, T, B, with_hx, seed)
+    out_t, finals_t, grads_t, _ = case.run(theirs, use_lengths=False)
+    out_o, finals_o, grads_o, _ = case.run(ours)
+    assert_close(out_o, out_t, dtype, "output")
+    for k, (a, b) in enumerate(zip(finals_o, finals_t)):
+        assert_close(a, b, dtype, f"final state {k}")
+    names = ["input"] + [f"hx[{k}]" for k in range(len(case.hx or ()))] + [n for n, _ in ours.named_parameters()]
+    assert len(grads_o) == len(grads_t) == len(names)
+    for what, a, b in zip(names, grads_o, grads_t):
+        assert a is not None and b is not None, what
+        assert_close(a, b, dtype, f"gradient of {what}")
+
+
+@st.composite
+def configurations(draw):
+    name = draw(st.sampled_from(["RNN", "LSTM", "GRU"]))
+    hidden = draw(st.integers(2, 7))
+    config = {
+        "input_size": draw(st.integers(1, 6)),
+        "hidden_size": hidden,
+        "num_layers": draw(st.integers(1, 3)),
+        "bias": draw(st.booleans()),
+        "batch_first": draw(st.booleans()),
+        "bidirectional": draw(st.booleans()),
+    }
+    if name == "LSTM":
+        config["proj_size"] = draw(st.sampled_from([0, 0, 1, hidden - 1]))
+    if name == "RNN":
+        config["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+    return name, config

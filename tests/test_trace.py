@@ -69,9 +69,11 @@ def _expected_trace(layer, x, lengths):
     [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})],
 )
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_trace_equals_the_equations(name, kw, batch_first):
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_trace_equals_the_equations(name, kw, batch_first, backend):
     torch.manual_seed(0)
-    layer = getattr(gatedrnn, name)(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first, **kw).double()
+    layer = getattr(gatedrnn, name)(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first,
+                                    backend=backend, **kw).double()  # fmt: skip
     x = torch.randn(6, 3, 3, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 4])
     out, _, trace = layer(x.transpose(0, 1) if batch_first else x, lengths=lengths, return_trace=True)

@@ -1,0 +1,90 @@
+// What the three native time loops share: activations the compiler can vectorise, the
+// per-step GEMM, and the bookkeeping of variable lengths.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+
+namespace gatedrnn {
+
+using at::Tensor;
+using std::optional;
+
+// exp for float without a library call, so that loops over it vectorise: Cody-Waite range
+// reduction x = n ln2 + r, a degree-6 polynomial for exp(r) (the cephes coefficients), and
+// 2^n put in the exponent bits. Relative error about 2 ulp on [-87, 88]; inputs beyond are
+// clamped (exp(88) ~ 1.7e38 stands for overflow, which the callers only divide by). The
+// comparisons are false for NaN, so a NaN stays NaN.
+inline float exp_vectorisable(float x) {
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t x) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-x));
+}
+template <>
+inline float sigmoid<float>(float x) {
+  return 1.0f / (1.0f + exp_vectorisable(-x));
+}
+
+template <typename scalar_t>
+inline scalar_t tanh_(scalar_t x) {
+  return std::tanh(x);
+}
+template <>
+inline float tanh_<float>(float x) {
+  // tanh x = 1 - 2 / (exp(2x) + 1): exact at both tails, absolute error ~1e-7 near 0
+  return 1.0f - 2.0f / (exp_vectorisable(2.0f * x) + 1.0f);
+}
+
+// out = bias + a @ w^T, with w (N, K) pre-transposed to w_t (K, N).
+inline void linear_into(Tensor& out, const Tensor& a, const Tensor& w_t, const optional<Tensor>& bias) {
+  if (bias.has_value() && bias->defined()) {
+    at::addmm_out(out, *bias, a, w_t);
+  } else {
+    at::mm_out(out, a, w_t);
+  }
+}
+
+// Valid steps: step t of row b is valid when t < lengths[b] (every step when no lengths).
+struct Lengths {
+  const int64_t* data = nullptr;
+  explicit Lengths(const optional<Tensor>& lengths) {
+    if (lengths.has_value() && lengths->defined()) data = lengths->data_ptr<int64_t>();
+  }
+  bool any() const { return data != nullptr; }
+  bool valid(int64_t t, int64_t b) const { return data == nullptr || t < data[b]; }
+};
+
+// Rows of a (B, n) step run in parallel once a step holds enough work to share.
+template <typename F>
+inline void for_rows(int64_t B, int64_t row_size, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, row_size));
+  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) f(b);
+  });
+}
+
+inline Tensor empty0(const Tensor& like) { return at::empty({0}, like.options()); }
+
+}  // namespace gatedrnn

@@ -1,0 +1,223 @@
+"""The fused backend against the reference path and torch.nn: outputs, states, every
+gradient, traces; gradcheck on its custom ops; torch.compile; the Python fallback."""
+
+import shutil
+
+import pytest
+import torch
+from helpers import INPUT_KINDS, TOL, Case, check_parity, configurations
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gatedrnn
+from gatedrnn import fused
+from gatedrnn.fused import gru as fused_gru
+from gatedrnn.fused import lstm as fused_lstm
+from gatedrnn.fused import rnn as fused_rnn
+
+
+@pytest.fixture(params=["native", "python"])
+def loops(request):
+    """Runs a test with the native loops, then with the Python ones (the no-compiler path)."""
+    if request.param == "python":
+        fused.use_python_loops(True)
+        yield "python"
+        fused.use_python_loops(False)
+    else:
+        if not fused.native_available():
+            pytest.skip("native kernels not built on this machine")
+        yield "native"
+
+
+def test_native_kernels_build_where_a_compiler_exists():
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler on this machine: the Python loops stand in")
+    assert fused.native_available(), fused._native._native_error
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    configurations(),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.sampled_from(INPUT_KINDS),
+    st.booleans(),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["fused", "auto"]),
+)
+def test_fused_and_auto_match_torch_nn(config, dtype, kind, with_hx, T, B, seed, backend):
+    name, config = config
+    check_parity(name, config, dtype, kind, with_hx, T, B, seed, backend=backend)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_python_loops_match_torch_nn(loops, name, kind):
+    config = {"input_size": 3, "hidden_size": 5, "num_layers": 2, "bidirectional": True}
+    if name == "LSTM":
+        config["proj_size"] = 2
+    check_parity(name, config, torch.float64, kind, True, 6, 3, seed=1, backend="fused")
+
+
+def _layer_pair(name, dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    reference = getattr(gatedrnn, name)(3, 4, num_layers=2, bidirectional=True, backend="reference", **kw)
+    reference = reference.to(dtype)
+    other = getattr(gatedrnn, name)(3, 4, num_layers=2, bidirectional=True, backend="fused", **kw).to(dtype)
+    other.load_state_dict(reference.state_dict())
+    return reference, other
+
+
+@pytest.mark.parametrize("name,kw", [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {}), ("RNN", {}),
+                                     ("RNN", {"nonlinearity": "relu"})])  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_traces_and_their_gradients_equal_reference(loops, name, kw, dtype):
+    """Same trace values, and the same gradients when the loss reads the trace."""
+    reference, other = _layer_pair(name, dtype, **kw)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 3, 3, generator=g, dtype=dtype)
+    lengths = torch.tensor([6, 2, 4])
+    results = []
+    for layer in (reference, other):
+        xs = x.clone().requires_grad_()
+        _, _, trace = layer(xs, lengths=lengths, return_trace=True)
+        weights = torch.Generator().manual_seed(4)
+        loss = sum((v * torch.randn(v.shape, generator=weights, dtype=dtype)).sum() for v in trace.values())
+        grads = torch.autograd.grad(loss, [xs] + list(layer.parameters()))
+        results.append((trace, grads))
+    (trace_r, grads_r), (trace_f, grads_f) = results
+    assert list(trace_r) == list(trace_f)
+    for key in trace_r:
+        torch.testing.assert_close(trace_f[key], trace_r[key], **TOL[dtype], msg=key)
+    for a, b in zip(grads_f, grads_r):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+def _gradcheck_inputs(G, B=2, T=4, I=None, H=3, P=None):
+    g = torch.Generator().manual_seed(0)
+    P = P or H
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_()
+
+    return {"xw": r(T, B, G * H), "h0": r(B, P), "c0": r(B, H), "w_hh": r(G * H, P), "b_hh": r(G * H)}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+@pytest.mark.parametrize("proj", [False, True])
+def test_gradcheck_lstm_op(loops, reverse, lengths, proj):
+    t = _gradcheck_inputs(4, P=2 if proj else None)
+    w_hr = torch.randn(2, 3, dtype=torch.float64, requires_grad=True) if proj else None
+
+    def f(xw, h0, c0, w_hh, b_hh, *w):
+        out, h_n, c_n, _, cs, gates = fused_lstm.lstm_forward(xw, h0, c0, w_hh, b_hh, w[0] if w else None,
+                                                              lengths, reverse, True)  # fmt: skip
+        return out, h_n, c_n, cs, gates  # cs and gates carry the trace's gradients
+
+    args = (t["xw"], t["h0"], t["c0"], t["w_hh"], t["b_hh"]) + ((w_hr,) if proj else ())
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+def test_gradcheck_gru_op(loops, reverse, lengths):
+    t = _gradcheck_inputs(3)
+
+    def f(xw, h0, w_hh, b_hh):
+        out, h_n, _, gates, _ = fused_gru.gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, True)
+        return out, h_n, gates
+
+    assert torch.autograd.gradcheck(f, (t["xw"], t["h0"], t["w_hh"], t["b_hh"]))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+@pytest.mark.parametrize("relu", [False, True])
+def test_gradcheck_rnn_op(loops, reverse, lengths, relu):
+    t = _gradcheck_inputs(1)
+
+    def f(xw, h0, w_hh, b_hh):
+        out, h_n, _ = fused_rnn.rnn_forward(xw, h0, w_hh, b_hh, lengths, reverse, True, relu)
+        return out, h_n
+
+    assert torch.autograd.gradcheck(f, (t["xw"], t["h0"], t["w_hh"], t["b_hh"]))
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_gradcheck_fused_layer(name):
+    from test_gradcheck import test_layer_gradcheck
+
+    test_layer_gradcheck(name, {}, use_lengths=True, backend="fused")
+
+
+def test_double_backward_says_so():
+    layer = gatedrnn.GRU(2, 3, backend="fused").double()
+    x = torch.randn(4, 1, 2, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(layer(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward through backend='fused' is not supported"):
+        g.sum().backward()
+
+
+def test_nan_propagates_through_fused():
+    for name in ("RNN", "LSTM", "GRU"):
+        layer = getattr(gatedrnn, name)(2, 3, backend="fused")
+        x = torch.randn(4, 1, 2)
+        x[1, 0, 0] = float("nan")
+        out = layer(x)[0]
+        assert not out[0].isnan().any() and out[1:].isnan().all(), name
+
+
+def test_auto_picks_torch_kernel_only_where_it_is_exact():
+    from gatedrnn.backends import auto_backend
+
+    x = torch.randn(3, 2, 4)
+    assert auto_backend(gatedrnn.LSTM(4, 5), x, None, False) == "torch"
+    assert auto_backend(gatedrnn.LSTM(4, 5), x, None, True) == "fused"
+    assert auto_backend(gatedrnn.LSTM(4, 5), x, torch.tensor([3, 1]), False) == "fused"
+    assert auto_backend(gatedrnn.LSTM(4, 5, proj_size=2), x, None, False) == "fused"
+    assert auto_backend(gatedrnn.LSTM(4, 5).double(), x.double(), None, False) == "fused"
+    assert auto_backend(gatedrnn.GRU(4, 5), x, None, False) == "fused"
+
+
+def test_fused_large_float32_matches_torch():
+    """Larger than the property tests: the vectorised float32 activations stay within tolerance."""
+    for name in ("RNN", "LSTM", "GRU"):
+        theirs = getattr(torch.nn, name)(16, 64)
+        ours = getattr(gatedrnn, name).from_torch(theirs, backend="fused")
+        case = Case(ours, "padded", 40, 8, True, seed=0)
+        out_t, finals_t, grads_t, _ = case.run(theirs)
+        out_o, finals_o, grads_o, _ = case.run(ours)
+        torch.testing.assert_close(out_o, out_t, atol=1e-5, rtol=1e-5)
+        for a, b in zip(grads_o, grads_t):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_matches_eager():
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = gatedrnn.GRU(3, 8, num_layers=2, batch_first=True)
+            self.lstm = gatedrnn.LSTM(8, 6, bidirectional=True, batch_first=True)
+            self.head = torch.nn.Linear(12, 1)
+
+        def forward(self, x):
+            y, _ = self.gru(x)
+            y, _ = self.lstm(y)
+            return self.head(y[:, -1])
+
+    torch.manual_seed(0)
+    model = Model()
+    x = torch.randn(4, 7, 3)
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager.sum().backward()
+    for a, b in zip(grads, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
