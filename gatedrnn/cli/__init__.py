@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatedrnn.cli import demo
+from gatedrnn.cli import demo, evaluate, report, train
+from gatedrnn.cli.errors import UsageError
 
-SUBCOMMANDS = {"demo": demo}
-
-
-class UsageError(Exception):
-    """A mistake in what the user asked for: reported in one line, exit code 2."""
+SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:

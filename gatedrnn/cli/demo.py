@@ -1,48 +1,79 @@
-"""``gatedrnn demo``: runs an RNN, an LSTM and a GRU on a tiny batch and checks each
-against torch.nn with the same weights."""
+"""``gatedrnn demo``: the seed's experiment. A vanilla RNN, an LSTM and a GRU of the same
+hidden size learn the adding problem at a length where the RNN cannot; the report shows why
+(its gradient vanishes across time, the gates keep theirs)."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-import torch
-
-import gatedrnn
+from gatedrnn.cli.errors import UsageError, positive_int, run_errors
+from gatedrnn.models import CELLS
 
 EXAMPLES = """examples:
-  gatedrnn demo
-  gatedrnn demo --seed 3
+  gatedrnn demo                                   # ~3 minutes on 2 CPU cores
+  gatedrnn demo --cells lstm gru --length 200 --steps 3000
+  gatedrnn demo --seed 1 --out runs/demo-seed1
 """
+
+# The demo's settings: the RNN fails the adding problem at T = 150, the gated cells solve it
+# within 2,000 steps at this learning rate (measured; see README).
+LENGTH, STEPS, HIDDEN, LR, BATCH = 150, 2000, 64, 1e-2, 64
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run RNN, LSTM and GRU on a tiny batch and check them against torch.nn",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = sub.add_parser("demo", help="RNN vs LSTM vs GRU on the adding problem, with a report (~3 min)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--cells", nargs="+", choices=list(CELLS), default=["rnn", "lstm", "gru"])
+    p.add_argument("--length", type=positive_int, default=LENGTH, help=f"sequence length T (default {LENGTH})")
+    p.add_argument("--steps", type=positive_int, default=STEPS, help=f"training steps per cell (default {STEPS})")
+    p.add_argument("--hidden-size", type=positive_int, default=HIDDEN, help=f"hidden units (default {HIDDEN})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder (default runs/demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
+@run_errors
 def run(args) -> int:
-    torch.manual_seed(args.seed)
-    T, B, I, H = 12, 4, 8, 16
-    x = torch.randn(T, B, I)
-    print(f"input (T, B, I) = {tuple(x.shape)}")
-    print(f"{'cell':<6} {'output':<14} {'h_n':<12} {'max |ours - torch.nn|':>22}  gates traced")
-    worst = 0.0
-    for name in ("RNN", "LSTM", "GRU"):
-        theirs = getattr(torch.nn, name)(I, H, num_layers=2)
-        ours = getattr(gatedrnn, name).from_torch(theirs)
-        out, state, trace = ours(x, return_trace=True)
-        expected_out, expected_state = theirs(x)
-        h_n = state[0] if name == "LSTM" else state
-        expected_h = expected_state[0] if name == "LSTM" else expected_state
-        diff = max((out - expected_out).abs().max().item(), (h_n - expected_h).abs().max().item())
-        worst = max(worst, diff)
-        print(f"{name:<6} {str(tuple(out.shape)):<14} {str(tuple(h_n.shape)):<12} {diff:>22.2e}  {', '.join(trace)}")
-    ok = worst < 1e-5
-    print("parity with torch.nn:", "ok" if ok else f"FAILED (max difference {worst:.2e})")
-    return 0 if ok else 1
+    import copy
+
+    from gatedrnn.diagnostics.report import RunView, write_report
+    from gatedrnn.train import TrainConfig, build, train
+
+    if args.length < 2:
+        raise UsageError(f"--length must be at least 2, got {args.length}")
+    print(f"The adding problem at T = {args.length}: two of {args.length} values are marked; predict their sum.")
+    print("Predicting 1 whatever the input scores MSE 0.167; 'solved' means test MSE < 0.01.\n")
+    rows, views = [], []
+    for cell in args.cells:
+        config = TrainConfig(task="adding", cell=cell, length=args.length, hidden_size=args.hidden_size, lr=LR,
+                             batch_size=BATCH, steps=args.steps, eval_every=100, seed=args.seed)  # fmt: skip
+        task, initial = build(config)
+        initial = copy.deepcopy(initial)
+        started = time.perf_counter()
+        result = train(config, args.out / cell, progress=not args.quiet)
+        seconds = time.perf_counter() - started
+        _, model = build(config)
+        from gatedrnn import checkpoint
+
+        checkpoint.load_model(args.out / cell, model)
+        mse = result.test["mse"]
+        row = {"cell": cell.upper(), "parameters": sum(p.numel() for p in model.parameters()),
+               "test MSE": f"{mse:.4f}", "baseline": "0.167", "solved": "yes" if mse < 0.01 else "no",
+               "steps to solve": result.solved_at or "-", "time (s)": f"{seconds:.0f}"}  # fmt: skip
+        rows.append(row)
+        views.append(RunView(cell.upper(), cell, task, model, result.history, args.seed, initial, row))
+        if result.status == "nan":
+            print(f"  {cell}: {result.message}")
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in rows[0]}
+    print("\n" + "  ".join(k.ljust(widths[k]) for k in rows[0]))
+    for row in rows:
+        print("  ".join(str(v).ljust(widths[k]) for k, v in row.items()))
+    path = write_report(args.out, views, f"gatedrnn demo: the adding problem at T = {args.length}",
+                        "A vanilla RNN, an LSTM and a GRU with the same hidden size, trained with the same "
+                        "settings and seed. The figures show why the gated cells learn the task and the "
+                        "vanilla RNN does not.")  # fmt: skip
+    print(f"\nreport: {path}")
+    return 0

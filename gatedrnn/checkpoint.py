@@ -1,0 +1,120 @@
+"""Checkpoints: one safetensors file (model weights, optimizer tensors, RNG states) whose
+metadata holds the step and the optimizer's other state as JSON; never a pickle. Every file
+is written to a temporary name and renamed over the old one, so a run killed at any moment
+leaves the last complete checkpoint in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, truncated or does not fit the model."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls ``write(temporary_path)``, then renames the temporary file onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, value) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=2)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    optim_state = optimizer.state_dict()
+    for index, state in optim_state["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().reshape(value.shape)
+    tensors["rng.torch"] = torch.get_rng_state()
+    scalars = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in optim_state["state"].items()}
+    metadata = {
+        "format": "gatedrnn-checkpoint-1",
+        "trainer": json.dumps(trainer_state),
+        "optimizer_groups": json.dumps(optim_state["param_groups"]),
+        "optimizer_scalars": json.dumps(scalars),
+        "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
+    }
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _read(run_dir: Path):
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint in {run_dir} (expected {path.name}); train first with gatedrnn train")
+    try:
+        tensors = load_file(path)
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({error}); it may be truncated") from None
+    if metadata.get("format") != "gatedrnn-checkpoint-1":
+        raise CheckpointError(f"checkpoint {path} is not a gatedrnn checkpoint (no format tag in its metadata)")
+    return tensors, metadata
+
+
+def load_model(run_dir: Path, model) -> dict:
+    """Loads the weights into ``model``; returns the trainer state saved with them."""
+    tensors, metadata = _read(run_dir)
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = set(model.state_dict())
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise CheckpointError(
+            f"checkpoint in {run_dir} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint in {run_dir} does not fit the model: {str(error).splitlines()[0]}") from None
+    return json.loads(metadata["trainer"])
+
+
+def load_training_state(run_dir: Path, model, optimizer, scheduler) -> dict:
+    """Loads weights, optimizer, scheduler and RNG; returns the trainer state."""
+    tensors, metadata = _read(run_dir)
+    trainer_state = load_model(run_dir, model)
+    groups = json.loads(metadata["optimizer_groups"])
+    scalars = json.loads(metadata["optimizer_scalars"])
+    state = {}
+    for index, values in scalars.items():
+        state[int(index)] = dict(values)
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    sched = json.loads(metadata["scheduler"])
+    if scheduler is not None and sched is not None:
+        scheduler.load_state_dict(sched)
+    torch.set_rng_state(tensors["rng.torch"])
+    return trainer_state

@@ -1,0 +1,41 @@
+"""``gatedrnn evaluate``: reloads a run's checkpoint and reports its metric on the test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gatedrnn.cli.errors import run_errors
+
+EXAMPLES = """examples:
+  gatedrnn evaluate runs/adding-lstm
+  gatedrnn evaluate runs/adding-lstm --json
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="report a trained run's test metric", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder gatedrnn train wrote")
+    p.add_argument("--split", choices=["test", "valid"], default="test")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(run=run)
+
+
+@run_errors
+def run(args) -> int:
+    from gatedrnn import checkpoint
+    from gatedrnn.train import build, evaluate, load_config
+
+    config = load_config(args.run_dir)
+    task, model = build(config)
+    state = checkpoint.load_model(args.run_dir, model)
+    metrics = evaluate(task, model, args.split, config.seed, config.device)
+    if args.json:
+        print(json.dumps({"step": state["step"], "split": args.split, **metrics}))
+    else:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        solved = " (solved)" if task.solved(metrics) else ""
+        print(f"{config.cell} on {config.task} (T={config.length}) at step {state['step']}: {args.split} {shown}{solved}")
+    return 0

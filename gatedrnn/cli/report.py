@@ -1,0 +1,56 @@
+"""``gatedrnn report``: the HTML report of one or several runs, side by side."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gatedrnn.cli.errors import UsageError, run_errors
+
+EXAMPLES = """examples:
+  gatedrnn report runs/adding-lstm
+  gatedrnn report runs/adding-rnn runs/adding-lstm runs/adding-gru --out runs/adding-compare
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="write an HTML report of one or several runs", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, help="report folder (default: the run folder, when there is one)")
+    p.set_defaults(run=run)
+
+
+def report_runs(run_dirs, out: Path) -> Path:
+    import json
+
+    from gatedrnn import checkpoint
+    from gatedrnn.diagnostics.report import RunView, write_report
+    from gatedrnn.train import METRICS, _read_log, build, load_config
+
+    views, tasks = [], set()
+    for run_dir in run_dirs:
+        config = load_config(run_dir)
+        tasks.add((config.task, config.length))
+        initial_task, initial = build(config)
+        task, model = build(config)
+        state = checkpoint.load_model(run_dir, model)
+        result_path = Path(run_dir) / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        summary = {"run": str(run_dir), "cell": config.cell, "step": state["step"],
+                   **{f"test {k}": f"{v:.4f}" for k, v in result.get("test", {}).items()},
+                   "solved at": state.get("solved_at") or "no"}  # fmt: skip
+        views.append(RunView(f"{config.cell} ({Path(run_dir).name})", config.cell, task, model,
+                             _read_log(Path(run_dir) / METRICS), config.seed, initial, summary))  # fmt: skip
+    if len(tasks) > 1:
+        raise UsageError(f"runs of different tasks cannot share a report: {sorted(tasks)}")
+    (task_name, length), = tasks
+    return write_report(out, views, f"gatedrnn report: {task_name}, T = {length}")
+
+
+@run_errors
+def run(args) -> int:
+    if args.out is None and len(args.run_dirs) > 1:
+        raise UsageError("several runs need --out for their shared report")
+    print(report_runs(args.run_dirs, args.out or args.run_dirs[0]))
+    return 0

@@ -1,0 +1,93 @@
+"""``gatedrnn train``: trains a cell on a task, with checkpoints, resume and a report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from gatedrnn.cli.errors import UsageError, positive_int, run_errors
+from gatedrnn.models import CELLS
+from gatedrnn.tasks import TASKS
+
+EXAMPLES = """examples:
+  gatedrnn train --task adding --cell lstm --length 150 --steps 3000 --out runs/adding-lstm
+  gatedrnn train --task copy --cell gru --length 100 --lr 3e-3 --out runs/copy-gru
+  gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a cell on a task", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
+    p.add_argument("--cell", choices=list(CELLS), help="the recurrent cell (default lstm)")
+    p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
+    p.add_argument("--hidden-size", type=positive_int, help="hidden units (default 64)")
+    p.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
+    p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
+    p.add_argument("--optimizer", choices=["adam", "adamw"], help="default adam")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="default 0")
+    p.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule (default constant)")
+    p.add_argument("--warmup", type=int, help="steps of linear warm-up (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="default 64")
+    p.add_argument("--steps", type=positive_int, help="training steps (default 2000)")
+    p.add_argument("--clip", type=float, help="max gradient norm, 0 for none (default 1.0)")
+    p.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default 100)")
+    p.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default 0: never)")
+    p.add_argument("--stop-when-solved", action="store_true", default=None, help="stop once the task is solved")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.set_defaults(run=run)
+
+
+def _given(args) -> dict:
+    from gatedrnn.train import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+@run_errors
+def run(args) -> int:
+    from gatedrnn.train import CONFIG, TrainConfig, load_config, train
+
+    given = _given(args)
+    out: Path = args.out
+    if args.resume:
+        config = load_config(out)
+        for key, value in given.items():
+            if key == "steps":
+                config.steps = value  # a resumed run may be extended
+            elif getattr(config, key) != value:
+                raise UsageError(
+                    f"{out} holds a run with {key}={getattr(config, key)!r}, not {value!r}; "
+                    "drop the option to resume it, or train into another --out"
+                )
+    else:
+        if (out / CONFIG).exists():
+            existing = load_config(out)
+            what = "another task's run" if existing.task != given.get("task", existing.task) else "a run"
+            raise UsageError(f"{out} already holds {what} (task {existing.task}, cell {existing.cell}); "
+                             "pass --resume to continue it or choose another --out")  # fmt: skip
+        config = TrainConfig(**given)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    result = train(config, out, resume=args.resume)
+    print(f"{config.cell} on {config.task}: step {result.step}, test " +
+          ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) +
+          (f", solved at step {result.solved_at}" if result.solved_at else ""))  # fmt: skip
+    if not args.no_report:
+        from gatedrnn.cli.report import report_runs
+
+        print(f"report: {report_runs([out], out)}")
+    if result.status == "nan":
+        print(f"gatedrnn train: {result.message}")
+        return 1
+    return 0

@@ -1,0 +1,66 @@
+"""The adding problem: Hochreiter & Schmidhuber 1997, in the form of Le, Jaitly & Hinton 2015.
+
+Each of T steps carries (a value uniform in [0, 1], a marker in {0, 1}); exactly two steps are
+marked, one in each half of the sequence. The target is the sum of the two marked values.
+Predicting 1 whatever the input scores MSE = Var(U + U') = 1/6 ≈ 0.167: the baseline. A model
+"solves" the task at test MSE < 0.01, which needs a memory of ~T steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.tasks.base import Task, batch_generator
+
+SOLVED_MSE = 0.01
+
+
+def adding_batch(batch_size: int, length: int, generator: torch.Generator):
+    """inputs (B, T, 2), targets (B, 1)."""
+    values = torch.rand(batch_size, length, generator=generator)
+    half = length // 2
+    first = torch.randint(0, half, (batch_size,), generator=generator)
+    second = torch.randint(half, length, (batch_size,), generator=generator)
+    markers = torch.zeros(batch_size, length)
+    rows = torch.arange(batch_size)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    inputs = torch.stack([values, markers], dim=-1)  # (B, T, 2)
+    targets = (values * markers).sum(1, keepdim=True)  # (B, 1)
+    return inputs, targets
+
+
+class Adding(Task):
+    name = "adding"
+    input_size = 2
+    output_size = 1
+    readout = "last"
+    metric = "mse"
+    lower_is_better = True
+    baseline = 1.0 / 6.0
+
+    def __init__(self, length: int = 100, test_size: int = 2000):
+        if length < 2:
+            raise ValueError(f"length must be at least 2 for the adding problem, got {length}")
+        self.length, self.test_size = length, test_size
+
+    def train_batch(self, step, batch_size, seed):
+        return adding_batch(batch_size, self.length, batch_generator(seed, step))
+
+    def split(self, name, seed):
+        stream = {"valid": 1, "test": 2}[name]
+        size = self.test_size if name == "test" else self.test_size // 2
+        return adding_batch(size, self.length, batch_generator(seed, -1, stream))
+
+    def loss(self, output, target):
+        return F.mse_loss(output, target)
+
+    def metrics(self, output, target):
+        return {"mse": F.mse_loss(output, target).item()}
+
+    def solved(self, metrics):
+        return metrics["mse"] < SOLVED_MSE
+
+    def marked_positions(self, inputs):
+        return torch.nonzero(inputs[:, 1] > 0).flatten().tolist()

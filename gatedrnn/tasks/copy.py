@@ -1,0 +1,70 @@
+"""The copy task: Arjovsky, Shah & Bengio 2016 ("Unitary Evolution Recurrent Neural Networks").
+
+The input is 10 symbols drawn from 8, then T blanks of which the last is replaced by a
+delimiter, then 10 more blanks: T + 20 steps. The target is blank for the first T + 10 steps,
+then the 10 symbols. A memoryless model predicts blanks, then a uniform guess among 8: its
+cross-entropy is 10 ln 8 / (T + 20) per step, the baseline. Accuracy is measured on the 10
+recalled symbols; the task counts as solved at 99% of them right.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.tasks.base import Task, batch_generator
+
+BLANK, DELIMITER = 0, 9  # symbols are 1..8
+NUM_SYMBOLS, RECALL = 8, 10
+SOLVED_ACCURACY = 0.99
+
+
+def copy_batch(batch_size: int, length: int, generator: torch.Generator):
+    """inputs (B, T + 20) integer tokens, targets (B, T + 20) integer tokens."""
+    total = length + 2 * RECALL
+    symbols = torch.randint(1, NUM_SYMBOLS + 1, (batch_size, RECALL), generator=generator)
+    inputs = torch.full((batch_size, total), BLANK, dtype=torch.long)
+    inputs[:, :RECALL] = symbols
+    inputs[:, length + RECALL - 1] = DELIMITER
+    targets = torch.full((batch_size, total), BLANK, dtype=torch.long)
+    targets[:, -RECALL:] = symbols
+    return inputs, targets
+
+
+class Copy(Task):
+    name = "copy"
+    vocab_size = 10
+    input_size = 10
+    output_size = 10
+    readout = "all"
+    metric = "loss"
+    lower_is_better = True
+
+    def __init__(self, length: int = 100, test_size: int = 1000):
+        if length < 1:
+            raise ValueError(f"length must be at least 1 for the copy task, got {length}")
+        self.length, self.test_size = length, test_size
+        self.baseline = RECALL * math.log(NUM_SYMBOLS) / (length + 2 * RECALL)
+
+    def train_batch(self, step, batch_size, seed):
+        return copy_batch(batch_size, self.length, batch_generator(seed, step))
+
+    def split(self, name, seed):
+        stream = {"valid": 1, "test": 2}[name]
+        size = self.test_size if name == "test" else self.test_size // 2
+        return copy_batch(size, self.length, batch_generator(seed, -1, stream))
+
+    def loss(self, output, target):
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+    def metrics(self, output, target):
+        recalled = output[:, -RECALL:].argmax(-1) == target[:, -RECALL:]
+        return {"loss": self.loss(output, target).item(), "accuracy": recalled.float().mean().item()}
+
+    def solved(self, metrics):
+        return metrics["accuracy"] >= SOLVED_ACCURACY
+
+    def marked_positions(self, inputs):
+        return [RECALL - 1, self.length + RECALL - 1]  # last symbol shown, delimiter

@@ -1,0 +1,253 @@
+"""The training loop: one function, no callbacks. Adam/AdamW, gradient clipping, a
+learning-rate schedule, evaluation every N steps, early stopping, checkpoints that resume to
+the same result, a progress bar and a JSONL metrics log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gatedrnn import checkpoint
+from gatedrnn.models import CELLS, SequenceModel
+from gatedrnn.tasks import TASKS, make_task
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    task: str = "adding"
+    cell: str = "lstm"
+    length: int = 100  # sequence length T of the synthetic tasks
+    hidden_size: int = 64
+    layers: int = 1
+    backend: str = "auto"
+    forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
+    optimizer: str = "adam"  # or "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # or "cosine" (to lr * min_lr_ratio at the last step)
+    warmup: int = 0  # steps of linear warm-up
+    min_lr_ratio: float = 0.1
+    batch_size: int = 64
+    steps: int = 2000
+    clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    eval_every: int = 100
+    patience: int = 0  # evaluations without improvement before stopping; 0 never stops early
+    stop_when_solved: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)  # task-specific options
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"--schedule must be constant or cosine, got {self.schedule!r}")
+        for name in ("length", "hidden_size", "layers", "batch_size", "steps", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("lr",):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("clip", "weight_decay", "warmup", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    step: int
+    test: dict
+    solved_at: int | None
+    seconds: float
+    history: list
+    status: str  # "done", "early-stopped", "solved", "nan"
+    message: str = ""
+
+
+def build(config: TrainConfig):
+    """The task and a freshly initialized model (seeded) for a config."""
+    task = make_task(config.task, length=config.length, **config.extra)
+    torch.manual_seed(config.seed)
+    model = SequenceModel(
+        config.cell, task.input_size, config.hidden_size, task.output_size, config.layers,
+        vocab_size=task.vocab_size, readout=task.readout, backend=config.backend, forget_bias=config.forget_bias,
+    ).to(config.device)  # fmt: skip
+    return task, model
+
+
+def make_optimizer(config: TrainConfig, model):
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def factor(step):
+        if config.warmup and step < config.warmup:
+            return (step + 1) / config.warmup
+        if config.schedule == "cosine":
+            progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+            return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(task, model, split: str, seed: int, device: str = "cpu", batch_size: int = 500) -> dict:
+    model.eval()
+    inputs, targets = task.split(split, seed)
+    outputs = torch.cat([model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
+    model.train()
+    return task.metrics(outputs.cpu(), targets)
+
+
+def _better(task, new, best):
+    if best is None:
+        return True
+    return new < best if task.lower_is_better else new > best
+
+
+def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True, stop_at: int | None = None,
+          on_eval=None) -> RunResult:  # fmt: skip
+    """Trains ``config`` in ``run_dir``. ``resume`` continues from its checkpoint; ``stop_at``
+    stops after that step as if killed (for tests); ``on_eval(step, metrics, model)`` is
+    called after each evaluation."""
+    config.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task, model = build(config)
+    optimizer, scheduler = make_optimizer(config, model)
+    state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
+    if resume:
+        state = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
+        _truncate_log(run_dir / METRICS, state["step"])
+    else:
+        checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
+        (run_dir / METRICS).write_text("")
+        torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use
+    history = _read_log(run_dir / METRICS)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
+                   dynamic_ncols=True, disable=None)  # fmt: skip
+    status, message = "done", ""
+    started = time.perf_counter() - state["seconds"]
+    log = open(run_dir / METRICS, "a")
+    try:
+        step = state["step"]
+        while step < config.steps:
+            inputs, targets = task.train_batch(step, config.batch_size, config.seed)
+            inputs, targets = inputs.to(config.device), targets.to(config.device)
+            loss = task.loss(model(inputs), targets)
+            if not torch.isfinite(loss):
+                status = "nan"
+                message = (f"loss became {loss.item()} at step {step + 1}; stopped, the last good checkpoint "
+                           f"(step {state['step']}) is kept. Try a lower --lr or --clip.")  # fmt: skip
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip or float("inf"))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step % 10 == 0 or step == config.steps:
+                row = {"step": step, "split": "train", "loss": loss.item(), "grad_norm": float(grad_norm),
+                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}  # fmt: skip
+                log.write(json.dumps(row) + "\n")
+                history.append(row)
+            if step % config.eval_every == 0 or step == config.steps:
+                metrics = evaluate(task, model, "valid", config.seed, config.device)
+                row = {"step": step, "split": "valid", **metrics, "seconds": time.perf_counter() - started}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                history.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
+                if state["solved_at"] is None and task.solved(metrics):
+                    state["solved_at"] = step
+                if _better(task, metrics[task.metric], state["best"]):
+                    state["best"], state["bad_evals"] = metrics[task.metric], 0
+                else:
+                    state["bad_evals"] += 1
+                state["step"], state["seconds"] = step, time.perf_counter() - started
+                checkpoint.save(run_dir, model, optimizer, scheduler, state)
+                if on_eval is not None:
+                    on_eval(step, metrics, model)
+                if config.stop_when_solved and state["solved_at"] is not None:
+                    status = "solved"
+                    break
+                if config.patience and state["bad_evals"] >= config.patience:
+                    status = "early-stopped"
+                    break
+            if stop_at is not None and step >= stop_at:
+                return RunResult(config, step, {}, state["solved_at"], time.perf_counter() - started, history, "killed")
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    if status != "nan":
+        state["step"], state["seconds"] = step, time.perf_counter() - started
+        checkpoint.save(run_dir, model, optimizer, scheduler, state)
+    else:
+        checkpoint.load_model(run_dir, model) if (run_dir / checkpoint.CHECKPOINT).exists() else None
+    test = evaluate(task, model, "test", config.seed, config.device)
+    checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
+                                                    "solved_at": state["solved_at"], "seconds": state["seconds"],
+                                                    "message": message})  # fmt: skip
+    return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message)
+
+
+def load_config(run_dir) -> TrainConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no run (no {CONFIG}); give the folder a run was trained into")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a gatedrnn run config ({error})") from None
+
+
+def _read_log(path: Path) -> list:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: drop it and what follows
+    return rows
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keeps the log rows up to the checkpoint's step, so a resumed run logs no step twice."""
+    rows = [r for r in _read_log(path) if r["step"] <= step]
+    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows)))
