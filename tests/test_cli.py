@@ -1,0 +1,115 @@
+"""The gatedrnn command end to end on tiny settings, and its error messages and exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gatedrnn.cli import main
+
+TINY = ["--task", "adding", "--length", "6", "--hidden-size", "8", "--batch-size", "8", "--steps", "20",
+        "--eval-every", "10"]  # fmt: skip
+
+
+def gatedrnn(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "gatedrnn.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_train_evaluate_report_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    result = gatedrnn("train", *TINY, "--cell", "gru", "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert "gru on adding: step 20" in result.stdout
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "report.html", "learning_curves.png"):
+        assert (run / name).exists(), name
+    evaluated = gatedrnn("evaluate", run, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["step"] == 20 and metrics["mse"] == pytest.approx(
+        json.loads((run / "result.json").read_text())["test"]["mse"], rel=1e-6
+    )
+    other = tmp_path / "lstm"
+    assert gatedrnn("train", *TINY, "--cell", "lstm", "--out", other, "--no-report").returncode == 0
+    compared = gatedrnn("report", run, other, "--out", tmp_path / "both")
+    assert compared.returncode == 0, compared.stderr
+    html = (tmp_path / "both" / "report.html").read_text()
+    assert "gradient_flow.png" in html and "gates.png" in html
+
+
+def test_resume_extends_a_run(tmp_path):
+    run = tmp_path / "run"
+    assert gatedrnn("train", *TINY, "--cell", "rnn", "--out", run, "--no-report").returncode == 0
+    resumed = gatedrnn("train", "--out", run, "--resume", "--steps", "30", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step 30" in resumed.stdout
+
+
+def test_demo_writes_its_report(tmp_path):
+    result = gatedrnn("demo", "--length", "8", "--steps", "30", "--hidden-size", "8", "--out", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    for cell in ("RNN", "LSTM", "GRU"):
+        assert cell in result.stdout
+    assert "test MSE" in result.stdout and "steps to solve" in result.stdout
+    for name in ("report.html", "learning_curves.png", "gradient_flow.png", "gates.png", "time_constants.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--task", "chess", "--out", "x"], "invalid choice: 'chess'"),
+        (["train", "--cell", "transformer", "--out", "x"], "invalid choice: 'transformer'"),
+        (["train", "--hidden-size", "-3", "--out", "x"], "expected a positive integer, got -3"),
+        (["train", "--steps", "0", "--out", "x"], "expected a positive integer, got 0"),
+        (["train", "--frobnicate", "--out", "x"], "unrecognized arguments: --frobnicate"),
+        (["evaluate", "nowhere"], "nowhere holds no run"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(args)
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_run_folder_of_another_task_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--task", "copy", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds another task's run (task adding" in err and err.count("\n") == 1
+    assert main(["train", "--out", str(run), "--resume", "--cell", "lstm"]) == 2
+    assert "holds a run with cell='gru'" in capsys.readouterr().err
+
+
+def test_missing_and_corrupted_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    path = run / "checkpoint.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    assert "unreadable" in capsys.readouterr().err
+    path.unlink()
+    assert main(["evaluate", str(run)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    (run / "config.json").write_text("{not json")
+    assert main(["evaluate", str(run)]) == 2
+    assert "is not a gatedrnn run config" in capsys.readouterr().err
+
+
+def test_nan_loss_exits_1_and_says_why(tmp_path, capsys, monkeypatch):
+    from gatedrnn.tasks.adding import Adding
+
+    real = Adding.train_batch
+    monkeypatch.setattr(Adding, "train_batch",
+                        lambda self, step, b, seed: (lambda x, y: (x, y * float("nan") if step >= 12 else y))(
+                            *real(self, step, b, seed)))  # fmt: skip
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(tmp_path / "r"), "--no-report"]) == 1
+    out = capsys.readouterr().out
+    assert "loss became nan at step 13" in out and "last good checkpoint (step 10)" in out

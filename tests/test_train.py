@@ -1,0 +1,128 @@
+"""The training engine: it learns, resumes to the same result, survives a kill mid-write,
+and stops cleanly on a NaN."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from gatedrnn import checkpoint
+from gatedrnn.train import TrainConfig, build, train
+
+
+def tiny(**kw):
+    base = {"task": "adding", "cell": "gru", "length": 8, "hidden_size": 16, "batch_size": 16, "steps": 40,
+            "eval_every": 10, "lr": 1e-2, "seed": 3}  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_overfits_one_tiny_batch():
+    task, model = build(tiny())
+    x, y = task.train_batch(0, 8, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(300):
+        loss = task.loss(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1e-3 < first
+
+
+@pytest.mark.parametrize("cell,length", [("lstm", 8), ("gru", 8), ("rnn", 4)])
+def test_training_beats_the_baseline_and_writes_a_run(tmp_path, cell, length):
+    result = train(tiny(cell=cell, length=length, steps=300, eval_every=50), tmp_path, progress=False)
+    assert result.test["mse"] < 0.2 * 1 / 6
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "result.json"):
+        assert (tmp_path / name).exists(), name
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "valid"] == list(range(50, 301, 50))
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    config = tiny(cell="lstm", steps=40)
+    straight = train(config, tmp_path / "straight", progress=False)
+    killed = train(tiny(cell="lstm", steps=40), tmp_path / "killed", progress=False, stop_at=25)
+    assert killed.status == "killed"
+    resumed = train(tiny(cell="lstm", steps=40), tmp_path / "killed", resume=True, progress=False)
+    assert resumed.step == straight.step == 40
+    a, b = build(config)[1], build(config)[1]
+    checkpoint.load_model(tmp_path / "straight", a)
+    checkpoint.load_model(tmp_path / "killed", b)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=name)
+    assert resumed.test["mse"] == pytest.approx(straight.test["mse"], rel=1e-5)
+    def logged(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["split"], r["loss"] if "loss" in r else r["mse"]) for r in rows]
+
+    resumed_log, straight_log = logged("killed"), logged("straight")
+    assert [r[:2] for r in resumed_log] == [r[:2] for r in straight_log]  # no step logged twice or lost
+    for a, b in zip(resumed_log, straight_log):
+        assert a[2] == pytest.approx(b[2], rel=1e-5)
+
+
+def test_a_checkpoint_write_killed_midway_leaves_the_old_one(tmp_path, monkeypatch):
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+
+    def dies(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed in the middle of writing
+
+    monkeypatch.setattr(checkpoint, "save_file", dies)
+    _, model = build(config)
+    opt = torch.optim.Adam(model.parameters())
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, model, opt, None, {"step": 99})
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert checkpoint.load_model(tmp_path, model)["step"] == 10
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny(steps=30)
+    from gatedrnn.tasks.adding import Adding
+
+    real = Adding.train_batch
+
+    def poisoned(self, step, batch_size, seed):
+        x, y = real(self, step, batch_size, seed)
+        return x, (y * float("nan") if step >= 15 else y)
+
+    monkeypatch.setattr(Adding, "train_batch", poisoned)
+    result = train(config, tmp_path, progress=False)
+    assert result.status == "nan" and "step 16" in result.message and "step 10" in result.message
+    _, model = build(config)
+    assert checkpoint.load_model(tmp_path, model)["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_corrupted_checkpoints_give_clear_errors(tmp_path):
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    _, model = build(config)
+    path = tmp_path / "checkpoint.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
+        checkpoint.load_model(tmp_path, model)
+    path.unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        checkpoint.load_model(tmp_path, model)
+    train(config, tmp_path / "other", progress=False)
+    _, bigger = build(tiny(hidden_size=32))
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit the model"):
+        checkpoint.load_model(tmp_path / "other", bigger)
+
+
+def test_config_validation_names_the_option():
+    with pytest.raises(ValueError, match="--hidden-size must be a positive integer, got 0"):
+        tiny(hidden_size=0).validate()
+    with pytest.raises(ValueError, match="--task must be one of"):
+        tiny(task="chess").validate()
