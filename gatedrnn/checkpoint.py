@@ -46,8 +46,12 @@ def write_json(path: Path, value) -> None:
     atomic_write(path, write)
 
 
-def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict) -> None:
+def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None) -> None:
+    """``carry`` is the recurrent state a stateful task carries between batches (or None)."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    if carry is not None:
+        for k, value in enumerate(carry if isinstance(carry, tuple) else (carry,)):
+            tensors[f"carry.{k}"] = value.detach().contiguous()
     optim_state = optimizer.state_dict()
     for index, state in optim_state["state"].items():
         for key, value in state.items():
@@ -99,8 +103,9 @@ def load_model(run_dir: Path, model) -> dict:
     return json.loads(metadata["trainer"])
 
 
-def load_training_state(run_dir: Path, model, optimizer, scheduler) -> dict:
-    """Loads weights, optimizer, scheduler and RNG; returns the trainer state."""
+def load_training_state(run_dir: Path, model, optimizer, scheduler):
+    """Loads weights, optimizer, scheduler and RNG; returns the trainer state and the carried
+    recurrent state (None, a tensor, or a tuple of them)."""
     tensors, metadata = _read(run_dir)
     trainer_state = load_model(run_dir, model)
     groups = json.loads(metadata["optimizer_groups"])
@@ -117,4 +122,6 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler) -> dict:
     if scheduler is not None and sched is not None:
         scheduler.load_state_dict(sched)
     torch.set_rng_state(tensors["rng.torch"])
-    return trainer_state
+    carry = tuple(tensors[f"carry.{k}"] for k in range(sum(key.startswith("carry.") for key in tensors)))
+    carry = None if not carry else (carry[0] if len(carry) == 1 else carry)
+    return trainer_state, carry

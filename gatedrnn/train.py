@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from gatedrnn import checkpoint
-from gatedrnn.models import CELLS, SequenceModel
-from gatedrnn.tasks import TASKS, make_task
+from gatedrnn.models import CELLS
+from gatedrnn.tasks import TASKS, task_from_config
+from gatedrnn.tasks.base import to_device
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -26,8 +27,11 @@ class TrainConfig:
     task: str = "adding"
     cell: str = "lstm"
     length: int = 100  # sequence length T of the synthetic tasks
+    data: str = ""  # a data file or folder, for the tasks that read one
     hidden_size: int = 64
     layers: int = 1
+    embedding_size: int = 0  # token embedding size; 0: the task's default
+    dropout: float = 0.0  # on embeddings, outputs and between layers
     backend: str = "auto"
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
     optimizer: str = "adam"  # or "adamw"
@@ -62,7 +66,9 @@ class TrainConfig:
         for name in ("lr",):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("clip", "weight_decay", "warmup", "patience"):
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 
@@ -89,13 +95,9 @@ class RunResult:
 
 def build(config: TrainConfig):
     """The task and a freshly initialized model (seeded) for a config."""
-    task = make_task(config.task, length=config.length, **config.extra)
+    task = task_from_config(config)
     torch.manual_seed(config.seed)
-    model = SequenceModel(
-        config.cell, task.input_size, config.hidden_size, task.output_size, config.layers,
-        vocab_size=task.vocab_size, readout=task.readout, backend=config.backend, forget_bias=config.forget_bias,
-    ).to(config.device)  # fmt: skip
-    return task, model
+    return task, task.make_model(config).to(config.device)
 
 
 def make_optimizer(config: TrainConfig, model):
@@ -113,13 +115,8 @@ def make_optimizer(config: TrainConfig, model):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
-def evaluate(task, model, split: str, seed: int, device: str = "cpu", batch_size: int = 500) -> dict:
-    model.eval()
-    inputs, targets = task.split(split, seed)
-    outputs = torch.cat([model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
-    model.train()
-    return task.metrics(outputs.cpu(), targets)
+def evaluate(task, model, split: str, seed: int, device: str = "cpu") -> dict:
+    return task.evaluate(model, split, seed, device)
 
 
 def _better(task, new, best):
@@ -139,11 +136,14 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     task, model = build(config)
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
+    carry = None  # a stateful task's state, carried from one batch to the next
     if resume:
-        state = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
+        state, carry = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
         _truncate_log(run_dir / METRICS, state["step"])
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
+        for name, value in task.artifacts().items():
+            checkpoint.write_json(run_dir / name, value)
         (run_dir / METRICS).write_text("")
         torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use
     history = _read_log(run_dir / METRICS)
@@ -161,8 +161,15 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         step = state["step"]
         while step < config.steps:
             inputs, targets = task.train_batch(step, config.batch_size, config.seed)
-            inputs, targets = inputs.to(config.device), targets.to(config.device)
-            loss = task.loss(model(inputs), targets)
+            inputs, targets = to_device(inputs, config.device), to_device(targets, config.device)
+            if task.stateful:
+                if task.starts_sequence(step):
+                    carry = None
+                output, carry = model(inputs, carry, return_state=True)
+                carry = tuple(s.detach() for s in carry) if isinstance(carry, tuple) else carry.detach()
+            else:
+                output = task.forward(model, inputs)
+            loss = task.loss(output, targets)
             if not torch.isfinite(loss):
                 status = "nan"
                 message = (f"loss became {loss.item()} at step {step + 1}; stopped, the last good checkpoint "
@@ -198,7 +205,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                checkpoint.save(run_dir, model, optimizer, scheduler, state)
+                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
                 if on_eval is not None:
                     on_eval(step, metrics, model)
                 if config.stop_when_solved and state["solved_at"] is not None:
@@ -215,7 +222,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
             bar.close()
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        checkpoint.save(run_dir, model, optimizer, scheduler, state)
+        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
     else:
         checkpoint.load_model(run_dir, model) if (run_dir / checkpoint.CHECKPOINT).exists() else None
     test = evaluate(task, model, "test", config.seed, config.device)

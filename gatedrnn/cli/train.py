@@ -12,6 +12,8 @@ from gatedrnn.tasks import TASKS
 
 EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --length 150 --steps 3000 --out runs/adding-lstm
+  gatedrnn train --task text --data ../shared/data/tinyshakespeare.txt --cell lstm --hidden-size 512 \\
+      --lr 2e-3 --steps 3000 --out runs/shakespeare
   gatedrnn train --task copy --cell gru --length 100 --lr 3e-3 --out runs/copy-gru
   gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
 """
@@ -23,8 +25,11 @@ def add_parser(sub) -> None:
     p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
     p.add_argument("--cell", choices=list(CELLS), help="the recurrent cell (default lstm)")
     p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
+    p.add_argument("--data", help="the data file or folder of a task that reads one")
     p.add_argument("--hidden-size", type=positive_int, help="hidden units (default 64)")
     p.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
+    p.add_argument("--embedding-size", type=positive_int, help="token embedding size (default: the task's)")
+    p.add_argument("--dropout", type=float, help="dropout on embeddings, outputs and between layers (default 0)")
     p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
     p.add_argument("--optimizer", choices=["adam", "adamw"], help="default adam")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
@@ -39,6 +44,17 @@ def add_parser(sub) -> None:
     p.add_argument("--stop-when-solved", action="store_true", default=None, help="stop once the task is solved")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="torch device (default cpu)")
+    seen = set()
+    for task in TASKS.values():
+        for name, (kind, default, text) in task.options.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
+            if kind is bool:
+                p.add_argument(flag, action="store_true", default=None, dest=dest, help=text)
+            else:
+                p.add_argument(flag, type=kind, dest=dest, help=f"{text} (default {default})")
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
@@ -49,7 +65,11 @@ def _given(args) -> dict:
     from gatedrnn.train import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    extra = {k[len("extra."):]: v for k, v in vars(args).items() if k.startswith("extra.") and v is not None}
+    if extra:
+        given["extra"] = extra
+    return given
 
 
 @run_errors

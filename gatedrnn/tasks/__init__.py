@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from gatedrnn.tasks.adding import Adding
 from gatedrnn.tasks.base import Task
+from gatedrnn.tasks.classify import Classify
 from gatedrnn.tasks.copy import Copy
+from gatedrnn.tasks.music import Music
+from gatedrnn.tasks.qa import QA
+from gatedrnn.tasks.text import Text
+from gatedrnn.tasks.timeseries import TimeSeries
 
-TASKS = {"adding": Adding, "copy": Copy}
+TASKS = {"adding": Adding, "copy": Copy, "text": Text, "timeseries": TimeSeries, "classify": Classify, "music": Music, "qa": QA}
 
 __all__ = ["TASKS", "Task", "make_task"]
 
@@ -15,3 +20,9 @@ def make_task(name: str, **options) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     return TASKS[name](**options)
+
+
+def task_from_config(config) -> Task:
+    if config.task not in TASKS:
+        raise ValueError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
+    return TASKS[config.task].from_config(config)

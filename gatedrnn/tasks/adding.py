@@ -45,6 +45,10 @@ class Adding(Task):
             raise ValueError(f"length must be at least 2 for the adding problem, got {length}")
         self.length, self.test_size = length, test_size
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(length=config.length)
+
     def train_batch(self, step, batch_size, seed):
         return adding_batch(batch_size, self.length, batch_generator(seed, step))
 

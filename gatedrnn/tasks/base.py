@@ -11,13 +11,63 @@ def batch_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 97 + stream) % (2**63))
 
 
+def to_device(value, device):
+    """A tensor, or a tuple of them, moved to ``device``."""
+    if isinstance(value, tuple):
+        return tuple(to_device(v, device) for v in value)
+    return value.to(device)
+
+
 class Task:
     """The interface the trainer uses; each task module has one subclass.
 
     ``input_size``/``output_size`` shape the model; ``readout`` is ``"last"`` (one output per
     sequence) or ``"all"`` (one per step); ``metric`` names the number reported, with
-    ``lower_is_better``; ``baseline`` is what a trivial predictor scores.
+    ``lower_is_better``; ``baseline`` is what a trivial predictor scores. ``options`` lists the
+    task's own settings, ``{name: (type, default, help)}``, kept in ``TrainConfig.extra`` and
+    offered as ``--name`` by ``gatedrnn train``. A ``stateful`` task's batches continue each
+    other (truncated backpropagation through time): the trainer carries the final state from
+    one batch into the next, and drops it where ``starts_sequence(step)``.
     """
+
+    options: dict = {}
+    stateful: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> "Task":
+        return cls(**{name: config.extra.get(name, default) for name, (_, default, _) in cls.options.items()})
+
+    def make_model(self, config):
+        from gatedrnn.models import SequenceModel
+
+        input_size = (config.embedding_size or self.input_size) if self.vocab_size else self.input_size
+        return SequenceModel(
+            config.cell, input_size, config.hidden_size, self.output_size, config.layers,
+            vocab_size=self.vocab_size, readout=self.readout, backend=config.backend,
+            forget_bias=config.forget_bias, dropout=config.dropout,
+        )  # fmt: skip
+
+    def forward(self, model, inputs):
+        """The model's output for a batch of this task's inputs."""
+        return model(inputs)
+
+    def starts_sequence(self, step: int) -> bool:
+        return True
+
+    def artifacts(self) -> dict:
+        """Files (name: JSON-able value) the run keeps beside its checkpoint, e.g. a vocabulary."""
+        return {}
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str, seed: int, device="cpu", batch_size: int = 500) -> dict:
+        """The metrics on a whole split, the model in eval mode."""
+        was_training = model.training
+        model.eval()
+        inputs, targets = self.split(split, seed)
+        outputs = torch.cat([self.forward(model, to_device(inputs[i : i + batch_size], device)).cpu()
+                             for i in range(0, len(inputs), batch_size)])  # fmt: skip
+        model.train(was_training)
+        return self.metrics(outputs, targets)
 
     name: str
     input_size: int

@@ -48,6 +48,10 @@ class Copy(Task):
         self.length, self.test_size = length, test_size
         self.baseline = RECALL * math.log(NUM_SYMBOLS) / (length + 2 * RECALL)
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(length=config.length)
+
     def train_batch(self, step, batch_size, seed):
         return copy_batch(batch_size, self.length, batch_generator(seed, step))
 

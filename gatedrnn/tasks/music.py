@@ -1,0 +1,126 @@
+"""Polyphonic music: next-step prediction of 88-key piano rolls with 88 independent Bernoullis.
+
+Data: the four sets of Boulanger-Lewandowski, Bengio & Vincent (ICML 2012), JSB Chorales,
+Nottingham, MuseData and Piano-midi.de, as ``.mat`` files with ``traindata``, ``validdata``
+and ``testdata``, each a 1×N cell of (T × 88) binary rolls (MIDI notes 21–108). Metric: the
+negative log-likelihood of the test set per time step, summed over the 88 keys and averaged
+over all predicted steps (Chung et al. 2014; Bai et al. 2018). The baseline is 88 independent
+Bernoullis with the training set's key frequencies, ignoring time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.tasks.base import Task, batch_generator
+from gatedrnn.tasks.data import DataError
+
+KEYS = 88
+SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
+
+
+def load_mat(path) -> dict[str, list[torch.Tensor]]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        from scipy.io import loadmat
+
+        mat = loadmat(str(path))
+    except ImportError:
+        raise DataError("the music task reads .mat files with scipy: pip install scipy") from None
+    except Exception as error:  # scipy raises several types for a file that is not MATLAB
+        raise DataError(f"{path}: not a readable .mat file ({error})") from None
+    missing = [key for key in SPLITS.values() if key not in mat]
+    if missing:
+        raise DataError(f"{path}: lacks the keys {missing}; a music .mat holds traindata, validdata, testdata")
+    splits = {}
+    for split, key in SPLITS.items():
+        rolls = [torch.as_tensor(r, dtype=torch.float32) for r in mat[key].ravel()]
+        for k, roll in enumerate(rolls):
+            if roll.dim() != 2 or roll.shape[1] != KEYS or roll.shape[0] < 2:
+                raise DataError(f"{path}: {key}[{k}] has shape {tuple(roll.shape)}, expected (T >= 2, {KEYS})")
+        splits[split] = rolls
+    return splits
+
+
+def pad(rolls: list[torch.Tensor]):
+    """inputs (B, T-1, 88), targets (B, T-1, 88) padded with zeros, lengths (B,)."""
+    lengths = torch.tensor([len(r) - 1 for r in rolls])
+    T = int(lengths.max())
+    x = torch.zeros(len(rolls), T, KEYS)
+    y = torch.zeros(len(rolls), T, KEYS)
+    for b, roll in enumerate(rolls):
+        x[b, : len(roll) - 1] = roll[:-1]
+        y[b, : len(roll) - 1] = roll[1:]
+    return x, y, lengths
+
+
+class Music(Task):
+    name = "music"
+    input_size = KEYS
+    output_size = KEYS
+    readout = "all"
+    metric = "nll"
+    lower_is_better = True
+    options = {"crop": (int, 200, "music task: longest training excerpt, in time steps")}
+
+    def __init__(self, data, crop=200):
+        if crop < 2:
+            raise ValueError(f"--crop must be at least 2, got {crop}")
+        self.rolls, self.crop = load_mat(data), crop
+        frames = torch.cat(self.rolls["train"])
+        p = frames.mean(0).clamp(1e-6, 1 - 1e-6)
+        test = torch.cat([r[1:] for r in self.rolls["test"]])
+        self.baseline = float(-(test * p.log() + (1 - test) * (1 - p).log()).sum(1).mean())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
+
+    def train_batch(self, step, batch_size, seed):
+        g = batch_generator(seed, step)
+        train = self.rolls["train"]
+        picks = torch.randint(0, len(train), (batch_size,), generator=g).tolist()
+        excerpts = []
+        for k in picks:  # a random excerpt of at most `crop` + 1 frames
+            roll = train[k]
+            start = int(torch.randint(0, max(1, len(roll) - self.crop), (1,), generator=g))
+            excerpts.append(roll[start : start + self.crop + 1])
+        x, y, lengths = pad(excerpts)
+        return (x, lengths), (y, lengths)
+
+    def split(self, name, seed):
+        x, y, lengths = pad(self.rolls[name])
+        return (x, lengths), (y, lengths)
+
+    def forward(self, model, inputs):
+        x, lengths = inputs
+        return model(x, lengths=lengths)
+
+    def loss(self, output, target):
+        y, lengths = target
+        valid = (torch.arange(y.shape[1], device=y.device)[None, :] < lengths[:, None].to(y.device))  # (B, T)
+        nll = F.binary_cross_entropy_with_logits(output, y, reduction="none").sum(-1)  # (B, T)
+        return (nll * valid).sum() / valid.sum()
+
+    def metrics(self, output, target):
+        return {"nll": self.loss(output, target).item()}
+
+    @torch.no_grad()
+    def evaluate(self, model, split, seed, device="cpu", batch_size: int = 16):
+        """NLL per step over every step of every piece of the split."""
+        was_training = model.training
+        model.eval()
+        total, steps = 0.0, 0
+        rolls = self.rolls[split]
+        for i in range(0, len(rolls), batch_size):
+            x, y, lengths = pad(rolls[i : i + batch_size])
+            output = model(x.to(device), lengths=lengths.to(device))
+            total += self.loss(output.cpu(), (y, lengths)).item() * int(lengths.sum())
+            steps += int(lengths.sum())
+        model.train(was_training)
+        return {"nll": total / steps}

@@ -1,0 +1,176 @@
+"""Language modelling on any UTF-8 text, at the character or the word level.
+
+Splits: a folder holding ``train.txt``, ``valid.txt`` and ``test.txt`` (Penn Treebank's files,
+one sentence a line, ``<eos>`` added per line as Mikolov et al. and Zaremba et al. do) is used
+as given; a single file is split into its first 90% for training and last 10% for validation
+and test (nanoGPT's ``shakespeare_char`` convention). Training is truncated backpropagation
+through time: the corpus is cut into ``batch_size`` parallel streams, read ``bptt`` tokens at
+a time, and the state carries from one batch to the next. Metric: cross-entropy in nats per
+token (bits per character = nats / ln 2, perplexity = e^nats).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gatedrnn.tasks.base import Task
+from gatedrnn.tasks.data import DataError, read_text
+
+EOS, UNK = "<eos>", "<unk>"
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    if level == "char":
+        return list(text)
+    tokens = []
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            tokens += words + [EOS]
+    return tokens
+
+
+class Vocabulary:
+    def __init__(self, tokens: list[str], level: str):
+        self.level, self.tokens = level, tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    @classmethod
+    def build(cls, tokens, level):
+        return cls(sorted(set(tokens)), level)
+
+    def encode(self, tokens, source: str = "the text") -> torch.Tensor:
+        unk = self.index.get(UNK)
+        ids = []
+        for position, token in enumerate(tokens):
+            i = self.index.get(token, unk)
+            if i is None:
+                raise DataError(f"{source}: {token!r} (token {position}) is not in the vocabulary "
+                                f"of {len(self.tokens)} {self.level} tokens")  # fmt: skip
+            ids.append(i)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        sep = "" if self.level == "char" else " "
+        return sep.join(self.tokens[i] for i in ids)
+
+    def to_json(self):
+        return {"level": self.level, "tokens": self.tokens}
+
+    @classmethod
+    def from_json(cls, value):
+        return cls(value["tokens"], value["level"])
+
+
+def load_splits(data, level: str):
+    """(vocabulary, {split: ids}) from a file or a folder of train/valid/test.txt."""
+    path = Path(data)
+    if path.is_dir():
+        files = {split: path / f"{split}.txt" for split in ("train", "valid", "test")}
+        missing = [str(f) for f in files.values() if not f.exists()]
+        if missing:
+            raise DataError(f"{path}: a text folder needs train.txt, valid.txt and test.txt; missing {missing}")
+        tokens = {split: tokenize(read_text(f), level) for split, f in files.items()}
+        vocab = Vocabulary.build(tokens["train"], level)
+        return vocab, {s: vocab.encode(t, str(files[s])) for s, t in tokens.items()}
+    text = read_text(path)
+    tokens = tokenize(text, level)
+    if len(tokens) < 20:
+        raise DataError(f"{path}: holds {len(tokens)} {level} tokens, too few to split")
+    vocab = Vocabulary.build(tokens, level)
+    ids = vocab.encode(tokens, str(path))
+    cut = int(0.9 * len(ids))
+    return vocab, {"train": ids[:cut], "valid": ids[cut:], "test": ids[cut:]}
+
+
+def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(B, N // B): the token sequence cut into B contiguous streams."""
+    n = len(ids) // batch_size
+    if n < 2:
+        raise DataError(f"{len(ids)} tokens cannot fill {batch_size} streams; lower --batch-size")
+    return ids[: n * batch_size].view(batch_size, n)
+
+
+class Text(Task):
+    name = "text"
+    readout = "all"
+    metric = "loss"
+    lower_is_better = True
+    stateful = True
+    options = {
+        "level": (str, "char", "text task: 'char' or 'word' tokens"),
+        "bptt": (int, 128, "text task: tokens per truncated-BPTT segment"),
+    }
+
+    def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, vocab=None):
+        if level not in ("char", "word"):
+            raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
+        if bptt < 1:
+            raise ValueError(f"--bptt must be a positive integer, got {bptt}")
+        self.level, self.bptt, self.batch_size = level, bptt, batch_size
+        self.vocab, self.ids = load_splits(data, level)
+        self.vocab_size = self.input_size = self.output_size = len(self.vocab.tokens)
+        self.train_streams = streams(self.ids["train"], batch_size)  # (B, N)
+        self.batches_per_epoch = max(1, (self.train_streams.shape[1] - 1) // bptt)
+        counts = torch.bincount(self.ids["train"], minlength=self.vocab_size).double()
+        p = counts / counts.sum()
+        self.baseline = float(-(p[p > 0] * p[p > 0].log()).sum())  # unigram entropy, nats per token
+
+    @classmethod
+    def from_config(cls, config):
+        options = {k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()}
+        return cls(config.data, config.batch_size, **options)
+
+    def make_model(self, config):
+        if not config.embedding_size:
+            config = type(config)(**{**config.__dict__, "embedding_size": config.hidden_size})
+        return super().make_model(config)
+
+    def artifacts(self):
+        return {"vocab.json": self.vocab.to_json()}
+
+    def starts_sequence(self, step):
+        return step % self.batches_per_epoch == 0
+
+    def train_batch(self, step, batch_size, seed):
+        k = step % self.batches_per_epoch
+        window = self.train_streams[:, k * self.bptt : k * self.bptt + self.bptt + 1]  # (B, L + 1)
+        return window[:, :-1], window[:, 1:]
+
+    def split(self, name, seed):
+        """Up to 64 windows of ``bptt`` tokens from a split, for the report's figures."""
+        data = streams(self.ids[name], 64)[:, : self.bptt + 1]
+        return data[:, :-1], data[:, 1:]
+
+    def loss(self, output, target):
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+    def metrics(self, output, target):
+        nats = self.loss(output, target).item()
+        return self._named(nats)
+
+    def _named(self, nats):
+        out = {"loss": nats, "perplexity": math.exp(min(nats, 50))}
+        if self.level == "char":
+            out["bpc"] = nats / math.log(2)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model, split, seed, device="cpu", batch_size: int = 32):
+        """Cross-entropy over the whole split, read in streams with the state carried."""
+        was_training = model.training
+        model.eval()
+        data = streams(self.ids[split], min(batch_size, max(1, len(self.ids[split]) // (self.bptt + 1))))
+        total, count, state = 0.0, 0, None
+        for start in range(0, data.shape[1] - 1, self.bptt):
+            window = data[:, start : start + self.bptt + 1].to(device)
+            output, state = model(window[:, :-1], state, return_state=True)
+            total += F.cross_entropy(output.reshape(-1, output.shape[-1]), window[:, 1:].reshape(-1),
+                                     reduction="sum").item()  # fmt: skip
+            count += window[:, 1:].numel()
+        model.train(was_training)
+        return self._named(total / count)
