@@ -1,0 +1,95 @@
+"""The text task: vocabulary, splits, streams, metrics, a short run, generation, errors."""
+
+import math
+
+import pytest
+import torch
+
+from gatedrnn.cli import main
+from gatedrnn.tasks.data import DataError
+from gatedrnn.tasks.text import EOS, Text, load_splits, streams, tokenize
+
+
+def test_tokenize_and_splits_of_a_file(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("abcab" * 20)
+    vocab, ids = load_splits(f, "char")
+    assert vocab.tokens == ["a", "b", "c"]
+    assert len(ids["train"]) == 90 and torch.equal(ids["valid"], ids["test"]) and len(ids["valid"]) == 10
+    assert vocab.decode(ids["train"][:5].tolist()) == "abcab"
+    assert tokenize("the cat\n\nsat down \n", "word") == ["the", "cat", EOS, "sat", "down", EOS]
+
+
+def test_ptb_folder_is_used_as_given(shared_data):
+    vocab, ids = load_splits(shared_data("ptb"), "word")
+    assert (len(ids["train"]), len(ids["valid"]), len(ids["test"])) == (929_589, 73_760, 82_430)
+    assert len(vocab.tokens) == 10_000
+
+
+def test_streams_and_batches_continue_each_other(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("".join(chr(97 + i % 26) for i in range(1000)))
+    task = Text(str(f), batch_size=4, bptt=10)
+    x0, y0 = task.train_batch(0, 4, 0)
+    x1, _ = task.train_batch(1, 4, 0)
+    assert x0.shape == (4, 10) and torch.equal(x0[:, 1:], y0[:, :-1])
+    assert torch.equal(x1[:, 0], y0[:, -1])  # the next batch starts where this one ended
+    assert task.starts_sequence(0) and not task.starts_sequence(1)
+    assert task.starts_sequence(task.batches_per_epoch)
+    assert streams(torch.arange(10), 3).shape == (3, 3)
+
+
+def test_metrics_match_hand_computation(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("ab" * 100)
+    task = Text(str(f), batch_size=2, bptt=4)
+    logits = torch.zeros(1, 3, 2)  # uniform over 2 tokens: ln 2 nats, 1 bit, perplexity 2
+    m = task.metrics(logits, torch.tensor([[0, 1, 0]]))
+    assert m["loss"] == pytest.approx(math.log(2)) and m["bpc"] == pytest.approx(1.0)
+    assert m["perplexity"] == pytest.approx(2.0)
+    assert task.baseline == pytest.approx(math.log(2), rel=1e-3)  # unigram entropy of "abab..."
+
+
+def test_short_run_beats_the_unigram_baseline_and_generates(tmp_path, shared_data, capsys):
+    text = shared_data("tinyshakespeare.txt").read_text()[:60_000]
+    data = tmp_path / "shakespeare.txt"
+    data.write_text(text)
+    run = tmp_path / "run"
+    code = main(["train", "--task", "text", "--data", str(data), "--cell", "gru", "--hidden-size", "64",
+                 "--batch-size", "16", "--bptt", "32", "--steps", "150", "--lr", "1e-2", "--eval-every", "50",
+                 "--out", str(run), "--no-report"])  # fmt: skip
+    assert code == 0
+    result = __import__("json").loads((run / "result.json").read_text())
+    assert result["test"]["loss"] < Text(str(data), 16, bptt=32).baseline - 0.4
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "ROMEO:", "--length", "120", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 120 + 1
+    assert main(["generate", str(run), "--prompt", "ROMEO:", "--length", "120", "--seed", "1"]) == 0
+    assert capsys.readouterr().out == out  # seeded
+    assert main(["generate", str(run), "--prompt", "ROMEO ∑"]) == 2
+    assert "'∑' (position 6) is not in the model's vocabulary" in capsys.readouterr().err
+
+
+def test_bad_text_files(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\nna\xefve".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text \(byte 3, line 1\)"):
+        load_splits(tmp_path / "latin1.txt", "char")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(DataError, match="empty.txt: is empty"):
+        load_splits(tmp_path / "empty.txt", "char")
+    with pytest.raises(DataError, match="missing.txt: no such file"):
+        load_splits(tmp_path / "missing.txt", "char")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "train.txt").write_text("a b\n")
+    with pytest.raises(DataError, match="needs train.txt, valid.txt and test.txt"):
+        load_splits(tmp_path / "corpus", "word")
+
+
+def test_cli_names_the_bad_file_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "text", "--data", str(tmp_path / "bad.txt"), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.txt: not UTF-8 text" in err and err.count("\n") == 1
+    assert not run.exists() or not any(run.iterdir())
