@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 2000
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping; 0 never stops early
+    patience: int = 0  # evaluations without improvement before stopping (on the best weights); 0: never
     stop_when_solved: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -155,6 +155,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
                    dynamic_ncols=True, disable=None)  # fmt: skip
     status, message = "done", ""
+    best_weights = None
     started = time.perf_counter() - state["seconds"]
     log = open(run_dir / METRICS, "a")
     try:
@@ -202,6 +203,8 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):
                     state["best"], state["bad_evals"] = metrics[task.metric], 0
+                    if config.patience:  # early stopping ends on the best weights, not the last
+                        best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
@@ -220,6 +223,8 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         log.close()
         if bar is not None:
             bar.close()
+    if status == "early-stopped" and best_weights is not None:
+        model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
         checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)

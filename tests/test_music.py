@@ -63,3 +63,20 @@ def test_bad_mat_files(tmp_path):
     path = write_mat(tmp_path / "z.mat", traindata=[torch.zeros(3, 12).numpy()], validdata=[], testdata=[])
     with pytest.raises(DataError, match=r"traindata\[0\] has shape \(3, 12\), expected \(T >= 2, 88\)"):
         load_mat(path)
+
+
+def test_generate_writes_a_midi_file_of_the_requested_length(shared_data, tmp_path, capsys):
+    import mido
+
+    from gatedrnn.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "music", "--data", str(shared_data("music/JSB_Chorales.mat")), "--cell", "lstm",
+                 "--hidden-size", "16", "--steps", "20", "--batch-size", "4", "--crop", "20", "--out", str(run),
+                 "--no-report"]) == 0  # fmt: skip
+    assert main(["generate", str(run), "--length", "32", "--seed", "2", "--out", str(tmp_path / "piece.mid")]) == 0
+    midi = mido.MidiFile(tmp_path / "piece.mid")
+    ticks = sum(m.time for m in midi.tracks[0])
+    assert ticks == 32 * 240  # every step accounted for, notes closed at the end
+    notes_on = [m for m in midi.tracks[0] if m.type == "note_on"]
+    assert notes_on and all(21 <= m.note <= 108 for m in notes_on)

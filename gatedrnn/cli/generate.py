@@ -12,6 +12,7 @@ from gatedrnn.cli.errors import UsageError, positive_int, run_errors
 EXAMPLES = """examples:
   gatedrnn generate runs/shakespeare --prompt "ROMEO:" --length 500 --temperature 0.8 --top-k 40 --seed 1
   gatedrnn generate runs/ptb --prompt "the company said" --length 50
+  gatedrnn generate runs/jsb --length 128 --out chorale.mid     # a music run: a MIDI file
 """
 
 
@@ -24,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default 0: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, help="music runs: the MIDI file to write (default RUN_DIR/sample.mid)")
     p.set_defaults(run=run)
 
 
@@ -36,7 +38,7 @@ def load_language_model(run_dir: Path):
 
     config = load_config(run_dir)
     if config.task != "text":
-        raise UsageError(f"{run_dir} holds a {config.task} run; generate samples from text runs")
+        raise UsageError(f"{run_dir} holds a {config.task} run; generate samples from text and music runs")
     vocab_path = Path(run_dir) / "vocab.json"
     if not vocab_path.exists():
         raise UsageError(f"{run_dir} has no vocab.json; was it written by gatedrnn train --task text?")
@@ -68,14 +70,48 @@ def sample(model, vocab, prompt_ids, length, temperature=1.0, top_k=0, seed=0):
             logits = logits[0, -1]
 
 
+def sample_music(run_dir: Path, length: int, temperature: float, seed: int):
+    """A (length, 88) piano roll sampled from a music run, frame by frame from silence."""
+    import torch
+
+    from gatedrnn import checkpoint
+    from gatedrnn.models import SequenceModel
+    from gatedrnn.tasks.music import KEYS
+    from gatedrnn.train import load_config
+
+    config = load_config(run_dir)
+    model = SequenceModel(config.cell, KEYS, config.hidden_size, KEYS, config.layers, backend=config.backend,
+                          forget_bias=config.forget_bias, dropout=config.dropout).eval()  # fmt: skip
+    checkpoint.load_model(run_dir, model)
+    generator = torch.Generator().manual_seed(seed)
+    frame, state, frames = torch.zeros(1, 1, KEYS), None, []
+    with torch.no_grad():
+        for _ in range(length):
+            logits, state = model(frame, state, return_state=True)
+            frame = torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
+            frames.append(frame[0, 0])
+    return torch.stack(frames)
+
+
 @run_errors
 def run(args) -> int:
     from gatedrnn.tasks.text import EOS, tokenize
+    from gatedrnn.train import load_config
 
     if args.temperature <= 0:
         raise UsageError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k < 0:
         raise UsageError(f"--top-k must be 0 or positive, got {args.top_k}")
+    if load_config(args.run_dir).task == "music":
+        from gatedrnn.tasks.midi import write_midi
+
+        roll = sample_music(args.run_dir, args.length, args.temperature, args.seed)
+        try:
+            path = write_midi(roll, args.out or Path(args.run_dir) / "sample.mid")
+        except RuntimeError as error:
+            raise UsageError(str(error)) from None
+        print(f"{path}: {args.length} steps, {int(roll.sum())} notes sounding")
+        return 0
     config, vocab, model = load_language_model(args.run_dir)
     tokens = tokenize(args.prompt, vocab.level) if vocab.level == "word" else list(args.prompt)
     if not tokens:

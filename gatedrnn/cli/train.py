@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
 from gatedrnn.models import CELLS
+from gatedrnn.presets import PRESETS
 from gatedrnn.tasks import TASKS
 
 EXAMPLES = """examples:
@@ -15,6 +16,7 @@ EXAMPLES = """examples:
   gatedrnn train --task text --data ../shared/data/tinyshakespeare.txt --cell lstm --hidden-size 512 \\
       --lr 2e-3 --steps 3000 --out runs/shakespeare
   gatedrnn train --task copy --cell gru --length 100 --lr 3e-3 --out runs/copy-gru
+  gatedrnn train --preset shakespeare-quick --cell lstm --out runs/shakespeare-quick
   gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
 """
 
@@ -22,6 +24,7 @@ EXAMPLES = """examples:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a cell on a task", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--preset", choices=list(PRESETS), help="named settings of README's results table")
     p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
     p.add_argument("--cell", choices=list(CELLS), help="the recurrent cell (default lstm)")
     p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
@@ -77,6 +80,10 @@ def run(args) -> int:
     from gatedrnn.train import CONFIG, TrainConfig, load_config, train
 
     given = _given(args)
+    if args.preset:
+        preset = dict(PRESETS[args.preset])
+        extra = {**preset.pop("extra", {}), **given.pop("extra", {})}
+        given = {**preset, **given, **({"extra": extra} if extra else {})}
     out: Path = args.out
     if args.resume:
         config = load_config(out)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,58 @@
+"""Named settings that reproduce README's results table: ``gatedrnn train --preset NAME``.
+
+Each preset is a partial :class:`gatedrnn.train.TrainConfig`; options given on the command
+line override it. Data paths are relative to the project root, where ``../shared/data``
+holds the data sets (see README, Data).
+"""
+
+from __future__ import annotations
+
+DATA = "../shared/data"
+
+PRESETS: dict[str, dict] = {
+    # long memory
+    "adding-200": dict(task="adding", length=200, hidden_size=128, lr=1e-2, steps=4000, stop_when_solved=True),
+    "copy-100": dict(task="copy", length=100, hidden_size=128, lr=3e-3, steps=6000, stop_when_solved=True),
+    # text: beats nanoGPT's 66-second CPU baseline (validation loss 1.886) on tiny Shakespeare
+    "shakespeare-quick": dict(task="text", data=f"{DATA}/tinyshakespeare.txt", hidden_size=256, batch_size=32,
+                              lr=4e-3, steps=1000, eval_every=1000, extra={"level": "char", "bptt": 64}),
+    # text: the 30-minute budget
+    "shakespeare": dict(task="text", data=f"{DATA}/tinyshakespeare.txt", hidden_size=512, layers=2, batch_size=32,
+                        lr=2e-3, steps=6000, eval_every=500, dropout=0.2, schedule="cosine",
+                        extra={"level": "char", "bptt": 100}),
+    # Zaremba et al. 2014, small: 2 x 200 LSTM, 13 epochs of 929k tokens at 20 x 20 (plain SGD there; Adam here)
+    "ptb-small": dict(task="text", data=f"{DATA}/ptb", hidden_size=200, layers=2, batch_size=20, lr=2e-3,
+                      steps=30_000, eval_every=2000, clip=5.0, schedule="cosine", extra={"level": "word", "bptt": 20}),
+    # Zaremba et al. 2014, medium: 2 x 650, dropout 0.5, 39 epochs (hours on a CPU)
+    "ptb-medium": dict(task="text", data=f"{DATA}/ptb", hidden_size=650, layers=2, batch_size=20, lr=1e-3,
+                       steps=90_000, eval_every=5000, clip=5.0, dropout=0.5, schedule="cosine",
+                       extra={"level": "word", "bptt": 35}),
+    # music: next-step NLL on JSB Chorales
+    "jsb": dict(task="music", data=f"{DATA}/music/JSB_Chorales.mat", hidden_size=256, batch_size=16, lr=2e-3,
+                steps=1500, eval_every=250, dropout=0.2, patience=3, extra={"crop": 100}),
+    "nottingham": dict(task="music", data=f"{DATA}/music/Nottingham.mat", hidden_size=256, batch_size=16, lr=2e-3,
+                       steps=1500, eval_every=250, dropout=0.2, patience=3, extra={"crop": 100}),
+    "musedata": dict(task="music", data=f"{DATA}/music/MuseData.mat", hidden_size=256, batch_size=16, lr=2e-3,
+                     steps=1500, eval_every=250, dropout=0.2, patience=3, extra={"crop": 100}),
+    "piano-midi": dict(task="music", data=f"{DATA}/music/Piano_midi.mat", hidden_size=256, batch_size=16, lr=2e-3,
+                       steps=1500, eval_every=250, dropout=0.2, patience=3, extra={"crop": 100}),
+    # question answering, bAbI task 1 (set --data to another task's training file for the others)
+    "babi-1k": dict(task="qa", data=f"{DATA}/babi-en10k/qa1_single-supporting-fact_train.txt", hidden_size=64,
+                    embedding_size=64, batch_size=32, lr=5e-3, steps=2000, eval_every=200,
+                    extra={"protocol": "1k"}),
+    # forecasting
+    "airline": dict(task="timeseries", data=f"{DATA}/timeseries/airline.csv", hidden_size=16, batch_size=32,
+                    lr=3e-3, steps=800, eval_every=100,
+                    extra={"target": "Passengers", "test_size": 48, "window": 24, "season": 12, "log": True,
+                           "difference": True}),
+    "sunspots": dict(task="timeseries", data=f"{DATA}/timeseries/sunspots.csv", hidden_size=32, batch_size=32,
+                     lr=3e-3, steps=800, eval_every=100,
+                     extra={"target": "SUNACTIVITY", "window": 24, "season": 11}),
+    # sequence classification
+    "digits": dict(task="classify", data="digits", hidden_size=64, lr=3e-3, steps=1500, eval_every=250,
+                   extra={"mode": "row"}),
+    "digits-permuted": dict(task="classify", data="digits", hidden_size=64, lr=3e-3, steps=1500, eval_every=250,
+                            extra={"mode": "pixel", "permute": True}),
+    "mnist-rows": dict(task="classify", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=128, lr=2e-3, steps=1500,
+                       eval_every=250, extra={"mode": "row"}),
+}
