@@ -87,4 +87,36 @@ inline void for_rows(int64_t B, int64_t row_size, const F& f) {
 
 inline Tensor empty0(const Tensor& like) { return at::empty({0}, like.options()); }
 
+// out[t] = hs[t] on valid rows, zeros past each sequence's end. Rows are (B, n).
+template <typename scalar_t>
+void write_output_step(scalar_t* out_t, const scalar_t* h_t, const Lengths& len, int64_t t, int64_t B, int64_t n) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (len.valid(t, b))
+      std::memcpy(out_t + b * n, h_t + b * n, sizeof(scalar_t) * n);
+    else
+      std::memset(out_t + b * n, 0, sizeof(scalar_t) * n);
+  }
+}
+
+// Rows past a sequence's end take `from`'s row unchanged (a carried state or gradient).
+template <typename scalar_t>
+void carry_invalid_rows(scalar_t* to, const scalar_t* from, const Lengths& len, int64_t t, int64_t B, int64_t n) {
+  if (!len.any()) return;
+  for (int64_t b = 0; b < B; ++b)
+    if (!len.valid(t, b)) std::memcpy(to + b * n, from + b * n, sizeof(scalar_t) * n);
+}
+
+// sum_t d_pre[t]^T h_prev[t] as one GEMM over all T*B rows (plus one for the first step),
+// h_prev being h0 at the first step read and the carried state of the step before after it.
+inline Tensor recurrent_weight_grad(const Tensor& d_pre, const Tensor& hs, const Tensor& h0, bool reverse) {
+  const int64_t T = d_pre.size(0), G = d_pre.size(2), P = hs.size(2);
+  Tensor d_w = at::mm(d_pre[reverse ? T - 1 : 0].t(), h0);
+  if (T > 1) {
+    const Tensor later = reverse ? d_pre.narrow(0, 0, T - 1) : d_pre.narrow(0, 1, T - 1);
+    const Tensor before = reverse ? hs.narrow(0, 1, T - 1) : hs.narrow(0, 0, T - 1);
+    d_w.addmm_(later.reshape({-1, G}).t(), before.reshape({-1, P}));
+  }
+  return d_w;
+}
+
 }  // namespace gatedrnn

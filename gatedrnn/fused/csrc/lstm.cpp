@@ -112,20 +112,9 @@ std::vector<Tensor> lstm_forward(const Tensor& xw_in, const Tensor& h0, const Te
       if (proj) {
         Tensor h_view = hs[t];
         at::mm_out(h_view, m, w_hr_t);  // h = W_hr m
-        if (len.any()) {
-          for (int64_t b = 0; b < B; ++b)
-            if (!len.valid(t, b)) std::memcpy(h_t + b * P, hp + b * P, sizeof(scalar_t) * P);
-        }
+        carry_invalid_rows(h_t, hp, len, t, B, P);
       }
-      if (len.any()) {
-        scalar_t* o_t = out[t].data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b) {
-          if (len.valid(t, b))
-            std::memcpy(o_t + b * P, h_t + b * P, sizeof(scalar_t) * P);
-          else
-            std::memset(o_t + b * P, 0, sizeof(scalar_t) * P);
-        }
-      }
+      if (len.any()) write_output_step(out[t].data_ptr<scalar_t>(), h_t, len, t, B, P);
       t_prev = t;
       c_slot_prev = c_slot;
     }
@@ -212,21 +201,11 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
         }
       });
       at::mm_out(d_h_next, d_xw[t], w_hh);  // d_h_prev = d_gates W_hh
-      if (len.any()) {
-        scalar_t* dn = d_h_next.data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b)
-          if (!len.valid(t, b)) std::memcpy(dn + b * P, dh + b * P, sizeof(scalar_t) * P);
-      }
+      carry_invalid_rows(d_h_next.data_ptr<scalar_t>(), dh, len, t, B, P);
       std::swap(d_h, d_h_next);
     }
   });
-  // Weight gradients: one GEMM over all T*B rows, h_prev being h0 then the states before.
-  Tensor d_w_hh = at::mm(d_xw[reverse ? T - 1 : 0].t(), h0c);
-  if (T > 1) {
-    const Tensor later = reverse ? d_xw.narrow(0, 0, T - 1) : d_xw.narrow(0, 1, T - 1);
-    const Tensor before = reverse ? hs.narrow(0, 1, T - 1) : hs.narrow(0, 0, T - 1);
-    d_w_hh.addmm_(later.reshape({-1, 4 * H}).t(), before.reshape({-1, P}));
-  }
+  Tensor d_w_hh = recurrent_weight_grad(d_xw, hs, h0c, reverse);
   Tensor d_b_hh = d_xw.sum({0, 1});
   Tensor d_w_hr = empty0(gates);
   if (proj) {

@@ -46,15 +46,7 @@ std::vector<Tensor> rnn_forward(const Tensor& xw_in, const Tensor& h0, const Ten
           for (int64_t j = 0; j < H; ++j) hr[j] = tanh_(xr[j] + gr[j]);
         }
       });
-      if (len.any()) {
-        scalar_t* o_t = out[t].data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b) {
-          if (len.valid(t, b))
-            std::memcpy(o_t + b * H, h_t + b * H, sizeof(scalar_t) * H);
-          else
-            std::memset(o_t + b * H, 0, sizeof(scalar_t) * H);
-        }
-      }
+      if (len.any()) write_output_step(out[t].data_ptr<scalar_t>(), h_t, len, t, B, H);
       t_prev = t;
     }
   });
@@ -98,20 +90,11 @@ std::vector<Tensor> rnn_backward(const optional<Tensor>& d_out, const Tensor& d_
         }
       });
       at::mm_out(d_h_next, d_xw[t], w_hh);
-      if (len.any()) {
-        scalar_t* dn = d_h_next.data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b)
-          if (!len.valid(t, b)) std::memcpy(dn + b * H, dh + b * H, sizeof(scalar_t) * H);
-      }
+      carry_invalid_rows(d_h_next.data_ptr<scalar_t>(), dh, len, t, B, H);
       std::swap(d_h, d_h_next);
     }
   });
-  Tensor d_w_hh = at::mm(d_xw[reverse ? T - 1 : 0].t(), h0c);
-  if (T > 1) {
-    const Tensor later = reverse ? d_xw.narrow(0, 0, T - 1) : d_xw.narrow(0, 1, T - 1);
-    const Tensor before = reverse ? hs.narrow(0, 1, T - 1) : hs.narrow(0, 0, T - 1);
-    d_w_hh.addmm_(later.reshape({-1, H}).t(), before.reshape({-1, H}));
-  }
+  Tensor d_w_hh = recurrent_weight_grad(d_xw, hs, h0c, reverse);
   return {d_xw, d_h, d_w_hh, d_xw.sum({0, 1})};
 }
 
