@@ -78,3 +78,13 @@ def test_bad_csv_files(tmp_path, capsys):
     assert main(["train", "--task", "timeseries", "--data", str(tmp_path / "b.csv"), "--target", "y",
                  "--out", str(tmp_path / "run")]) == 2  # fmt: skip
     assert "line 3" in capsys.readouterr().err
+
+
+def test_preset_with_overrides(shared_data, tmp_path):
+    shared_data("timeseries/airline.csv")
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "airline", "--cell", "gru", "--steps", "20", "--window", "12", "--out", str(run),
+                 "--no-report"]) == 0  # fmt: skip
+    config = __import__("json").loads((run / "config.json").read_text())
+    assert config["steps"] == 20 and config["hidden_size"] == 16
+    assert config["extra"]["window"] == 12 and config["extra"]["target"] == "Passengers" and config["extra"]["log"]
