@@ -53,3 +53,13 @@ def test_malformed_files(tmp_path):
     (tmp_path / "c_train.txt").write_text(STORY)
     with pytest.raises(DataError, match="c_test.txt: no such file"):
         QA(str(tmp_path / "c_train.txt"))
+
+
+def test_train_writes_a_report_for_a_qa_run(shared_data, tmp_path):
+    from gatedrnn.cli import main
+
+    path = shared_data("babi-en10k/qa1_single-supporting-fact_train.txt")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "qa", "--data", str(path), "--cell", "gru", "--hidden-size", "8", "--steps", "10",
+                 "--eval-every", "5", "--out", str(run)]) == 0  # fmt: skip
+    assert "learning_curves.png" in (run / "report.html").read_text()

@@ -66,6 +66,8 @@ def gradient_flow(runs, path: Path, batch: int = 64) -> bool:
     """‖∂L/∂h_t‖ against distance from the loss, at initialization and after training."""
     plt = _plt()
     panels = [("at initialization", "initial_model"), ("after training", "model")]
+    if all(run.task.diagnostic_batch(run.seed, 1) is None for run in runs):
+        return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     drawn = False
     for ax, (title, attr) in zip(axes, panels):
@@ -73,10 +75,13 @@ def gradient_flow(runs, path: Path, batch: int = 64) -> bool:
             model = getattr(run, attr)
             if model is None or model.rnn.num_layers != 1 or model.rnn.bidirectional:
                 continue
-            inputs, targets = run.task.split("test", run.seed)
-            norms = hidden_gradient_norms(model, inputs[:batch], targets[:batch], run.task.loss)
+            sample = run.task.diagnostic_batch(run.seed, batch)
+            if sample is None:
+                continue
+            inputs, targets = sample
+            norms = hidden_gradient_norms(model, inputs, targets, run.task.loss)
             distance = torch.arange(len(norms) - 1, -1, -1)
-            ax.plot(distance, norms.clamp_min(1e-30), label=run.label, color=COLORS.get(run.cell))
+            ax.plot(distance.numpy(), norms.clamp_min(1e-30).numpy(), label=run.label, color=COLORS.get(run.cell))
             drawn = True
         ax.set_yscale("log")
         ax.set_xlabel("distance from the loss (steps, T − 1 − t)")
@@ -90,17 +95,17 @@ def gradient_flow(runs, path: Path, batch: int = 64) -> bool:
 def gate_heatmaps(runs, path: Path) -> bool:
     """The LSTM's forget gate and the GRU's update gate over one test sequence."""
     plt = _plt()
-    gated = [r for r in runs if r.cell in ("lstm", "gru")]
+    gated = [r for r in runs if r.cell in ("lstm", "gru") and r.task.diagnostic_batch(r.seed, 1) is not None]
     if not gated:
         return False
     fig, axes = plt.subplots(len(gated), 1, figsize=(11, 2.8 * len(gated)), squeeze=False, layout="constrained")
     for ax, run in zip(axes[:, 0], gated):
-        inputs, _ = run.task.split("test", run.seed)
-        trace = gate_trace(run.model, inputs[:1])
+        inputs, _ = run.task.diagnostic_batch(run.seed, 1)
+        trace = gate_trace(run.model, inputs)
         name = "forget" if run.cell == "lstm" else "update"
         values = trace[name][0, 0]  # (T, H): first layer, the one sequence
         order = values.mean(0).argsort(descending=True)
-        image = ax.imshow(values[:, order].T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        image = ax.imshow(values[:, order].T.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         for t in run.task.marked_positions(inputs[0]) or []:
             ax.axvline(t, color="red", linewidth=0.8, linestyle=":")
         ax.set_ylabel("unit (sorted)")
@@ -114,13 +119,13 @@ def gate_heatmaps(runs, path: Path) -> bool:
 def time_constants(runs, path: Path) -> bool:
     """Histogram of τ = 1/(1 − z) of the GRU's update gates over a test batch."""
     plt = _plt()
-    grus = [r for r in runs if r.cell == "gru"]
+    grus = [r for r in runs if r.cell == "gru" and r.task.diagnostic_batch(r.seed, 1) is not None]
     if not grus:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in grus:
-        inputs, _ = run.task.split("test", run.seed)
-        tau = ewma_time_constants(gate_trace(run.model, inputs[:64]).update[0])
+        inputs, _ = run.task.diagnostic_batch(run.seed, 64)
+        tau = ewma_time_constants(gate_trace(run.model, inputs).update[0])
         bins = torch.logspace(0, max(1.0, float(tau.max().log10()) + 0.1), 40)
         ax.hist(tau.numpy(), bins=bins.numpy(), alpha=0.6, label=f"{run.label} (median τ = {tau.median():.1f})")
     T = getattr(grus[0].task, "length", None)

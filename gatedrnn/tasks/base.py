@@ -51,6 +51,14 @@ class Task:
         """The model's output for a batch of this task's inputs."""
         return model(inputs)
 
+    def diagnostic_batch(self, seed: int, size: int = 64):
+        """(inputs, targets) of up to ``size`` test examples as plain tensors for the report's
+        gradient-flow and gate figures, or None where the task cannot give them."""
+        inputs, targets = self.split("test", seed)
+        if not (torch.is_tensor(inputs) and torch.is_tensor(targets)):
+            return None
+        return inputs[:size], targets[:size]
+
     def starts_sequence(self, step: int) -> bool:
         return True
 

@@ -97,6 +97,13 @@ class Music(Task):
         x, y, lengths = pad(self.rolls[name])
         return (x, lengths), (y, lengths)
 
+    def diagnostic_batch(self, seed, size=64):
+        """The first test pieces, all cut to the shortest one's length (no padding)."""
+        rolls = self.rolls["test"][:size]
+        T = min(len(r) for r in rolls)
+        x, y, lengths = pad([r[:T] for r in rolls])
+        return x, (y, lengths)
+
     def forward(self, model, inputs):
         x, lengths = inputs
         return model(x, lengths=lengths)
