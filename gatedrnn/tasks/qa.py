@@ -2,9 +2,10 @@
 
 The bAbI format: numbered lines, numbering restarting at 1 with each story; a question line
 is ``question<TAB>answer<TAB>supporting fact ids``. Each question is paired with every
-statement of its story before it; the model reads ``story <q> question`` as one token
-sequence with a gated encoder and classifies the answer (a word, or a comma-joined list in
-tasks 8 and 19) from its last state. The 1k protocol trains on the first 1,000 questions of
+statement of its story before it. The model follows Keras' ``babi_rnn`` example: one
+recurrent layer encodes the question; its final state is added to the embedding of every
+story word, so a second recurrent layer reads the story knowing what is asked; its last
+state classifies the answer (a word, or a comma-joined list in tasks 8 and 19). The 1k protocol trains on the first 1,000 questions of
 the training file, the 10k protocol on all; in both, the last 10% of those are held out for
 validation. The test file is the training file's name with ``_train`` replaced by ``_test``.
 Metric: accuracy on the test questions.
@@ -17,11 +18,38 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, read_text
 
-PAD, UNK, QUESTION = "<pad>", "<unk>", "<q>"
+PAD, UNK = "<pad>", "<unk>"
+
+
+class QAModel(nn.Module):
+    """Question encoder + question-conditioned story reader + answer classifier."""
+
+    def __init__(self, cell, vocab_size, embedding_size, hidden_size, answers, backend="auto", forget_bias=1.0,
+                 dropout=0.0):  # fmt: skip
+        super().__init__()
+        from gatedrnn.models import CELLS
+
+        kwargs = {"forget_bias": forget_bias} if cell == "lstm" else {}
+        self.embed = nn.Embedding(vocab_size, embedding_size)
+        self.question_rnn = CELLS[cell](embedding_size, embedding_size, batch_first=True, backend=backend, **kwargs)
+        self.rnn = CELLS[cell](embedding_size, hidden_size, batch_first=True, backend=backend, **kwargs)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, answers)
+
+    @staticmethod
+    def _last(output, lengths):
+        return output[torch.arange(output.shape[0]), lengths - 1]  # (B, H): each sequence's last valid step
+
+    def forward(self, story, story_lengths, question, question_lengths):
+        q = self._last(self.question_rnn(self.drop(self.embed(question)), lengths=question_lengths)[0],
+                       question_lengths)  # (B, E)  # fmt: skip
+        x = self.drop(self.embed(story)) + q[:, None]  # (B, T, E): every word sees the question
+        return self.head(self.drop(self._last(self.rnn(x, lengths=story_lengths)[0], story_lengths)))
 
 
 def words(text: str) -> list[str]:
@@ -78,22 +106,30 @@ class QA(Task):
         cut = len(train) - max(1, len(train) // 10)
         splits = {"train": train[:cut], "valid": train[cut:], "test": test}
         tokens = sorted({w for story, question, _ in train for w in story + question})
-        self.vocab = [PAD, UNK, QUESTION] + tokens
+        self.vocab = [PAD, UNK] + tokens
         self.answers = sorted({answer for _, _, answer in train})
         index, answer_index = {w: i for i, w in enumerate(self.vocab)}, {a: i for i, a in enumerate(self.answers)}
         self.data = {}
         for split, examples in splits.items():
-            seqs = [[index.get(w, 1) for w in story + [QUESTION] + question] for story, question, _ in examples]
+            stories = [[index.get(w, 1) for w in story] or [0] for story, _, _ in examples]
+            questions = [[index.get(w, 1) for w in question] for _, question, _ in examples]
             labels = torch.tensor([answer_index.get(a, -1) for _, _, a in examples])  # -1: unseen, always wrong
-            self.data[split] = (seqs, labels)
+            self.data[split] = (stories, questions, labels)
         self.vocab_size, self.input_size, self.output_size = len(self.vocab), 64, len(self.answers)
-        test_labels = self.data["test"][1]
+        test_labels = self.data["test"][2]
         known = test_labels[test_labels >= 0]
         self.baseline = float(torch.bincount(known).max()) / len(test_labels) if len(known) else 0.0
 
     @classmethod
     def from_config(cls, config):
         return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
+
+    def make_model(self, config):
+        return QAModel(config.cell, self.vocab_size, config.embedding_size or self.input_size, config.hidden_size,
+                       self.output_size, config.backend, config.forget_bias, config.dropout)  # fmt: skip
+
+    def diagnostic_batch(self, seed, size=64):
+        return None  # two encoders: the single-layer figures do not apply
 
     @staticmethod
     def _pad(seqs):
@@ -103,18 +139,20 @@ class QA(Task):
             x[b, : len(s)] = torch.tensor(s)
         return x, lengths
 
+    def _batch(self, split, rows):
+        stories, questions, labels = self.data[split]
+        return (self._pad([stories[k] for k in rows]), self._pad([questions[k] for k in rows])), labels[rows]
+
     def train_batch(self, step, batch_size, seed):
-        seqs, labels = self.data["train"]
-        pick = torch.randint(0, len(seqs), (batch_size,), generator=batch_generator(seed, step)).tolist()
-        return self._pad([seqs[k] for k in pick]), labels[pick]
+        n = len(self.data["train"][2])
+        return self._batch("train", torch.randint(0, n, (batch_size,), generator=batch_generator(seed, step)).tolist())
 
     def split(self, name, seed):
-        seqs, labels = self.data[name]
-        return self._pad(seqs), labels
+        return self._batch(name, list(range(len(self.data[name][2]))))
 
     def forward(self, model, inputs):
-        x, lengths = inputs
-        return model(x, lengths=lengths)
+        (story, story_lengths), (question, question_lengths) = inputs
+        return model(story, story_lengths, question, question_lengths)
 
     def loss(self, output, target):
         return F.cross_entropy(output, target.clamp_min(0))
@@ -126,10 +164,10 @@ class QA(Task):
     def evaluate(self, model, split, seed, device="cpu", batch_size: int = 256):
         was_training = model.training
         model.eval()
-        seqs, labels = self.data[split]
-        outputs = []
-        for i in range(0, len(seqs), batch_size):
-            x, lengths = self._pad(seqs[i : i + batch_size])
-            outputs.append(model(x.to(device), lengths=lengths.to(device)).cpu())
+        n, outputs = len(self.data[split][2]), []
+        for i in range(0, n, batch_size):
+            inputs, _ = self._batch(split, list(range(i, min(n, i + batch_size))))
+            inputs = tuple(tuple(t.to(device) for t in pair) for pair in inputs)
+            outputs.append(self.forward(model, inputs).cpu())
         model.train(was_training)
-        return self.metrics(torch.cat(outputs), labels)
+        return self.metrics(torch.cat(outputs), self.data[split][2])
