@@ -38,7 +38,7 @@ PRESETS: dict[str, dict] = {
                        steps=1500, eval_every=250, dropout=0.2, patience=3, extra={"crop": 100}),
     # question answering, bAbI task 1 (set --data to another task's training file for the others)
     "babi-1k": dict(task="qa", data=f"{DATA}/babi-en10k/qa1_single-supporting-fact_train.txt", hidden_size=64,
-                    embedding_size=64, batch_size=32, lr=5e-3, steps=2000, eval_every=200,
+                    embedding_size=64, batch_size=32, lr=5e-3, steps=1000, eval_every=100,
                     extra={"protocol": "1k"}),
     # forecasting
     "airline": dict(task="timeseries", data=f"{DATA}/timeseries/airline.csv", hidden_size=16, batch_size=32,

@@ -228,8 +228,8 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
         checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
-    else:
-        checkpoint.load_model(run_dir, model) if (run_dir / checkpoint.CHECKPOINT).exists() else None
+    elif (run_dir / checkpoint.CHECKPOINT).exists():
+        checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)
     checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
                                                     "solved_at": state["solved_at"], "seconds": state["seconds"],

@@ -39,6 +39,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import copy
 
+    from gatedrnn import checkpoint
     from gatedrnn.diagnostics.report import RunView, write_report
     from gatedrnn.train import TrainConfig, build, train
 
@@ -56,8 +57,6 @@ def run(args) -> int:
         result = train(config, args.out / cell, progress=not args.quiet)
         seconds = time.perf_counter() - started
         _, model = build(config)
-        from gatedrnn import checkpoint
-
         checkpoint.load_model(args.out / cell, model)
         mse = result.test["mse"]
         row = {"cell": cell.upper(), "parameters": sum(p.numel() for p in model.parameters()),

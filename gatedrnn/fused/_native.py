@@ -28,9 +28,21 @@ _kernels = None
 _native_error: str | None = None
 
 
+def _ninja_on_path() -> None:
+    """Puts the ninja that pip installed with gatedrnn on PATH, where torch looks for it,
+    even when the virtual environment is not activated."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def _build():
     from torch.utils import cpp_extension
 
+    _ninja_on_path()
     capability = torch.backends.cpu.get_cpu_capability()
     # -fno-trapping-math lets the float-to-int step of exp vectorise; NaN and Inf keep their meaning
     flags = ["-O3", "-std=c++17", "-fno-trapping-math", *ARCH_FLAGS.get(capability, [])]
