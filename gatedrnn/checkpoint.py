@@ -21,6 +21,12 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, truncated or does not fit the model."""
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write) -> None:
     """Calls ``write(temporary_path)``, then renames the temporary file onto ``path``."""
     path = Path(path)
@@ -30,6 +36,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

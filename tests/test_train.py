@@ -126,3 +126,12 @@ def test_config_validation_names_the_option():
         tiny(hidden_size=0).validate()
     with pytest.raises(ValueError, match="--task must be one of"):
         tiny(task="chess").validate()
+
+
+def test_written_files_have_a_normal_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        checkpoint.write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
