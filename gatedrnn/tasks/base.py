@@ -34,8 +34,14 @@ class Task:
     stateful: bool = False
 
     @classmethod
+    def option_values(cls, config) -> dict:
+        """The task's own options from ``config.extra``, defaults filled in."""
+        return {name: config.extra.get(name, default) for name, (_, default, _) in cls.options.items()}
+
+    @classmethod
     def from_config(cls, config) -> "Task":
-        return cls(**{name: config.extra.get(name, default) for name, (_, default, _) in cls.options.items()})
+        """The task a config describes; a task that reads a file takes ``config.data`` first."""
+        return cls(config.data, **cls.option_values(config))
 
     def make_model(self, config):
         from gatedrnn.models import SequenceModel

@@ -106,10 +106,6 @@ class Classify(Task):
         test = self.y[self.index["test"]]
         self.baseline = float(torch.bincount(test).max()) / len(test)
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
-
     def train_batch(self, step, batch_size, seed):
         train = self.index["train"]
         pick = train[torch.randint(0, len(train), (batch_size,), generator=batch_generator(seed, step))]

@@ -77,10 +77,6 @@ class Music(Task):
         test = torch.cat([r[1:] for r in self.rolls["test"]])
         self.baseline = float(-(test * p.log() + (1 - test) * (1 - p).log()).sum(1).mean())
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
-
     def train_batch(self, step, batch_size, seed):
         g = batch_generator(seed, step)
         train = self.rolls["train"]

@@ -120,10 +120,6 @@ class QA(Task):
         known = test_labels[test_labels >= 0]
         self.baseline = float(torch.bincount(known).max()) / len(test_labels) if len(known) else 0.0
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
-
     def make_model(self, config):
         return QAModel(config.cell, self.vocab_size, config.embedding_size or self.input_size, config.hidden_size,
                        self.output_size, config.backend, config.forget_bias, config.dropout)  # fmt: skip

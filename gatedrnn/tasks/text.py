@@ -122,8 +122,7 @@ class Text(Task):
 
     @classmethod
     def from_config(cls, config):
-        options = {k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()}
-        return cls(config.data, config.batch_size, **options)
+        return cls(config.data, config.batch_size, **cls.option_values(config))
 
     def make_model(self, config):
         if not config.embedding_size:

@@ -108,10 +108,6 @@ class TimeSeries(Task):
                         "test": torch.arange(self.train_end, N - horizon + 1)}  # fmt: skip
         self.baseline = self.baselines()["persistence"]["rmse"]
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.data, **{k: config.extra.get(k, d) for k, (_, d, _) in cls.options.items()})
-
     def _windows(self, origins):
         """inputs (n, window, F) and targets (n, horizon) for forecasts made at ``origins``."""
         idx = origins[:, None] + torch.arange(-self.window, 0)  # (n, W)
