@@ -18,7 +18,7 @@ PRESETS: dict[str, dict] = {
                               lr=4e-3, steps=1000, eval_every=1000, extra={"level": "char", "bptt": 64}),
     # text: the 30-minute budget
     "shakespeare": dict(task="text", data=f"{DATA}/tinyshakespeare.txt", hidden_size=512, batch_size=32, lr=3e-3,
-                        steps=6000, eval_every=500, dropout=0.1, schedule="cosine", patience=4,
+                        steps=6000, eval_every=500, dropout=0.1, schedule="cosine", patience=4, max_minutes=28,
                         extra={"level": "char", "bptt": 100}),
     # Zaremba et al. 2014, small: 2 x 200 LSTM, 13 epochs of 929k tokens at 20 x 20 (plain SGD there; Adam here)
     "ptb-small": dict(task="text", data=f"{DATA}/ptb", hidden_size=200, layers=2, batch_size=20, lr=2e-3,

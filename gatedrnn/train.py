@@ -46,6 +46,7 @@ class TrainConfig:
     eval_every: int = 100
     patience: int = 0  # evaluations without improvement before stopping (on the best weights); 0: never
     stop_when_solved: bool = False
+    max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
     seed: int = 0
     device: str = "cpu"
     extra: dict = field(default_factory=dict)  # task-specific options
@@ -68,7 +69,7 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size"):
+        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 
@@ -89,7 +90,7 @@ class RunResult:
     solved_at: int | None
     seconds: float
     history: list
-    status: str  # "done", "early-stopped", "solved", "nan"
+    status: str  # "done", "early-stopped", "solved", "time-limit", "nan"
     message: str = ""
 
 
@@ -217,6 +218,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                 if config.patience and state["bad_evals"] >= config.patience:
                     status = "early-stopped"
                     break
+            if config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes:
+                status = "time-limit"
+                break
             if stop_at is not None and step >= stop_at:
                 return RunResult(config, step, {}, state["solved_at"], time.perf_counter() - started, history, "killed")
     finally:

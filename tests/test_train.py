@@ -135,3 +135,9 @@ def test_written_files_have_a_normal_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_wall_clock_budget_stops_the_run(tmp_path):
+    result = train(tiny(steps=100_000, max_minutes=0.02), tmp_path, progress=False)
+    assert result.status == "time-limit" and 0 < result.step < 100_000
+    assert checkpoint.load_model(tmp_path, build(tiny())[1])["step"] == result.step
