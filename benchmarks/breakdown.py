@@ -19,7 +19,6 @@ GEMMS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul",
 
 
 def run(module, x, train, reps=5):
-    grad = None
     for _ in range(2):  # warm-up
         step(module, x, train)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
