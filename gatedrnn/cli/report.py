@@ -32,7 +32,7 @@ def report_runs(run_dirs, out: Path) -> Path:
     for run_dir in run_dirs:
         config = load_config(run_dir)
         tasks.add((config.task, config.length))
-        initial_task, initial = build(config)
+        _, initial = build(config)  # the same model at initialization, for the gradient-flow figure
         task, model = build(config)
         state = checkpoint.load_model(run_dir, model)
         result_path = Path(run_dir) / "result.json"
