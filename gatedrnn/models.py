@@ -1,9 +1,17 @@
 """The model the trainer fits: inputs (embedded when they are tokens) → a gatedrnn layer →
-a linear readout of every step or of the last one."""
+a linear readout of every step or of the last one.
+
+With ``tie_weights`` the readout reuses the embedding matrix (Press & Wolf 2017; Inan et al.
+2017): a language model's input and output word vectors are one table, which halves its
+largest parameter and usually lowers perplexity. With ``adaptive_softmax`` cutoffs the readout
+is an adaptive softmax (Grave et al. 2017) over a vocabulary sorted by frequency: the frequent
+words get a full-size softmax, the rare ones smaller clusters; still an exact distribution
+over every token, at a fraction of the cost of a full softmax when the vocabulary is large."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import gatedrnn
@@ -14,7 +22,8 @@ CELLS = {"rnn": gatedrnn.RNN, "lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU}
 class SequenceModel(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
                  vocab_size: int | None = None, readout: str = "all", backend: str = "auto",
-                 forget_bias: float = 1.0, dropout: float = 0.0):  # fmt: skip
+                 forget_bias: float = 1.0, dropout: float = 0.0, tie_weights: bool = False,
+                 adaptive_softmax: tuple[int, ...] = ()):  # fmt: skip
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
@@ -26,20 +35,62 @@ class SequenceModel(nn.Module):
         kwargs = {"forget_bias": forget_bias} if cell == "lstm" else {}
         self.rnn = CELLS[cell](input_size, hidden_size, num_layers, batch_first=True, backend=backend,
                                dropout=dropout if num_layers > 1 else 0.0, **kwargs)  # fmt: skip
-        self.head = nn.Linear(hidden_size, output_size)
+        self.head_bias = None
+        if adaptive_softmax:
+            if not vocab_size or output_size != vocab_size or readout != "all":
+                raise ValueError("adaptive_softmax (--adaptive-softmax) is a language-model readout: it needs "
+                                 "token inputs and a prediction over the vocabulary at every step")  # fmt: skip
+            if tie_weights:
+                raise ValueError("--tie-weights and --adaptive-softmax cannot be combined")
+            cutoffs = list(adaptive_softmax)
+            if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= output_size:
+                raise ValueError(f"adaptive_softmax (--adaptive-softmax) cutoffs must increase strictly between "
+                                 f"1 and the vocabulary size {output_size - 1}, got {cutoffs}")  # fmt: skip
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, output_size, cutoffs, div_value=4.0)
+        elif tie_weights:
+            if not vocab_size or output_size != vocab_size:
+                raise ValueError("tie_weights (--tie-weights) needs token inputs and outputs over the same vocabulary")
+            if input_size != hidden_size:
+                raise ValueError(f"tie_weights (--tie-weights) needs the embedding size to equal the hidden size, "
+                                 f"got {input_size} and {hidden_size}")  # fmt: skip
+            self.head = None
+            self.head_bias = nn.Parameter(torch.zeros(output_size))
+        else:
+            self.head = nn.Linear(hidden_size, output_size)
+        self.adaptive = bool(adaptive_softmax)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.embed(x)) if self.embed is not None else x  # (B, T, I)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The readout: (..., H) → (..., O) logits (log-probabilities with an adaptive softmax)."""
+        if self.adaptive:
+            return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1)
+        return self.head(h) if self.head_bias is None else F.linear(h, self.embed.weight, self.head_bias)
+
+    def hidden(self, x, hx=None, return_trace=False, lengths=None):
+        """The recurrent part: ((B, T, H) outputs after dropout, final state[, trace])."""
+        result = self.rnn(self.features(x), hx, return_trace=return_trace, lengths=lengths)
+        return (self.drop(result[0]),) + tuple(result[1:])
+
+    def token_nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """−log p(target) per token, (B, T), from the hidden outputs: an adaptive softmax scores
+        only each target's cluster, never the whole vocabulary."""
+        if self.adaptive:
+            return -self.head(h.reshape(-1, h.shape[-1]), targets.reshape(-1)).output.view(targets.shape)
+        logits = self.project(h)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               reduction="none").view(targets.shape)  # fmt: skip
 
     def forward(self, x, hx=None, return_trace=False, return_state=False, lengths=None):
         """x: (B, T, I) features or (B, T) tokens; ``lengths`` (B,) marks padded batches.
         Returns (B, T, O), or (B, O) with readout "last" (each sequence's last valid step);
         with return_trace / return_state also the trace / final state."""
-        result = self.rnn(self.features(x), hx, return_trace=return_trace, lengths=lengths)
-        h = self.drop(result[0])  # (B, T, H)
+        result = self.hidden(x, hx, return_trace=return_trace, lengths=lengths)
+        h = result[0]  # (B, T, H)
         if self.readout == "last":
             h = h[:, -1] if lengths is None else h[torch.arange(h.shape[0]), lengths - 1]  # (B, H)
-        out = self.head(h)
+        out = self.project(h)
         extras = ()
         if return_state:
             extras += (result[1],)

@@ -32,6 +32,8 @@ class TrainConfig:
     layers: int = 1
     embedding_size: int = 0  # token embedding size; 0: the task's default
     dropout: float = 0.0  # on embeddings, outputs and between layers
+    tie_weights: bool = False  # token tasks: the readout reuses the embedding matrix
+    adaptive_softmax: list = field(default_factory=list)  # language models: cutoffs of an adaptive softmax
     backend: str = "auto"
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
     optimizer: str = "adam"  # or "adamw"
@@ -67,6 +69,10 @@ class TrainConfig:
         for name in ("lr",):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        cutoffs = self.adaptive_softmax
+        if not isinstance(cutoffs, (list, tuple)) or not all(isinstance(c, int) and c > 0 for c in cutoffs) \
+                or list(cutoffs) != sorted(set(cutoffs)):  # fmt: skip
+            raise ValueError(f"--adaptive-softmax must be increasing positive integers, got {cutoffs!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes"):
@@ -167,11 +173,10 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
             if task.stateful:
                 if task.starts_sequence(step):
                     carry = None
-                output, carry = model(inputs, carry, return_state=True)
+                loss, carry = task.stateful_loss(model, inputs, targets, carry)
                 carry = tuple(s.detach() for s in carry) if isinstance(carry, tuple) else carry.detach()
             else:
-                output = task.forward(model, inputs)
-            loss = task.loss(output, targets)
+                loss = task.loss(task.forward(model, inputs), targets)
             if not torch.isfinite(loss):
                 status = "nan"
                 message = (f"loss became {loss.item()} at step {step + 1}; stopped, the last good checkpoint "

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gatedrnn.cli import main
+from gatedrnn.models import SequenceModel
 from gatedrnn.tasks.data import DataError
 from gatedrnn.tasks.text import EOS, Text, load_splits, streams, tokenize
 
@@ -93,3 +94,86 @@ def test_cli_names_the_bad_file_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.txt: not UTF-8 text" in err and err.count("\n") == 1
     assert not run.exists() or not any(run.iterdir())
+
+
+def test_tied_weights_share_one_table_and_its_gradient():
+    torch.manual_seed(0)
+    tied = SequenceModel("lstm", 8, 8, 11, vocab_size=11, tie_weights=True)
+    untied = SequenceModel("lstm", 8, 8, 11, vocab_size=11)
+    untied.load_state_dict({k: v for k, v in tied.state_dict().items() if k != "head_bias"}, strict=False)
+    with torch.no_grad():
+        untied.head.weight.copy_(tied.embed.weight)
+        untied.head.bias.copy_(tied.head_bias)
+    assert "head.weight" not in tied.state_dict() and len(list(tied.parameters())) == len(list(untied.parameters())) - 1
+    x = torch.randint(0, 11, (3, 5))
+    torch.testing.assert_close(tied(x), untied(x))
+    tied(x).square().sum().backward()
+    untied(x).square().sum().backward()
+    # the shared table collects the gradient of both of its uses
+    torch.testing.assert_close(tied.embed.weight.grad, untied.embed.weight.grad + untied.head.weight.grad)
+    with pytest.raises(ValueError, match=r"--tie-weights\) needs the embedding size to equal the hidden size"):
+        SequenceModel("gru", 4, 8, 11, vocab_size=11, tie_weights=True)
+    with pytest.raises(ValueError, match="needs token inputs"):
+        SequenceModel("gru", 8, 8, 11, tie_weights=True)
+
+
+def test_adaptive_softmax_is_a_normalised_distribution_scored_per_target():
+    torch.manual_seed(0)
+    model = SequenceModel("gru", 8, 8, 12, vocab_size=12, adaptive_softmax=(3, 7))
+    x, y = torch.randint(0, 12, (2, 5)), torch.randint(0, 12, (2, 5))
+    log_probs = model(x)  # (B, T, V)
+    torch.testing.assert_close(log_probs.logsumexp(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    h, _ = model.hidden(x)
+    nll = model.token_nll(h, y)  # the fast path: only each target's cluster
+    torch.testing.assert_close(nll, -log_probs.gather(-1, y[..., None])[..., 0])
+    nll.sum().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+    for bad, message in [(dict(adaptive_softmax=(7, 3)), "must increase strictly"),
+                         (dict(adaptive_softmax=(3, 12)), "must increase strictly"),
+                         (dict(adaptive_softmax=(3,), tie_weights=True), "cannot be combined")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            SequenceModel("gru", 8, 8, 12, vocab_size=12, **bad)
+
+
+def test_frequency_ordered_vocabulary(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("b a b c b a\n" * 5)
+    vocab, ids = load_splits(f, "word", by_frequency=True)
+    assert vocab.tokens == ["b", "a", EOS, "c"]  # b 15, a 10, <eos> and c 5 (ties alphabetical)
+    assert load_splits(f, "word")[0].tokens == [EOS, "a", "b", "c"]
+    assert vocab.decode(ids["train"][:6].tolist()) == "b a b c b a"
+
+
+@pytest.mark.parametrize("head", [["--tie-weights"], ["--adaptive-softmax", "2,5"]], ids=["tied", "adaptive"])
+def test_language_model_heads_train_resume_and_generate(tmp_path, capsys, head):
+    data = tmp_path / "words.txt"
+    data.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 40)
+    run = tmp_path / "run"
+    args = ["train", "--task", "text", "--data", str(data), "--level", "word", *head,
+            "--hidden-size", "16", "--batch-size", "4", "--bptt", "6", "--lr", "2e-2", "--eval-every", "10",
+            "--out", str(run), "--no-report"]  # fmt: skip
+    assert main(args + ["--steps", "10"]) == 0
+    assert main(args + ["--steps", "30", "--resume"]) == 0
+    result = __import__("json").loads((run / "result.json").read_text())
+    assert result["step"] == 30 and result["test"]["loss"] < Text(str(data), 4, level="word", bptt=6).baseline
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "the cat", "--length", "5", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    sampled = out[len("the cat") : -1]  # the final newline closes the output; "<eos>" is written as a newline
+    assert out.startswith("the cat") and len(sampled.split()) + sampled.count("\n") == 5
+
+
+def test_head_options_are_checked(tmp_path, capsys):
+    data = tmp_path / "words.txt"
+    data.write_text("the cat sat on the mat\n" * 10)
+    code = main(["train", "--task", "text", "--data", str(data), "--tie-weights", "--embedding-size", "8",
+                 "--out", str(tmp_path / "a")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--tie-weights) needs the embedding size to equal the hidden size, got 8 and 64" in err
+    code = main(["train", "--task", "text", "--data", str(data), "--level", "word", "--adaptive-softmax", "3,50",
+                 "--out", str(tmp_path / "b")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "cutoffs must increase strictly between 1 and the vocabulary size 5, got [3, 50]" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "text", "--adaptive-softmax", "5,x", "--out", str(tmp_path / "c")])
+    assert "--adaptive-softmax: expected increasing integers separated by commas, got '5,x'" in capsys.readouterr().err

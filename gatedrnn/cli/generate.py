@@ -46,7 +46,8 @@ def load_language_model(run_dir: Path):
     V = len(vocab.tokens)
     model = SequenceModel(config.cell, config.embedding_size or config.hidden_size, config.hidden_size, V,
                           config.layers, vocab_size=V, readout="all", backend=config.backend,
-                          forget_bias=config.forget_bias, dropout=config.dropout)  # fmt: skip
+                          forget_bias=config.forget_bias, dropout=config.dropout,
+                          tie_weights=config.tie_weights, adaptive_softmax=tuple(config.adaptive_softmax))  # fmt: skip
     checkpoint.load_model(run_dir, model)
     return config, vocab, model.eval()
 

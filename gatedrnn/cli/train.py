@@ -21,6 +21,16 @@ EXAMPLES = """examples:
 """
 
 
+def cutoffs(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing integers separated by commas, got {text!r}") from None
+    if any(v < 1 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers, got {text!r}")
+    return values
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a cell on a task", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -33,6 +43,10 @@ def add_parser(sub) -> None:
     p.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
     p.add_argument("--embedding-size", type=positive_int, help="token embedding size (default: the task's)")
     p.add_argument("--dropout", type=float, help="dropout on embeddings, outputs and between layers (default 0)")
+    p.add_argument("--tie-weights", action="store_true", default=None,
+                   help="language models: the readout reuses the embedding matrix (needs embedding = hidden size)")
+    p.add_argument("--adaptive-softmax", type=cutoffs, metavar="N,N,...",
+                   help="language models: an adaptive softmax with these cutoffs, e.g. 1000,4000 (vocabulary by frequency)")
     p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
     p.add_argument("--optimizer", choices=["adam", "adamw"], help="default adam")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")

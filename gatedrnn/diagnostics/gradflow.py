@@ -40,7 +40,7 @@ def hidden_gradient_norms(model, inputs: torch.Tensor, targets: torch.Tensor, lo
             state, _ = STEPS[rnn.mode](xw[t], state, weight_hh, bias_hh, weight_hr)
             hs.append(state[0])
         h_seq = torch.stack(hs, 1)  # (B, T, H)
-        output = model.head(h_seq[:, -1] if model.readout == "last" else h_seq)
+        output = model.project(h_seq[:, -1] if model.readout == "last" else h_seq)
         loss = loss_fn(output, targets)
         grads = torch.autograd.grad(loss, hs)
     return torch.stack([g.norm(dim=-1).mean() for g in grads]).detach()  # (T,)

@@ -50,12 +50,19 @@ class Task:
         return SequenceModel(
             config.cell, input_size, config.hidden_size, self.output_size, config.layers,
             vocab_size=self.vocab_size, readout=self.readout, backend=config.backend,
-            forget_bias=config.forget_bias, dropout=config.dropout,
+            forget_bias=config.forget_bias, dropout=config.dropout, tie_weights=config.tie_weights,
+            adaptive_softmax=tuple(config.adaptive_softmax),
         )  # fmt: skip
 
     def forward(self, model, inputs):
         """The model's output for a batch of this task's inputs."""
         return model(inputs)
+
+    def stateful_loss(self, model, inputs, targets, state):
+        """A stateful task's training loss for one batch, begun from ``state``, and the state
+        the batch ends in."""
+        output, state = model(inputs, state, return_state=True)
+        return self.loss(output, targets), state
 
     def diagnostic_batch(self, seed: int, size: int = 64):
         """(inputs, targets) of up to ``size`` test examples as plain tensors for the report's

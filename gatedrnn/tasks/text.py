@@ -12,6 +12,7 @@ token (bits per character = nats / ln 2, perplexity = e^nats).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -40,7 +41,11 @@ class Vocabulary:
         self.index = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
-    def build(cls, tokens, level):
+    def build(cls, tokens, level, by_frequency: bool = False):
+        """Sorted tokens; by falling frequency (ties alphabetical) for an adaptive softmax."""
+        if by_frequency:
+            counts = Counter(tokens)
+            return cls(sorted(counts, key=lambda t: (-counts[t], t)), level)
         return cls(sorted(set(tokens)), level)
 
     def encode(self, tokens, source: str = "the text") -> torch.Tensor:
@@ -66,8 +71,9 @@ class Vocabulary:
         return cls(value["tokens"], value["level"])
 
 
-def load_splits(data, level: str):
-    """(vocabulary, {split: ids}) from a file or a folder of train/valid/test.txt."""
+def load_splits(data, level: str, by_frequency: bool = False):
+    """(vocabulary, {split: ids}) from a file or a folder of train/valid/test.txt; the vocabulary
+    is the training split's, ordered by frequency when ``by_frequency``."""
     path = Path(data)
     if path.is_dir():
         files = {split: path / f"{split}.txt" for split in ("train", "valid", "test")}
@@ -75,13 +81,13 @@ def load_splits(data, level: str):
         if missing:
             raise DataError(f"{path}: a text folder needs train.txt, valid.txt and test.txt; missing {missing}")
         tokens = {split: tokenize(read_text(f), level) for split, f in files.items()}
-        vocab = Vocabulary.build(tokens["train"], level)
+        vocab = Vocabulary.build(tokens["train"], level, by_frequency)
         return vocab, {s: vocab.encode(t, str(files[s])) for s, t in tokens.items()}
     text = read_text(path)
     tokens = tokenize(text, level)
     if len(tokens) < 20:
         raise DataError(f"{path}: holds {len(tokens)} {level} tokens, too few to split")
-    vocab = Vocabulary.build(tokens, level)
+    vocab = Vocabulary.build(tokens, level, by_frequency)
     ids = vocab.encode(tokens, str(path))
     cut = int(0.9 * len(ids))
     return vocab, {"train": ids[:cut], "valid": ids[cut:], "test": ids[cut:]}
@@ -106,13 +112,13 @@ class Text(Task):
         "bptt": (int, 128, "text task: tokens per truncated-BPTT segment"),
     }
 
-    def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, vocab=None):
+    def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, by_frequency: bool = False):
         if level not in ("char", "word"):
             raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
         if bptt < 1:
             raise ValueError(f"--bptt must be a positive integer, got {bptt}")
         self.level, self.bptt, self.batch_size = level, bptt, batch_size
-        self.vocab, self.ids = load_splits(data, level)
+        self.vocab, self.ids = load_splits(data, level, by_frequency)
         self.vocab_size = self.input_size = self.output_size = len(self.vocab.tokens)
         self.train_streams = streams(self.ids["train"], batch_size)  # (B, N)
         self.batches_per_epoch = max(1, (self.train_streams.shape[1] - 1) // bptt)
@@ -122,7 +128,8 @@ class Text(Task):
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.data, config.batch_size, **cls.option_values(config))
+        return cls(config.data, config.batch_size, by_frequency=bool(config.adaptive_softmax),
+                   **cls.option_values(config))  # fmt: skip
 
     def make_model(self, config):
         if not config.embedding_size:
@@ -148,6 +155,10 @@ class Text(Task):
     def loss(self, output, target):
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
+    def stateful_loss(self, model, inputs, targets, state):
+        h, state = model.hidden(inputs, state)
+        return model.token_nll(h, targets).mean(), state
+
     def metrics(self, output, target):
         nats = self.loss(output, target).item()
         return self._named(nats)
@@ -167,9 +178,8 @@ class Text(Task):
         total, count, state = 0.0, 0, None
         for start in range(0, data.shape[1] - 1, self.bptt):
             window = data[:, start : start + self.bptt + 1].to(device)
-            output, state = model(window[:, :-1], state, return_state=True)
-            total += F.cross_entropy(output.reshape(-1, output.shape[-1]), window[:, 1:].reshape(-1),
-                                     reduction="sum").item()  # fmt: skip
+            h, state = model.hidden(window[:, :-1], state)
+            total += model.token_nll(h, window[:, 1:]).sum().item()
             count += window[:, 1:].numel()
         model.train(was_training)
         return self._named(total / count)
