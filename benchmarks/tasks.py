@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import os
 import time
@@ -105,12 +106,15 @@ def main(argv=None):
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Adds one row to the JSON list at ``path``, atomically: a killed run keeps every earlier row."""
+    """Adds one row to the JSON list at ``path``, atomically (a killed run keeps every earlier
+    row) and under a lock (runs side by side on separate cores each add theirs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = json.loads(path.read_text()) if path.exists() else []
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows + [row], indent=1))
-    os.replace(tmp, path)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(path.read_text()) if path.exists() else []
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows + [row], indent=1))
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

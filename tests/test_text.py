@@ -170,7 +170,7 @@ def test_head_options_are_checked(tmp_path, capsys):
                  "--out", str(tmp_path / "a")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "--tie-weights) needs the embedding size to equal the hidden size, got 8 and 64" in err
-    code = main(["train", "--task", "text", "--data", str(data), "--level", "word", "--adaptive-softmax", "3,50",
+    code = main(["train", "--task", "text", "--data", str(data), "--level", "word", "--adaptive-softmax", "3,50", "--batch-size", "4",
                  "--out", str(tmp_path / "b")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "cutoffs must increase strictly between 1 and the vocabulary size 5, got [3, 50]" in err
