@@ -46,6 +46,10 @@ class SequenceModel(nn.Module):
             if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= output_size:
                 raise ValueError(f"adaptive_softmax (--adaptive-softmax) cutoffs must increase strictly between "
                                  f"1 and the vocabulary size {output_size - 1}, got {cutoffs}")  # fmt: skip
+            if hidden_size // 4 ** len(cutoffs) < 1:  # cluster k projects to hidden_size // 4^k dimensions
+                raise ValueError(f"adaptive_softmax (--adaptive-softmax): {len(cutoffs)} cutoffs leave the last "
+                                 f"cluster hidden_size // 4^{len(cutoffs)} = 0 dimensions at hidden size "
+                                 f"{hidden_size}; use fewer cutoffs or a larger hidden size")  # fmt: skip
             self.head = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, output_size, cutoffs, div_value=4.0)
         elif tie_weights:
             if not vocab_size or output_size != vocab_size:

@@ -119,7 +119,7 @@ def test_tied_weights_share_one_table_and_its_gradient():
 
 def test_adaptive_softmax_is_a_normalised_distribution_scored_per_target():
     torch.manual_seed(0)
-    model = SequenceModel("gru", 8, 8, 12, vocab_size=12, adaptive_softmax=(3, 7))
+    model = SequenceModel("gru", 16, 16, 12, vocab_size=12, adaptive_softmax=(3, 7))
     x, y = torch.randint(0, 12, (2, 5)), torch.randint(0, 12, (2, 5))
     log_probs = model(x)  # (B, T, V)
     torch.testing.assert_close(log_probs.logsumexp(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
@@ -130,9 +130,10 @@ def test_adaptive_softmax_is_a_normalised_distribution_scored_per_target():
     assert all(p.grad is not None for p in model.head.parameters())
     for bad, message in [(dict(adaptive_softmax=(7, 3)), "must increase strictly"),
                          (dict(adaptive_softmax=(3, 12)), "must increase strictly"),
+                         (dict(adaptive_softmax=(2, 4, 7)), "leave the last cluster hidden_size // 4\\^3 = 0"),
                          (dict(adaptive_softmax=(3,), tie_weights=True), "cannot be combined")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
-            SequenceModel("gru", 8, 8, 12, vocab_size=12, **bad)
+            SequenceModel("gru", 16, 16, 12, vocab_size=12, **bad)
 
 
 def test_frequency_ordered_vocabulary(tmp_path):
