@@ -73,7 +73,7 @@ PRESETS: dict[str, dict] = {
     "mnist-rows-permuted": dict(task="classify", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=128, lr=2e-3,
                                 steps=1500, eval_every=250, extra={"mode": "row", "permute": True}),
     "mnist-pixel": dict(task="classify", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=128, lr=1e-3, steps=1500,
-                        eval_every=250, max_minutes=8, extra={"mode": "pixel"}),
+                        eval_every=250, extra={"mode": "pixel"}),
     "mnist-pixel-permuted": dict(task="classify", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=128, lr=1e-3,
-                                 steps=1500, eval_every=250, max_minutes=8, extra={"mode": "pixel", "permute": True}),
+                                 steps=1500, eval_every=250, extra={"mode": "pixel", "permute": True}),
 }
