@@ -73,7 +73,7 @@ class Vocabulary:
 
 def load_splits(data, level: str, by_frequency: bool = False):
     """(vocabulary, {split: ids}) from a file or a folder of train/valid/test.txt; the vocabulary
-    is the training split's, ordered by frequency when ``by_frequency``."""
+    is a folder's training split's or the whole file's, ordered by frequency when ``by_frequency``."""
     path = Path(data)
     if path.is_dir():
         files = {split: path / f"{split}.txt" for split in ("train", "valid", "test")}
