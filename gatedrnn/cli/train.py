@@ -67,6 +67,7 @@ def add_parser(sub) -> None:
                 continue
             seen.add(name)
             flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
+            text = text.replace("%", "%%")  # argparse formats help strings with %
             if kind is bool:
                 p.add_argument(flag, action="store_true", default=None, dest=dest, help=text)
             else:
