@@ -6,6 +6,12 @@
   kernel (oneDNN's LSTM primitive, the one torch.nn.LSTM calls) for a float32 LSTM on the CPU
   without projection, trace or lengths, outside torch.compile; on other devices, torch's kernel
   (cuDNN) whenever no trace or lengths are asked for; the fused backend everywhere else.
+
+Under ``torch.func`` transforms (``grad``, ``jacrev``, ``jvp``, ``vmap``, ...) and forward-mode
+AD (``torch.autograd.forward_ad``) every backend runs the reference loop: the fused custom ops
+and torch's kernels have no forward-mode formula, and the reference is differentiable to
+any order. Double backward needs no routing: the fused ops' backward rebuilds the reference
+graph when ``create_graph=True``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import _VF
+from torch.nn.utils.rnn import PackedSequence
 
 from gatedrnn import fused, reference
 
@@ -25,10 +33,27 @@ _TORCH_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "R
 def select_backend(layer, x, lengths, want_trace):
     """A function ``run(layer, x, states, lengths, want_trace)`` for this call."""
     name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace)
+    return functools.partial(_run, name)
+
+
+def _run(name, layer, x, states, lengths, want_trace):
+    if name != "reference" and needs_reference(x, states, layer):
+        name = "reference"
     if name == "torch":
-        return run_torch
+        return run_torch(layer, x, states, lengths, want_trace)
     run_direction = fused.run_direction if name == "fused" else reference.run_direction
-    return functools.partial(_run_layers, run_direction)
+    return layer.run_layers(run_direction, x, states, lengths, want_trace)
+
+
+def needs_reference(x, states, layer) -> bool:
+    """Whether a torch.func transform is active or the input, a state or a weight carries a
+    forward-mode tangent: then only the reference loop gives the right derivatives."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    if forward_ad._current_level < 0:  # no dual level entered: no tensor can carry a tangent
+        return False
+    tensors = [x, *states, *layer._flat_weights]
+    return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def auto_backend(layer, x, lengths, want_trace) -> str:
@@ -40,10 +65,6 @@ def auto_backend(layer, x, lengths, want_trace) -> str:
     return "fused"
 
 
-def _run_layers(run_direction, layer, x, states, lengths, want_trace):
-    return layer.run_layers(run_direction, x, states, lengths, want_trace)
-
-
 def run_torch(layer, x, states, lengths, want_trace):
     """torch's own kernel on the layer's weights: same results as torch.nn, no trace."""
     hx = states if layer.mode == "LSTM" else states[0]
@@ -52,3 +73,39 @@ def run_torch(layer, x, states, lengths, want_trace):
         layer.bidirectional, False,
     )  # fmt: skip
     return result[0], tuple(result[1:]), None
+
+
+def autocast_dtype(layer, input) -> torch.dtype | None:
+    """The dtype torch.nn's layer would run in under the active autocast, or None.
+
+    CPU autocast lists ``rnn_tanh``, ``rnn_relu`` and ``lstm`` (its padded form only) among
+    its lower-precision ops, so torch.nn's RNN, and its LSTM on padded input, run wholly in
+    that dtype; ``gru`` and the packed ``lstm`` are not listed (their GEMMs autocast, the
+    state stays float32, as the reference and fused loops do unchanged; measured on torch
+    2.13). On other devices cuDNN's ``rnn`` is listed for all three.
+    """
+    packed = isinstance(input, PackedSequence)
+    device = (input.data if packed else input).device.type
+    if not torch.is_autocast_enabled(device) or (device == "cpu" and (layer.mode == "GRU" or (layer.mode == "LSTM" and packed))):
+        return None
+    if layer.weight_ih_l0.dtype != torch.float32:
+        return None
+    return torch.get_autocast_dtype(device)
+
+
+def forward_in_dtype(layer, dtype, input, hx, **kwargs):
+    """``layer(input, hx, **kwargs)`` with its weights, input and states cast to ``dtype`` and
+    autocast off: what torch.nn does with a layer on autocast's lower-precision list."""
+
+    def cast(t):
+        return t.to(dtype) if isinstance(t, (torch.Tensor, PackedSequence)) and _floating(t) else t
+
+    device = (input.data if isinstance(input, PackedSequence) else input).device.type
+    weights = {name: w.to(dtype) for name, w in layer.named_parameters()}
+    hx = tuple(cast(h) for h in hx) if isinstance(hx, (tuple, list)) else cast(hx)
+    with torch.autocast(device, enabled=False):
+        return torch.func.functional_call(layer, weights, (cast(input), hx), kwargs)
+
+
+def _floating(t) -> bool:
+    return (t.data if isinstance(t, PackedSequence) else t).dtype == torch.float32

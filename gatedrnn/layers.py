@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gatedrnn import _checks
-from gatedrnn.backends import BACKENDS, select_backend
+from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -210,6 +210,9 @@ class RNNBase(nn.Module):
         ``return_trace=True`` a third value, a :class:`~gatedrnn.Trace`, holds every
         gate and state at every step.
         """
+        dtype = autocast_dtype(self, input)
+        if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
+            return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:

@@ -152,12 +152,14 @@ def test_gradcheck_fused_layer(name):
     test_layer_gradcheck(name, {}, use_lengths=True, backend="fused")
 
 
-def test_double_backward_says_so():
-    layer = gatedrnn.GRU(2, 3, backend="fused").double()
-    x = torch.randn(4, 1, 2, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(layer(x)[0].sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward through backend='fused' is not supported"):
-        g.sum().backward()
+def test_backward_ops_refuse_differentiation_with_a_clear_error():
+    """The forward ops' formulas never differentiate the backward ops (create_graph takes the
+    recompute path); called directly without ``x``, they say so instead of returning zeros."""
+    t = _gradcheck_inputs(3)
+    out, h_n, _, gates, _ = fused_gru.gru_forward(t["xw"], t["h0"], t["w_hh"], t["b_hh"], None, False, True)
+    (d_xw,) = torch.autograd.grad(out.sum(), t["xw"], create_graph=True)
+    with pytest.raises(RuntimeError, match="gru_backward has no derivative"):
+        d_xw.sum().backward()
 
 
 def test_nan_propagates_through_fused():

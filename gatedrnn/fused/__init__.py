@@ -24,4 +24,4 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace):
         t is not None and t.requires_grad for t in (xw, *state, weight_hh, bias_hh, weight_hr)
     )
     save = want_trace or needs_grad  # keep the activations only for a backward or a trace
-    return RUNS[mode](xw, state, weight_hh, bias_hh, weight_hr, lengths, reverse, save, want_trace)
+    return RUNS[mode](xw, state, weight_hh, bias_hh, weight_hr, lengths, reverse, save, want_trace, x, weight_ih, bias_ih)

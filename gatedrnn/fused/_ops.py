@@ -1,20 +1,71 @@
-"""What the three fused cells share around their custom ops."""
+"""What the three fused cells share around their custom ops: float32 compute for half
+types, and the differentiable backward that double backward needs."""
 
 from __future__ import annotations
 
 import torch
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(*tensors) -> torch.dtype:
+    """The dtype the native loops compute in: float32 when any tensor is float16 or
+    bfloat16 (the loops serve float32 and float64), else the tensors' own."""
+    dtypes = [t.dtype for t in tensors if t is not None]
+    return torch.float32 if any(d in LOW_PRECISION for d in dtypes) else dtypes[0]
+
+
+def call_kernel(fn, dtype: torch.dtype, *args):
+    """``fn(*args)`` with every floating-point tensor argument in ``dtype`` and autocast off
+    (the loops call ATen GEMMs, which autocast would otherwise cast back down)."""
+    args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != dtype else a
+            for a in args]  # fmt: skip
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if torch.is_autocast_enabled(device.type):
+        with torch.autocast(device.type, enabled=False):
+            return list(fn(*args))
+    return list(fn(*args))
+
 
 def forbid_double_backward(op) -> None:
-    """Gives the backward op an autograd formula that says, clearly, that it has none."""
+    """Gives a backward op an autograd formula that says it has none. The forward ops'
+    formulas never differentiate through it: under ``create_graph`` they take
+    :func:`grads_by_recompute` instead, so reaching this is a defect."""
 
     def backward(ctx, *grads):
-        raise RuntimeError(
-            f"{op._name} has no derivative: double backward through backend='fused' is not "
-            "supported; build the layer with backend='reference' for higher-order gradients"
-        )
+        raise RuntimeError(f"{op._name} has no derivative; double backward goes through grads_by_recompute")
 
     op.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def grads_by_recompute(mode, reverse, inputs, pair_outputs):
+    """First-order gradients that are themselves differentiable, for double backward
+    (``create_graph=True``): the step graph is rebuilt with the reference loop from the
+    op's saved inputs and differentiated by autograd.
+
+    ``inputs`` is ``(x, w_ih, b_ih, state, w_hh, b_hh, w_hr, lengths)``;
+    ``pair_outputs(output, final, trace)`` returns ``[(reference_value, grad), ...]`` for the
+    op outputs that received a gradient. Returns the gradients of
+    ``(x, w_ih, b_ih, *state, w_hh, b_hh, w_hr)``, None where not needed.
+    """
+    from gatedrnn import reference
+
+    x, w_ih, b_ih, state, w_hh, b_hh, w_hr, lengths = inputs
+    with torch.enable_grad():
+        output, final, trace = reference.run_direction(
+            mode, x, state, (w_ih, w_hh, b_ih, b_hh, w_hr), lengths, reverse, want_trace=True
+        )
+        pairs = [(value, grad) for value, grad in pair_outputs(output, final, trace) if grad is not None]
+        wrt = [x, w_ih, b_ih, *state, w_hh, b_hh, w_hr]
+        needed = [k for k, t in enumerate(wrt) if t is not None and t.requires_grad]
+        found = torch.autograd.grad(
+            [v for v, _ in pairs], [wrt[k] for k in needed], [g for _, g in pairs],
+            create_graph=True, allow_unused=True,
+        )  # fmt: skip
+    grads = [None] * len(wrt)
+    for k, grad in zip(needed, found):
+        grads[k] = grad
+    return grads
 
 
 def zeros_if_none(grad, like: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """The fused vanilla RNN: the native time loop of ``csrc/rnn.cpp`` (or its Python twin in
 ``loops.py``) as torch.library custom ops with the hand-written backward through time
-registered as their autograd formula."""
+registered as their autograd formula.
+
+float16 and bfloat16 are computed in float32, and ``x, w_ih, b_ih`` are inputs for double
+backward only, as in :mod:`gatedrnn.fused.lstm`."""
 
 from __future__ import annotations
 
@@ -10,23 +13,30 @@ import torch
 from torch import Tensor
 
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import forbid_double_backward, zeros_if_none
+from gatedrnn.fused._ops import call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute, zeros_if_none
 
 
 @torch.library.custom_op("gatedrnn::rnn_forward", mutates_args=())
 def rnn_forward(
     xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-    save: bool, relu: bool,
+    save: bool, relu: bool, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None,
+    b_ih: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(out, h_n, hs); see ``csrc/rnn.cpp``."""
-    return tuple(kernels(xw.device).rnn_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, relu))
+    dtype = compute_dtype(xw, h0, w_hh)
+    out, h_n, hs = call_kernel(kernels(xw.device).rnn_forward, dtype, xw, h0, w_hh, b_hh, lengths, reverse, save, relu)
+    result = torch.promote_types(xw.dtype, h0.dtype)
+    if save and lengths is None and result != dtype:
+        hs = out  # the backward reads each h at the compute precision, not the output's
+    return out.to(result), h_n.to(result), hs
 
 
 @rnn_forward.register_fake
-def _(xw, h0, w_hh, b_hh, lengths, reverse, save, relu):
+def _(xw, h0, w_hh, b_hh, lengths, reverse, save, relu, x=None, w_ih=None, b_ih=None):
     T, B, H = xw.shape
-    new = xw.new_empty
-    return new(T, B, H), new(B, H), new(T, B, H) if save and lengths is not None else new(0)
+    result, dtype = torch.promote_types(xw.dtype, h0.dtype), compute_dtype(xw, h0, w_hh)
+    hs = xw.new_empty((T, B, H) if save and (lengths is not None or result != dtype) else (0,), dtype=dtype)
+    return xw.new_empty(T, B, H, dtype=result), xw.new_empty(B, H, dtype=result), hs
 
 
 @torch.library.custom_op("gatedrnn::rnn_backward", mutates_args=())
@@ -34,8 +44,9 @@ def rnn_backward(
     d_out: Optional[Tensor], d_h_n: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, lengths: Optional[Tensor],
     reverse: bool, relu: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(d_xw, d_h0, d_w_hh, d_b_hh); see ``csrc/rnn.cpp``."""
-    return tuple(kernels(hs.device).rnn_backward(d_out, d_h_n, hs, h0, w_hh, lengths, reverse, relu))
+    """(d_xw, d_h0, d_w_hh, d_b_hh) in the saved activations' dtype; see ``csrc/rnn.cpp``."""
+    return tuple(call_kernel(kernels(hs.device).rnn_backward, hs.dtype, d_out, d_h_n, hs, h0, w_hh, lengths,
+                             reverse, relu))  # fmt: skip
 
 
 @rnn_backward.register_fake
@@ -45,28 +56,37 @@ def _(d_out, d_h_n, hs, h0, w_hh, lengths, reverse, relu):
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, w_hh, b_hh, lengths, reverse, save, relu = inputs
+    xw, h0, w_hh, b_hh, lengths, reverse, save, relu, x, w_ih, b_ih = inputs
     out, h_n, hs = output
-    ctx.save_for_backward(out if lengths is None else hs, h0, w_hh, lengths)
+    hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
+    ctx.save_for_backward(hs, h0, w_hh, lengths, x, w_ih, b_ih, b_hh)
     ctx.reverse, ctx.relu, ctx.has_bias = reverse, relu, b_hh is not None
 
 
 def _backward(ctx, d_out, d_h_n, d_hs):
-    hs, h0, w_hh, lengths = ctx.saved_tensors
+    hs, h0, w_hh, lengths, x, w_ih, b_ih, b_hh = ctx.saved_tensors
+    if torch.is_grad_enabled() and x is not None:  # create_graph: differentiable gradients
+        def pairs(output, final, trace):
+            return [(output, d_out), (final[0], d_h_n)]
+
+        mode = "RNN_RELU" if ctx.relu else "RNN_TANH"
+        inputs = (x, w_ih, b_ih, (h0,), w_hh, b_hh, None, lengths)
+        d_x, d_w_ih, d_b_ih, d_h0, d_w_hh, d_b_hh, _ = grads_by_recompute(mode, ctx.reverse, inputs, pairs)
+        return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, d_x, d_w_ih, d_b_ih
     d_xw, d_h0, d_w_hh, d_b_hh = rnn_backward(d_out, zeros_if_none(d_h_n, h0), hs, h0, w_hh, lengths,
                                               ctx.reverse, ctx.relu)  # fmt: skip
-    return d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None
+    return d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None
 
 
 rnn_forward.register_autograd(_backward, setup_context=_setup_context)
 forbid_double_backward(rnn_backward)
 
 
-def run_tanh(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace):
-    out, h_n, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, False)
+def run_tanh(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None):
+    out, h_n, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, False, x, w_ih, b_ih)
     return out, (h_n,), (out,) if want_trace else None
 
 
-def run_relu(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace):
-    out, h_n, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, True)
+def run_relu(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None):
+    out, h_n, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, True, x, w_ih, b_ih)
     return out, (h_n,), (out,) if want_trace else None
