@@ -128,6 +128,21 @@ def test_the_same_environment_compiles_once_and_says_so_on_stderr(caches, fake_c
     assert second.out == "" and second.err == "", second
 
 
+def test_a_cached_build_that_does_not_load_is_built_again(caches, fake_compile, monkeypatch, capsys):
+    _native._build()
+    capsys.readouterr()
+
+    def broken(path, name):
+        raise ImportError(f"{path}: invalid ELF header")
+
+    monkeypatch.setattr(_native, "_load_library", broken)
+    assert _native._build().__name__.startswith("gatedrnn_loops_")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(fake_compile) == 2 and len(lines) == 2, lines
+    assert "does not load" in lines[0] and "invalid ELF header" in lines[0]
+    assert "building gatedrnn's CPU kernels" in lines[1]
+
+
 def test_the_build_root_follows_the_environment_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("GATEDRNN_BUILD_DIR", str(tmp_path / "mine"))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch"))

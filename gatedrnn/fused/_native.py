@@ -108,7 +108,10 @@ def build_root() -> Path:
 def build_directory() -> Path:
     """This environment's build folder for the current sources, e.g.
     ``~/.cache/gatedrnn/py3.12-torch2.13.0+cpu-<hash>``."""
-    name, environment = _key()
+    return _folder(*_key())
+
+
+def _folder(name: str, environment: str) -> Path:
     digest = hashlib.sha1(f"{name}\n{environment}".encode()).hexdigest()[:16]
     python = f"py{sys.version_info.major}.{sys.version_info.minor}"
     return build_root() / f"{python}-torch{torch.__version__}-{digest}"
@@ -184,11 +187,16 @@ def _build():
     from torch.utils import cpp_extension
 
     name, environment = _key()
-    folder = build_directory()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _folder(name, environment)
     library, built = folder / f"{name}{LIB_EXT}", folder / "built"
+    if built.exists() and library.exists():  # the usual case, with no lock to wait for
+        try:
+            return _load_library(library, name)
+        except ImportError:
+            pass  # looked at again under the lock
+    folder.mkdir(parents=True, exist_ok=True)
     with _building, _BuildLock(folder) as lock:
-        if built.exists() and library.exists():
+        if built.exists() and library.exists():  # built meanwhile by the process we waited for
             try:
                 return _load_library(library, name)
             except ImportError as error:
