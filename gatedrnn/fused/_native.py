@@ -2,17 +2,38 @@
 tooling and ninja, and caches them; where no compiler exists, the same loops in Python
 (:mod:`gatedrnn.fused.loops`) stand in, after one warning.
 
+Each build has its own folder, named by a hash of everything that goes into it: the
+environment (``sys.prefix``, where torch is installed, the Python version), the torch version,
+the compiler flags and the sources. Two virtual environments therefore never share a
+``build.ninja`` (each would rebuild the other's kernels). The folders sit under
+``GATEDRNN_BUILD_DIR`` if set, else ``$TORCH_EXTENSIONS_DIR/gatedrnn``, else
+``$XDG_CACHE_HOME/gatedrnn`` (``~/.cache/gatedrnn``).
+
+A build holds an operating-system lock on ``build.lock`` in its folder, which the system
+releases when the process ends, however it ends; the file records the holder's PID. A process
+that finds the lock held says which process it waits for. torch's own lock file (``lock``,
+which torch waits on forever) found while holding that lock was left by a killed build: it is
+reported, removed, and the build proceeds.
+
 ``GATEDRNN_NATIVE=0`` in the environment forces the Python loops.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import sys
+import threading
 import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ["bindings.cpp", "lstm.cpp", "gru.cpp", "rnn.cpp"]
@@ -24,8 +45,11 @@ ARCH_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
 }
 
+LIB_EXT = ".pyd" if sys.platform == "win32" else ".so"
+
 _kernels = None
 _native_error: str | None = None
+_building = threading.Lock()  # threads of one process take turns too
 
 
 def _ninja_on_path() -> None:
@@ -39,23 +63,166 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
-def _build():
-    from torch.utils import cpp_extension
+def _say(line: str) -> None:
+    print(f"gatedrnn: {line}", file=sys.stderr, flush=True)
 
-    _ninja_on_path()
+
+def _flags() -> list[str]:
     capability = torch.backends.cpu.get_cpu_capability()
     # -fno-trapping-math lets the float-to-int step of exp vectorise; NaN and Inf keep their meaning
-    flags = ["-O3", "-std=c++17", "-fno-trapping-math", *ARCH_FLAGS.get(capability, [])]
+    return ["-O3", "-std=c++17", "-fno-trapping-math", *ARCH_FLAGS.get(capability, [])]
+
+
+def _key() -> tuple[str, str]:
+    """The extension's name (from the sources and flags) and a description of everything
+    the build depends on besides, one ``name: value`` per line."""
+    flags = _flags()
     digest = hashlib.sha1()
-    for name in SOURCES + ["common.h"]:
-        digest.update((CSRC / name).read_bytes())
-    digest.update(" ".join(flags + [torch.__version__]).encode())
-    return cpp_extension.load(
-        name=f"gatedrnn_loops_{digest.hexdigest()[:12]}",
-        sources=[str(CSRC / name) for name in SOURCES],
-        extra_cflags=flags,
-        verbose=False,
-    )
+    headers = sorted(path.name for path in CSRC.glob("*.h"))
+    for name in SOURCES + headers:
+        digest.update(name.encode() + b"\0" + (CSRC / name).read_bytes())
+    digest.update(" ".join(flags).encode())
+    environment = {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}{getattr(sys, 'abiflags', '')}",
+        "prefix": sys.prefix,
+        "torch": torch.__version__,
+        "torch_path": str(Path(torch.__file__).resolve().parent),
+        "torch_git": str(getattr(torch.version, "git_version", "")),
+        "cxx": os.environ.get("CXX", ""),
+        "flags": " ".join(flags),
+    }
+    return f"gatedrnn_loops_{digest.hexdigest()[:12]}", "".join(f"{k}: {v}\n" for k, v in environment.items())
+
+
+def build_root() -> Path:
+    """The folder that holds one build folder per environment and version of the sources:
+    ``GATEDRNN_BUILD_DIR``, else ``$TORCH_EXTENSIONS_DIR/gatedrnn``, else
+    ``$XDG_CACHE_HOME/gatedrnn`` (``~/.cache/gatedrnn``)."""
+    if os.environ.get("GATEDRNN_BUILD_DIR"):
+        return Path(os.environ["GATEDRNN_BUILD_DIR"]).expanduser()
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"]).expanduser() / "gatedrnn"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gatedrnn"
+
+
+def build_directory() -> Path:
+    """This environment's build folder for the current sources, e.g.
+    ``~/.cache/gatedrnn/py3.12-torch2.13.0+cpu-<hash>``."""
+    return _folder(*_key())
+
+
+def _folder(name: str, environment: str) -> Path:
+    digest = hashlib.sha1(f"{name}\n{environment}".encode()).hexdigest()[:16]
+    python = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    return build_root() / f"{python}-torch{torch.__version__}-{digest}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process, or we cannot tell
+    return True
+
+
+class _BuildLock:
+    """An exclusive lock (``flock``) on ``folder/build.lock``, which the operating system drops
+    when its holder exits, killed or not; while held, the file holds the holder's PID.
+
+    ``previous``: the PID left in the file by a holder that died holding the lock.
+    ``held``: False where the file system or platform has no ``flock`` (torch's own lock is
+    then the only one, as before)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "build.lock"
+        self.previous: int | None = None
+        self.held = False
+
+    def _holder(self) -> int | None:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        text = os.read(self.fd, 64).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+
+    def __enter__(self) -> _BuildLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return self
+        try:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder()
+                who = f"process {holder}" if holder else "another process"
+                _say(f"waiting for {who}, which is building gatedrnn's CPU kernels in {self.path.parent}")
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as error:  # e.g. ENOLCK on some network file systems
+            _say(f"cannot lock {self.path} ({error}); going on with torch's lock only")
+            return self
+        self.held = True
+        self.previous = self._holder()
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            os.ftruncate(self.fd, 0)  # a clean exit leaves no PID behind
+        os.close(self.fd)  # closing drops the lock
+
+
+def _load_library(path: Path, name: str):
+    """Imports a built extension module from its file."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build():
+    """The native loops' module: loaded from this environment's build folder if a build is
+    there, else compiled into it (one line on stderr says so)."""
+    from torch.utils import cpp_extension
+
+    name, environment = _key()
+    folder = _folder(name, environment)
+    library, built = folder / f"{name}{LIB_EXT}", folder / "built"
+    if built.exists() and library.exists():  # the usual case, with no lock to wait for
+        try:
+            return _load_library(library, name)
+        except ImportError:
+            pass  # looked at again under the lock
+    folder.mkdir(parents=True, exist_ok=True)
+    with _building, _BuildLock(folder) as lock:
+        if built.exists() and library.exists():  # built meanwhile by the process we waited for
+            try:
+                return _load_library(library, name)
+            except ImportError as error:
+                _say(f"the build in {folder} does not load ({error}); building it again")
+                library.unlink()
+        built.unlink(missing_ok=True)
+        stale = folder / "lock"  # torch's lock; while we hold ours, nobody else builds here
+        if lock.held and stale.exists():
+            if lock.previous is None:
+                who = "an interrupted build"
+            else:
+                gone = "was interrupted" if _pid_alive(lock.previous) else "no longer exists"
+                who = f"process {lock.previous}, which {gone}"
+            _say(f"removing a stale build lock left by {who}: {stale}")
+            stale.unlink()
+        _ninja_on_path()
+        _say(f"building gatedrnn's CPU kernels, once, ~30 s, in {folder}")
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(CSRC / source) for source in SOURCES],
+            extra_cflags=_flags(),
+            build_directory=str(folder),
+            verbose=False,
+        )
+        built.write_text(environment)
+        return module
 
 
 def kernels(device: torch.device | None = None):
