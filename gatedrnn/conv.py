@@ -1,0 +1,244 @@
+"""Convolutional recurrent layers for sequences of frames: :class:`ConvLSTM` and
+:class:`ConvGRU` stack their cell (:mod:`gatedrnn.cells.conv`) over time and layers, with
+``hx``, ``lengths``, ``batch_first`` and gate traces as the other gatedrnn layers have them.
+
+The input convolutions of all steps run as one ``conv2d`` over the ``T·B`` frames; only the
+recurrent convolution and the gate math run per step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatedrnn import _checks
+from gatedrnn.cells.conv import (CONV_TRACE_NAMES, NUM_GATES, conv_gru_step, conv_lstm_step, kernel_pair,
+                                 reset_conv_parameters)  # fmt: skip
+from gatedrnn.trace import Trace
+
+
+class ConvRNNBase(nn.Module):
+    """What ConvLSTM and ConvGRU share: parameters ``weight_ih_l{k} (G·C, C_in, kh, kw)``,
+    ``weight_hh_l{k} (G·C, C, kh, kw)``, ``bias_ih_l{k}``, ``bias_hh_l{k} (G·C,)`` per layer
+    (``C_in`` is ``in_channels`` for the first layer, ``C`` after), and the forward."""
+
+    mode: str
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
+                 device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        self.in_channels = _checks.positive_int("in_channels", in_channels)
+        self.hidden_channels = _checks.positive_int("hidden_channels", hidden_channels)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.kernel_size = kernel_pair(kernel_size)
+        self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+        for name, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        self.bias, self.batch_first = bias, batch_first
+        kw = {"device": device, "dtype": dtype}
+        G, C = NUM_GATES[self.mode], self.hidden_channels
+        for layer in range(self.num_layers):
+            c_in = self.in_channels if layer == 0 else C
+            setattr(self, f"weight_ih_l{layer}", nn.Parameter(torch.empty(G * C, c_in, *self.kernel_size, **kw)))
+            setattr(self, f"weight_hh_l{layer}", nn.Parameter(torch.empty(G * C, C, *self.kernel_size, **kw)))
+            if bias:
+                setattr(self, f"bias_ih_l{layer}", nn.Parameter(torch.empty(G * C, **kw)))
+                setattr(self, f"bias_hh_l{layer}", nn.Parameter(torch.empty(G * C, **kw)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_conv_parameters(self, self.hidden_channels, self.kernel_size)
+
+    def weights(self, layer: int):
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of one layer (biases None without bias)."""
+        return tuple(getattr(self, f"{kind}_l{layer}", None) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+        """Runs the layers over a sequence of frames.
+
+        ``input`` is ``(T, B, C_in, H, W)``, ``(B, T, C_in, H, W)`` with ``batch_first``, or
+        ``(T, C_in, H, W)`` unbatched. Returns the last layer's output ``(T, B, C, H, W)``
+        (batch-first: ``(B, T, C, H, W)``) and ``h_n`` (ConvGRU) or ``(h_n, c_n)`` (ConvLSTM),
+        each ``(num_layers, B, C, H, W)``. ``lengths`` (B,) marks valid steps: outputs past
+        them are zero, final states those of each sequence's last valid step. With
+        ``return_trace`` a :class:`~gatedrnn.Trace` of every gate as maps,
+        ``(num_layers, T, B, C, H, W)`` (batch-first: ``(num_layers, B, T, C, H, W)``).
+        """
+        x, unbatched = self._check_input(input)
+        T, B = x.shape[:2]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B, x, unbatched)
+        states = self._check_hx(hx, x, unbatched)
+        masks = None
+        if lengths is not None:
+            masks = (torch.arange(T, device=x.device)[:, None] < lengths[None, :])[..., None, None, None]  # (T, B, 1, 1, 1)
+        finals, traces = [], []
+        for layer in range(self.num_layers):
+            x, state, values = self._run_layer(layer, x, tuple(s[layer] for s in states), masks, return_trace)
+            finals.append(state)
+            traces.append(values)
+        final = tuple(torch.stack(s) for s in zip(*finals))  # each (L, B, C, H, W)
+        if unbatched:
+            x, final = x.squeeze(1), tuple(s.squeeze(1) for s in final)
+        elif self.batch_first:
+            x = x.transpose(0, 1)  # (B, T, C, H, W)
+        result = (x, final if self.mode == "LSTM" else final[0])
+        if not return_trace:
+            return result
+        trace = {}
+        for name, value in zip(CONV_TRACE_NAMES[self.mode], zip(*traces)):
+            value = torch.stack(value)  # (L, T, B, C, H, W)
+            if unbatched:
+                value = value.squeeze(2)
+            elif self.batch_first:
+                value = value.transpose(1, 2)
+            trace[name] = value
+        return result + (Trace(trace),)
+
+    def _run_layer(self, layer, x, state, masks, want_trace):
+        """One layer over time: the output (T, B, C, H, W), the final state and, when
+        ``want_trace``, the step activations stacked over time."""
+        weight_ih, weight_hh, bias_ih, bias_hh = self.weights(layer)
+        T, B = x.shape[:2]
+        xw = F.conv2d(x.flatten(0, 1), weight_ih, bias_ih, padding=self.padding)  # (T*B, G*C, H, W): all steps
+        xw = xw.unflatten(0, (T, B)).unbind(0)  # T x (B, G*C, H, W)
+        values = [None] * T
+        for t in range(T):
+            new_state, v = self._step(xw[t], state, weight_hh, bias_hh)
+            if masks is not None:  # past a sequence's end: keep its state, output zeros
+                new_state = tuple(torch.where(masks[t], new, old) for new, old in zip(new_state, state))
+                v = tuple(torch.where(masks[t], a, 0.0) for a in v)
+            state, values[t] = new_state, v
+        output = torch.stack([v[-1] for v in values])  # (T, B, C, H, W)
+        trace = tuple(torch.stack(seq) for seq in zip(*values)) if want_trace else None
+        return output, state, trace
+
+    # -- argument checks -------------------------------------------------------------
+
+    def _check_input(self, input) -> tuple[torch.Tensor, bool]:
+        """The input as (T, B, C_in, H, W) and whether it came unbatched."""
+        x = _checks.float_tensor("input", input, self.weight_ih_l0.dtype)
+        layout = "(B, T, C_in, H, W)" if self.batch_first else "(T, B, C_in, H, W)"
+        if x.dim() not in (4, 5):
+            raise ValueError(f"input must be 5-D {layout} or 4-D (T, C_in, H, W) unbatched, got {x.dim()}-D "
+                             f"with shape {tuple(x.shape)}")  # fmt: skip
+        if x.shape[-3] != self.in_channels:
+            raise ValueError(f"input must have {self.in_channels} channels (in_channels) in dimension -3, "
+                             f"got {x.shape[-3]} (shape {tuple(x.shape)})")  # fmt: skip
+        if x.shape[0 if x.dim() == 4 or not self.batch_first else 1] == 0:
+            raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
+        if x.device != self.weight_ih_l0.device:
+            raise ValueError(f"input is on {x.device} but the parameters are on {self.weight_ih_l0.device}")
+        if x.dim() == 4:
+            return x.unsqueeze(1), True  # (T, 1, C_in, H, W)
+        return (x.transpose(0, 1) if self.batch_first else x), False
+
+    def _check_lengths(self, lengths, T, B, x, unbatched):
+        if unbatched:
+            raise ValueError("lengths is only accepted with batched input, got 4-D (T, C_in, H, W) unbatched input")
+        if not isinstance(lengths, torch.Tensor):
+            raise TypeError(f"lengths must be a 1-D integer tensor, got {type(lengths).__name__}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}")
+        lengths = lengths.to(x.device)
+        if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+            raise ValueError(f"lengths must lie in [1, T={T}], got values from {int(lengths.min())} "
+                             f"to {int(lengths.max())}")  # fmt: skip
+        return None if not B or int(lengths.min()) == T else lengths
+
+    def _check_hx(self, hx, x, unbatched):
+        """The initial states, each (L, B, C, H, W)."""
+        L, C = self.num_layers, self.hidden_channels
+        _, B, _, Hs, Ws = x.shape
+        if self.mode == "LSTM":
+            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError(f"hx must be a tuple (h_0, c_0) for a ConvLSTM, got {type(hx).__name__}")
+            given, names = ((None, None) if hx is None else tuple(hx)), ("hx[0] (h_0)", "hx[1] (c_0)")
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx must be a tensor h_0 for a ConvGRU, got a {type(hx).__name__}")
+            given, names = (hx,), ("hx",)
+        states = []
+        for name, value in zip(names, given):
+            if value is None:
+                states.append(x.new_zeros(L, B, C, Hs, Ws))
+                continue
+            value = _checks.float_tensor(name, value, x.dtype)
+            if value.device != x.device:
+                raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+            expected = (L, C, Hs, Ws) if unbatched else (L, B, C, Hs, Ws)
+            meaning = "(num_layers, " + ("" if unbatched else "batch, ") + "hidden_channels, height, width)"
+            _checks.shape(name, value, expected, meaning)
+            states.append(value.unsqueeze(1) if unbatched else value)
+        return tuple(states)
+
+
+class ConvLSTM(ConvRNNBase):
+    r"""A stack of convolutional LSTM layers (Shi et al. 2015); each layer runs
+    :class:`gatedrnn.ConvLSTMCell` over time (gates ``i, f, g, o`` as maps, states ``h, c``
+    of shape ``(B, C, H, W)``; no peephole terms, as in Keras' ``ConvLSTM2D``).
+
+    ``forget_bias`` is added to every layer's forget-gate input bias after initialization
+    (1.0 is the usual choice for learning; 0.0, the default, leaves the seeded weights alone).
+    See :meth:`ConvRNNBase.forward` for shapes, ``lengths`` and ``return_trace``.
+    """
+
+    mode = "LSTM"
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
+                 device=None, dtype=None, *, forget_bias=0.0):  # fmt: skip
+        self.forget_bias = float(forget_bias)
+        if self.forget_bias and not bias:
+            raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.forget_bias:
+            C = self.hidden_channels
+            with torch.no_grad():
+                for layer in range(self.num_layers):
+                    getattr(self, f"bias_ih_l{layer}")[C : 2 * C] += self.forget_bias
+
+    def _step(self, xw, state, weight_hh, bias_hh):
+        return conv_lstm_step(xw, state, weight_hh, bias_hh, self.padding)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", forget_bias={self.forget_bias}" if self.forget_bias else "")
+
+
+class ConvGRU(ConvRNNBase):
+    r"""A stack of convolutional GRU layers (Ballas et al. 2016); each layer runs
+    :class:`gatedrnn.ConvGRUCell` over time (gates ``r, z, n`` as maps,
+    :math:`h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}`). ``reset_after=True`` (default)
+    applies the reset gate after the recurrent convolution, as torch.nn.GRU does;
+    ``reset_after=False`` before it, as Ballas et al. do. See :meth:`ConvRNNBase.forward`.
+    """
+
+    mode = "GRU"
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
+                 device=None, dtype=None, *, reset_after=True):  # fmt: skip
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__} {reset_after!r}")
+        self.reset_after = reset_after
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype)
+
+    def _step(self, xw, state, weight_hh, bias_hh):
+        return conv_gru_step(xw, state, weight_hh, bias_hh, self.padding, self.reset_after)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
