@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from gatedrnn import checkpoint
-from gatedrnn.models import CELLS
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
 
@@ -56,8 +55,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        cells = TASKS[self.task].cells
+        if self.cell not in cells:
+            raise ValueError(f"--cell for the {self.task} task must be one of {', '.join(cells)}, got {self.cell!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   gatedrnn generate runs/shakespeare --prompt "ROMEO:" --length 500 --temperature 0.8 --top-k 40 --seed 1
   gatedrnn generate runs/ptb --prompt "the company said" --length 50
   gatedrnn generate runs/jsb --length 128 --out chorale.mid     # a music run: a MIDI file
+  gatedrnn generate runs/video --out clip.gif --seed 3           # a video run: test sequence 3 as a GIF
 """
 
 
@@ -25,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default 0: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", type=Path, help="music runs: the MIDI file to write (default RUN_DIR/sample.mid)")
+    p.add_argument("--out", type=Path, help="music runs: the MIDI file to write (default RUN_DIR/sample.mid); "
+                   "video runs: the GIF (default RUN_DIR/clip.gif)")
     p.set_defaults(run=run)
 
 
@@ -94,6 +96,25 @@ def sample_music(run_dir: Path, length: int, temperature: float, seed: int):
     return torch.stack(frames)
 
 
+def video_gif(run_dir: Path, out: Path, seed: int) -> Path:
+    """Writes an animated GIF of test sequence number ``seed`` of a video run."""
+    from gatedrnn import checkpoint
+    from gatedrnn.diagnostics.video import predict, write_gif
+    from gatedrnn.train import build, load_config
+
+    config = load_config(run_dir)
+    task, model = build(config)
+    checkpoint.load_model(run_dir, model)
+    count = task.sizes["test"]
+    if not 0 <= seed < count:
+        raise UsageError(f"--seed picks a test sequence of a video run: 0 to {count - 1}, got {seed}")
+    inputs, truth, predicted = predict(task, model, seed + 1)
+    if out.suffix.lower() != ".gif":
+        raise UsageError(f"--out must name a .gif file for a video run, got {out}")
+    write_gif(out, inputs[seed], truth[seed], predicted[seed])
+    return out
+
+
 @run_errors
 def run(args) -> int:
     from gatedrnn.tasks.text import EOS, tokenize
@@ -103,6 +124,10 @@ def run(args) -> int:
         raise UsageError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k < 0:
         raise UsageError(f"--top-k must be 0 or positive, got {args.top_k}")
+    if load_config(args.run_dir).task == "video":
+        path = video_gif(args.run_dir, args.out or Path(args.run_dir) / "clip.gif", args.seed)
+        print(f"{path}: a test sequence's input frames, then the prediction (left) beside the truth (right)")
+        return 0
     if load_config(args.run_dir).task == "music":
         from gatedrnn.tasks.midi import write_midi
 

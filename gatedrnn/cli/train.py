@@ -7,9 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
-from gatedrnn.models import CELLS
 from gatedrnn.presets import PRESETS
-from gatedrnn.tasks import TASKS
+from gatedrnn.tasks import ALL_CELLS, TASKS
 
 EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --length 150 --steps 3000 --out runs/adding-lstm
@@ -34,7 +33,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--preset", choices=list(PRESETS), help="named settings of README's results table")
     p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
-    p.add_argument("--cell", choices=list(CELLS), help="the recurrent cell (default lstm)")
+    p.add_argument("--cell", choices=list(ALL_CELLS),
+                   help="the recurrent cell (default lstm; convlstm and convgru for --task video)")
     p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
     p.add_argument("--data", help="the data file or folder of a task that reads one")
     p.add_argument("--hidden-size", type=positive_int, help="hidden units (default 64)")

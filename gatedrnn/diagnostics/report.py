@@ -161,7 +161,7 @@ def write_report(out_dir, runs: list[RunView], title: str, intro: str = "") -> P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for filename, draw, caption in FIGURES:
+    for filename, draw, caption in FIGURES + runs[0].task.figures():
         if draw(runs, out_dir / filename) is False:
             continue
         sections.append(

@@ -10,8 +10,11 @@ from gatedrnn.tasks.music import Music
 from gatedrnn.tasks.qa import QA
 from gatedrnn.tasks.text import Text
 from gatedrnn.tasks.timeseries import TimeSeries
+from gatedrnn.tasks.video import Video
 
-TASKS = {"adding": Adding, "copy": Copy, "text": Text, "timeseries": TimeSeries, "classify": Classify, "music": Music, "qa": QA}
+TASKS = {"adding": Adding, "copy": Copy, "text": Text, "timeseries": TimeSeries, "classify": Classify, "music": Music,
+         "qa": QA, "video": Video}  # fmt: skip
+ALL_CELLS = tuple(dict.fromkeys(cell for task in TASKS.values() for cell in task.cells))
 
 __all__ = ["TASKS", "Task", "make_task"]
 

@@ -32,6 +32,7 @@ class Task:
 
     options: dict = {}
     stateful: bool = False
+    cells: tuple = ("rnn", "lstm", "gru")  # the --cell values the task's model takes
 
     @classmethod
     def option_values(cls, config) -> dict:
@@ -74,6 +75,11 @@ class Task:
 
     def starts_sequence(self, step: int) -> bool:
         return True
+
+    def figures(self) -> list:
+        """The task's own report figures, ``[(filename, draw(runs, path) -> bool, caption)]``,
+        after the ones every task gets."""
+        return []
 
     def artifacts(self) -> dict:
         """Files (name: JSON-able value) the run keeps beside its checkpoint, e.g. a vocabulary."""
