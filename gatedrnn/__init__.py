@@ -1,10 +1,14 @@
 """gatedrnn: gated recurrent networks (LSTM, GRU and the vanilla RNN they fix), written
 from their equations, drop-ins for torch.nn, with every gate inspectable."""
 
+from gatedrnn._checks import ArgumentTypeError, DeviceError, DTypeError, ShapeError
 from gatedrnn.cells import GRUCell, LSTMCell, RNNCell
 from gatedrnn.layers import GRU, LSTM, RNN, RNNBase
 from gatedrnn.trace import Trace
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "Trace"]
+__all__ = [
+    "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
+    "RNNCell", "ShapeError", "Trace",
+]  # fmt: skip
