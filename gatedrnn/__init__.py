@@ -3,12 +3,12 @@ from their equations, drop-ins for torch.nn, with every gate inspectable."""
 
 from gatedrnn._checks import ArgumentTypeError, DeviceError, DTypeError, ShapeError
 from gatedrnn.cells import GRUCell, LSTMCell, RNNCell
-from gatedrnn.layers import GRU, LSTM, RNN, RNNBase
+from gatedrnn.layers import GRU, LSTM, RNN, RNNBase, to_torch
 from gatedrnn.trace import Trace
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
-    "RNNCell", "ShapeError", "Trace",
+    "RNNCell", "ShapeError", "Trace", "to_torch",
 ]  # fmt: skip

@@ -3,6 +3,7 @@ torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, with variable lengths and gate tra
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 
@@ -13,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from gatedrnn import _checks
 from gatedrnn.backends import BACKENDS, select_backend
+from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -387,3 +389,25 @@ class GRU(RNNBase):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
 
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with each gatedrnn layer and cell in it replaced by its
+    torch.nn twin (same weights, device, dtype and train/eval mode); a gatedrnn layer or
+    cell itself gives its twin.
+
+    For tools that match torch.nn's types exactly, such as dynamic quantization:
+    ``torch.ao.quantization.quantize_dynamic(gatedrnn.to_torch(model), {nn.LSTM, nn.Linear})``.
+    """
+    if isinstance(module, (RNNBase, CellBase)):
+        return module.to_torch()
+    module = copy.deepcopy(module)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, (RNNBase, CellBase)):
+                setattr(parent, name, child.to_torch())
+            else:
+                swap(child)
+
+    swap(module)
+    return module

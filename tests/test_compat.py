@@ -1,5 +1,5 @@
 """Where torch.nn's behaviour is the reference beyond numbers: devices and dtypes of every
-argument, type checks, argument checks and their error types."""
+argument, type checks, argument checks and their error types, quantization."""
 
 import inspect
 
@@ -102,6 +102,38 @@ def test_flat_weights_and_all_weights_are_torchs(name):
 )
 def test_repr_is_torchs(make):
     assert repr(make(gatedrnn)) == repr(make(nn))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:torch.quantize_per_tensor:UserWarning")
+def test_quantize_dynamic_recipe():
+    """quantize_dynamic matches exact types; ``gatedrnn.to_torch`` hands it torch.nn's."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = gatedrnn.LSTM(3, 8, num_layers=2)
+            self.cell = gatedrnn.GRUCell(8, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            y, _ = self.lstm(x)
+            return self.head(self.cell(y[-1]))
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    x = torch.randn(5, 2, 3)
+    expected = model(x)
+    as_is = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRUCell, nn.Linear})
+    assert type(as_is.lstm) is gatedrnn.LSTM  # the measured behaviour README states
+    converted = gatedrnn.to_torch(model)
+    assert type(converted.lstm) is nn.LSTM and type(converted.cell) is nn.GRUCell
+    assert type(model.lstm) is gatedrnn.LSTM  # a copy: the model is left as it was
+    torch.testing.assert_close(converted(x), expected, atol=1e-6, rtol=1e-6)
+    quantized = torch.ao.quantization.quantize_dynamic(converted, {nn.LSTM, nn.GRUCell, nn.Linear})
+    assert type(quantized.lstm) is torch.ao.nn.quantized.dynamic.LSTM
+    assert type(quantized.cell) is torch.ao.nn.quantized.dynamic.GRUCell
+    torch.testing.assert_close(quantized(x), expected, atol=0.05, rtol=0.05)
+    assert type(gatedrnn.to_torch(gatedrnn.GRU(3, 4))) is nn.GRU
 
 
 # -- argument checks as torch.nn's -------------------------------------------------------
