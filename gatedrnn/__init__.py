@@ -8,7 +8,11 @@ from gatedrnn.trace import Trace
 
 __version__ = "0.1.0"
 
+# What torch.load's weights_only unpickler must be allowed to build for a saved gatedrnn
+# model: ``with torch.serialization.safe_globals([*gatedrnn.SAFE_GLOBALS, ...]): torch.load(path)``
+SAFE_GLOBALS = [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell]
+
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
-    "RNNCell", "ShapeError", "Trace", "to_torch",
+    "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "to_torch",
 ]  # fmt: skip

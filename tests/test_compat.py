@@ -1,7 +1,9 @@
 """Where torch.nn's behaviour is the reference beyond numbers: devices and dtypes of every
-argument, type checks, argument checks and their error types, quantization."""
+argument, type checks, argument checks and their error types, quantization and loading a
+saved model."""
 
 import inspect
+import io
 
 import pytest
 import torch
@@ -210,6 +212,29 @@ def test_lengths_with_an_empty_batch(backend):
     layer = gatedrnn.LSTM(3, 4, num_layers=2, backend=backend)
     out, (h, c) = layer(torch.randn(5, 0, 3), lengths=torch.zeros(0, dtype=torch.long))
     assert out.shape == (5, 0, 4) and h.shape == c.shape == (2, 0, 4)
+
+
+# -- loading a saved model with torch.load's weights_only unpickler -----------------------
+
+
+def test_torch_load_with_safe_globals():
+    torch.manual_seed(0)
+    saved = [gatedrnn.LSTM(3, 4, proj_size=2, backend="reference", forget_bias=1.0), gatedrnn.RNN(3, 4, nonlinearity="relu"),
+             gatedrnn.GRU(3, 4), gatedrnn.LSTMCell(3, 4), gatedrnn.GRUCell(3, 4), gatedrnn.RNNCell(3, 4)]  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(buffer)
+    buffer.seek(0)
+    with torch.serialization.safe_globals(gatedrnn.SAFE_GLOBALS):
+        loaded = torch.load(buffer)
+    x = torch.randn(5, 2, 3)
+    for a, b in zip(saved, loaded):
+        assert type(a) is type(b) and repr(a) == repr(b)
+        inp = x if isinstance(a, nn.RNNBase) else x[0]
+        torch.testing.assert_close(b(inp), a(inp), atol=0, rtol=0)
+    assert loaded[0].backend == "reference" and loaded[0].forget_bias == 1.0
 
 
 def test_a_layer_pickled_before_it_was_a_torch_rnnbase_loads():
