@@ -242,7 +242,7 @@ class RNNBase(nn.RNNBase):
                 traces.append(values)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = _dropout(x, self.dropout, lengths)
         final = tuple(torch.stack(s) for s in zip(*finals))
         values = tuple(torch.stack(v) for v in zip(*traces)) if want_trace else None
         return x, final, values
@@ -316,6 +316,23 @@ class RNNBase(nn.RNNBase):
             _checks.shape(name, value, expected, meaning)
             states.append(value.unsqueeze(1) if unbatched else value)
         return tuple(states)
+
+
+def _dropout(x: torch.Tensor, p: float, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Dropout between layers on ``x`` (T, B, F), with the masks torch.nn draws.
+
+    torch.nn drops out a PackedSequence's ``data``: one row per valid step, time-major,
+    the sequences of each step by decreasing length. So with ``lengths`` the mask is
+    drawn in that shape and order (ties in batch order: forward has put a packed batch
+    in its packing's order), and padding draws nothing.
+    """
+    if lengths is None:
+        return F.dropout(x, p, training=True)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    packed = pack_padded_sequence(x.index_select(1, order), lengths[order].cpu())  # data: (sum(lengths), F)
+    data = F.dropout(packed.data, p, training=True)
+    dropped = PackedSequence(data, packed.batch_sizes, order, torch.argsort(order))
+    return pad_packed_sequence(dropped, total_length=x.shape[0])[0]  # (T, B, F) in x's batch order
 
 
 class RNN(RNNBase):
