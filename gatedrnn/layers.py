@@ -181,16 +181,15 @@ class RNNBase(nn.RNNBase):
             if lengths is not None:
                 raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
             _checks.float_tensor("input", packed.data, self.weight_ih_l0)
-            x, lengths = pad_packed_sequence(packed)  # (T, B, I) in the caller's batch order
-            order = packed.sorted_indices
-            if order is not None:  # run in the packing's batch order, as torch.nn does
-                x, lengths = x.index_select(1, order), lengths[order.cpu()]
-            packed_lengths, unbatched = lengths, False  # decreasing, on the CPU
+            # (T, B, I) in the packing's batch order, by decreasing length, as torch.nn runs it
+            x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
+            packed_lengths, unbatched = lengths, False  # on the CPU
         else:
             x, unbatched = self._check_input(input)
         T, B = x.shape[0], x.shape[1]
         if T == 0:
-            raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
+            shape = tuple(x.shape)
+            raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {shape})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)
@@ -281,7 +280,8 @@ class RNNBase(nn.RNNBase):
             )
         if lengths.device not in (x.device, torch.device("cpu")):
             raise _checks.DeviceError(
-                f"lengths is on device {lengths.device}; it must be on the CPU or the input's device {x.device}"
+                f"lengths is on device {lengths.device}; it must be on the CPU or the input's "
+                f"device {x.device}"
             )
         if B == 0:
             return None  # no sequence, nothing to mask
@@ -353,7 +353,8 @@ class RNN(RNNBase):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+                         batch_first, dropout, bidirectional, proj_size, device, dtype,
+                         backend=backend)  # fmt: skip
 
 
 class LSTM(RNNBase):

@@ -248,3 +248,20 @@ def test_a_layer_pickled_before_it_was_a_torch_rnnbase_loads():
     assert loaded._all_weights == layer._all_weights
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(loaded(x)[0], layer(x)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_batch_runs_in_packing_order_and_comes_back_in_callers(backend):
+    """A PackedSequence runs in its packing's order (torch.nn's, for dropout's masks); the
+    final states and the trace come back in the caller's batch order."""
+    torch.manual_seed(0)
+    layer = gatedrnn.GRU(3, 4, num_layers=2, bidirectional=True, backend=backend)
+    x, lengths = torch.randn(6, 4, 3), torch.tensor([3, 6, 1, 5])
+    hx = torch.randn(4, 4, 4)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out_p, h_p, trace_p = layer(packed, hx, return_trace=True)
+    out_l, h_l, trace_l = layer(x, hx, lengths=lengths, return_trace=True)
+    torch.testing.assert_close(torch.nn.utils.rnn.pad_packed_sequence(out_p)[0], out_l)
+    torch.testing.assert_close(h_p, h_l)
+    for name in trace_l:
+        torch.testing.assert_close(trace_p[name], trace_l[name])
