@@ -28,11 +28,14 @@ def test_dropout_with_packed_input_draws_torchs_masks(name, backend, enforce_sor
     for layer in (theirs, ours):
         torch.manual_seed(7)
         out, final = layer(packed)
-        results.append((out.data, final, torch.rand(3)))  # the RNG advanced as far
-    (out_t, final_t, after_t), (out_o, final_o, after_o) = results
-    torch.testing.assert_close(out_o, out_t)
-    torch.testing.assert_close(final_o, final_t)
-    torch.testing.assert_close(after_o, after_t)
+        final = final if isinstance(final, tuple) else (final,)
+        after = torch.rand(3)  # the RNG advanced as far
+        weights = torch.linspace(-1, 1, out.data.numel(), dtype=torch.float64).view_as(out.data)
+        loss = (out.data * weights).sum()
+        grads = torch.autograd.grad(loss + sum(s.sum() for s in final), list(layer.parameters()))
+        results.append((out.data, final, after, grads))
+    for what, a, b in zip(("output", "final states", "RNG after", "gradients"), *results):
+        torch.testing.assert_close(a, b, msg=lambda m: f"{what}: {m}")
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])
