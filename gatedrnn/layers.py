@@ -17,8 +17,6 @@ from gatedrnn.backends import BACKENDS, select_backend
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import TRACE_NAMES, Trace
 
-NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
-
 
 class RNNBase(nn.RNNBase):
     """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
