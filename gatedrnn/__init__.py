@@ -1,15 +1,21 @@
 """gatedrnn: gated recurrent networks (LSTM, GRU and the vanilla RNN they fix), written
 from their equations, drop-ins for torch.nn, with every gate inspectable."""
 
+from gatedrnn._checks import ArgumentTypeError, DeviceError, DTypeError, ShapeError
 from gatedrnn.cells import GRUCell, LSTMCell, RNNCell
 from gatedrnn.cells.conv import ConvGRUCell, ConvLSTMCell
 from gatedrnn.conv import ConvGRU, ConvLSTM
-from gatedrnn.layers import GRU, LSTM, RNN, RNNBase
+from gatedrnn.layers import GRU, LSTM, RNN, RNNBase, to_torch
 from gatedrnn.trace import Trace
 
 __version__ = "0.1.0"
 
+# What torch.load's weights_only unpickler must be allowed to build for a saved gatedrnn
+# model: ``with torch.serialization.safe_globals([*gatedrnn.SAFE_GLOBALS, ...]): torch.load(path)``
+SAFE_GLOBALS = [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell, ConvLSTM, ConvGRU, ConvLSTMCell, ConvGRUCell]
+
 __all__ = [
-    "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "Trace",
+    "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
+    "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "to_torch",
     "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell",
 ]  # fmt: skip

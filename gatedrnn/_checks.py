@@ -1,11 +1,42 @@
 """Argument checks shared by cells and layers: each error names the argument, what was
-expected and what came."""
+expected and what came.
+
+Each error is of the type gatedrnn documents and of the type torch.nn raises for the same
+mistake, so code written to catch torch.nn's errors catches gatedrnn's:
+
+============================  ========================  ===================================
+error                         gatedrnn documents        torch.nn raises
+============================  ========================  ===================================
+wrong shape                   ``ValueError``            ``RuntimeError`` (``ValueError`` for
+                                                        the number of dimensions)
+wrong dtype                   ``TypeError``             ``ValueError`` (a layer's input),
+                                                        ``RuntimeError`` (states, cells)
+wrong device                  ``ValueError``            ``RuntimeError``
+``dropout`` not a number      ``TypeError``             ``ValueError``
+============================  ========================  ===================================
+"""
 
 from __future__ import annotations
 
 import numbers
 
 import torch
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor argument of the wrong shape."""
+
+
+class DTypeError(TypeError, ValueError, RuntimeError):
+    """A tensor argument of the wrong dtype."""
+
+
+class DeviceError(ValueError, RuntimeError):
+    """A tensor argument on another device than the parameters."""
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A constructor argument of the wrong type where torch.nn raises ValueError."""
 
 
 def positive_int(name: str, value) -> int:
@@ -16,33 +47,43 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def boolean(name: str, value) -> bool:
+    """A flag: only ``True`` or ``False``, as torch.nn demands (``bool('False')`` is True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
 def probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a float in [0, 1], got {value}")
     return float(value)
 
 
-def float_tensor(name: str, value, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A floating-point tensor, of ``dtype`` when given (the parameters' dtype)."""
+def float_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    """A floating-point tensor with the dtype and device of ``like`` (a parameter)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor, got dtype {value.dtype}; "
-            f"convert it with {name}.float()"
+    if value.device != like.device:
+        raise DeviceError(
+            f"{name} is on device {value.device}, but the parameters are on {like.device}; "
+            f"move {name}.to({str(like.device)!r}) or the module .to({str(value.device)!r})"
         )
-    if dtype is not None and value.dtype != dtype:
-        raise TypeError(
-            f"{name} has dtype {value.dtype} but the parameters are {dtype}; "
-            f"convert {name}.to({dtype}) or the module .to({value.dtype})"
+    if not value.is_floating_point():
+        raise DTypeError(
+            f"{name} must be a floating-point tensor, got dtype {value.dtype}; "
+            f"convert it with {name}.to({like.dtype})"
+        )
+    if value.dtype != like.dtype:
+        raise DTypeError(
+            f"{name} has dtype {value.dtype} but the parameters are {like.dtype}; "
+            f"convert {name}.to({like.dtype}) or the module .to({value.dtype})"
         )
     return value
 
 
 def shape(name: str, value: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(value.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape {tuple(expected)} {meaning}, got {tuple(value.shape)}"
-        )
+        raise ShapeError(f"{name} must have shape {tuple(expected)} {meaning}, got {tuple(value.shape)}")

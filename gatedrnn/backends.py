@@ -85,8 +85,15 @@ def autocast_dtype(layer, input) -> torch.dtype | None:
     2.13). On other devices cuDNN's ``rnn`` is listed for all three.
     """
     packed = isinstance(input, PackedSequence)
-    device = (input.data if packed else input).device.type
-    if not torch.is_autocast_enabled(device) or (device == "cpu" and (layer.mode == "GRU" or (layer.mode == "LSTM" and packed))):
+    data = input.data if packed else input
+    if not isinstance(data, torch.Tensor):
+        return None  # the argument checks say what is wrong
+    device = data.device.type
+    try:
+        enabled = torch.is_autocast_enabled(device)
+    except RuntimeError:  # a device type autocast does not know (meta): no autocast there
+        return None
+    if not enabled or (device == "cpu" and (layer.mode == "GRU" or (layer.mode == "LSTM" and packed))):
         return None
     if layer.weight_ih_l0.dtype != torch.float32:
         return None

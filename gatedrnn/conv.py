@@ -128,7 +128,7 @@ class ConvRNNBase(nn.Module):
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         """The input as (T, B, C_in, H, W) and whether it came unbatched."""
-        x = _checks.float_tensor("input", input, self.weight_ih_l0.dtype)
+        x = _checks.float_tensor("input", input, self.weight_ih_l0)
         layout = "(B, T, C_in, H, W)" if self.batch_first else "(T, B, C_in, H, W)"
         if x.dim() not in (4, 5):
             raise ValueError(f"input must be 5-D {layout} or 4-D (T, C_in, H, W) unbatched, got {x.dim()}-D "
@@ -138,8 +138,6 @@ class ConvRNNBase(nn.Module):
                              f"got {x.shape[-3]} (shape {tuple(x.shape)})")  # fmt: skip
         if x.shape[0 if x.dim() == 4 or not self.batch_first else 1] == 0:
             raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
-        if x.device != self.weight_ih_l0.device:
-            raise ValueError(f"input is on {x.device} but the parameters are on {self.weight_ih_l0.device}")
         if x.dim() == 4:
             return x.unsqueeze(1), True  # (T, 1, C_in, H, W)
         return (x.transpose(0, 1) if self.batch_first else x), False
@@ -176,9 +174,7 @@ class ConvRNNBase(nn.Module):
             if value is None:
                 states.append(x.new_zeros(L, B, C, Hs, Ws))
                 continue
-            value = _checks.float_tensor(name, value, x.dtype)
-            if value.device != x.device:
-                raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+            value = _checks.float_tensor(name, value, x)
             expected = (L, C, Hs, Ws) if unbatched else (L, B, C, Hs, Ws)
             meaning = "(num_layers, " + ("" if unbatched else "batch, ") + "hidden_channels, height, width)"
             _checks.shape(name, value, expected, meaning)

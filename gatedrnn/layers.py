@@ -3,7 +3,7 @@ torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, with variable lengths and gate tra
 
 from __future__ import annotations
 
-import math
+import copy
 import numbers
 import warnings
 
@@ -14,18 +14,21 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from gatedrnn import _checks
 from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
+from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import TRACE_NAMES, Trace
 
-NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
-
-class RNNBase(nn.Module):
+class RNNBase(nn.RNNBase):
     """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
 
-    Parameters are registered under torch's names in torch's order (``weight_ih_l0``,
-    ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``weight_hr_l0``, then
-    ``..._reverse``, then the next layer), so a ``state_dict`` moves between this module
-    and torch.nn's with no mapping, and a seeded model starts with torch.nn's weights.
+    A subclass of :class:`torch.nn.RNNBase`, whose ``__init__`` registers the parameters
+    under torch's names in torch's order (``weight_ih_l0``, ``weight_hh_l0``,
+    ``bias_ih_l0``, ``bias_hh_l0``, ``weight_hr_l0``, then ``..._reverse``, then the next
+    layer) and initializes them, so a ``state_dict`` moves between this module and
+    torch.nn's with no mapping and a seeded model starts with torch.nn's weights;
+    ``_flat_weights``, ``all_weights``, ``flatten_parameters``, ``.to()`` and pickling are
+    torch.nn's too. It is not a :class:`torch.nn.LSTM` (or GRU, RNN): torch.compile's
+    Dynamo refuses to trace those (README, Differences from torch.nn).
     """
 
     def __init__(
@@ -44,15 +47,13 @@ class RNNBase(nn.Module):
         *,
         backend: str = "auto",
     ):
-        super().__init__()
-        self.mode = mode
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.num_layers = _checks.positive_int("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = _checks.probability("dropout", dropout)
-        self.bidirectional = bool(bidirectional)
+        input_size = _checks.positive_int("input_size", input_size)
+        hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        num_layers = _checks.positive_int("num_layers", num_layers)
+        _checks.boolean("bias", bias)
+        _checks.boolean("batch_first", batch_first)
+        dropout = _checks.probability("dropout", dropout)
+        _checks.boolean("bidirectional", bidirectional)
         if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
             raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__} {proj_size!r}")
         if proj_size < 0:
@@ -61,43 +62,25 @@ class RNNBase(nn.Module):
             raise ValueError(f"proj_size is only supported by LSTM, got proj_size={proj_size} for {mode}")
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
-        self.proj_size = int(proj_size)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-        self.backend = backend
-        if self.dropout > 0 and self.num_layers == 1:
+        if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout applies between layers, so it has no effect with num_layers=1 "
-                f"(got dropout={self.dropout}, num_layers=1)",
+                f"(got dropout={dropout}, num_layers=1)",
                 stacklevel=3,
             )
-
-        kw = {"device": device, "dtype": dtype}
-        G, H = NUM_GATES[mode], self.hidden_size
-        out = self.proj_size or H  # size of h, the layer's output per direction
-        self._flat_weights_names = []
-        for layer in range(self.num_layers):
-            for suffix in self._direction_suffixes():
-                in_size = self.input_size if layer == 0 else out * self.num_directions
-                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, out)}
-                if self.bias:
-                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-                if self.proj_size:
-                    shapes["weight_hr"] = (self.proj_size, H)
-                for kind, shape in shapes.items():
-                    name = f"{kind}_l{layer}{suffix}"
-                    setattr(self, name, nn.Parameter(torch.empty(shape, **kw)))
-                    self._flat_weights_names.append(name)
-        self.reset_parameters()
+        self.backend = backend
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
+            super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, int(proj_size), device, dtype)  # fmt: skip
 
     # -- structure ------------------------------------------------------------------
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
-
-    def _direction_suffixes(self) -> tuple[str, ...]:
-        return ("", "_reverse") if self.bidirectional else ("",)
 
     def weights(self, layer: int, direction: int):
         """``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)`` of one layer and
@@ -108,39 +91,16 @@ class RNNBase(nn.Module):
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         )
 
-    @property
-    def _flat_weights(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
-
-    @property
-    def all_weights(self) -> list[list[nn.Parameter]]:
-        """The parameters grouped per layer and direction, as torch.nn gives them."""
-        n = len(self._flat_weights_names) // (self.num_layers * self.num_directions)
-        flat = self._flat_weights
-        return [flat[k : k + n] for k in range(0, len(flat), n)]
-
-    def flatten_parameters(self) -> None:
-        """Does nothing: present so code written for torch.nn's cuDNN path runs unchanged."""
-
-    def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+    def __setstate__(self, state: dict) -> None:
+        if "_all_weights" not in state:  # pickled by gatedrnn 0.1, whose RNNBase was not torch.nn's
+            names = state["_flat_weights_names"]
+            n = len(names) // (state["num_layers"] * (2 if state["bidirectional"] else 1))
+            state["_all_weights"] = [names[k : k + n] for k in range(0, len(names), n)]
+            state["_flat_weights"] = [state["_parameters"][name] for name in names]
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        s = super().extra_repr()  # torch.nn's, word for word
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
@@ -205,36 +165,49 @@ class RNNBase(nn.Module):
 
         ``input`` is ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)``
         unbatched, or a ``PackedSequence``. ``lengths`` (a 1-D integer tensor of size
-        ``B``) marks each sequence's valid steps: outputs past them are zero and the
-        final states are those at each sequence's last valid step. With
-        ``return_trace=True`` a third value, a :class:`~gatedrnn.Trace`, holds every
-        gate and state at every step.
+        ``B``, on the CPU or the parameters' device) marks each sequence's valid steps:
+        outputs past them are zero and the final states are those at each sequence's last
+        valid step. With ``return_trace=True`` a third value, a :class:`~gatedrnn.Trace`,
+        holds every gate and state at every step.
+
+        Every tensor argument is checked (shape, dtype, and device against the
+        parameters') before any kernel runs.
         """
         dtype = autocast_dtype(self, input)
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
             return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
+        self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
                 raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
-            x, packed_lengths = pad_packed_sequence(packed)  # (T, B, I) in the caller's batch order
-            lengths = packed_lengths
-            _checks.float_tensor("input", x, self.weight_ih_l0.dtype)
-            unbatched = False
+            _checks.float_tensor("input", packed.data, self.weight_ih_l0)
+            # (T, B, I) in the packing's batch order, by decreasing length, as torch.nn runs it
+            x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
+            packed_lengths, unbatched = lengths, False  # on the CPU
         else:
             x, unbatched = self._check_input(input)
         T, B = x.shape[0], x.shape[1]
         if T == 0:
-            raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
+            shape = tuple(x.shape)
+            raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {shape})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)
+        if packed is not None and packed.sorted_indices is not None:
+            states = tuple(s.index_select(1, packed.sorted_indices) for s in states)
 
         run = select_backend(self, x, lengths, return_trace)
         output, final, values = run(self, x, states, lengths, return_trace)
 
         if packed is not None:
-            output = _pack_like(output, packed_lengths, packed)
+            data = pack_padded_sequence(output, packed_lengths).data  # (sum(lengths), D*H)
+            output = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            back = packed.unsorted_indices  # to the caller's batch order
+            if back is not None:
+                final = tuple(s.index_select(1, back) for s in final)
+                if values is not None:
+                    values = tuple(v.index_select(2, back) for v in values)
         elif unbatched:
             output = output.squeeze(1)  # (T, D*H)
             final = tuple(s.squeeze(1) for s in final)  # (L*D, H)
@@ -269,7 +242,7 @@ class RNNBase(nn.Module):
                 traces.append(values)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                x = _dropout(x, self.dropout, lengths)
         final = tuple(torch.stack(s) for s in zip(*finals))
         values = tuple(torch.stack(v) for v in zip(*traces)) if want_trace else None
         return x, final, values
@@ -278,15 +251,15 @@ class RNNBase(nn.Module):
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         """The input as ``(T, B, I)`` and whether it came unbatched."""
-        x = _checks.float_tensor("input", input, self.weight_ih_l0.dtype)
+        x = _checks.float_tensor("input", input, self.weight_ih_l0)
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         if x.dim() not in (2, 3):
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
                 f"with shape {tuple(x.shape)}"
             )
         if x.shape[-1] != self.input_size:
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must have {self.input_size} features (input_size) in its last "
                 f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
             )
@@ -295,7 +268,7 @@ class RNNBase(nn.Module):
         return (x.transpose(0, 1) if self.batch_first else x), False
 
     def _check_lengths(self, lengths, T: int, B: int, x: torch.Tensor, unbatched: bool) -> torch.Tensor | None:
-        """The lengths as int64, or None when every sequence is full."""
+        """The lengths as int64 on the input's device, or None when every sequence is full."""
         if unbatched:
             raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
         if not isinstance(lengths, torch.Tensor):
@@ -303,15 +276,22 @@ class RNNBase(nn.Module):
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
         if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}")
-        if lengths.device != x.device:
-            raise ValueError(f"lengths must be on the input's device {x.device}, got {lengths.device}")
+            raise _checks.ShapeError(
+                f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}"
+            )
+        if lengths.device not in (x.device, torch.device("cpu")):
+            raise _checks.DeviceError(
+                f"lengths is on device {lengths.device}; it must be on the CPU or the input's "
+                f"device {x.device}"
+            )
+        if B == 0:
+            return None  # no sequence, nothing to mask
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > T:
             raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")
         if low == T:
             return None  # every sequence is full: nothing to mask
-        return lengths.to(torch.int64).contiguous()
+        return lengths.to(x.device, torch.int64).contiguous()
 
     def _check_hx(self, hx, B: int, unbatched: bool, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The initial states, each ``(L*D, B, size)``: ``(h0, c0)`` for an LSTM, else ``(h0,)``."""
@@ -331,7 +311,7 @@ class RNNBase(nn.Module):
             if value is None:
                 states.append(x.new_zeros(LD, B, size))
                 continue
-            value = _checks.float_tensor(name, value, x.dtype)
+            value = _checks.float_tensor(name, value, self.weight_ih_l0)
             expected = (LD, size) if unbatched else (LD, B, size)
             meaning = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + "hidden)"
             _checks.shape(name, value, expected, meaning)
@@ -339,13 +319,21 @@ class RNNBase(nn.Module):
         return tuple(states)
 
 
-def _pack_like(output: torch.Tensor, lengths: torch.Tensor, packed: PackedSequence) -> PackedSequence:
-    """Packs a padded ``(T, B, F)`` output with the batch order and sizes of ``packed``."""
-    order = packed.sorted_indices
-    if order is not None:
-        output, lengths = output.index_select(1, order), lengths[order.cpu()]
-    data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
-    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+def _dropout(x: torch.Tensor, p: float, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Dropout between layers on ``x`` (T, B, F), with the masks torch.nn draws.
+
+    torch.nn drops out a PackedSequence's ``data``: one row per valid step, time-major,
+    the sequences of each step by decreasing length. So with ``lengths`` the mask is
+    drawn in that shape and order (ties in batch order: forward has put a packed batch
+    in its packing's order), and padding draws nothing.
+    """
+    if lengths is None:
+        return F.dropout(x, p, training=True)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    packed = pack_padded_sequence(x.index_select(1, order), lengths[order].cpu())  # data: (sum(lengths), F)
+    data = F.dropout(packed.data, p, training=True)
+    dropped = PackedSequence(data, packed.batch_sizes, order, torch.argsort(order))
+    return pad_packed_sequence(dropped, total_length=x.shape[0])[0]  # (T, B, F) in x's batch order
 
 
 class RNN(RNNBase):
@@ -359,17 +347,15 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
-                 *, backend="auto"):  # fmt: skip
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None,
+                 dtype=None, *, backend="auto"):  # fmt: skip
+        # proj_size holds torch.nn.RNN's positional slot (it passes it on to RNNBase); only 0 is valid
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, device=device, dtype=dtype, backend=backend)  # fmt: skip
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+                         batch_first, dropout, bidirectional, proj_size, device, dtype,
+                         backend=backend)  # fmt: skip
 
 
 class LSTM(RNNBase):
@@ -390,7 +376,7 @@ class LSTM(RNNBase):
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device=device, dtype=dtype, backend=backend)  # fmt: skip
+                         bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -416,6 +402,31 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend="auto"):  # fmt: skip
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
+                 *, backend="auto"):  # fmt: skip
+        # proj_size holds torch.nn.GRU's positional slot (it passes it on to RNNBase); only 0 is valid
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype, backend=backend)  # fmt: skip
+                         bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with each gatedrnn layer and cell in it replaced by its
+    torch.nn twin (same weights, device, dtype and train/eval mode); a gatedrnn layer or
+    cell itself gives its twin.
+
+    For tools that match torch.nn's types exactly, such as dynamic quantization:
+    ``torch.ao.quantization.quantize_dynamic(gatedrnn.to_torch(model), {nn.LSTM, nn.Linear})``.
+    """
+    if isinstance(module, (RNNBase, CellBase)):
+        return module.to_torch()
+    module = copy.deepcopy(module)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, (RNNBase, CellBase)):
+                setattr(parent, name, child.to_torch())
+            else:
+                swap(child)
+
+    swap(module)
+    return module

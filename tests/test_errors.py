@@ -90,7 +90,7 @@ def test_lengths_errors(lstm):
         lstm(x, lengths=torch.tensor([5.0, 3.0]))
     with pytest.raises(TypeError, match="lengths must be a 1-D integer tensor, got list"):
         lstm(x, lengths=[5, 3])
-    with pytest.raises(ValueError, match="lengths must be on the input's device cpu, got meta"):
+    with pytest.raises(ValueError, match="lengths is on device meta; it must be on the CPU or the input's device cpu"):
         lstm(x, lengths=torch.tensor([5, 3], device="meta"))
     with pytest.raises(ValueError, match="lengths is only accepted with batched input"):
         lstm(torch.randn(5, 3), lengths=torch.tensor([5]))

@@ -2,61 +2,38 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from gatedrnn import _checks
 
 
-class CellBase(nn.Module):
+class CellBase(nn.RNNCellBase):
     """Parameters ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih (G*H)``,
-    ``bias_hh (G*H)`` for ``G`` gate blocks, initialized as torch.nn's cells are:
-    every parameter uniform in ``(-1/sqrt(H), 1/sqrt(H))``, in this order."""
+    ``bias_hh (G*H)`` for ``G`` gate blocks, registered and initialized by
+    :class:`torch.nn.RNNCellBase` as torch.nn's cells are: every parameter uniform in
+    ``(-1/sqrt(H), 1/sqrt(H))``, in this order. Each cell also subclasses its torch.nn
+    twin (``LSTMCell(CellBase, torch.nn.LSTMCell)``), so type checks see what it is."""
 
     num_gates: int
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
-        super().__init__()
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
-        kw = {"device": device, "dtype": dtype}
-        gh = self.num_gates * self.hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(gh, self.input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(gh, self.hidden_size, **kw))
-        if self.bias:
-            self.bias_ih = nn.Parameter(torch.empty(gh, **kw))
-            self.bias_hh = nn.Parameter(torch.empty(gh, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if not self.bias:
-            s += ", bias=False"
-        if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
-        return s
+        input_size = _checks.positive_int("input_size", input_size)
+        hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        _checks.boolean("bias", bias)
+        # torch.nn.RNNCellBase itself: the cells' own torch.nn __init__ take no num_chunks
+        nn.RNNCellBase.__init__(self, input_size, hidden_size, bias, self.num_gates, device, dtype)
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         """Returns the input as ``(B, I)`` and whether it came unbatched as ``(I,)``."""
-        x = _checks.float_tensor("input", input, self.weight_ih.dtype)
+        x = _checks.float_tensor("input", input, self.weight_ih)
         if x.dim() not in (1, 2):
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must be 2-D (B, {self.input_size}) or 1-D ({self.input_size},) "
                 f"unbatched, got {x.dim()}-D with shape {tuple(x.shape)}"
             )
         if x.shape[-1] != self.input_size:
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must have {self.input_size} features (input_size) in its last "
                 f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
             )
@@ -66,7 +43,7 @@ class CellBase(nn.Module):
     def _check_state(self, name: str, value, batch: int, unbatched: bool, size: int, x: torch.Tensor):
         if value is None:
             return x.new_zeros(batch, size)
-        value = _checks.float_tensor(name, value, x.dtype)
+        value = _checks.float_tensor(name, value, self.weight_ih)
         expected = (size,) if unbatched else (batch, size)
         _checks.shape(name, value, expected, "(batch, hidden_size)" if not unbatched else "(hidden_size,)")
         return value.unsqueeze(0) if unbatched else value

@@ -124,7 +124,7 @@ class ConvCellBase(nn.Module):
         return s + ("" if self.bias else ", bias=False")
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
-        x = _checks.float_tensor("input", input, self.weight_ih.dtype)
+        x = _checks.float_tensor("input", input, self.weight_ih)
         if x.dim() not in (3, 4):
             raise ValueError(
                 f"input must be 4-D (B, C_in={self.in_channels}, H, W) or 3-D (C_in, H, W) unbatched, "
@@ -141,7 +141,7 @@ class ConvCellBase(nn.Module):
         B, _, H, W = x.shape
         if value is None:
             return x.new_zeros(B, self.hidden_channels, H, W)
-        value = _checks.float_tensor(name, value, x.dtype)
+        value = _checks.float_tensor(name, value, x)
         expected = (B, self.hidden_channels, H, W)
         if value.dim() == 3:
             value = value.unsqueeze(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
@@ -30,7 +31,7 @@ def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None):
     return (h,), (r, z, n, h)
 
 
-class GRUCell(CellBase):
+class GRUCell(CellBase, nn.GRUCell):
     r"""One step of a gated recurrent unit, a drop-in for :class:`torch.nn.GRUCell`.
 
     .. math::

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
@@ -35,7 +36,7 @@ def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None):
     return (h, c), (i, f, g, o, c, h)
 
 
-class LSTMCell(CellBase):
+class LSTMCell(CellBase, nn.LSTMCell):
     r"""One step of a long short-term memory, a drop-in for :class:`torch.nn.LSTMCell`.
 
     .. math::
@@ -76,21 +77,21 @@ class LSTMCell(CellBase):
     num_gates = 4
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, forget_bias=0.0):
-        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        self.forget_bias = float(forget_bias)
-        if self.forget_bias and not self.bias:
+        self.forget_bias = float(forget_bias)  # read by reset_parameters, which __init__ calls
+        if self.forget_bias and bias is False:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
-        self._add_forget_bias()
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        self._add_forget_bias()
-
-    def _add_forget_bias(self) -> None:
-        if getattr(self, "forget_bias", 0.0):
+        if self.forget_bias:
             H = self.hidden_size
             with torch.no_grad():
                 self.bias_ih[H : 2 * H] += self.forget_bias
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()  # torch.nn's
+        return s + (f", forget_bias={self.forget_bias}" if self.forget_bias else "")
 
     def forward(self, input, hx=None, return_trace=False):
         x, unbatched = self._check_input(input)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
@@ -34,7 +35,7 @@ def rnn_relu_step(xw, state, weight_hh, bias_hh, weight_hr=None):
     return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="relu")
 
 
-class RNNCell(CellBase):
+class RNNCell(CellBase, nn.RNNCell):
     r"""One step of a vanilla RNN, a drop-in for :class:`torch.nn.RNNCell`.
 
     .. math::
