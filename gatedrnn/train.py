@@ -139,8 +139,8 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     called after each evaluation."""
     config.validate()
     run_dir = Path(run_dir)
+    task, model = build(config)  # reads the data first: bad data leaves no run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)
-    task, model = build(config)
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
@@ -154,6 +154,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         (run_dir / METRICS).write_text("")
         torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use
     history = _read_log(run_dir / METRICS)
+    checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
 
     bar = None
     if progress:
@@ -179,8 +180,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                 loss = task.loss(task.forward(model, inputs), targets)
             if not torch.isfinite(loss):
                 status = "nan"
-                message = (f"loss became {loss.item()} at step {step + 1}; stopped, the last good checkpoint "
-                           f"(step {state['step']}) is kept. Try a lower --lr or --clip.")  # fmt: skip
+                kept = (f"the last good checkpoint (step {state['step']}) is kept" if checkpointed else
+                        "before any checkpoint was written, so none is kept")  # fmt: skip
+                message = f"loss became {loss.item()} at step {step + 1}; stopped {kept}. Try a lower --lr or --clip."
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -215,6 +217,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
                 checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
+                checkpointed = True
                 if on_eval is not None:
                     on_eval(step, metrics, model)
                 if config.stop_when_solved and state["solved_at"] is not None:
@@ -237,7 +240,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
         checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
-    elif (run_dir / checkpoint.CHECKPOINT).exists():
+    elif checkpointed:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)
     checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,

@@ -113,3 +113,73 @@ def test_nan_loss_exits_1_and_says_why(tmp_path, capsys, monkeypatch):
     assert main(["train", *TINY, "--cell", "gru", "--out", str(tmp_path / "r"), "--no-report"]) == 1
     out = capsys.readouterr().out
     assert "loss became nan at step 13" in out and "last good checkpoint (step 10)" in out
+
+
+def _write_bad_data(tmp_path, kind):
+    """A tiny data file with one bad value, and the message naming it."""
+    if kind.startswith("timeseries"):
+        bad = {"timeseries-nan": "nan", "timeseries-inf": "inf"}[kind]
+        values = [str(float(i % 7)) for i in range(40)]
+        values[16] = bad  # line 18: the header is line 1
+        path = tmp_path / "s.csv"
+        path.write_text("t,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+        return ["--task", "timeseries", "--target", "y", "--window", "4"], path, \
+            f"{path}, line 18: column 'y' holds '{bad}', not a finite number"  # fmt: skip
+    bad = {"classify-nan": ("nan", "0"), "classify-inf": ("inf", "0"), "classify-fraction": ("1", "1.7"),
+           "classify-nan-label": ("1", "nan"), "classify-huge-label": ("1", "1e9"),
+           "classify-negative-label": ("1", "-1")}[kind]  # fmt: skip
+    rows = [f"{i % 3},{i % 5},{i % 2},{i % 4},{i % 2}" for i in range(30)]
+    rows[6] = f"1,{bad[0]},2,3,{bad[1]}"  # line 7
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(rows) + "\n")
+    expected = (f"{path}, line 7: column 2 holds '{bad[0]}', not a finite number" if bad[1] == "0" else
+                f"{path}, line 7: the label (column 5) is '{bad[1]}'")  # fmt: skip
+    return ["--task", "classify", "--mode", "pixel"], path, expected
+
+
+@pytest.mark.parametrize("kind", ["timeseries-nan", "timeseries-inf", "classify-nan", "classify-inf",
+                                  "classify-fraction", "classify-nan-label", "classify-huge-label",
+                                  "classify-negative-label"])  # fmt: skip
+def test_bad_data_values_name_file_and_line_and_create_no_run(kind, tmp_path, capsys):
+    options, path, message = _write_bad_data(tmp_path, kind)
+    run = tmp_path / "run"
+    assert main(["train", *options, "--data", str(path), "--hidden-size", "4", "--steps", "2", "--out", str(run),
+                 "--no-report"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_bad_music_rolls_and_paths_name_the_file(tmp_path, capsys):
+    import torch
+    from test_music import write_mat
+
+    roll = torch.zeros(4, 88)
+    odd = roll.clone()
+    odd[2, 5] = 5.0
+    nan = roll.clone()
+    nan[3, 0] = float("nan")
+    cases = [
+        (write_mat(tmp_path / "five.mat", traindata=[roll.numpy(), odd.numpy()], validdata=[roll.numpy()],
+                   testdata=[roll.numpy()]), "five.mat: traindata[1], row 3, key 6 holds 5.0; a piano roll holds 0 or 1"),
+        (write_mat(tmp_path / "nan.mat", traindata=[roll.numpy()], validdata=[roll.numpy()],
+                   testdata=[nan.numpy()]), "nan.mat: testdata[0], row 4, key 1 holds nan"),
+        (tmp_path / "a_folder", f"{tmp_path / 'a_folder'}: is a folder, expected a .mat file"),
+    ]  # fmt: skip
+    (tmp_path / "a_folder").mkdir()
+    for path, message in cases:
+        run = tmp_path / "run"
+        assert main(["train", "--task", "music", "--data", str(path), "--steps", "2", "--out", str(run),
+                     "--no-report"]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not run.exists()
+
+
+@pytest.mark.parametrize("task", ["text", "music", "timeseries", "qa"])
+def test_missing_data_says_so(task, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", task, "--target", "y", "--steps", "2", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"the {task} task needs --data" in err and "'.'" not in err and ". " not in err.split("needs")[0], err
+    assert not run.exists()

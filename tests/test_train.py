@@ -141,3 +141,16 @@ def test_wall_clock_budget_stops_the_run(tmp_path):
     result = train(tiny(steps=100_000, max_minutes=0.02), tmp_path, progress=False)
     assert result.status == "time-limit" and 0 < result.step < 100_000
     assert checkpoint.load_model(tmp_path, build(tiny())[1])["step"] == result.step
+
+
+def test_nan_before_the_first_checkpoint_claims_none(tmp_path, monkeypatch):
+    from gatedrnn.tasks.adding import Adding
+
+    real = Adding.train_batch
+    monkeypatch.setattr(Adding, "train_batch",
+                        lambda self, step, b, seed: (lambda x, y: (x, y * float("nan")))(*real(self, step, b, seed)))
+    result = train(tiny(steps=30), tmp_path, progress=False)
+    assert result.status == "nan" and "at step 1;" in result.message
+    assert "before any checkpoint was written, so none is kept" in result.message
+    assert "last good checkpoint" not in result.message
+    assert not (tmp_path / "checkpoint.safetensors").exists()

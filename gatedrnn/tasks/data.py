@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -9,10 +10,28 @@ class DataError(ValueError):
     """A data file that is missing, unreadable, empty or malformed."""
 
 
+def data_path(data, task: str, what: str = "a data file or folder") -> Path:
+    """``--data`` as a path, or an error saying the task needs it (``Path("")`` would be ".")."""
+    if not str(data).strip():
+        raise DataError(f"the {task} task needs --data PATH ({what})")
+    return Path(data)
+
+
+def finite_number(text: str, where: str) -> float:
+    """``text`` as a finite float, or an error naming ``where`` (file, line and column)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where} holds {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where} holds {text!r}, not a finite number")
+    return value
+
+
 def read_text(path) -> str:
-    path = Path(path)
-    if not str(path):
+    if not str(path).strip():
         raise DataError("this task needs --data PATH (a data file or folder)")
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task
-from gatedrnn.tasks.data import DataError, read_text
+from gatedrnn.tasks.data import DataError, data_path, read_text
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -118,7 +118,7 @@ class Text(Task):
         if bptt < 1:
             raise ValueError(f"--bptt must be a positive integer, got {bptt}")
         self.level, self.bptt, self.batch_size = level, bptt, batch_size
-        self.vocab, self.ids = load_splits(data, level, by_frequency)
+        self.vocab, self.ids = load_splits(data_path(data, self.name), level, by_frequency)
         self.vocab_size = self.input_size = self.output_size = len(self.vocab.tokens)
         self.train_streams = streams(self.ids["train"], batch_size)  # (B, N)
         self.batches_per_epoch = max(1, (self.train_streams.shape[1] - 1) // bptt)
