@@ -53,9 +53,13 @@ def write_json(path: Path, value) -> None:
     atomic_write(path, write)
 
 
-def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None) -> None:
-    """``carry`` is the recurrent state a stateful task carries between batches (or None)."""
+def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None) -> None:
+    """``carry`` is the recurrent state a stateful task carries between batches (or None);
+    ``best`` the weights of the best evaluation so far (a state_dict, or None), kept as
+    ``best.*`` tensors so that early stopping survives a kill."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    for k, value in (best or {}).items():
+        tensors[f"best.{k}"] = value.detach().contiguous()
     if carry is not None:
         for k, value in enumerate(carry if isinstance(carry, tuple) else (carry,)):
             tensors[f"carry.{k}"] = value.detach().contiguous()
@@ -111,8 +115,9 @@ def load_model(run_dir: Path, model) -> dict:
 
 
 def load_training_state(run_dir: Path, model, optimizer, scheduler):
-    """Loads weights, optimizer, scheduler and RNG; returns the trainer state and the carried
-    recurrent state (None, a tensor, or a tuple of them)."""
+    """Loads weights, optimizer, scheduler and RNG; returns the trainer state, the carried
+    recurrent state (None, a tensor, or a tuple of them) and the best weights (None when the
+    checkpoint holds none)."""
     tensors, metadata = _read(run_dir)
     trainer_state = load_model(run_dir, model)
     groups = json.loads(metadata["optimizer_groups"])
@@ -131,4 +136,5 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler):
     torch.set_rng_state(tensors["rng.torch"])
     carry = tuple(tensors[f"carry.{k}"] for k in range(sum(key.startswith("carry.") for key in tensors)))
     carry = None if not carry else (carry[0] if len(carry) == 1 else carry)
-    return trainer_state, carry
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    return trainer_state, carry, best or None

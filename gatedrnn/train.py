@@ -46,7 +46,7 @@ class TrainConfig:
     steps: int = 2000
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping (on the best weights); 0: never
+    patience: int = 0  # evaluations without improvement before stopping; set, the run ends on its best weights; 0: never
     stop_when_solved: bool = False
     max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
     seed: int = 0
@@ -144,8 +144,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
+    best_weights = None  # with --patience: the weights of the best evaluation, the run's final model
     if resume:
-        state, carry = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
+        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
         _truncate_log(run_dir / METRICS, state["step"])
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
@@ -163,7 +164,6 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
                    dynamic_ncols=True, disable=None)  # fmt: skip
     status, message = "done", ""
-    best_weights = None
     started = time.perf_counter() - state["seconds"]
     log = open(run_dir / METRICS, "a")
     try:
@@ -211,12 +211,12 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):
                     state["best"], state["bad_evals"] = metrics[task.metric], 0
-                    if config.patience:  # early stopping ends on the best weights, not the last
+                    if config.patience:  # a run with patience ends on the best weights, not the last
                         best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
+                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights)
                 checkpointed = True
                 if on_eval is not None:
                     on_eval(step, metrics, model)
@@ -235,11 +235,11 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         log.close()
         if bar is not None:
             bar.close()
-    if status == "early-stopped" and best_weights is not None:
+    if status != "nan" and best_weights is not None:  # early-stopped or not, the best on validation
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
+        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights)
     elif checkpointed:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)

@@ -154,3 +154,50 @@ def test_nan_before_the_first_checkpoint_claims_none(tmp_path, monkeypatch):
     assert "before any checkpoint was written, so none is kept" in result.message
     assert "last good checkpoint" not in result.message
     assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
+def _weights(run_dir, config):
+    _, model = build(config)
+    checkpoint.load_model(run_dir, model)
+    return model.state_dict()
+
+
+def test_early_stopping_killed_after_the_best_evaluation_resumes_to_the_same_model(tmp_path):
+    config = tiny(length=8, hidden_size=8, batch_size=8, steps=200, eval_every=5, lr=5e-2, patience=2)
+    best = {}
+
+    def keep_best(step, metrics, model):
+        if not best or metrics["mse"] < best["mse"]:
+            best.update(mse=metrics["mse"], step=step, weights={k: v.clone() for k, v in model.state_dict().items()})
+
+    straight = train(config, tmp_path / "straight", progress=False, on_eval=keep_best)
+    assert straight.status == "early-stopped" and straight.step > best["step"] + config.eval_every
+    killed_at = best["step"] + config.eval_every  # a checkpoint after the best one, before the stop
+    assert train(config, tmp_path / "killed", progress=False, stop_at=killed_at).status == "killed"
+    resumed = train(config, tmp_path / "killed", resume=True, progress=False)
+    assert resumed.status == "early-stopped" and resumed.step == straight.step
+    assert resumed.test["mse"] == pytest.approx(straight.test["mse"], rel=1e-6)
+    for run in ("straight", "killed"):
+        final = _weights(tmp_path / run, config)
+        for name, value in best["weights"].items():
+            torch.testing.assert_close(final[name], value, rtol=1e-6, atol=1e-7, msg=f"{run}: {name}")
+
+
+def test_patience_without_an_early_stop_still_ends_on_the_best_weights(tmp_path):
+    config = tiny(length=8, hidden_size=8, batch_size=8, steps=130, eval_every=5, lr=3e-2, patience=2)
+    seen = []
+    result = train(config, tmp_path, progress=False,
+                   on_eval=lambda step, m, model: seen.append((m["mse"], step, copy_weights(model))))
+    assert result.status == "done" and result.step == 130
+    mse, step, weights = min(seen, key=lambda s: s[0])
+    assert step < 130  # the last evaluation is not the best: the run must go back to it
+    final = _weights(tmp_path, config)
+    for name, value in weights.items():
+        torch.testing.assert_close(final[name], value, msg=name)
+    task, model = build(config)
+    model.load_state_dict(weights)
+    assert result.test["mse"] == pytest.approx(task.evaluate(model, "test", config.seed)["mse"], rel=1e-6)
+
+
+def copy_weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
