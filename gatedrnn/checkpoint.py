@@ -1,10 +1,13 @@
 """Checkpoints: one safetensors file (model weights, optimizer tensors, RNG states) whose
 metadata holds the step and the optimizer's other state as JSON; never a pickle. Every file
 is written to a temporary name and renamed over the old one, so a run killed at any moment
-leaves the last complete checkpoint in place."""
+leaves the last complete checkpoint in place. The metadata also keeps a SHA-256 of every
+tensor's bytes and of the other metadata: a flipped byte is refused, not loaded. A checkpoint
+written before checksums existed (no ``checksums`` entry) loads unchecked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -53,6 +56,17 @@ def write_json(path: Path, value) -> None:
     atomic_write(path, write)
 
 
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+def _checksums(tensors: dict, metadata: dict) -> dict:
+    """SHA-256 of each tensor's bytes, and of the rest of the metadata under ``"metadata"``."""
+    sums = {name: _digest(value) for name, value in tensors.items()}
+    rest = json.dumps({k: v for k, v in metadata.items() if k != "checksums"}, sort_keys=True)
+    return {**sums, "metadata": hashlib.sha256(rest.encode()).hexdigest()}
+
+
 def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None) -> None:
     """``carry`` is the recurrent state a stateful task carries between batches (or None);
     ``best`` the weights of the best evaluation so far (a state_dict, or None), kept as
@@ -77,6 +91,7 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
         "optimizer_scalars": json.dumps(scalars),
         "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
     }
+    metadata["checksums"] = json.dumps(_checksums(tensors, metadata))
     atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -94,6 +109,17 @@ def _read(run_dir: Path):
         raise CheckpointError(f"checkpoint {path} is unreadable ({error}); it may be truncated") from None
     if metadata.get("format") != "gatedrnn-checkpoint-1":
         raise CheckpointError(f"checkpoint {path} is not a gatedrnn checkpoint (no format tag in its metadata)")
+    if "checksums" in metadata:  # absent from checkpoints written before checksums: loaded unchecked
+        try:
+            saved = json.loads(metadata["checksums"])
+        except json.JSONDecodeError:
+            saved = {}
+        actual = _checksums(tensors, metadata)
+        for name in sorted(set(saved) | set(actual)):
+            if saved.get(name) != actual.get(name):
+                what = "its metadata" if name == "metadata" else f"tensor {name!r}"
+                raise CheckpointError(f"checkpoint {path} is corrupted ({what} does not match its checksum); "
+                                      "restore it from a copy, or train the run again")  # fmt: skip
     return tensors, metadata
 
 

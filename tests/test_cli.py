@@ -183,3 +183,19 @@ def test_missing_data_says_so(task, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the {task} task needs --data" in err and "'.'" not in err and ". " not in err.split("needs")[0], err
     assert not run.exists()
+
+
+def test_corrupted_checkpoint_bytes_exit_2_and_are_not_resumed_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    path = run / "checkpoint.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0x01  # one bit of the last tensor's data
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {path} is corrupted" in err and err.count("\n") == 1, err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "30", "--no-report"]) == 2
+    assert "is corrupted" in capsys.readouterr().err
+    assert path.read_bytes() == bytes(data)  # refused, not overwritten

@@ -201,3 +201,45 @@ def test_patience_without_an_early_stop_still_ends_on_the_best_weights(tmp_path)
 
 def copy_weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_flipped_checkpoint_bytes_are_refused(tmp_path):
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    path = tmp_path / "checkpoint.safetensors"
+    good = path.read_bytes()
+    start = 8 + int.from_bytes(good[:8], "little")  # the tensor data follow the 8-byte length and the header
+    positions = [start + k * (len(good) - start - 1) // 12 for k in range(13)]  # across the tensor data
+    positions += [10, start // 3, start // 2, start - 20]  # and inside the header and metadata
+    _, model = build(config)
+    for position in positions:
+        bad = bytearray(good)
+        bad[position] ^= 0x10
+        path.write_bytes(bytes(bad))
+        with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint {path} is corrupted|unreadable|not a gatedrnn"):
+            checkpoint.load_model(tmp_path, model)
+        optimizer = torch.optim.Adam(model.parameters())
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load_training_state(tmp_path, model, optimizer, None)
+    bad = bytearray(good)
+    bad[positions[5]] ^= 0x10
+    path.write_bytes(bytes(bad))
+    with pytest.raises(checkpoint.CheckpointError, match=r"is corrupted \(tensor '.*' does not match its checksum\)"):
+        checkpoint.load_model(tmp_path, model)
+
+
+def test_a_checkpoint_without_checksums_still_loads(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(path, framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "checksums"}
+    tensors = load_file(path)
+    save_file(tensors, path, metadata=metadata)  # as written before checksums existed
+    _, model = build(config)
+    assert checkpoint.load_model(tmp_path, model)["step"] == 10
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, tensors[f"model.{name}"]), name
