@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from gatedrnn import checkpoint
+from gatedrnn import checkpoint, lock
 from gatedrnn.models import CELLS
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
@@ -141,6 +141,11 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     run_dir = Path(run_dir)
     task, model = build(config)  # reads the data first: bad data leaves no run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)
+    with lock.held(run_dir):  # one process at a time in a run folder
+        return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
+
+
+def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> RunResult:
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next

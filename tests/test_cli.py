@@ -199,3 +199,29 @@ def test_corrupted_checkpoint_bytes_exit_2_and_are_not_resumed_over(tmp_path, ca
     assert main(["train", "--out", str(run), "--resume", "--steps", "30", "--no-report"]) == 2
     assert "is corrupted" in capsys.readouterr().err
     assert path.read_bytes() == bytes(data)  # refused, not overwritten
+
+
+def test_a_second_run_in_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "train", *TINY, "--steps", "1000000",
+                              "--out", str(run), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.safetensors").exists():
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run wrote no checkpoint in 120 s"
+            time.sleep(0.2)
+        assert main(["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is in use by another gatedrnn run (PID {first.pid} on" in err and err.count("\n") == 1, err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (run / "run.lock").exists()  # left by the killed run: stale
+    assert main(["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]) == 0
+    assert not (run / "run.lock").exists()
+    rows = [(r["step"], r["split"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert len(rows) == len(set(rows))  # no step logged twice

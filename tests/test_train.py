@@ -243,3 +243,14 @@ def test_a_checkpoint_without_checksums_still_loads(tmp_path):
     assert checkpoint.load_model(tmp_path, model)["step"] == 10
     for name, value in model.state_dict().items():
         assert torch.equal(value, tensors[f"model.{name}"]), name
+
+
+def test_training_into_a_locked_folder_is_refused(tmp_path):
+    from gatedrnn import lock
+
+    with lock.held(tmp_path):
+        assert str(os.getpid()) in (tmp_path / "run.lock").read_text()
+        with pytest.raises(lock.RunFolderBusy, match=f"in use by another gatedrnn run \\(PID {os.getpid()} on"):
+            train(tiny(steps=10), tmp_path, progress=False)
+    assert not (tmp_path / "run.lock").exists() and not (tmp_path / "checkpoint.safetensors").exists()
+    assert train(tiny(steps=10), tmp_path, progress=False).step == 10
