@@ -41,9 +41,11 @@ def atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # named by the file it was meant for, not the temporary one
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -121,6 +123,17 @@ def _read(run_dir: Path):
                 raise CheckpointError(f"checkpoint {path} is corrupted ({what} does not match its checksum); "
                                       "restore it from a copy, or train the run again")  # fmt: skip
     return tensors, metadata
+
+
+def saved_step(run_dir: Path) -> int | None:
+    """The step of the checkpoint in ``run_dir``, or None where there is no readable one."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(Path(run_dir) / CHECKPOINT, framework="pt") as f:
+            return int(json.loads((f.metadata() or {})["trainer"])["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_model(run_dir: Path, model) -> dict:

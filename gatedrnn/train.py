@@ -150,6 +150,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
     best_weights = None  # with --patience: the weights of the best evaluation, the run's final model
+    if resume and not (run_dir / checkpoint.CHECKPOINT).exists():
+        resume = False  # killed before its first checkpoint: start it over, to the same result
     if resume:
         state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
         _truncate_log(run_dir / METRICS, state["step"])

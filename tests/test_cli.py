@@ -225,3 +225,67 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over
     assert not (run / "run.lock").exists()
     rows = [(r["step"], r["split"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert len(rows) == len(set(rows))  # no step logged twice
+
+
+def test_a_folder_with_a_checkpoint_but_no_config_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    (run / "config.json").unlink()
+    before = (run / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds a checkpoint but no config.json" in err and "another --out" in err, err
+    assert err.count("\n") == 1 and (run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    for extra in ([], ["--resume"]):
+        assert main(["train", *TINY, "--out", str(path), "--no-report", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {path} is a file, expected a run folder" in err and err.count("\n") == 1, err
+    assert path.read_text() == "mine"
+
+
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from gatedrnn import checkpoint
+
+    run = tmp_path / "run"
+    real, saves = checkpoint.save_file, []
+
+    def fills_up(tensors, filename, metadata=None):
+        saves.append(filename)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write {run / 'checkpoint.safetensors'}: No space left on device" in err, err
+    assert "the checkpoint of step 10 is kept" in err and f"gatedrnn train --out {run} --resume" in err, err
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert main(["train", "--out", str(run), "--resume", "--no-report"]) == 0
+    assert "step 20" in capsys.readouterr().out
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_or_restarted(tmp_path, capsys):
+    from gatedrnn.train import TrainConfig, load_config, train
+
+    straight = tmp_path / "straight"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(straight), "--no-report"]) == 0
+    expected = json.loads((straight / "result.json").read_text())["test"]["mse"]
+    for again in (["--resume"], TINY + ["--cell", "gru"]):
+        run = tmp_path / f"killed{len(again)}"
+        config = TrainConfig(**{**load_config(straight).__dict__})
+        assert train(config, run, progress=False, stop_at=5).status == "killed"  # before the first evaluation
+        assert (run / "config.json").exists() and not (run / "checkpoint.safetensors").exists()
+        capsys.readouterr()
+        assert main(["train", "--out", str(run), "--no-report", *again]) == 0, capsys.readouterr().err
+        assert json.loads((run / "result.json").read_text())["test"]["mse"] == pytest.approx(expected, rel=1e-6)
