@@ -69,10 +69,12 @@ def _checksums(tensors: dict, metadata: dict) -> dict:
     return {**sums, "metadata": hashlib.sha256(rest.encode()).hexdigest()}
 
 
-def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None) -> None:
+def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None,
+         identity=None) -> None:  # fmt: skip
     """``carry`` is the recurrent state a stateful task carries between batches (or None);
     ``best`` the weights of the best evaluation so far (a state_dict, or None), kept as
-    ``best.*`` tensors so that early stopping survives a kill."""
+    ``best.*`` tensors so that early stopping survives a kill; ``identity`` what the run is
+    (task, cell, data fingerprint), checked by ``load_model(..., expect=)``."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for k, value in (best or {}).items():
         tensors[f"best.{k}"] = value.detach().contiguous()
@@ -93,6 +95,8 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
         "optimizer_scalars": json.dumps(scalars),
         "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
     }
+    if identity is not None:
+        metadata["run"] = json.dumps(identity)
     metadata["checksums"] = json.dumps(_checksums(tensors, metadata))
     atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -136,9 +140,33 @@ def saved_step(run_dir: Path) -> int | None:
         return None
 
 
-def load_model(run_dir: Path, model) -> dict:
-    """Loads the weights into ``model``; returns the trainer state saved with them."""
+def check_identity(run_dir: Path, metadata: dict, expect: dict) -> None:
+    """Refuses a checkpoint whose run (task, cell, data) is not the one ``expect`` describes:
+    ``expect`` holds ``task`` and ``cell`` from the run's config and, where the caller reads
+    the data, ``data`` (its fingerprint) and ``data_path``. A checkpoint written before
+    identities were recorded is not checked."""
+    if "run" not in metadata:
+        return
+    saved = json.loads(metadata["run"])
+    path = Path(run_dir) / CHECKPOINT
+    if (saved.get("task"), saved.get("cell")) != (expect["task"], expect["cell"]):
+        raise CheckpointError(f"checkpoint {path} was trained on task {saved.get('task')} with cell {saved.get('cell')}, "
+                              f"but {Path(run_dir) / 'config.json'} describes task {expect['task']} with cell "
+                              f"{expect['cell']}; it belongs to another run")  # fmt: skip
+    then, now = saved.get("data"), expect.get("data")
+    if "data" in expect and then is not None and then != now:
+        now_text = "now absent" if now is None else f"now {now['bytes']} bytes, sha256 {now['sha256'][:12]}"
+        raise CheckpointError(f"{expect['data_path']} has changed since the run was trained ({then['bytes']} bytes, "
+                              f"sha256 {then['sha256'][:12]}; {now_text}); give the data it was trained on, "
+                              "or train a new run")  # fmt: skip
+
+
+def load_model(run_dir: Path, model, expect: dict | None = None) -> dict:
+    """Loads the weights into ``model``; returns the trainer state saved with them. With
+    ``expect``, first refuses a checkpoint of another run (see ``check_identity``)."""
     tensors, metadata = _read(run_dir)
+    if expect is not None:
+        check_identity(run_dir, metadata, expect)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = set(model.state_dict())
     if set(weights) != expected:
@@ -153,12 +181,12 @@ def load_model(run_dir: Path, model) -> dict:
     return json.loads(metadata["trainer"])
 
 
-def load_training_state(run_dir: Path, model, optimizer, scheduler):
+def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict | None = None):
     """Loads weights, optimizer, scheduler and RNG; returns the trainer state, the carried
     recurrent state (None, a tensor, or a tuple of them) and the best weights (None when the
     checkpoint holds none)."""
     tensors, metadata = _read(run_dir)
-    trainer_state = load_model(run_dir, model)
+    trainer_state = load_model(run_dir, model, expect)
     groups = json.loads(metadata["optimizer_groups"])
     scalars = json.loads(metadata["optimizer_scalars"])
     state = {}

@@ -17,6 +17,7 @@ from gatedrnn import checkpoint, lock
 from gatedrnn.models import CELLS
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
+from gatedrnn.tasks.data import fingerprint
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -100,11 +101,20 @@ class RunResult:
     message: str = ""
 
 
-def build(config: TrainConfig):
-    """The task and a freshly initialized model (seeded) for a config."""
-    task = task_from_config(config)
+def build(config: TrainConfig, run_dir=None):
+    """The task and a freshly initialized model (seeded) for a config; with ``run_dir``, the
+    task reuses what the run saved (a text run's vocab.json) instead of rebuilding it."""
+    task = task_from_config(config, run_dir)
     torch.manual_seed(config.seed)
     return task, task.make_model(config).to(config.device)
+
+
+def identity(config: TrainConfig, data: bool = True) -> dict:
+    """What a checkpoint belongs to: task, cell and, with ``data``, the data's fingerprint."""
+    run = {"task": config.task, "cell": config.cell}
+    if data:
+        run.update(data=fingerprint(config.data), data_path=config.data)
+    return run
 
 
 def make_optimizer(config: TrainConfig, model):
@@ -139,7 +149,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     called after each evaluation."""
     config.validate()
     run_dir = Path(run_dir)
-    task, model = build(config)  # reads the data first: bad data leaves no run folder behind
+    task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock.held(run_dir):  # one process at a time in a run folder
         return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
@@ -150,10 +160,11 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
     best_weights = None  # with --patience: the weights of the best evaluation, the run's final model
+    run = identity(config)  # recorded in every checkpoint; a resumed run must match it
     if resume and not (run_dir / checkpoint.CHECKPOINT).exists():
         resume = False  # killed before its first checkpoint: start it over, to the same result
     if resume:
-        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
+        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run)
         _truncate_log(run_dir / METRICS, state["step"])
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
@@ -223,7 +234,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights)
+                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
                 checkpointed = True
                 if on_eval is not None:
                     on_eval(step, metrics, model)
@@ -246,7 +257,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights)
+        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
     elif checkpointed:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)

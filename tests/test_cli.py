@@ -289,3 +289,64 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_or_restarted(tm
         capsys.readouterr()
         assert main(["train", "--out", str(run), "--no-report", *again]) == 0, capsys.readouterr().err
         assert json.loads((run / "result.json").read_text())["test"]["mse"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_checkpoint_from_another_task_is_refused(tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "s.csv"
+    data.write_text("t,x,y\n" + "".join(f"{i},{i % 3},{(i * 7) % 11}\n" for i in range(60)))
+    series, adding = tmp_path / "series", tmp_path / "adding"
+    assert main(["train", "--task", "timeseries", "--data", str(data), "--target", "y", "--features", "x",
+                 "--window", "4", "--cell", "gru", "--hidden-size", "8", "--steps", "10", "--eval-every", "10",
+                 "--out", str(series), "--no-report"]) == 0  # fmt: skip
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(adding), "--no-report"]) == 0  # same shapes: I=2, O=1
+    shutil.copy(adding / "checkpoint.safetensors", series / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", str(series)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {series / 'checkpoint.safetensors'} was trained on task adding with cell gru" in err, err
+    assert "timeseries" in err and err.count("\n") == 1
+    assert main(["train", "--out", str(series), "--resume", "--steps", "20", "--no-report"]) == 2
+    assert "was trained on task adding" in capsys.readouterr().err
+
+
+def _text_run(tmp_path, text):
+    data = tmp_path / "corpus.txt"
+    data.write_text(text)
+    run = tmp_path / "text"
+    assert main(["train", "--task", "text", "--data", str(data), "--cell", "gru", "--hidden-size", "8", "--bptt", "8",
+                 "--batch-size", "4", "--steps", "10", "--eval-every", "10", "--out", str(run), "--no-report"]) == 0  # fmt: skip
+    return data, run
+
+
+def test_evaluate_and_resume_refuse_changed_data(tmp_path, capsys):
+    import random
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefgh \n") for _ in range(2000))
+    data, run = _text_run(tmp_path, text)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    data.write_text(text[1000:] + text[:1000])  # the same characters, the same vocabulary size, another text
+    for command in (["evaluate", str(run)], ["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{data} has changed since the run was trained (2000 bytes, sha256 " in err and err.count("\n") == 1, err
+    data.write_text(text)  # put back: the run is usable again
+    assert main(["evaluate", str(run)]) == 0
+
+
+def test_text_runs_are_rebuilt_with_their_saved_vocabulary(tmp_path):
+    import random
+
+    from gatedrnn.train import build, load_config
+
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefgh \n") for _ in range(2000))
+    data, run = _text_run(tmp_path, text)
+    saved = json.loads((run / "vocab.json").read_text())["tokens"]
+    data.write_text(text.replace("h", "g"))  # one character fewer: rebuilding would make another vocabulary
+    task, model = build(load_config(run), run)
+    assert task.vocab.tokens == saved and task.vocab_size == len(saved) == 10
+    assert task.vocab.decode(task.ids["train"][:50].tolist()) == text.replace("h", "g")[:50]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -48,3 +49,21 @@ def read_text(path) -> str:
     if not text.strip():
         raise DataError(f"{path}: is empty")
     return text
+
+
+def fingerprint(data) -> dict | None:
+    """Size and SHA-256 of a data file, or of the files directly in a data folder (by name);
+    None where ``data`` names no file (a synthetic task, or a built-in set such as digits)."""
+    path = Path(str(data)) if str(data).strip() else None
+    if path is None or not path.exists():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    digest, size = hashlib.sha256(), 0
+    for file in files:
+        if path.is_dir():
+            digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
