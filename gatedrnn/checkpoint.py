@@ -165,6 +165,10 @@ def load_model(run_dir: Path, model, expect: dict | None = None) -> dict:
     """Loads the weights into ``model``; returns the trainer state saved with them. With
     ``expect``, first refuses a checkpoint of another run (see ``check_identity``)."""
     tensors, metadata = _read(run_dir)
+    return _load_weights(run_dir, model, tensors, metadata, expect)
+
+
+def _load_weights(run_dir: Path, model, tensors: dict, metadata: dict, expect: dict | None) -> dict:
     if expect is not None:
         check_identity(run_dir, metadata, expect)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -186,7 +190,7 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict
     recurrent state (None, a tensor, or a tuple of them) and the best weights (None when the
     checkpoint holds none)."""
     tensors, metadata = _read(run_dir)
-    trainer_state = load_model(run_dir, model, expect)
+    trainer_state = _load_weights(run_dir, model, tensors, metadata, expect)
     groups = json.loads(metadata["optimizer_groups"])
     scalars = json.loads(metadata["optimizer_scalars"])
     state = {}

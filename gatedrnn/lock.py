@@ -3,18 +3,23 @@
 The file ``run.lock`` names the process that holds the folder (PID, host, start time) and
 carries an exclusive ``flock``. The kernel drops the ``flock`` when its process ends however
 it ends (kill -9 included), so a lock left behind by a dead run is stale and simply taken
-over; a live one is refused with the holder's PID.
+over; a live one is refused with the holder's PID. Where there is no ``flock`` (Windows),
+the file is written but not enforced.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 LOCK = "run.lock"
 
@@ -41,7 +46,8 @@ def held(run_dir):
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
