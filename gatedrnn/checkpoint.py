@@ -150,9 +150,9 @@ def check_identity(run_dir: Path, metadata: dict, expect: dict) -> None:
     saved = json.loads(metadata["run"])
     path = Path(run_dir) / CHECKPOINT
     if (saved.get("task"), saved.get("cell")) != (expect["task"], expect["cell"]):
-        raise CheckpointError(f"checkpoint {path} was trained on task {saved.get('task')} with cell {saved.get('cell')}, "
-                              f"but {Path(run_dir) / 'config.json'} describes task {expect['task']} with cell "
-                              f"{expect['cell']}; it belongs to another run")  # fmt: skip
+        raise CheckpointError(f"checkpoint {path} was trained on task {saved.get('task')} with cell "
+                              f"{saved.get('cell')}, but {Path(run_dir) / 'config.json'} describes task "
+                              f"{expect['task']} with cell {expect['cell']}; it belongs to another run")  # fmt: skip
     then, now = saved.get("data"), expect.get("data")
     if "data" in expect and then is not None and then != now:
         now_text = "now absent" if now is None else f"now {now['bytes']} bytes, sha256 {now['sha256'][:12]}"

@@ -47,7 +47,7 @@ class TrainConfig:
     steps: int = 2000
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping; set, the run ends on its best weights; 0: never
+    patience: int = 0  # evaluations without improvement before stopping (0: never); ends on the best weights
     stop_when_solved: bool = False
     max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
     seed: int = 0

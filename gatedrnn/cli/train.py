@@ -56,8 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="training steps (default 2000)")
     p.add_argument("--clip", type=float, help="max gradient norm, 0 for none (default 1.0)")
     p.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default 100)")
-    p.add_argument("--patience", type=int, help="evaluations without improvement before stopping; the run then ends on its best "
-                   "validation weights, stopped early or not (default 0: never)")
+    p.add_argument("--patience", type=int,
+                   help="evaluations without improvement before stopping; the run then ends on its best "
+                   "validation weights, stopped early or not (default 0: never)")  # fmt: skip
     p.add_argument("--stop-when-solved", action="store_true", default=None, help="stop once the task is solved")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time (default 0: no limit)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
