@@ -235,7 +235,7 @@ def test_a_folder_with_a_checkpoint_but_no_config_is_not_overwritten(tmp_path, c
     capsys.readouterr()
     assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
     err = capsys.readouterr().err
-    assert f"{run} holds a checkpoint but no config.json" in err and "another --out" in err, err
+    assert f"{run} holds checkpoint.safetensors but no config.json" in err and "another --out" in err, err
     assert err.count("\n") == 1 and (run / "checkpoint.safetensors").read_bytes() == before
 
 

@@ -116,11 +116,13 @@ def run(args) -> int:
                     "drop the option to resume it, or train into another --out"
                 )
     else:
-        trained = (out / CHECKPOINT).exists() or (out / "result.json").exists()
+        # A config with no checkpoint and no result is a run killed before its first checkpoint:
+        # nothing trained is lost by starting afresh there.
+        trained = [name for name in (CHECKPOINT, "result.json") if (out / name).exists()]
         if trained and not (out / CONFIG).exists():
-            raise UsageError(f"{out} holds a checkpoint but no config.json, so it cannot be resumed; move its files "
+            raise UsageError(f"{out} holds {trained[0]} but no config.json, so it cannot be resumed; move its files "
                              "away or choose another --out")  # fmt: skip
-        if trained:  # a folder with a config but no checkpoint: a run killed before its first; train afresh
+        if trained:
             existing = load_config(out)
             what = "another task's run" if existing.task != given.get("task", existing.task) else "a run"
             raise UsageError(f"{out} already holds {what} (task {existing.task}, cell {existing.cell}); "
