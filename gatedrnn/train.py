@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from gatedrnn import checkpoint
+from gatedrnn import checkpoint, lock
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
+from gatedrnn.tasks.data import fingerprint
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -45,7 +46,7 @@ class TrainConfig:
     steps: int = 2000
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping (on the best weights); 0: never
+    patience: int = 0  # evaluations without improvement before stopping (0: never); ends on the best weights
     stop_when_solved: bool = False
     max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
     seed: int = 0
@@ -100,11 +101,20 @@ class RunResult:
     message: str = ""
 
 
-def build(config: TrainConfig):
-    """The task and a freshly initialized model (seeded) for a config."""
-    task = task_from_config(config)
+def build(config: TrainConfig, run_dir=None):
+    """The task and a freshly initialized model (seeded) for a config; with ``run_dir``, the
+    task reuses what the run saved (a text run's vocab.json) instead of rebuilding it."""
+    task = task_from_config(config, run_dir)
     torch.manual_seed(config.seed)
     return task, task.make_model(config).to(config.device)
+
+
+def identity(config: TrainConfig, data: bool = True) -> dict:
+    """What a checkpoint belongs to: task, cell and, with ``data``, the data's fingerprint."""
+    run = {"task": config.task, "cell": config.cell}
+    if data:
+        run.update(data=fingerprint(config.data), data_path=config.data)
+    return run
 
 
 def make_optimizer(config: TrainConfig, model):
@@ -139,13 +149,22 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     called after each evaluation."""
     config.validate()
     run_dir = Path(run_dir)
+    task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
     run_dir.mkdir(parents=True, exist_ok=True)
-    task, model = build(config)
+    with lock.held(run_dir):  # one process at a time in a run folder
+        return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
+
+
+def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> RunResult:
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
+    best_weights = None  # with --patience: the weights of the best evaluation, the run's final model
+    run = identity(config)  # recorded in every checkpoint; a resumed run must match it
+    if resume and not (run_dir / checkpoint.CHECKPOINT).exists():
+        resume = False  # killed before its first checkpoint: start it over, to the same result
     if resume:
-        state, carry = checkpoint.load_training_state(run_dir, model, optimizer, scheduler)
+        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run)
         _truncate_log(run_dir / METRICS, state["step"])
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
@@ -154,6 +173,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         (run_dir / METRICS).write_text("")
         torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use
     history = _read_log(run_dir / METRICS)
+    checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
 
     bar = None
     if progress:
@@ -162,7 +182,6 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
                    dynamic_ncols=True, disable=None)  # fmt: skip
     status, message = "done", ""
-    best_weights = None
     started = time.perf_counter() - state["seconds"]
     log = open(run_dir / METRICS, "a")
     try:
@@ -179,8 +198,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                 loss = task.loss(task.forward(model, inputs), targets)
             if not torch.isfinite(loss):
                 status = "nan"
-                message = (f"loss became {loss.item()} at step {step + 1}; stopped, the last good checkpoint "
-                           f"(step {state['step']}) is kept. Try a lower --lr or --clip.")  # fmt: skip
+                kept = (f"the last good checkpoint (step {state['step']}) is kept" if checkpointed else
+                        "before any checkpoint was written, so none is kept")  # fmt: skip
+                message = f"loss became {loss.item()} at step {step + 1}; stopped {kept}. Try a lower --lr or --clip."
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,12 +229,13 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):
                     state["best"], state["bad_evals"] = metrics[task.metric], 0
-                    if config.patience:  # early stopping ends on the best weights, not the last
+                    if config.patience:  # a run with patience ends on the best weights, not the last
                         best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
+                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+                checkpointed = True
                 if on_eval is not None:
                     on_eval(step, metrics, model)
                 if config.stop_when_solved and state["solved_at"] is not None:
@@ -232,12 +253,12 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         log.close()
         if bar is not None:
             bar.close()
-    if status == "early-stopped" and best_weights is not None:
+    if status != "nan" and best_weights is not None:  # early-stopped or not, the best on validation
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry)
-    elif (run_dir / checkpoint.CHECKPOINT).exists():
+        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+    elif checkpointed:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)
     checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,

@@ -41,7 +41,7 @@ def test_csv_with_header_and_named_label(tmp_path):
     x, y = load_csv(path, "label")
     assert x.shape == (20, 3) and y.tolist() == [i % 2 for i in range(20)]
     (tmp_path / "bad.csv").write_text("1,2,3\n4,x,6\n")
-    with pytest.raises(DataError, match="bad.csv, line 2: holds a value that is not a number"):
+    with pytest.raises(DataError, match="bad.csv, line 2: column 2 holds .x., not a number"):
         load_csv(tmp_path / "bad.csv")
     with pytest.raises(DataError, match="no column 'kind'"):
         load_csv(path, "kind")

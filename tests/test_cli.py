@@ -113,3 +113,240 @@ def test_nan_loss_exits_1_and_says_why(tmp_path, capsys, monkeypatch):
     assert main(["train", *TINY, "--cell", "gru", "--out", str(tmp_path / "r"), "--no-report"]) == 1
     out = capsys.readouterr().out
     assert "loss became nan at step 13" in out and "last good checkpoint (step 10)" in out
+
+
+def _write_bad_data(tmp_path, kind):
+    """A tiny data file with one bad value, and the message naming it."""
+    if kind.startswith("timeseries"):
+        bad = {"timeseries-nan": "nan", "timeseries-inf": "inf"}[kind]
+        values = [str(float(i % 7)) for i in range(40)]
+        values[16] = bad  # line 18: the header is line 1
+        path = tmp_path / "s.csv"
+        path.write_text("t,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+        return ["--task", "timeseries", "--target", "y", "--window", "4"], path, \
+            f"{path}, line 18: column 'y' holds '{bad}', not a finite number"  # fmt: skip
+    bad = {"classify-nan": ("nan", "0"), "classify-inf": ("inf", "0"), "classify-fraction": ("1", "1.7"),
+           "classify-nan-label": ("1", "nan"), "classify-huge-label": ("1", "1e9"),
+           "classify-negative-label": ("1", "-1")}[kind]  # fmt: skip
+    rows = [f"{i % 3},{i % 5},{i % 2},{i % 4},{i % 2}" for i in range(30)]
+    rows[6] = f"1,{bad[0]},2,3,{bad[1]}"  # line 7
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(rows) + "\n")
+    expected = (f"{path}, line 7: column 2 holds '{bad[0]}', not a finite number" if bad[1] == "0" else
+                f"{path}, line 7: the label (column 5) is '{bad[1]}'")  # fmt: skip
+    return ["--task", "classify", "--mode", "pixel"], path, expected
+
+
+@pytest.mark.parametrize("kind", ["timeseries-nan", "timeseries-inf", "classify-nan", "classify-inf",
+                                  "classify-fraction", "classify-nan-label", "classify-huge-label",
+                                  "classify-negative-label"])  # fmt: skip
+def test_bad_data_values_name_file_and_line_and_create_no_run(kind, tmp_path, capsys):
+    options, path, message = _write_bad_data(tmp_path, kind)
+    run = tmp_path / "run"
+    assert main(["train", *options, "--data", str(path), "--hidden-size", "4", "--steps", "2", "--out", str(run),
+                 "--no-report"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_bad_music_rolls_and_paths_name_the_file(tmp_path, capsys):
+    import torch
+    from test_music import write_mat
+
+    roll = torch.zeros(4, 88)
+    odd = roll.clone()
+    odd[2, 5] = 5.0
+    nan = roll.clone()
+    nan[3, 0] = float("nan")
+    cases = [
+        (write_mat(tmp_path / "five.mat", traindata=[roll.numpy(), odd.numpy()], validdata=[roll.numpy()],
+                   testdata=[roll.numpy()]), "five.mat: traindata[1], row 3, key 6 holds 5.0; a piano roll holds 0 or 1"),
+        (write_mat(tmp_path / "nan.mat", traindata=[roll.numpy()], validdata=[roll.numpy()],
+                   testdata=[nan.numpy()]), "nan.mat: testdata[0], row 4, key 1 holds nan"),
+        (tmp_path / "a_folder", f"{tmp_path / 'a_folder'}: is a folder, expected a .mat file"),
+    ]  # fmt: skip
+    (tmp_path / "a_folder").mkdir()
+    for path, message in cases:
+        run = tmp_path / "run"
+        assert main(["train", "--task", "music", "--data", str(path), "--steps", "2", "--out", str(run),
+                     "--no-report"]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not run.exists()
+
+
+@pytest.mark.parametrize("task", ["text", "music", "timeseries", "qa"])
+def test_missing_data_says_so(task, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", task, "--target", "y", "--steps", "2", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"the {task} task needs --data" in err and "'.'" not in err and ". " not in err.split("needs")[0], err
+    assert not run.exists()
+
+
+def test_corrupted_checkpoint_bytes_exit_2_and_are_not_resumed_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    path = run / "checkpoint.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0x01  # one bit of the last tensor's data
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {path} is corrupted" in err and err.count("\n") == 1, err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "30", "--no-report"]) == 2
+    assert "is corrupted" in capsys.readouterr().err
+    assert path.read_bytes() == bytes(data)  # refused, not overwritten
+
+
+def test_a_second_run_in_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "train", *TINY, "--steps", "1000000",
+                              "--out", str(run), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.safetensors").exists():
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run wrote no checkpoint in 120 s"
+            time.sleep(0.2)
+        assert main(["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is in use by another gatedrnn run (PID {first.pid} on" in err and err.count("\n") == 1, err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (run / "run.lock").exists()  # left by the killed run: stale
+    assert main(["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]) == 0
+    assert not (run / "run.lock").exists()
+    rows = [(r["step"], r["split"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert len(rows) == len(set(rows))  # no step logged twice
+
+
+def test_a_folder_with_a_checkpoint_but_no_config_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 0
+    (run / "config.json").unlink()
+    before = (run / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds checkpoint.safetensors but no config.json" in err and "another --out" in err, err
+    assert err.count("\n") == 1 and (run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    for extra in ([], ["--resume"]):
+        assert main(["train", *TINY, "--out", str(path), "--no-report", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {path} is a file, expected a run folder" in err and err.count("\n") == 1, err
+    assert path.read_text() == "mine"
+
+
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from gatedrnn import checkpoint
+
+    run = tmp_path / "run"
+    real, saves = checkpoint.save_file, []
+
+    def fills_up(tensors, filename, metadata=None):
+        saves.append(filename)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write {run / 'checkpoint.safetensors'}: No space left on device" in err, err
+    assert "the checkpoint of step 10 is kept" in err and f"gatedrnn train --out {run} --resume" in err, err
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert main(["train", "--out", str(run), "--resume", "--no-report"]) == 0
+    assert "step 20" in capsys.readouterr().out
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_or_restarted(tmp_path, capsys):
+    from gatedrnn.train import TrainConfig, load_config, train
+
+    straight = tmp_path / "straight"
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(straight), "--no-report"]) == 0
+    expected = json.loads((straight / "result.json").read_text())["test"]["mse"]
+    for again in (["--resume"], TINY + ["--cell", "gru"]):
+        run = tmp_path / f"killed{len(again)}"
+        config = TrainConfig(**{**load_config(straight).__dict__})
+        assert train(config, run, progress=False, stop_at=5).status == "killed"  # before the first evaluation
+        assert (run / "config.json").exists() and not (run / "checkpoint.safetensors").exists()
+        capsys.readouterr()
+        assert main(["train", "--out", str(run), "--no-report", *again]) == 0, capsys.readouterr().err
+        assert json.loads((run / "result.json").read_text())["test"]["mse"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_checkpoint_from_another_task_is_refused(tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "s.csv"
+    data.write_text("t,x,y\n" + "".join(f"{i},{i % 3},{(i * 7) % 11}\n" for i in range(60)))
+    series, adding = tmp_path / "series", tmp_path / "adding"
+    assert main(["train", "--task", "timeseries", "--data", str(data), "--target", "y", "--features", "x",
+                 "--window", "4", "--cell", "gru", "--hidden-size", "8", "--steps", "10", "--eval-every", "10",
+                 "--out", str(series), "--no-report"]) == 0  # fmt: skip
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(adding), "--no-report"]) == 0  # same shapes: I=2, O=1
+    shutil.copy(adding / "checkpoint.safetensors", series / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", str(series)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {series / 'checkpoint.safetensors'} was trained on task adding with cell gru" in err, err
+    assert "timeseries" in err and err.count("\n") == 1
+    assert main(["train", "--out", str(series), "--resume", "--steps", "20", "--no-report"]) == 2
+    assert "was trained on task adding" in capsys.readouterr().err
+
+
+def _text_run(tmp_path, text):
+    data = tmp_path / "corpus.txt"
+    data.write_text(text)
+    run = tmp_path / "text"
+    assert main(["train", "--task", "text", "--data", str(data), "--cell", "gru", "--hidden-size", "8", "--bptt", "8",
+                 "--batch-size", "4", "--steps", "10", "--eval-every", "10", "--out", str(run), "--no-report"]) == 0  # fmt: skip
+    return data, run
+
+
+def test_evaluate_and_resume_refuse_changed_data(tmp_path, capsys):
+    import random
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefgh \n") for _ in range(2000))
+    data, run = _text_run(tmp_path, text)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    data.write_text(text[1000:] + text[:1000])  # the same characters, the same vocabulary size, another text
+    for command in (["evaluate", str(run)], ["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{data} has changed since the run was trained (2000 bytes, sha256 " in err and err.count("\n") == 1, err
+    data.write_text(text)  # put back: the run is usable again
+    assert main(["evaluate", str(run)]) == 0
+
+
+def test_text_runs_are_rebuilt_with_their_saved_vocabulary(tmp_path):
+    import random
+
+    from gatedrnn.train import build, load_config
+
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefgh \n") for _ in range(2000))
+    data, run = _text_run(tmp_path, text)
+    saved = json.loads((run / "vocab.json").read_text())["tokens"]
+    data.write_text(text.replace("h", "g"))  # one character fewer: rebuilding would make another vocabulary
+    task, model = build(load_config(run), run)
+    assert task.vocab.tokens == saved and task.vocab_size == len(saved) == 10
+    assert task.vocab.decode(task.ids["train"][:50].tolist()) == text.replace("h", "g")[:50]

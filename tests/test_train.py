@@ -141,3 +141,116 @@ def test_wall_clock_budget_stops_the_run(tmp_path):
     result = train(tiny(steps=100_000, max_minutes=0.02), tmp_path, progress=False)
     assert result.status == "time-limit" and 0 < result.step < 100_000
     assert checkpoint.load_model(tmp_path, build(tiny())[1])["step"] == result.step
+
+
+def test_nan_before_the_first_checkpoint_claims_none(tmp_path, monkeypatch):
+    from gatedrnn.tasks.adding import Adding
+
+    real = Adding.train_batch
+    monkeypatch.setattr(Adding, "train_batch",
+                        lambda self, step, b, seed: (lambda x, y: (x, y * float("nan")))(*real(self, step, b, seed)))
+    result = train(tiny(steps=30), tmp_path, progress=False)
+    assert result.status == "nan" and "at step 1;" in result.message
+    assert "before any checkpoint was written, so none is kept" in result.message
+    assert "last good checkpoint" not in result.message
+    assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
+def _weights(run_dir, config):
+    _, model = build(config)
+    checkpoint.load_model(run_dir, model)
+    return model.state_dict()
+
+
+def test_early_stopping_killed_after_the_best_evaluation_resumes_to_the_same_model(tmp_path):
+    config = tiny(length=8, hidden_size=8, batch_size=8, steps=200, eval_every=5, lr=5e-2, patience=2)
+    best = {}
+
+    def keep_best(step, metrics, model):
+        if not best or metrics["mse"] < best["mse"]:
+            best.update(mse=metrics["mse"], step=step, weights={k: v.clone() for k, v in model.state_dict().items()})
+
+    straight = train(config, tmp_path / "straight", progress=False, on_eval=keep_best)
+    assert straight.status == "early-stopped" and straight.step > best["step"] + config.eval_every
+    killed_at = best["step"] + config.eval_every  # a checkpoint after the best one, before the stop
+    assert train(config, tmp_path / "killed", progress=False, stop_at=killed_at).status == "killed"
+    resumed = train(config, tmp_path / "killed", resume=True, progress=False)
+    assert resumed.status == "early-stopped" and resumed.step == straight.step
+    assert resumed.test["mse"] == pytest.approx(straight.test["mse"], rel=1e-6)
+    for run in ("straight", "killed"):
+        final = _weights(tmp_path / run, config)
+        for name, value in best["weights"].items():
+            torch.testing.assert_close(final[name], value, rtol=1e-6, atol=1e-7, msg=f"{run}: {name}")
+
+
+def test_patience_without_an_early_stop_still_ends_on_the_best_weights(tmp_path):
+    config = tiny(length=8, hidden_size=8, batch_size=8, steps=130, eval_every=5, lr=3e-2, patience=2)
+    seen = []
+    result = train(config, tmp_path, progress=False,
+                   on_eval=lambda step, m, model: seen.append((m["mse"], step, copy_weights(model))))
+    assert result.status == "done" and result.step == 130
+    mse, step, weights = min(seen, key=lambda s: s[0])
+    assert step < 130  # the last evaluation is not the best: the run must go back to it
+    final = _weights(tmp_path, config)
+    for name, value in weights.items():
+        torch.testing.assert_close(final[name], value, msg=name)
+    task, model = build(config)
+    model.load_state_dict(weights)
+    assert result.test["mse"] == pytest.approx(task.evaluate(model, "test", config.seed)["mse"], rel=1e-6)
+
+
+def copy_weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_flipped_checkpoint_bytes_are_refused(tmp_path):
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    path = tmp_path / "checkpoint.safetensors"
+    good = path.read_bytes()
+    start = 8 + int.from_bytes(good[:8], "little")  # the tensor data follow the 8-byte length and the header
+    positions = [start + k * (len(good) - start - 1) // 12 for k in range(13)]  # across the tensor data
+    positions += [10, start // 3, start // 2, start - 20]  # and inside the header and metadata
+    _, model = build(config)
+    for position in positions:
+        bad = bytearray(good)
+        bad[position] ^= 0x10
+        path.write_bytes(bytes(bad))
+        with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint {path} is corrupted|unreadable|not a gatedrnn"):
+            checkpoint.load_model(tmp_path, model)
+        optimizer = torch.optim.Adam(model.parameters())
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load_training_state(tmp_path, model, optimizer, None)
+    bad = bytearray(good)
+    bad[positions[5]] ^= 0x10
+    path.write_bytes(bytes(bad))
+    with pytest.raises(checkpoint.CheckpointError, match=r"is corrupted \(tensor '.*' does not match its checksum\)"):
+        checkpoint.load_model(tmp_path, model)
+
+
+def test_a_checkpoint_without_checksums_still_loads(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    config = tiny(steps=10)
+    train(config, tmp_path, progress=False)
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(path, framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "checksums"}
+    tensors = load_file(path)
+    save_file(tensors, path, metadata=metadata)  # as written before checksums existed
+    _, model = build(config)
+    assert checkpoint.load_model(tmp_path, model)["step"] == 10
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, tensors[f"model.{name}"]), name
+
+
+def test_training_into_a_locked_folder_is_refused(tmp_path):
+    from gatedrnn import lock
+
+    with lock.held(tmp_path):
+        assert str(os.getpid()) in (tmp_path / "run.lock").read_text()
+        with pytest.raises(lock.RunFolderBusy, match=f"in use by another gatedrnn run \\(PID {os.getpid()} on"):
+            train(tiny(steps=10), tmp_path, progress=False)
+    assert not (tmp_path / "run.lock").exists() and not (tmp_path / "checkpoint.safetensors").exists()
+    assert train(tiny(steps=10), tmp_path, progress=False).step == 10

@@ -27,10 +27,11 @@ def run_errors(run):
     @functools.wraps(run)
     def wrapped(args):
         from gatedrnn.checkpoint import CheckpointError
+        from gatedrnn.lock import RunFolderBusy
 
         try:
             return run(args)
-        except (CheckpointError, FileNotFoundError, ValueError, json.JSONDecodeError) as error:
+        except (CheckpointError, RunFolderBusy, FileNotFoundError, ValueError, json.JSONDecodeError) as error:
             raise UsageError(str(error)) from None
 
     return wrapped

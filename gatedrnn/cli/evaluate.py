@@ -26,11 +26,11 @@ def add_parser(sub) -> None:
 @run_errors
 def run(args) -> int:
     from gatedrnn import checkpoint
-    from gatedrnn.train import build, evaluate, load_config
+    from gatedrnn.train import build, evaluate, identity, load_config
 
     config = load_config(args.run_dir)
-    task, model = build(config)
-    state = checkpoint.load_model(args.run_dir, model)
+    task, model = build(config, args.run_dir)  # a text run keeps its vocab.json
+    state = checkpoint.load_model(args.run_dir, model, expect=identity(config))  # the same task, cell and data
     metrics = evaluate(task, model, args.split, config.seed, config.device)
     if args.json:
         print(json.dumps({"step": state["step"], "split": args.split, **metrics}))

@@ -36,7 +36,7 @@ def load_language_model(run_dir: Path):
     from gatedrnn import checkpoint
     from gatedrnn.models import SequenceModel
     from gatedrnn.tasks.text import Vocabulary
-    from gatedrnn.train import load_config
+    from gatedrnn.train import identity, load_config
 
     config = load_config(run_dir)
     if config.task != "text":
@@ -50,7 +50,7 @@ def load_language_model(run_dir: Path):
                           config.layers, vocab_size=V, readout="all", backend=config.backend,
                           forget_bias=config.forget_bias, dropout=config.dropout,
                           tie_weights=config.tie_weights, adaptive_softmax=tuple(config.adaptive_softmax))  # fmt: skip
-    checkpoint.load_model(run_dir, model)
+    checkpoint.load_model(run_dir, model, expect=identity(config, data=False))  # needs no data, so checks none
     return config, vocab, model.eval()
 
 
@@ -80,12 +80,12 @@ def sample_music(run_dir: Path, length: int, temperature: float, seed: int):
     from gatedrnn import checkpoint
     from gatedrnn.models import SequenceModel
     from gatedrnn.tasks.music import KEYS
-    from gatedrnn.train import load_config
+    from gatedrnn.train import identity, load_config
 
     config = load_config(run_dir)
     model = SequenceModel(config.cell, KEYS, config.hidden_size, KEYS, config.layers, backend=config.backend,
                           forget_bias=config.forget_bias, dropout=config.dropout).eval()  # fmt: skip
-    checkpoint.load_model(run_dir, model)
+    checkpoint.load_model(run_dir, model, expect=identity(config, data=False))
     generator = torch.Generator().manual_seed(seed)
     frame, state, frames = torch.zeros(1, 1, KEYS), None, []
     with torch.no_grad():

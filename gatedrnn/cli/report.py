@@ -26,15 +26,15 @@ def report_runs(run_dirs, out: Path) -> Path:
 
     from gatedrnn import checkpoint
     from gatedrnn.diagnostics.report import RunView, write_report
-    from gatedrnn.train import METRICS, _read_log, build, load_config
+    from gatedrnn.train import METRICS, _read_log, build, identity, load_config
 
     views, tasks = [], set()
     for run_dir in run_dirs:
         config = load_config(run_dir)
         tasks.add((config.task, config.length))
-        _, initial = build(config)  # the same model at initialization, for the gradient-flow figure
-        task, model = build(config)
-        state = checkpoint.load_model(run_dir, model)
+        _, initial = build(config, run_dir)  # the same model at initialization, for the gradient-flow figure
+        task, model = build(config, run_dir)
+        state = checkpoint.load_model(run_dir, model, expect=identity(config))
         result_path = Path(run_dir) / "result.json"
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         summary = {"run": str(run_dir), "cell": config.cell, "step": state["step"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
@@ -55,7 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="training steps (default 2000)")
     p.add_argument("--clip", type=float, help="max gradient norm, 0 for none (default 1.0)")
     p.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default 100)")
-    p.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default 0: never)")
+    p.add_argument("--patience", type=int,
+                   help="evaluations without improvement before stopping; the run then ends on its best "
+                   "validation weights, stopped early or not (default 0: never)")  # fmt: skip
     p.add_argument("--stop-when-solved", action="store_true", default=None, help="stop once the task is solved")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time (default 0: no limit)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -91,6 +94,7 @@ def _given(args) -> dict:
 
 @run_errors
 def run(args) -> int:
+    from gatedrnn.checkpoint import CHECKPOINT
     from gatedrnn.train import CONFIG, TrainConfig, load_config, train
 
     given = _given(args)
@@ -99,6 +103,8 @@ def run(args) -> int:
         extra = {**preset.pop("extra", {}), **given.pop("extra", {})}
         given = {**preset, **given, **({"extra": extra} if extra else {})}
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, expected a run folder; choose another --out")
     if args.resume:
         config = load_config(out)
         for key, value in given.items():
@@ -110,7 +116,13 @@ def run(args) -> int:
                     "drop the option to resume it, or train into another --out"
                 )
     else:
-        if (out / CONFIG).exists():
+        # A config with no checkpoint and no result is a run killed before its first checkpoint:
+        # nothing trained is lost by starting afresh there.
+        trained = [name for name in (CHECKPOINT, "result.json") if (out / name).exists()]
+        if trained and not (out / CONFIG).exists():
+            raise UsageError(f"{out} holds {trained[0]} but no config.json, so it cannot be resumed; move its files "
+                             "away or choose another --out")  # fmt: skip
+        if trained:
             existing = load_config(out)
             what = "another task's run" if existing.task != given.get("task", existing.task) else "a run"
             raise UsageError(f"{out} already holds {what} (task {existing.task}, cell {existing.cell}); "
@@ -120,7 +132,10 @@ def run(args) -> int:
         config.validate()
     except ValueError as error:
         raise UsageError(str(error)) from None
-    result = train(config, out, resume=args.resume)
+    try:
+        result = train(config, out, resume=args.resume)
+    except OSError as error:  # a full disk, a folder not writable: what failed and what to do
+        raise UsageError(_write_error(out, error)) from None
     print(f"{config.cell} on {config.task}: step {result.step}, test " +
           ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) +
           (f", solved at step {result.solved_at}" if result.solved_at else ""))  # fmt: skip
@@ -132,3 +147,16 @@ def run(args) -> int:
         print(f"gatedrnn train: {result.message}")
         return 1
     return 0
+
+
+def _write_error(out: Path, error: OSError) -> str:
+    """One line: the file that could not be written, why, what was kept and how to go on."""
+    from gatedrnn import checkpoint
+    from gatedrnn.train import CONFIG
+
+    step = checkpoint.saved_step(out)
+    kept = "no checkpoint was written yet" if step is None else f"the checkpoint of step {step} is kept"
+    fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+    go_on = (f"continue with gatedrnn train --out {out} --resume" if (out / CONFIG).exists() else
+             "train again")  # fmt: skip
+    return f"cannot write {error.filename or out}: {error.strerror}; {kept}: {fix}, then {go_on}"

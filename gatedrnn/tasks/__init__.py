@@ -25,7 +25,10 @@ def make_task(name: str, **options) -> Task:
     return TASKS[name](**options)
 
 
-def task_from_config(config) -> Task:
+def task_from_config(config, run_dir=None) -> Task:
+    """The task of ``config``; with ``run_dir``, rebuilt from what that run saved beside its
+    checkpoint (``Task.from_run``)."""
     if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
-    return TASKS[config.task].from_config(config)
+    cls = TASKS[config.task]
+    return cls.from_config(config) if run_dir is None else cls.from_run(config, run_dir)

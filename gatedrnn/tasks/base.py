@@ -44,6 +44,11 @@ class Task:
         """The task a config describes; a task that reads a file takes ``config.data`` first."""
         return cls(config.data, **cls.option_values(config))
 
+    @classmethod
+    def from_run(cls, config, run_dir) -> "Task":
+        """The task of a trained run, reusing what ``artifacts`` saved in ``run_dir``."""
+        return cls.from_config(config)
+
     def make_model(self, config):
         from gatedrnn.models import SequenceModel
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
-from gatedrnn.tasks.data import DataError
+from gatedrnn.tasks.data import DataError, finite_number
 
 SPLIT_SEED = 1234  # the example order behind the splits: fixed, whatever the run's seed
 
@@ -59,16 +59,26 @@ def load_csv(path, label: str = ""):
         column = header.index(label)
     values, labels = [], []
     for line, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != len(rows[0]):
+            raise DataError(f"{path}, line {line}: {len(row)} columns, the first row has {len(rows[0])}")
+        cell = row[column].strip()
         try:
-            numbers = [float(x) for x in row]
+            label = float(cell)
         except ValueError:
-            raise DataError(f"{path}, line {line}: holds a value that is not a number") from None
-        if len(numbers) != len(rows[0]):
-            raise DataError(f"{path}, line {line}: {len(numbers)} columns, the first row has {len(rows[0])}")
-        labels.append(int(numbers.pop(column)))
-        values.append(numbers)
+            label = math.nan
+        values.append([finite_number(x, f"{path}, line {line}: column {c + 1}")
+                       for c, x in enumerate(row) if c != column])  # fmt: skip
+        if not (label.is_integer() and label >= 0):
+            raise DataError(f"{path}, line {line}: the label (column {column + 1}) is {cell!r}; expected a class "
+                            "number 0, 1, 2, ...")  # fmt: skip
+        labels.append(int(label))
     if len(values) < 10:
         raise DataError(f"{path}: {len(values)} examples are too few to split")
+    top = max(range(len(labels)), key=labels.__getitem__)
+    if labels[top] >= len(labels):  # more classes than examples: a column that holds no class number
+        line = top + (2 if header else 1)
+        raise DataError(f"{path}, line {line}: the label (column {column + 1}) is {rows[top][column].strip()!r}; "
+                        f"expected a class number below the {len(labels)} examples")  # fmt: skip
     return torch.tensor(values, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
 
 

@@ -10,22 +10,22 @@ Bernoullis with the training set's key frequencies, ignoring time.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
-from gatedrnn.tasks.data import DataError
+from gatedrnn.tasks.data import DataError, data_path
 
 KEYS = 88
 SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
 
 
 def load_mat(path) -> dict[str, list[torch.Tensor]]:
-    path = Path(path)
+    path = data_path(path, "music", "a .mat file")
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a .mat file")
     try:
         from scipy.io import loadmat
 
@@ -43,6 +43,11 @@ def load_mat(path) -> dict[str, list[torch.Tensor]]:
         for k, roll in enumerate(rolls):
             if roll.dim() != 2 or roll.shape[1] != KEYS or roll.shape[0] < 2:
                 raise DataError(f"{path}: {key}[{k}] has shape {tuple(roll.shape)}, expected (T >= 2, {KEYS})")
+            odd = torch.nonzero((roll != 0) & (roll != 1))  # NaN included
+            if len(odd):
+                t, j = odd[0].tolist()
+                raise DataError(f"{path}: {key}[{k}], row {t + 1}, key {j + 1} holds {roll[t, j].item()}; "
+                                "a piano roll holds 0 or 1")  # fmt: skip
         splits[split] = rolls
     return splits
 

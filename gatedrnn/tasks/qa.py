@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatedrnn.tasks.base import Task, batch_generator
-from gatedrnn.tasks.data import DataError, read_text
+from gatedrnn.tasks.data import DataError, data_path, read_text
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -96,7 +96,7 @@ class QA(Task):
     def __init__(self, data, protocol="1k"):
         if protocol not in ("1k", "10k"):
             raise ValueError(f"--protocol must be '1k' or '10k', got {protocol!r}")
-        train_path = Path(data)
+        train_path = data_path(data, self.name, "a bAbI training file")
         if not train_path.exists():
             raise DataError(f"{train_path}: no such file")
         train = parse_babi(train_path)

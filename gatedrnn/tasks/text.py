@@ -11,6 +11,7 @@ token (bits per character = nats / ln 2, perplexity = e^nats).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task
-from gatedrnn.tasks.data import DataError, read_text
+from gatedrnn.tasks.data import DataError, data_path, read_text
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -71,9 +72,10 @@ class Vocabulary:
         return cls(value["tokens"], value["level"])
 
 
-def load_splits(data, level: str, by_frequency: bool = False):
+def load_splits(data, level: str, by_frequency: bool = False, vocab: Vocabulary | None = None):
     """(vocabulary, {split: ids}) from a file or a folder of train/valid/test.txt; the vocabulary
-    is a folder's training split's or the whole file's, ordered by frequency when ``by_frequency``."""
+    is ``vocab`` when given (a trained run's), else a folder's training split's or the whole
+    file's, ordered by frequency when ``by_frequency``."""
     path = Path(data)
     if path.is_dir():
         files = {split: path / f"{split}.txt" for split in ("train", "valid", "test")}
@@ -81,13 +83,13 @@ def load_splits(data, level: str, by_frequency: bool = False):
         if missing:
             raise DataError(f"{path}: a text folder needs train.txt, valid.txt and test.txt; missing {missing}")
         tokens = {split: tokenize(read_text(f), level) for split, f in files.items()}
-        vocab = Vocabulary.build(tokens["train"], level, by_frequency)
+        vocab = vocab or Vocabulary.build(tokens["train"], level, by_frequency)
         return vocab, {s: vocab.encode(t, str(files[s])) for s, t in tokens.items()}
     text = read_text(path)
     tokens = tokenize(text, level)
     if len(tokens) < 20:
         raise DataError(f"{path}: holds {len(tokens)} {level} tokens, too few to split")
-    vocab = Vocabulary.build(tokens, level, by_frequency)
+    vocab = vocab or Vocabulary.build(tokens, level, by_frequency)
     ids = vocab.encode(tokens, str(path))
     cut = int(0.9 * len(ids))
     return vocab, {"train": ids[:cut], "valid": ids[cut:], "test": ids[cut:]}
@@ -112,13 +114,14 @@ class Text(Task):
         "bptt": (int, 128, "text task: tokens per truncated-BPTT segment"),
     }
 
-    def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, by_frequency: bool = False):
+    def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, by_frequency: bool = False,
+                 vocab: Vocabulary | None = None):  # fmt: skip
         if level not in ("char", "word"):
             raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
         if bptt < 1:
             raise ValueError(f"--bptt must be a positive integer, got {bptt}")
         self.level, self.bptt, self.batch_size = level, bptt, batch_size
-        self.vocab, self.ids = load_splits(data, level, by_frequency)
+        self.vocab, self.ids = load_splits(data_path(data, self.name), level, by_frequency, vocab)
         self.vocab_size = self.input_size = self.output_size = len(self.vocab.tokens)
         self.train_streams = streams(self.ids["train"], batch_size)  # (B, N)
         self.batches_per_epoch = max(1, (self.train_streams.shape[1] - 1) // bptt)
@@ -129,6 +132,19 @@ class Text(Task):
     @classmethod
     def from_config(cls, config):
         return cls(config.data, config.batch_size, by_frequency=bool(config.adaptive_softmax),
+                   **cls.option_values(config))  # fmt: skip
+
+    @classmethod
+    def from_run(cls, config, run_dir):
+        """A trained run's task with the vocabulary it saved, whatever the data file now holds."""
+        path = Path(run_dir) / "vocab.json"
+        if not path.exists():
+            return cls.from_config(config)
+        try:
+            vocab = Vocabulary.from_json(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(f"{path}: not a gatedrnn vocabulary ({error})") from None
+        return cls(config.data, config.batch_size, by_frequency=bool(config.adaptive_softmax), vocab=vocab,
                    **cls.option_values(config))  # fmt: skip
 
     def make_model(self, config):

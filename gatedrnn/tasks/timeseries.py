@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
-from gatedrnn.tasks.data import DataError, read_text
+from gatedrnn.tasks.data import DataError, data_path, finite_number, read_text
 
 
 def read_columns(path, target: str, features: list[str]) -> dict[str, torch.Tensor]:
@@ -40,10 +40,7 @@ def read_columns(path, target: str, features: list[str]) -> dict[str, torch.Tens
             continue
         for name in wanted:
             cell = row[header.index(name)].strip() if header.index(name) < len(row) else ""
-            try:
-                columns[name].append(float(cell))
-            except ValueError:
-                raise DataError(f"{path}, line {line}: column {name!r} holds {cell!r}, not a number") from None
+            columns[name].append(finite_number(cell, f"{path}, line {line}: column {name!r}"))
     values = {name: torch.tensor(v, dtype=torch.float64) for name, v in columns.items()}
     if len(values[target]) < 10:
         raise DataError(f"{path}: {len(values[target])} rows are too few to forecast")
@@ -85,7 +82,7 @@ class TimeSeries(Task):
         self.path, self.window, self.horizon, self.season = data, window, horizon, season
         self.log, self.difference = log, difference
         feature_names = [f.strip() for f in features.split(",") if f.strip()]
-        columns = read_columns(data, target, feature_names)
+        columns = read_columns(data_path(data, self.name, "a CSV file"), target, feature_names)
         self.series = columns[target]  # (N,) in the series' own units
         N = len(self.series)
         self.test_size = test_size or max(horizon, N // 5)
