@@ -116,6 +116,8 @@ class ConvRNNBase(nn.Module):
         values = [None] * T
         for t in range(T):
             new_state, v = self._step(xw[t], state, weight_hh, bias_hh)
+            if not want_trace:
+                v = v[-1:]  # h alone: keeping every gate map of every step costs memory traffic
             if masks is not None:  # past a sequence's end: keep its state, output zeros
                 new_state = tuple(torch.where(masks[t], new, old) for new, old in zip(new_state, state))
                 v = tuple(torch.where(masks[t], a, 0.0) for a in v)
