@@ -80,4 +80,14 @@ PRESETS: dict[str, dict] = {
     "mnist-pixel-permuted": dict(task="classify", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=128, batch_size=32,
                                  lr=2e-3, steps=2000, eval_every=500, schedule="cosine",
                                  extra={"mode": "pixel", "permute": True}),
+    # video: next-frame prediction on moving digits (10 -> 10 frames of 64 x 64, 4 x 4 patches), with
+    # --cell convlstm or convgru (lstm / gru: the FC-LSTM comparison on flattened frames). Quick: about
+    # 3 minutes on 2 cores (convlstm: 0.36 s a step, measured)
+    "video-quick": dict(task="video", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=32, layers=2, batch_size=16,
+                        lr=3e-3, steps=360, eval_every=120, max_minutes=2.6,
+                        extra={"kernel_size": 3, "patch": 4, "valid_size": 128, "test_size": 256}),
+    # the 30-minute budget: 2 layers of 64 channels, 3 x 3 kernels (convlstm: 1.1 s a step, measured)
+    "video": dict(task="video", data=f"{DATA}/mnist_5k.csv.gz", hidden_size=64, layers=2, batch_size=16, lr=2e-3,
+                  steps=1500, eval_every=250, schedule="cosine", max_minutes=28,
+                  extra={"kernel_size": 3, "patch": 4, "valid_size": 256, "test_size": 512}),
 }

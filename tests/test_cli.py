@@ -350,3 +350,11 @@ def test_text_runs_are_rebuilt_with_their_saved_vocabulary(tmp_path):
     task, model = build(load_config(run), run)
     assert task.vocab.tokens == saved and task.vocab_size == len(saved) == 10
     assert task.vocab.decode(task.ids["train"][:50].tolist()) == text.replace("h", "g")[:50]
+
+
+def test_python_dash_m_gatedrnn_is_the_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--preset" in result.stdout
