@@ -10,14 +10,12 @@ forward + backward of one layer; medians of the two timed in alternation.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import gatedrnn
+from results_io import write_json
 from speed import cpu_name, time_pair
 
 SHAPES = [(8, 10, 64, 16, 3), (8, 10, 32, 64, 3), (8, 10, 64, 16, 5)]  # B, T, channels (in = hidden), size, kernel
@@ -112,11 +110,8 @@ def main(argv=None):
                 print(f"| {name} | {B}, {T}, {C}, {S}x{S}, {k} | {row['mode']} | {row['baseline_ms']:.1f} "
                       f"| {row['gatedrnn_ms']:.1f} | {row['ratio']:.2f} |", flush=True)  # fmt: skip
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"meta": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__},
-                       "rows": rows}, f, indent=1)  # fmt: skip
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, {"meta": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__},
+                               "rows": rows})  # fmt: skip
 
 
 if __name__ == "__main__":

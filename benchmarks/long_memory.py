@@ -10,11 +10,10 @@ steps to solve, wall time) and writes JSON. A training run, not a test: minutes 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import torch
+from results_io import write_json
 
 from gatedrnn.train import TrainConfig, train
 
@@ -80,10 +79,7 @@ def main(argv=None):
                 print(f"| {task} | {length} | {cell} | {shown} | {t.baseline:.4f} | {'yes' if solved else 'no'} "
                       f"| {solved_at or '-'} | {seconds:.0f} |", flush=True)  # fmt: skip
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ fixed. Prints a markdown table (ms, ratio gatedrnn / torch.nn, GFLOPS) and write
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ import torch
 
 import gatedrnn
 from gatedrnn import fused
+from results_io import write_json
 
 GRID = [(1, 1000, 32, 128), (16, 500, 32, 64), (32, 100, 64, 128), (64, 100, 256, 256), (128, 50, 512, 512)]
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -124,12 +124,7 @@ def main(argv=None):
                 )
     meta = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "native": native}
     if args.json:
-        import os
-
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

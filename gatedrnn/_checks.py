@@ -84,6 +84,27 @@ def float_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
+    """``lengths`` of a batched call as int64 on ``device``, or None when every sequence is
+    full: a 1-D integer tensor of ``B`` values in ``[1, T]``, on the CPU or ``device``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"lengths must be a 1-D integer tensor, got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got dtype {value.dtype}")
+    if value.dim() != 1 or value.shape[0] != B:
+        raise ShapeError(f"lengths must have shape ({B},), one length per sequence, got {tuple(value.shape)}")
+    if value.device not in (device, torch.device("cpu")):
+        raise DeviceError(f"lengths is on device {value.device}; it must be on the CPU or the input's device {device}")
+    if B == 0:
+        return None  # no sequence, nothing to mask
+    low, high = int(value.min()), int(value.max())
+    if low < 1 or high > T:
+        raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")
+    if low == T:
+        return None  # every sequence is full: nothing to mask
+    return value.to(device, torch.int64).contiguous()
+
+
 def shape(name: str, value: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(value.shape) != tuple(expected):
         raise ShapeError(f"{name} must have shape {tuple(expected)} {meaning}, got {tuple(value.shape)}")

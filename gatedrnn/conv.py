@@ -32,10 +32,7 @@ class ConvRNNBase(nn.Module):
         self.num_layers = _checks.positive_int("num_layers", num_layers)
         self.kernel_size = kernel_pair(kernel_size)
         self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-        for name, value in (("bias", bias), ("batch_first", batch_first)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-        self.bias, self.batch_first = bias, batch_first
+        self.bias, self.batch_first = _checks.boolean("bias", bias), _checks.boolean("batch_first", batch_first)
         kw = {"device": device, "dtype": dtype}
         G, C = NUM_GATES[self.mode], self.hidden_channels
         for layer in range(self.num_layers):
@@ -133,10 +130,10 @@ class ConvRNNBase(nn.Module):
         x = _checks.float_tensor("input", input, self.weight_ih_l0)
         layout = "(B, T, C_in, H, W)" if self.batch_first else "(T, B, C_in, H, W)"
         if x.dim() not in (4, 5):
-            raise ValueError(f"input must be 5-D {layout} or 4-D (T, C_in, H, W) unbatched, got {x.dim()}-D "
+            raise _checks.ShapeError(f"input must be 5-D {layout} or 4-D (T, C_in, H, W) unbatched, got {x.dim()}-D "
                              f"with shape {tuple(x.shape)}")  # fmt: skip
         if x.shape[-3] != self.in_channels:
-            raise ValueError(f"input must have {self.in_channels} channels (in_channels) in dimension -3, "
+            raise _checks.ShapeError(f"input must have {self.in_channels} channels (in_channels) in dimension -3, "
                              f"got {x.shape[-3]} (shape {tuple(x.shape)})")  # fmt: skip
         if x.shape[0 if x.dim() == 4 or not self.batch_first else 1] == 0:
             raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
@@ -147,17 +144,7 @@ class ConvRNNBase(nn.Module):
     def _check_lengths(self, lengths, T, B, x, unbatched):
         if unbatched:
             raise ValueError("lengths is only accepted with batched input, got 4-D (T, C_in, H, W) unbatched input")
-        if not isinstance(lengths, torch.Tensor):
-            raise TypeError(f"lengths must be a 1-D integer tensor, got {type(lengths).__name__}")
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}")
-        lengths = lengths.to(x.device)
-        if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
-            raise ValueError(f"lengths must lie in [1, T={T}], got values from {int(lengths.min())} "
-                             f"to {int(lengths.max())}")  # fmt: skip
-        return None if not B or int(lengths.min()) == T else lengths
+        return _checks.lengths(lengths, T, B, x.device)
 
     def _check_hx(self, hx, x, unbatched):
         """The initial states, each (L, B, C, H, W)."""

@@ -271,27 +271,7 @@ class RNNBase(nn.RNNBase):
         """The lengths as int64 on the input's device, or None when every sequence is full."""
         if unbatched:
             raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
-        if not isinstance(lengths, torch.Tensor):
-            raise TypeError(f"lengths must be a 1-D integer tensor, got {type(lengths).__name__}")
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise _checks.ShapeError(
-                f"lengths must have shape ({B},), one length per sequence, got {tuple(lengths.shape)}"
-            )
-        if lengths.device not in (x.device, torch.device("cpu")):
-            raise _checks.DeviceError(
-                f"lengths is on device {lengths.device}; it must be on the CPU or the input's "
-                f"device {x.device}"
-            )
-        if B == 0:
-            return None  # no sequence, nothing to mask
-        low, high = int(lengths.min()), int(lengths.max())
-        if low < 1 or high > T:
-            raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")
-        if low == T:
-            return None  # every sequence is full: nothing to mask
-        return lengths.to(x.device, torch.int64).contiguous()
+        return _checks.lengths(lengths, T, B, x.device)
 
     def _check_hx(self, hx, B: int, unbatched: bool, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The initial states, each ``(L*D, B, size)``: ``(h0, c0)`` for an LSTM, else ``(h0,)``."""

@@ -104,9 +104,7 @@ class ConvCellBase(nn.Module):
         self.hidden_channels = _checks.positive_int("hidden_channels", hidden_channels)
         self.kernel_size = kernel_pair(kernel_size)
         self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
-        self.bias = bias
+        self.bias = _checks.boolean("bias", bias)
         kw = {"device": device, "dtype": dtype}
         G, C = NUM_GATES[self.mode], self.hidden_channels
         self.weight_ih = nn.Parameter(torch.empty(G * C, self.in_channels, *self.kernel_size, **kw))
@@ -126,12 +124,12 @@ class ConvCellBase(nn.Module):
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         x = _checks.float_tensor("input", input, self.weight_ih)
         if x.dim() not in (3, 4):
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must be 4-D (B, C_in={self.in_channels}, H, W) or 3-D (C_in, H, W) unbatched, "
                 f"got {x.dim()}-D with shape {tuple(x.shape)}"
             )
         if x.shape[-3] != self.in_channels:
-            raise ValueError(
+            raise _checks.ShapeError(
                 f"input must have {self.in_channels} channels (in_channels) in dimension -3, "
                 f"got {x.shape[-3]} (shape {tuple(x.shape)})"
             )
