@@ -169,3 +169,15 @@ def test_bad_digit_files_name_file_and_row(tmp_path, content, match):
         load_digits(tmp_path / "absent.csv")
     with pytest.raises(DataError, match="is a folder"):
         load_digits(tmp_path)
+
+
+def test_gif_refuses_changed_digits(digit_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--task", "video", "--cell", "convlstm", "--data", str(digit_file), "--hidden-size", "2",
+            "--kernel-size", "1", "--frame-size", "32", "--patch", "8", "--frames-in", "2", "--frames-out", "1",
+            "--valid-size", "2", "--test-size", "2", "--steps", "2", "--eval-every", "2", "--batch-size", "2",
+            "--no-report", "--out", str(run)]  # fmt: skip
+    assert main(args) == 0
+    _digit_file(digit_file, seed=1)  # other digits under the same name
+    assert main(["generate", str(run)]) == 2
+    assert "has changed since the run was trained" in capsys.readouterr().err

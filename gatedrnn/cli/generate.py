@@ -100,17 +100,17 @@ def video_gif(run_dir: Path, out: Path, seed: int) -> Path:
     """Writes an animated GIF of test sequence number ``seed`` of a video run."""
     from gatedrnn import checkpoint
     from gatedrnn.diagnostics.video import predict, write_gif
-    from gatedrnn.train import build, load_config
+    from gatedrnn.train import build, identity, load_config
 
+    if out.suffix.lower() != ".gif":
+        raise UsageError(f"--out must name a .gif file for a video run, got {out}")
     config = load_config(run_dir)
     task, model = build(config)
-    checkpoint.load_model(run_dir, model)
+    checkpoint.load_model(run_dir, model, expect=identity(config))  # it reads the data: checks it too
     count = task.sizes["test"]
     if not 0 <= seed < count:
         raise UsageError(f"--seed picks a test sequence of a video run: 0 to {count - 1}, got {seed}")
     inputs, truth, predicted = predict(task, model, seed + 1)
-    if out.suffix.lower() != ".gif":
-        raise UsageError(f"--out must name a .gif file for a video run, got {out}")
     write_gif(out, inputs[seed], truth[seed], predicted[seed])
     return out
 
