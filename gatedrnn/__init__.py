@@ -7,6 +7,7 @@ from gatedrnn.cells.conv import ConvGRUCell, ConvLSTMCell
 from gatedrnn.conv import ConvGRU, ConvLSTM
 from gatedrnn.layers import GRU, LSTM, RNN, RNNBase, to_torch
 from gatedrnn.trace import Trace
+from gatedrnn import init  # noqa: F401  gatedrnn.init.chrono_, as torch.nn.init
 
 __version__ = "0.1.0"
 
