@@ -33,7 +33,18 @@ _TORCH_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "R
 def select_backend(layer, x, lengths, want_trace):
     """A function ``run(layer, x, states, lengths, want_trace)`` for this call."""
     name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace)
+    if layer.variant():
+        name = "reference"  # the native loops and torch's kernels serve the plain cells (check_variant_backend)
     return functools.partial(_run, name)
+
+
+def check_variant_backend(layer) -> None:
+    """A variant asked for with ``backend="fused"``: refused, it has no native loop yet."""
+    if layer.variant() and layer.backend == "fused":
+        raise ValueError(
+            f"backend='fused' has no native loop for {layer.variant()} yet; use backend='auto' (it runs the "
+            "reference loop for variants) or backend='reference'"
+        )
 
 
 def _run(name, layer, x, states, lengths, want_trace):

@@ -4,6 +4,7 @@ torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, with variable lengths and gate tra
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 import warnings
 
@@ -13,8 +14,11 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gatedrnn import _checks
-from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
+from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
 from gatedrnn.cells.base import CellBase
+from gatedrnn.cells.gru import gru_step
+from gatedrnn.cells.lstm import PEEPHOLES, lstm_step
+from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 
@@ -149,8 +153,20 @@ class RNNBase(nn.RNNBase):
         layer.load_state_dict(module.state_dict())
         return layer.train(module.training)
 
+    def variant(self) -> dict:
+        """The variant keywords in force, ``{}`` for the plain cell (torch.nn's). Backends
+        and conversions read it: torch.nn and the native loops serve the plain cell only."""
+        return {}
+
+    def step(self, layer: int, direction: int):
+        """The step function of one layer and direction (``reference.STEPS``' for the plain
+        cell), with the variant's own parameters and choices bound in."""
+        return STEPS[self.mode]
+
     def to_torch(self) -> nn.Module:
         """A torch.nn layer with a copy of this layer's weights."""
+        if self.variant():
+            raise ValueError(f"torch.nn.{type(self).__name__} has no {self.variant()}: this layer cannot be converted")
         w = self.weight_ih_l0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -234,9 +250,13 @@ class RNNBase(nn.RNNBase):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 state = tuple(s[k] for s in states)
-                out, state, values = run_direction(
-                    self.mode, x, state, self.weights(layer, direction), lengths, direction == 1, want_trace
-                )
+                weights = self.weights(layer, direction)
+                if self.variant():  # only the reference loop runs variants (backends.select_backend)
+                    out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
+                                                       want_trace, step=self.step(layer, direction))  # fmt: skip
+                else:
+                    out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
+                                                       want_trace)  # fmt: skip
                 outputs.append(out)
                 finals.append(state)
                 traces.append(values)
@@ -347,29 +367,55 @@ class LSTM(RNNBase):
     added to every layer's forget-gate input bias after torch's initialization
     (Jozefowicz et al. 2015 recommend 1.0). The trace holds ``input, forget, candidate,
     output, cell, hidden`` (``hidden`` is the projected output when ``proj_size > 0``).
+
+    ``peephole=True`` adds Gers & Schmidhuber's peepholes (:class:`gatedrnn.LSTMCell`):
+    parameters ``weight_ci_l{k}``, ``weight_cf_l{k}``, ``weight_co_l{k}`` of shape ``(H,)``
+    (``_reverse`` for the reverse direction), zero at initialization.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", forget_bias=0.0):  # fmt: skip
+                 *, backend="auto", forget_bias=0.0, peephole=False):  # fmt: skip
         self.forget_bias = float(forget_bias)
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
+        self.peephole = _checks.boolean("peephole", peephole)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+        if self.peephole:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
+            for layer in range(self.num_layers):
+                for suffix in ("", "_reverse")[: self.num_directions]:
+                    for name in PEEPHOLES:
+                        zeros = torch.zeros(self.hidden_size, device=device, dtype=dtype)
+                        setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(zeros))
+        check_variant_backend(self)
+
+    def variant(self) -> dict:
+        return {"peephole": True} if self.peephole else {}
+
+    def step(self, layer: int, direction: int):
+        if not self.peephole:
+            return super().step(layer, direction)
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        peephole = tuple(getattr(self, name + suffix) for name in PEEPHOLES)
+        return functools.partial(lstm_step, peephole=peephole)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if self.forget_bias:
-            H = self.hidden_size
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.forget_bias:
+                H = self.hidden_size
                 for name in self._flat_weights_names:
                     if name.startswith("bias_ih"):
                         getattr(self, name)[H : 2 * H] += self.forget_bias
+            for name, value in self.named_parameters():
+                if name.startswith(PEEPHOLES):
+                    value.zero_()
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + (f", forget_bias={self.forget_bias}" if self.forget_bias else "")
+        s += f", forget_bias={self.forget_bias}" if self.forget_bias else ""
+        return s + (", peephole=True" if self.peephole else "")
 
 
 class GRU(RNNBase):
@@ -378,15 +424,28 @@ class GRU(RNNBase):
     Each layer runs :class:`gatedrnn.GRUCell` over time (gates ``r, z, n``,
     :math:`h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}`, reset applied after the
     recurrent product as in torch and cuDNN). The trace holds ``reset, update,
-    candidate, hidden``.
+    candidate, hidden``. ``reset_after=False`` is Cho et al. 2014's original candidate,
+    :math:`n_t = \tanh(W_{in} x_t + b_{in} + W_{hn}(r_t \odot h_{t-1}) + b_{hn})`, with the same
+    parameters (a state_dict loads either way; Keras' GRU with ``reset_after=False``).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto"):  # fmt: skip
+                 *, backend="auto", reset_after=True):  # fmt: skip
         # proj_size holds torch.nn.GRU's positional slot (it passes it on to RNNBase); only 0 is valid
+        self.reset_after = _checks.boolean("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+        check_variant_backend(self)
+
+    def variant(self) -> dict:
+        return {} if self.reset_after else {"reset_after": False}
+
+    def step(self, layer: int, direction: int):
+        return gru_step if self.reset_after else functools.partial(gru_step, reset_after=False)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
 
 
 def to_torch(module: nn.Module) -> nn.Module:

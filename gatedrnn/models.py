@@ -23,7 +23,7 @@ class SequenceModel(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
                  vocab_size: int | None = None, readout: str = "all", backend: str = "auto",
                  forget_bias: float = 1.0, dropout: float = 0.0, tie_weights: bool = False,
-                 adaptive_softmax: tuple[int, ...] = ()):  # fmt: skip
+                 adaptive_softmax: tuple[int, ...] = (), cell_options: dict | None = None):  # fmt: skip
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
@@ -32,7 +32,7 @@ class SequenceModel(nn.Module):
         self.cell, self.readout = cell, readout
         self.embed = nn.Embedding(vocab_size, input_size) if vocab_size else None
         self.drop = nn.Dropout(dropout)  # on the embedding and the recurrent output (Zaremba et al. 2014)
-        kwargs = {"forget_bias": forget_bias} if cell == "lstm" else {}
+        kwargs = ({"forget_bias": forget_bias} if cell == "lstm" else {}) | (cell_options or {})  # variants
         self.rnn = CELLS[cell](input_size, hidden_size, num_layers, batch_first=True, backend=backend,
                                dropout=dropout if num_layers > 1 else 0.0, **kwargs)  # fmt: skip
         self.head_bias = None

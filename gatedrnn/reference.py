@@ -12,18 +12,19 @@ from gatedrnn.cells import gru_step, lstm_step, rnn_relu_step, rnn_tanh_step
 STEPS = {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_tanh_step, "RNN_RELU": rnn_relu_step}
 
 
-def run_direction(mode, x, state, weights, lengths, reverse, want_trace):
+def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=None):
     """Runs one layer in one direction.
 
     x: (T, B, I) input; state: the initial ``(h,)`` or ``(h, c)``, each (B, *);
     weights: ``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)``; lengths: (B,)
     valid steps per sequence, or None when all are; reverse: read from the last step to
-    the first.
+    the first; step: the step function (a variant's, its own terms bound in), else the
+    plain cell's ``STEPS[mode]``.
     Returns the output (T, B, H_out), the final state, and, when ``want_trace``, the
     step activations stacked over time, each (T, B, *), else None.
     """
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
-    step = STEPS[mode]
+    step = STEPS[mode] if step is None else step
     T = x.shape[0]
     xw = F.linear(x, weight_ih, bias_ih).unbind(0)  # T x (B, G*H): one GEMM for all steps
     if lengths is None:

@@ -36,6 +36,8 @@ class TrainConfig:
     adaptive_softmax: list = field(default_factory=list)  # language models: cutoffs of an adaptive softmax
     backend: str = "auto"
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
+    peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
+    reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
     optimizer: str = "adam"  # or "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -53,9 +55,18 @@ class TrainConfig:
     device: str = "cpu"
     extra: dict = field(default_factory=dict)  # task-specific options
 
+    def cell_options(self) -> dict:
+        """The variant keywords of the recurrent layer (none for the plain cell)."""
+        options = {"peephole": True} if self.peephole else {}
+        return options | ({} if self.reset_after else {"reset_after": False})
+
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.peephole and self.cell != "lstm":
+            raise ValueError(f"--peephole is a variant of the LSTM, got --cell {self.cell}")
+        if not self.reset_after and self.cell != "gru":
+            raise ValueError(f"--no-reset-after is a variant of the GRU, got --cell {self.cell}")
         cells = TASKS[self.task].cells
         if self.cell not in cells:
             raise ValueError(f"--cell for the {self.task} task must be one of {', '.join(cells)}, got {self.cell!r}")

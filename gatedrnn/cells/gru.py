@@ -11,22 +11,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatedrnn import _checks
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
 
 
-def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None, reset_after=True):
     """One GRU step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 3H).
 
     ``state`` is ``(h_prev,)``; returns the new state ``(h,)`` and the step's
-    activations ``(r, z, n, h)``.
+    activations ``(r, z, n, h)``. ``reset_after=False`` is Cho et al.'s original candidate,
+    ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``: a second product per step.
     """
     (h_prev,) = state
     x_r, x_z, x_n = xw.chunk(3, dim=1)  # 3 x (B, H)
-    h_r, h_z, h_n = F.linear(h_prev, weight_hh, bias_hh).chunk(3, dim=1)  # 3 x (B, H)
+    if reset_after:
+        h_r, h_z, h_n = F.linear(h_prev, weight_hh, bias_hh).chunk(3, dim=1)  # 3 x (B, H)
+    else:
+        H = h_prev.shape[1]
+        b_rz, b_n = (None, None) if bias_hh is None else (bias_hh[: 2 * H], bias_hh[2 * H :])
+        h_r, h_z = F.linear(h_prev, weight_hh[: 2 * H], b_rz).chunk(2, dim=1)  # 2 x (B, H)
     r = torch.sigmoid(x_r + h_r)  # reset gate
     z = torch.sigmoid(x_z + h_z)  # update gate
-    n = torch.tanh(x_n + r * h_n)  # candidate; r scales W_hn h + b_hn (reset after)
+    if reset_after:
+        n = torch.tanh(x_n + r * h_n)  # candidate; r scales W_hn h + b_hn (reset after)
+    else:
+        n = torch.tanh(x_n + F.linear(r * h_prev, weight_hh[2 * H :], b_n))  # Cho et al.: r gates h first
     h = (1 - z) * n + z * h_prev  # a moving average of candidates at rate 1 - z
     return (h,), (r, z, n, h)
 
@@ -65,8 +75,11 @@ class GRUCell(CellBase, nn.GRUCell):
     torch.nn.GRU (and cuDNN, and Keras with ``reset_after=True``) apply it after:
     :math:`r_t \odot (W_{hn} h_{t-1} + b_{hn})`, which lets one matrix product
     :math:`W_{hh} h_{t-1}` serve all three gates. The two are different functions of
-    the same parameters; this cell computes torch's, so weights move between the two
-    libraries unchanged.
+    the same parameters; this cell computes torch's by default, so weights move between
+    the two libraries unchanged. ``reset_after=False`` computes Cho et al.'s,
+    :math:`n_t = \tanh(W_{in} x_t + b_{in} + W_{hn}(r_t \odot h_{t-1}) + b_{hn})`, with the
+    same parameter names and shapes (a state_dict loads either way); Keras' GRU with
+    ``reset_after=False`` is this cell, its gates reordered (Keras: z, r, h).
 
     **An exponentially weighted moving average.** With :math:`\alpha_t = 1 - z_t`,
     :math:`h_t = \alpha_t n_t + (1 - \alpha_t) h_{t-1}`: each unit is an EWMA of its
@@ -81,13 +94,25 @@ class GRUCell(CellBase, nn.GRUCell):
 
     num_gates = 3
 
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, reset_after=True):
+        self.reset_after = _checks.boolean("reset_after", reset_after)
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+    def to_torch(self):
+        if not self.reset_after:
+            raise ValueError("torch.nn.GRUCell has no reset_after=False (Cho et al.'s form); it cannot be converted")
+        return super().to_torch()
+
     def forward(self, input, hx=None, return_trace=False):
         x, unbatched = self._check_input(input)
         if isinstance(hx, (tuple, list)):
             raise TypeError(f"hx must be a tensor h for a GRU cell, got a {type(hx).__name__}")
         h0 = self._check_state("hx", hx, x.shape[0], unbatched, self.hidden_size, x)
         xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 3H)
-        (h,), values = gru_step(xw, (h0,), self.weight_hh, self.bias_hh)
+        (h,), values = gru_step(xw, (h0,), self.weight_hh, self.bias_hh, reset_after=self.reset_after)
         if unbatched:
             h, values = h[0], tuple(v[0] for v in values)
         if return_trace:

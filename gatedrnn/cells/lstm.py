@@ -3,7 +3,8 @@
 Hochreiter & Schmidhuber, "Long Short-Term Memory", Neural Computation 1997; the forget
 gate from Gers, Schmidhuber & Cummins, "Learning to Forget", 2000; the projection from
 Sak, Senior & Beaufays, "Long Short-Term Memory Recurrent Neural Network Architectures
-for Large Scale Acoustic Modeling", 2014.
+for Large Scale Acoustic Modeling", 2014; peepholes from Gers & Schmidhuber, "Recurrent Nets
+that Time and Count", IJCNN 2000.
 """
 
 from __future__ import annotations
@@ -12,24 +13,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatedrnn import _checks
 from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
 
+PEEPHOLES = ("weight_ci", "weight_cf", "weight_co")  # a peephole cell's extra parameters, each (H,)
 
-def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None):
+
+def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, peephole=None):
     """One LSTM step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 4H).
 
     ``state`` is ``(h_prev, c_prev)``; returns the new state ``(h, c)`` and the step's
-    activations ``(i, f, g, o, c, h)``.
+    activations ``(i, f, g, o, c, h)``. ``peephole`` is ``(w_ci, w_cf, w_co)``, each (H,):
+    Gers & Schmidhuber's diagonal connections from the cell state into the gates.
     """
     h_prev, c_prev = state
     hw = F.linear(h_prev, weight_hh, bias_hh)  # (B, 4H)
     i, f, g, o = (xw + hw).chunk(4, dim=1)  # 4 x (B, H), torch's gate order
+    if peephole is not None:
+        w_ci, w_cf, w_co = peephole
+        i, f = i + w_ci * c_prev, f + w_cf * c_prev  # i and f look at c_{t-1}
     i = torch.sigmoid(i)  # input gate
     f = torch.sigmoid(f)  # forget gate
     g = torch.tanh(g)  # candidate
-    o = torch.sigmoid(o)  # output gate
     c = f * c_prev + i * g  # the cell state: the conveyor belt
+    o = torch.sigmoid(o if peephole is None else o + w_co * c)  # output gate; a peephole looks at c_t
     h = o * torch.tanh(c)  # (B, H)
     if weight_hr is not None:
         h = F.linear(h, weight_hr)  # (B, P)
@@ -68,30 +76,56 @@ class LSTMCell(CellBase, nn.LSTMCell):
     gate's ``b_if`` after that (Jozefowicz et al. 2015 recommend 1.0), so that at the
     start the cell keeps what it holds.
 
+    **Peepholes** (``peephole=True``; Gers & Schmidhuber 2000): the gates also see the cell
+    state through diagonal weights, ``i`` and ``f`` the previous one and ``o`` the new one,
+
+    .. math::
+
+        i_t = \sigma(\dots + w_{ci} \odot c_{t-1}), \quad
+        f_t = \sigma(\dots + w_{cf} \odot c_{t-1}), \quad
+        o_t = \sigma(\dots + w_{co} \odot c_t),
+
+    with parameters ``weight_ci``, ``weight_cf``, ``weight_co`` of shape ``(H,)``,
+    initialized to zero so that a peephole cell starts as the plain one.
+
     ``forward(input, hx=None, return_trace=False)`` takes ``input`` of shape ``(B, I)``
     or ``(I,)`` and ``hx = (h, c)``; it returns ``(h, c)``, and with ``return_trace`` a
     third value, a :class:`~gatedrnn.Trace` of ``input, forget, candidate, output,
-    cell, hidden``.
+    cell, hidden`` (with peepholes, each gate with its peephole term inside).
     """
 
     num_gates = 4
 
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, forget_bias=0.0):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, forget_bias=0.0,
+                 peephole=False):  # fmt: skip
         self.forget_bias = float(forget_bias)  # read by reset_parameters, which __init__ calls
         if self.forget_bias and bias is False:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
+        self.peephole = _checks.boolean("peephole", peephole)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        if self.peephole:  # after torch's parameters, so a seeded cell keeps torch.nn's weights
+            for name in PEEPHOLES:
+                setattr(self, name, nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype)))
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if self.forget_bias:
-            H = self.hidden_size
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.forget_bias:
+                H = self.hidden_size
                 self.bias_ih[H : 2 * H] += self.forget_bias
+            for name in PEEPHOLES:
+                if getattr(self, name, None) is not None:
+                    getattr(self, name).zero_()
 
     def extra_repr(self) -> str:
         s = super().extra_repr()  # torch.nn's
-        return s + (f", forget_bias={self.forget_bias}" if self.forget_bias else "")
+        s += f", forget_bias={self.forget_bias}" if self.forget_bias else ""
+        return s + (", peephole=True" if self.peephole else "")
+
+    def to_torch(self):
+        if self.peephole:
+            raise ValueError("torch.nn.LSTMCell has no peepholes; a peephole=True cell cannot be converted")
+        return super().to_torch()
 
     def forward(self, input, hx=None, return_trace=False):
         x, unbatched = self._check_input(input)
@@ -102,7 +136,8 @@ class LSTMCell(CellBase, nn.LSTMCell):
         h0 = self._check_state("hx[0]", h0, B, unbatched, H, x)
         c0 = self._check_state("hx[1]", c0, B, unbatched, H, x)
         xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 4H)
-        (h, c), values = lstm_step(xw, (h0, c0), self.weight_hh, self.bias_hh)
+        peephole = tuple(getattr(self, name) for name in PEEPHOLES) if self.peephole else None
+        (h, c), values = lstm_step(xw, (h0, c0), self.weight_hh, self.bias_hh, peephole=peephole)
         if unbatched:
             h, c, values = h[0], c[0], tuple(v[0] for v in values)
         if return_trace:

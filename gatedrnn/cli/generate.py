@@ -49,7 +49,8 @@ def load_language_model(run_dir: Path):
     model = SequenceModel(config.cell, config.embedding_size or config.hidden_size, config.hidden_size, V,
                           config.layers, vocab_size=V, readout="all", backend=config.backend,
                           forget_bias=config.forget_bias, dropout=config.dropout,
-                          tie_weights=config.tie_weights, adaptive_softmax=tuple(config.adaptive_softmax))  # fmt: skip
+                          tie_weights=config.tie_weights, adaptive_softmax=tuple(config.adaptive_softmax),
+                          cell_options=config.cell_options())  # fmt: skip
     checkpoint.load_model(run_dir, model, expect=identity(config, data=False))  # needs no data, so checks none
     return config, vocab, model.eval()
 
@@ -84,7 +85,8 @@ def sample_music(run_dir: Path, length: int, temperature: float, seed: int):
 
     config = load_config(run_dir)
     model = SequenceModel(config.cell, KEYS, config.hidden_size, KEYS, config.layers, backend=config.backend,
-                          forget_bias=config.forget_bias, dropout=config.dropout).eval()  # fmt: skip
+                          forget_bias=config.forget_bias, dropout=config.dropout,
+                          cell_options=config.cell_options()).eval()  # fmt: skip
     checkpoint.load_model(run_dir, model, expect=identity(config, data=False))
     generator = torch.Generator().manual_seed(seed)
     frame, state, frames = torch.zeros(1, 1, KEYS), None, []

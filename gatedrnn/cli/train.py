@@ -18,6 +18,9 @@ EXAMPLES = """examples:
   gatedrnn train --task copy --cell gru --length 100 --lr 3e-3 --out runs/copy-gru
   gatedrnn train --preset shakespeare-quick --cell lstm --out runs/shakespeare-quick
   gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
+  gatedrnn train --task adding --cell lstm --peephole --out runs/adding-peephole
+  gatedrnn train --task adding --cell gru --no-reset-after --out runs/adding-cho-gru
+  gatedrnn train --preset video-quick --cell convlstm --out runs/video
 """
 
 
@@ -47,6 +50,11 @@ def add_parser(sub) -> None:
     p.add_argument("--adaptive-softmax", type=cutoffs, metavar="N,N,...",
                    help="language models: an adaptive softmax with these cutoffs, e.g. 1000,4000 (vocabulary by frequency)")
     p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
+    p.add_argument("--peephole", action="store_true", default=None,
+                   help="LSTM: peephole connections from the cell state into the gates (Gers & Schmidhuber 2000)")
+    p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
+                   help="GRU: --no-reset-after is Cho et al. 2014's candidate, the reset gate before the recurrent "
+                        "product (default: after it, as torch.nn.GRU)")
     p.add_argument("--optimizer", choices=["adam", "adamw"], help="default adam")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, help="default 0")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gatedrnn.reference import STEPS
-
 
 def hidden_gradient_norms(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn) -> torch.Tensor:
     """Mean over the batch of ‖∂L/∂h_t‖ for every step t of the first layer, as a (T,) tensor.
@@ -37,7 +35,7 @@ def hidden_gradient_norms(model, inputs: torch.Tensor, targets: torch.Tensor, lo
     hs = []
     with torch.enable_grad():
         for t in range(T):
-            state, _ = STEPS[rnn.mode](xw[t], state, weight_hh, bias_hh, weight_hr)
+            state, _ = rnn.step(0, 0)(xw[t], state, weight_hh, bias_hh, weight_hr)
             hs.append(state[0])
         h_seq = torch.stack(hs, 1)  # (B, T, H)
         output = model.project(h_seq[:, -1] if model.readout == "last" else h_seq)

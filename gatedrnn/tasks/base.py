@@ -57,7 +57,7 @@ class Task:
             config.cell, input_size, config.hidden_size, self.output_size, config.layers,
             vocab_size=self.vocab_size, readout=self.readout, backend=config.backend,
             forget_bias=config.forget_bias, dropout=config.dropout, tie_weights=config.tie_weights,
-            adaptive_softmax=tuple(config.adaptive_softmax),
+            adaptive_softmax=tuple(config.adaptive_softmax), cell_options=config.cell_options(),
         )  # fmt: skip
 
     def forward(self, model, inputs):

@@ -30,11 +30,11 @@ class QAModel(nn.Module):
     """Question encoder + question-conditioned story reader + answer classifier."""
 
     def __init__(self, cell, vocab_size, embedding_size, hidden_size, answers, backend="auto", forget_bias=1.0,
-                 dropout=0.0):  # fmt: skip
+                 dropout=0.0, cell_options=None):  # fmt: skip
         super().__init__()
         from gatedrnn.models import CELLS
 
-        kwargs = {"forget_bias": forget_bias} if cell == "lstm" else {}
+        kwargs = ({"forget_bias": forget_bias} if cell == "lstm" else {}) | (cell_options or {})  # variants
         self.embed = nn.Embedding(vocab_size, embedding_size)
         self.question_rnn = CELLS[cell](embedding_size, embedding_size, batch_first=True, backend=backend, **kwargs)
         self.rnn = CELLS[cell](embedding_size, hidden_size, batch_first=True, backend=backend, **kwargs)
@@ -122,7 +122,8 @@ class QA(Task):
 
     def make_model(self, config):
         return QAModel(config.cell, self.vocab_size, config.embedding_size or self.input_size, config.hidden_size,
-                       self.output_size, config.backend, config.forget_bias, config.dropout)  # fmt: skip
+                       self.output_size, config.backend, config.forget_bias, config.dropout,
+                       config.cell_options())  # fmt: skip
 
     def diagnostic_batch(self, seed, size=64):
         return None  # two encoders: the single-layer figures do not apply

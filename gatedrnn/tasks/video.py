@@ -35,7 +35,7 @@ class Forecaster(nn.Module):
     the next ``frames_out`` maps, (B, frames_out, C, h, w)."""
 
     def __init__(self, cell: str, channels: int, map_size: int, hidden_size: int, num_layers: int,
-                 kernel_size: int, frames_out: int, backend: str = "auto"):  # fmt: skip
+                 kernel_size: int, frames_out: int, backend: str = "auto", cell_options: dict | None = None):  # fmt: skip
         super().__init__()
         if cell not in CONV_CELLS and cell not in FC_CELLS:
             raise ValueError(f"--cell for the video task must be one of {', '.join([*CONV_CELLS, *FC_CELLS])}, "
@@ -49,7 +49,7 @@ class Forecaster(nn.Module):
             self.head = nn.Conv2d(hidden_size * num_layers, channels, 1)  # Shi et al.: 1x1 over all layers' states
         else:
             features = channels * map_size * map_size
-            kw = {"forget_bias": 1.0} if cell == "lstm" else {}
+            kw = ({"forget_bias": 1.0} if cell == "lstm" else {}) | (cell_options or {})  # variants
             make = lambda: FC_CELLS[cell](features, hidden_size, num_layers, batch_first=True, backend=backend, **kw)  # noqa: E731
             self.head = nn.Linear(hidden_size * num_layers, features)
         self.encoder, self.forecaster = make(), make()
@@ -152,7 +152,8 @@ class Video(Task):
 
     def make_model(self, config):
         return Forecaster(config.cell, self.patch**2, self.frame_size // self.patch, config.hidden_size,
-                          config.layers, self.kernel_size, self.frames_out, config.backend)  # fmt: skip
+                          config.layers, self.kernel_size, self.frames_out, config.backend,
+                          config.cell_options())  # fmt: skip
 
     def train_batch(self, step, batch_size, seed):
         return self._pair(self._sequences("train", batch_size, batch_generator(seed, step)))
