@@ -43,7 +43,8 @@ def chrono_(module: nn.Module, t_max: float) -> nn.Module:
     :math:`[2, t_{max}]`, the range of dependencies the data is expected to hold:
 
     - LSTM (and ConvLSTM): forget-gate bias :math:`b_f = \log u`, input-gate bias
-      :math:`b_i = -b_f` (eq. 16 of the paper);
+      :math:`b_i = -b_f` (eq. 16 of the paper); a coupled LSTM (CIFG), whose input gate is
+      :math:`1 - f`, gets :math:`b_f` alone;
     - GRU (and ConvGRU): update-gate bias :math:`b_z = \log u` (with
       :math:`h_t = (1 - z_t) n_t + z_t h_{t-1}`, :math:`z` is the gate that keeps).
 
@@ -66,11 +67,13 @@ def chrono_(module: nn.Module, t_max: float) -> nn.Module:
                 raise ValueError(f"chrono_ sets gate biases: {type(m).__name__} was built with bias=False")
             for name in names:
                 b_ih, b_hh = getattr(m, name), getattr(m, name.replace("bias_ih", "bias_hh"))
-                keep = slice(_KEEP[kind] * size, (_KEEP[kind] + 1) * size)
+                coupled = getattr(m, "coupled", False)  # a CIFG's blocks are f g o, its input gate 1 - f
+                keep = 0 if coupled else _KEEP[kind]
+                keep = slice(keep * size, (keep + 1) * size)
                 u = torch.empty(size, dtype=b_ih.dtype, device=b_ih.device).uniform_(1.0, max(1.0, t_max - 1))
                 b_ih[keep] = u.log()
                 b_hh[keep] = 0.0
-                if kind in _WRITE:
+                if kind in _WRITE and not coupled:
                     write = slice(_WRITE[kind] * size, (_WRITE[kind] + 1) * size)
                     b_ih[write] = -u.log()
                     b_hh[write] = 0.0

@@ -17,7 +17,7 @@ from gatedrnn import _checks
 from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
 from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
-from gatedrnn.cells.lstm import PEEPHOLES, lstm_step
+from gatedrnn.cells.lstm import PEEPHOLES, forget_block, lstm_step, peephole_names
 from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 
@@ -370,44 +370,54 @@ class LSTM(RNNBase):
 
     ``peephole=True`` adds Gers & Schmidhuber's peepholes (:class:`gatedrnn.LSTMCell`):
     parameters ``weight_ci_l{k}``, ``weight_cf_l{k}``, ``weight_co_l{k}`` of shape ``(H,)``
-    (``_reverse`` for the reverse direction), zero at initialization.
+    (``_reverse`` for the reverse direction), zero at initialization. ``coupled=True`` is
+    Greff et al.'s CIFG, :math:`i_t = 1 - f_t`: the gate weights and biases hold 3H rows, in
+    the order f, g, o (no ``weight_ci`` with peepholes).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", forget_bias=0.0, peephole=False):  # fmt: skip
+                 *, backend="auto", forget_bias=0.0, peephole=False, coupled=False):  # fmt: skip
         self.forget_bias = float(forget_bias)
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
         self.peephole = _checks.boolean("peephole", peephole)
+        self.coupled = _checks.boolean("coupled", coupled)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+        kw = {"device": device, "dtype": dtype}
+        if self.coupled:  # torch's RNNBase built 4H rows: the CIFG has 3 (f, g, o)
+            for name in self._flat_weights_names:
+                if name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
+                    rows = getattr(self, name).shape
+                    setattr(self, name, nn.Parameter(torch.empty(3 * self.hidden_size, *rows[1:], **kw)))
         if self.peephole:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
             for layer in range(self.num_layers):
                 for suffix in ("", "_reverse")[: self.num_directions]:
-                    for name in PEEPHOLES:
-                        zeros = torch.zeros(self.hidden_size, device=device, dtype=dtype)
-                        setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(zeros))
+                    for name in peephole_names(self.coupled):
+                        setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(torch.zeros(self.hidden_size, **kw)))
+        if self.coupled:
+            self.reset_parameters()
         check_variant_backend(self)
 
     def variant(self) -> dict:
-        return {"peephole": True} if self.peephole else {}
+        return ({"peephole": True} if self.peephole else {}) | ({"coupled": True} if self.coupled else {})
 
     def step(self, layer: int, direction: int):
-        if not self.peephole:
+        if not self.variant():
             return super().step(layer, direction)
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        peephole = tuple(getattr(self, name + suffix) for name in PEEPHOLES)
-        return functools.partial(lstm_step, peephole=peephole)
+        peephole = tuple(getattr(self, name + suffix, None) for name in PEEPHOLES) if self.peephole else None
+        return functools.partial(lstm_step, peephole=peephole, coupled=self.coupled)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         with torch.no_grad():
             if self.forget_bias:
-                H = self.hidden_size
+                H, block = self.hidden_size, forget_block(getattr(self, "coupled", False))
                 for name in self._flat_weights_names:
                     if name.startswith("bias_ih"):
-                        getattr(self, name)[H : 2 * H] += self.forget_bias
+                        getattr(self, name)[block * H : (block + 1) * H] += self.forget_bias
             for name, value in self.named_parameters():
                 if name.startswith(PEEPHOLES):
                     value.zero_()
@@ -415,7 +425,7 @@ class LSTM(RNNBase):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         s += f", forget_bias={self.forget_bias}" if self.forget_bias else ""
-        return s + (", peephole=True" if self.peephole else "")
+        return s + (", peephole=True" if self.peephole else "") + (", coupled=True" if self.coupled else "")
 
 
 class GRU(RNNBase):

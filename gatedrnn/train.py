@@ -37,6 +37,7 @@ class TrainConfig:
     backend: str = "auto"
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
     peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
+    coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
     reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
     optimizer: str = "adam"  # or "adamw"
     lr: float = 1e-3
@@ -58,13 +59,15 @@ class TrainConfig:
     def cell_options(self) -> dict:
         """The variant keywords of the recurrent layer (none for the plain cell)."""
         options = {"peephole": True} if self.peephole else {}
+        options |= {"coupled": True} if self.coupled else {}
         return options | ({} if self.reset_after else {"reset_after": False})
 
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.peephole and self.cell != "lstm":
-            raise ValueError(f"--peephole is a variant of the LSTM, got --cell {self.cell}")
+        for flag in ("peephole", "coupled"):
+            if getattr(self, flag) and self.cell != "lstm":
+                raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")
         if not self.reset_after and self.cell != "gru":
             raise ValueError(f"--no-reset-after is a variant of the GRU, got --cell {self.cell}")
         cells = TASKS[self.task].cells

@@ -1,5 +1,5 @@
-"""Cell variants on the reference loop: the LSTM's peepholes (Gers & Schmidhuber 2000) and
-Cho et al.'s GRU (``reset_after=False``). Every gate recomputed from the weights and the
+"""Cell variants on the reference loop: the LSTM's peepholes (Gers & Schmidhuber 2000), the
+coupled-gate LSTM (CIFG, Greff et al. 2017) and Cho et al.'s GRU (``reset_after=False``). Every gate recomputed from the weights and the
 paper's equations (float64), the plain cell recovered where the variant's own parameters
 are zero, a Keras-layout GRU converted and matched, gradcheck, and the backends' rules."""
 
@@ -13,7 +13,8 @@ sig, tanh = torch.sigmoid, torch.tanh
 
 
 def _peephole_equations(layer, x, hx, lengths):
-    """(output, h_n, c_n, trace) of a peephole LSTM, unrolled here from the equations."""
+    """(output, h_n, c_n, trace) of a peephole and/or coupled LSTM, unrolled here from the
+    equations (coupled: blocks f, g, o and i = 1 - f)."""
     T, B = x.shape[:2]
     H = layer.hidden_size
     trace = {k: [] for k in ("input", "forget", "candidate", "output", "cell", "hidden")}
@@ -24,14 +25,20 @@ def _peephole_equations(layer, x, hx, lengths):
         for d, suffix in enumerate(("", "_reverse")[: layer.num_directions]):
             W, U = getattr(layer, f"weight_ih_l{k}{suffix}"), getattr(layer, f"weight_hh_l{k}{suffix}")
             b = getattr(layer, f"bias_ih_l{k}{suffix}") + getattr(layer, f"bias_hh_l{k}{suffix}")
-            w_ci, w_cf, w_co = (getattr(layer, f"weight_c{g}_l{k}{suffix}") for g in "ifo")
+            zero = torch.zeros(H, dtype=x.dtype)
+            w_ci, w_cf, w_co = (getattr(layer, f"weight_c{g}_l{k}{suffix}", zero) for g in "ifo")
             h, c = hx[0][k * layer.num_directions + d], hx[1][k * layer.num_directions + d]
             steps = range(T - 1, -1, -1) if d else range(T)
             out, gates = [None] * T, {n: [None] * T for n in trace}
             for t in steps:
                 a = inp[t] @ W.T + h @ U.T + b
-                i = sig(a[:, :H] + w_ci * c)
-                f = sig(a[:, H : 2 * H] + w_cf * c)
+                if layer.coupled:  # f g o
+                    f = sig(a[:, :H] + w_cf * c)
+                    i = 1 - f
+                    a = torch.cat([a[:, :H], a], 1)  # so that g and o sit where they do below
+                else:
+                    i = sig(a[:, :H] + w_ci * c)
+                    f = sig(a[:, H : 2 * H] + w_cf * c)
                 g = tanh(a[:, 2 * H : 3 * H])
                 c_new = f * c + i * g
                 o = sig(a[:, 3 * H :] + w_co * c_new)
@@ -51,9 +58,10 @@ def _peephole_equations(layer, x, hx, lengths):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_peephole_lstm_recomputed_from_the_equations(bidirectional):
+@pytest.mark.parametrize("variant", [{"peephole": True}, {"coupled": True}, {"peephole": True, "coupled": True}])
+def test_peephole_and_coupled_lstm_recomputed_from_the_equations(bidirectional, variant):
     torch.manual_seed(0)
-    layer = gatedrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, peephole=True).double()
+    layer = gatedrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, **variant).double()
     with torch.no_grad():  # peepholes start at zero; give them values so their terms count
         for name, p in layer.named_parameters():
             if name.startswith("weight_c"):
@@ -164,6 +172,7 @@ def test_cho_gru_trace_recomputed_and_cell_matches():
 
 @pytest.mark.parametrize("make", [
     lambda: gatedrnn.LSTM(2, 3, num_layers=2, bidirectional=True, peephole=True),
+    lambda: gatedrnn.LSTM(2, 3, num_layers=2, bidirectional=True, peephole=True, coupled=True, proj_size=2),
     lambda: gatedrnn.GRU(2, 3, num_layers=2, bidirectional=True, reset_after=False),
 ])  # fmt: skip
 def test_gradcheck_variants(make):
@@ -213,7 +222,29 @@ def test_train_command_takes_the_variants(tmp_path, capsys):
     assert main(["train", *common, "--cell", "lstm", "--peephole", "--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "config.json").read_text())["peephole"] is True
     assert main(["evaluate", str(tmp_path / "p")]) == 0  # rebuilt with its peepholes: the checkpoint fits
+    assert main(["train", *common, "--cell", "lstm", "--coupled", "--out", str(tmp_path / "c")]) == 0
+    assert main(["evaluate", str(tmp_path / "c")]) == 0  # 3H rows: only a coupled model takes them
     assert main(["train", *common, "--cell", "gru", "--no-reset-after", "--out", str(tmp_path / "g")]) == 0
     assert json.loads((tmp_path / "g" / "config.json").read_text())["reset_after"] is False
     assert main(["train", *common, "--cell", "gru", "--peephole", "--out", str(tmp_path / "x")]) == 2
     assert "--peephole is a variant of the LSTM, got --cell gru" in capsys.readouterr().err
+
+
+def test_coupled_shapes_forget_bias_chrono_and_cell():
+    torch.manual_seed(6)
+    layer = gatedrnn.LSTM(3, 4, proj_size=2, coupled=True, forget_bias=1.0)
+    shapes = {n: tuple(p.shape) for n, p in layer.named_parameters()}
+    assert shapes == {"weight_ih_l0": (12, 3), "weight_hh_l0": (12, 2), "bias_ih_l0": (12,), "bias_hh_l0": (12,),
+                      "weight_hr_l0": (2, 4)}  # fmt: skip
+    assert (layer.bias_ih_l0[:4] > 0.4).all()  # forget_bias lands on the f block, first in f g o
+    gatedrnn.init.chrono_(layer, 30)
+    assert (layer.bias_ih_l0[:4] >= 0).all() and (layer.bias_hh_l0[:4] == 0).all()
+    cell = gatedrnn.LSTMCell(3, 4, coupled=True, peephole=True)
+    assert sorted(n for n, _ in cell.named_parameters()) == ["bias_hh", "bias_ih", "weight_cf", "weight_co",
+                                                              "weight_hh", "weight_ih"]  # fmt: skip
+    h, c, trace = cell(torch.randn(2, 3), return_trace=True)
+    torch.testing.assert_close(trace.input, 1 - trace.forget)
+    step = gatedrnn.LSTM(3, 4, coupled=True, peephole=True)
+    step.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+    x = torch.randn(1, 2, 3)
+    torch.testing.assert_close(step(x)[0][0], cell(x[0])[0])

@@ -20,21 +20,37 @@ from gatedrnn.trace import Trace
 PEEPHOLES = ("weight_ci", "weight_cf", "weight_co")  # a peephole cell's extra parameters, each (H,)
 
 
-def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, peephole=None):
+def peephole_names(coupled: bool) -> tuple[str, ...]:
+    """The peephole parameters a cell has: a coupled (CIFG) cell has no input gate to feed."""
+    return PEEPHOLES[1:] if coupled else PEEPHOLES
+
+
+def forget_block(coupled: bool) -> int:
+    """Which block of the gate weights is the forget gate's: i f g o, or f g o coupled."""
+    return 0 if coupled else 1
+
+
+def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, peephole=None, coupled=False):
     """One LSTM step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 4H).
 
     ``state`` is ``(h_prev, c_prev)``; returns the new state ``(h, c)`` and the step's
     activations ``(i, f, g, o, c, h)``. ``peephole`` is ``(w_ci, w_cf, w_co)``, each (H,):
-    Gers & Schmidhuber's diagonal connections from the cell state into the gates.
+    Gers & Schmidhuber's diagonal connections from the cell state into the gates
+    (``w_ci`` None when coupled). ``coupled``: Greff et al.'s CIFG, ``i = 1 - f``, with
+    ``xw`` and the weights holding only the f, g, o blocks (B, 3H).
     """
     h_prev, c_prev = state
-    hw = F.linear(h_prev, weight_hh, bias_hh)  # (B, 4H)
-    i, f, g, o = (xw + hw).chunk(4, dim=1)  # 4 x (B, H), torch's gate order
+    a = xw + F.linear(h_prev, weight_hh, bias_hh)  # (B, 4H), or (B, 3H) coupled
+    if coupled:
+        (f, g, o), i = a.chunk(3, dim=1), None  # CIFG: no input-gate weights
+    else:
+        i, f, g, o = a.chunk(4, dim=1)  # 4 x (B, H), torch's gate order
     if peephole is not None:
         w_ci, w_cf, w_co = peephole
-        i, f = i + w_ci * c_prev, f + w_cf * c_prev  # i and f look at c_{t-1}
-    i = torch.sigmoid(i)  # input gate
+        f = f + w_cf * c_prev  # f (and i) look at c_{t-1}
+        i = None if coupled else i + w_ci * c_prev
     f = torch.sigmoid(f)  # forget gate
+    i = 1 - f if coupled else torch.sigmoid(i)  # input gate, coupled to f in a CIFG
     g = torch.tanh(g)  # candidate
     c = f * c_prev + i * g  # the cell state: the conveyor belt
     o = torch.sigmoid(o if peephole is None else o + w_co * c)  # output gate; a peephole looks at c_t
@@ -88,6 +104,12 @@ class LSTMCell(CellBase, nn.LSTMCell):
     with parameters ``weight_ci``, ``weight_cf``, ``weight_co`` of shape ``(H,)``,
     initialized to zero so that a peephole cell starts as the plain one.
 
+    **Coupled input and forget gates** (``coupled=True``; CIFG, Greff et al. 2017, "LSTM: A
+    Search Space Odyssey"): :math:`i_t = 1 - f_t`, so the cell writes exactly as much as it
+    forgets. The input gate has no weights: ``weight_ih (3H, I)``, ``weight_hh (3H, H)`` and
+    the biases ``(3H,)`` hold the blocks in the order **f, g, o** (and a coupled peephole
+    cell has no ``weight_ci``). The trace's ``input`` is :math:`1 - f_t`.
+
     ``forward(input, hx=None, return_trace=False)`` takes ``input`` of shape ``(B, I)``
     or ``(I,)`` and ``hx = (h, c)``; it returns ``(h, c)``, and with ``return_trace`` a
     third value, a :class:`~gatedrnn.Trace` of ``input, forget, candidate, output,
@@ -97,22 +119,24 @@ class LSTMCell(CellBase, nn.LSTMCell):
     num_gates = 4
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, forget_bias=0.0,
-                 peephole=False):  # fmt: skip
+                 peephole=False, coupled=False):  # fmt: skip
         self.forget_bias = float(forget_bias)  # read by reset_parameters, which __init__ calls
         if self.forget_bias and bias is False:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
         self.peephole = _checks.boolean("peephole", peephole)
+        self.coupled = _checks.boolean("coupled", coupled)
+        self.num_gates = 3 if self.coupled else 4  # the blocks torch's RNNCellBase registers
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         if self.peephole:  # after torch's parameters, so a seeded cell keeps torch.nn's weights
-            for name in PEEPHOLES:
+            for name in peephole_names(self.coupled):
                 setattr(self, name, nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype)))
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         with torch.no_grad():
             if self.forget_bias:
-                H = self.hidden_size
-                self.bias_ih[H : 2 * H] += self.forget_bias
+                H, block = self.hidden_size, forget_block(self.coupled)
+                self.bias_ih[block * H : (block + 1) * H] += self.forget_bias
             for name in PEEPHOLES:
                 if getattr(self, name, None) is not None:
                     getattr(self, name).zero_()
@@ -120,11 +144,11 @@ class LSTMCell(CellBase, nn.LSTMCell):
     def extra_repr(self) -> str:
         s = super().extra_repr()  # torch.nn's
         s += f", forget_bias={self.forget_bias}" if self.forget_bias else ""
-        return s + (", peephole=True" if self.peephole else "")
+        return s + (", peephole=True" if self.peephole else "") + (", coupled=True" if self.coupled else "")
 
     def to_torch(self):
-        if self.peephole:
-            raise ValueError("torch.nn.LSTMCell has no peepholes; a peephole=True cell cannot be converted")
+        if self.peephole or self.coupled:
+            raise ValueError("torch.nn.LSTMCell has no peepholes or coupled gates: this cell cannot be converted")
         return super().to_torch()
 
     def forward(self, input, hx=None, return_trace=False):
@@ -135,9 +159,10 @@ class LSTMCell(CellBase, nn.LSTMCell):
         B, H = x.shape[0], self.hidden_size
         h0 = self._check_state("hx[0]", h0, B, unbatched, H, x)
         c0 = self._check_state("hx[1]", c0, B, unbatched, H, x)
-        xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 4H)
-        peephole = tuple(getattr(self, name) for name in PEEPHOLES) if self.peephole else None
-        (h, c), values = lstm_step(xw, (h0, c0), self.weight_hh, self.bias_hh, peephole=peephole)
+        xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 4H), or (B, 3H) coupled
+        peephole = tuple(getattr(self, name, None) for name in PEEPHOLES) if self.peephole else None
+        (h, c), values = lstm_step(xw, (h0, c0), self.weight_hh, self.bias_hh, peephole=peephole,
+                                   coupled=self.coupled)  # fmt: skip
         if unbatched:
             h, c, values = h[0], c[0], tuple(v[0] for v in values)
         if return_trace:

@@ -52,6 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
     p.add_argument("--peephole", action="store_true", default=None,
                    help="LSTM: peephole connections from the cell state into the gates (Gers & Schmidhuber 2000)")
+    p.add_argument("--coupled", action="store_true", default=None,
+                   help="LSTM: input gate = 1 - forget gate, no input-gate weights (CIFG, Greff et al. 2017)")
     p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
                    help="GRU: --no-reset-after is Cho et al. 2014's candidate, the reset gate before the recurrent "
                         "product (default: after it, as torch.nn.GRU)")
