@@ -50,6 +50,9 @@ class RNNBase(nn.RNNBase):
         dtype=None,
         *,
         backend: str = "auto",
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        zoneout=0.0,
     ):
         input_size = _checks.positive_int("input_size", input_size)
         hidden_size = _checks.positive_int("hidden_size", hidden_size)
@@ -75,6 +78,10 @@ class RNNBase(nn.RNNBase):
                 stacklevel=3,
             )
         self.backend = backend
+        self.recurrent_dropout = _checks.probability("recurrent_dropout", recurrent_dropout)
+        self.weight_dropout = _checks.probability("weight_dropout", weight_dropout)
+        self.zoneout = _zoneout(mode, zoneout)
+        check_variant_backend(self)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
             super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -107,7 +114,47 @@ class RNNBase(nn.RNNBase):
         s = super().extra_repr()  # torch.nn's, word for word
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
+        for name in ("recurrent_dropout", "weight_dropout"):
+            s += f", {name}={getattr(self, name)}" if getattr(self, name) else ""
+        if any(self.zoneout):
+            s += f", zoneout={self.zoneout_given()}"
         return s
+
+    def zoneout_given(self):
+        """Zoneout as the constructor takes it: ``p``, or ``(p_c, p_h)`` for an LSTM."""
+        return self.zoneout[0] if len(set(self.zoneout)) == 1 else tuple(reversed(self.zoneout))
+
+    # -- regularizers: drawn here, outside every loop, from torch's generator -------
+
+    def needs_reference_loop(self) -> bool:
+        """Whether this call needs the reference loop: a variant, zoneout (training: masks;
+        eval: the expectation), or recurrent dropout in training. Weight dropout needs none:
+        the dropped W_hh goes to any loop."""
+        return bool(self.variant()) or any(self.zoneout) or (self.training and self.recurrent_dropout > 0)
+
+    def _regularized(self, weights, step, x, state):
+        """The weights, step function and loop options of one layer and direction with this
+        forward's regularizer masks drawn: DropConnect on W_hh (Merity et al. 2017), one
+        variational mask on h_{t-1} for the recurrent product (Gal & Ghahramani 2016), and
+        zoneout's per-step keep masks (Krueger et al. 2017)."""
+        options = {}
+        if self.training and self.weight_dropout:
+            w_ih, w_hh, *rest = weights
+            weights = (w_ih, F.dropout(w_hh, self.weight_dropout, training=True), *rest)
+        if self.training and self.recurrent_dropout:
+            h = state[0]  # (B, P)
+            mask = F.dropout(torch.ones_like(h), self.recurrent_dropout, training=True)  # 0 or 1/(1-p)
+            step = functools.partial(step, recurrent_mask=mask)
+        if any(self.zoneout):
+            T = x.shape[0]
+            options["zoneout"] = tuple(
+                None if not p else (torch.bernoulli(torch.full((T, *s.shape), p, dtype=s.dtype, device=s.device))
+                                    if self.training else p)
+                for s, p in zip(state, self.zoneout)
+            )  # fmt: skip
+        if step is not STEPS[self.mode] or options:
+            options["step"] = step
+        return weights, options
 
     def _config(self) -> dict:
         config = {
@@ -165,8 +212,9 @@ class RNNBase(nn.RNNBase):
 
     def to_torch(self) -> nn.Module:
         """A torch.nn layer with a copy of this layer's weights."""
-        if self.variant():
-            raise ValueError(f"torch.nn.{type(self).__name__} has no {self.variant()}: this layer cannot be converted")
+        if self.variant() or any(self.zoneout):  # zoneout changes the eval function too; the dropouts do not
+            what = self.variant() | ({"zoneout": self.zoneout_given()} if any(self.zoneout) else {})
+            raise ValueError(f"torch.nn.{type(self).__name__} has no {what}: this layer cannot be converted")
         w = self.weight_ih_l0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -250,13 +298,11 @@ class RNNBase(nn.RNNBase):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 state = tuple(s[k] for s in states)
-                weights = self.weights(layer, direction)
-                if self.variant():  # only the reference loop runs variants (backends.select_backend)
-                    out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
-                                                       want_trace, step=self.step(layer, direction))  # fmt: skip
-                else:
-                    out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
-                                                       want_trace)  # fmt: skip
+                weights, options = self._regularized(self.weights(layer, direction), self.step(layer, direction),
+                                                     x, state)  # fmt: skip
+                # options (a variant's step, masks) only reach the reference loop (backends.select_backend)
+                out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
+                                                   want_trace, **options)  # fmt: skip
                 outputs.append(out)
                 finals.append(state)
                 traces.append(values)
@@ -319,6 +365,18 @@ class RNNBase(nn.RNNBase):
         return tuple(states)
 
 
+def _zoneout(mode: str, zoneout) -> tuple[float, ...]:
+    """Zoneout probabilities per state, in the states' order: ``(p_h, p_c)`` for an LSTM
+    (given as ``p`` or ``(p_c, p_h)``), ``(p_h,)`` otherwise."""
+    if mode == "LSTM" and isinstance(zoneout, (tuple, list)):
+        if len(zoneout) != 2:
+            raise ValueError(f"zoneout must be a probability or a pair (p_c, p_h) for an LSTM, got {zoneout!r}")
+        p_c, p_h = (_checks.probability("zoneout", p) for p in zoneout)
+        return (p_h, p_c)
+    p = _checks.probability("zoneout", zoneout)
+    return (p, p) if mode == "LSTM" else (p,)
+
+
 def _dropout(x: torch.Tensor, p: float, lengths: torch.Tensor | None) -> torch.Tensor:
     """Dropout between layers on ``x`` (T, B, F), with the masks torch.nn draws.
 
@@ -348,14 +406,14 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None,
-                 dtype=None, *, backend="auto"):  # fmt: skip
+                 dtype=None, *, backend="auto", recurrent_dropout=0.0, weight_dropout=0.0, zoneout=0.0):  # fmt: skip
         # proj_size holds torch.nn.RNN's positional slot (it passes it on to RNNBase); only 0 is valid
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, proj_size, device, dtype,
-                         backend=backend)  # fmt: skip
+                         batch_first, dropout, bidirectional, proj_size, device, dtype, backend=backend,
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
 
 
 class LSTM(RNNBase):
@@ -377,14 +435,16 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", forget_bias=0.0, peephole=False, coupled=False):  # fmt: skip
+                 *, backend="auto", forget_bias=0.0, peephole=False, coupled=False, recurrent_dropout=0.0,
+                 weight_dropout=0.0, zoneout=0.0):  # fmt: skip
         self.forget_bias = float(forget_bias)
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
         self.peephole = _checks.boolean("peephole", peephole)
         self.coupled = _checks.boolean("coupled", coupled)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
+                         bidirectional, proj_size, device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
+                         weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
         kw = {"device": device, "dtype": dtype}
         if self.coupled:  # torch's RNNBase built 4H rows: the CIFG has 3 (f, g, o)
             for name in self._flat_weights_names:
@@ -398,7 +458,6 @@ class LSTM(RNNBase):
                         setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(torch.zeros(self.hidden_size, **kw)))
         if self.coupled:
             self.reset_parameters()
-        check_variant_backend(self)
 
     def variant(self) -> dict:
         return ({"peephole": True} if self.peephole else {}) | ({"coupled": True} if self.coupled else {})
@@ -441,12 +500,13 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", reset_after=True):  # fmt: skip
+                 *, backend="auto", reset_after=True, recurrent_dropout=0.0, weight_dropout=0.0,
+                 zoneout=0.0):  # fmt: skip
         # proj_size holds torch.nn.GRU's positional slot (it passes it on to RNNBase); only 0 is valid
         self.reset_after = _checks.boolean("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, backend=backend)  # fmt: skip
-        check_variant_backend(self)
+                         bidirectional, proj_size, device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
+                         weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
 
     def variant(self) -> dict:
         return {} if self.reset_after else {"reset_after": False}

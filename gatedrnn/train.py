@@ -19,6 +19,7 @@ from gatedrnn.tasks.base import to_device
 from gatedrnn.tasks.data import fingerprint
 
 CONFIG = "config.json"
+REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
 METRICS = "metrics.jsonl"
 
 
@@ -39,6 +40,9 @@ class TrainConfig:
     peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
     coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
     reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
+    recurrent_dropout: float = 0.0  # variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani)
+    weight_dropout: float = 0.0  # DropConnect on W_hh, once per forward (Merity et al. 2017)
+    zoneout: float = 0.0  # each unit keeps its previous state with this probability (Krueger et al. 2017)
     optimizer: str = "adam"  # or "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -60,11 +64,17 @@ class TrainConfig:
         """The variant keywords of the recurrent layer (none for the plain cell)."""
         options = {"peephole": True} if self.peephole else {}
         options |= {"coupled": True} if self.coupled else {}
+        options |= {name: getattr(self, name) for name in REGULARIZERS if getattr(self, name)}
         return options | ({} if self.reset_after else {"reset_after": False})
 
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        for name in REGULARIZERS:
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+            if getattr(self, name) and self.cell.startswith("conv"):
+                raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
         for flag in ("peephole", "coupled"):
             if getattr(self, flag) and self.cell != "lstm":
                 raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")

@@ -16,27 +16,30 @@ from gatedrnn.cells.base import CellBase
 from gatedrnn.trace import Trace
 
 
-def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None, reset_after=True):
+def gru_step(xw, state, weight_hh, bias_hh, weight_hr=None, reset_after=True, recurrent_mask=None):
     """One GRU step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 3H).
 
     ``state`` is ``(h_prev,)``; returns the new state ``(h,)`` and the step's
     activations ``(r, z, n, h)``. ``reset_after=False`` is Cho et al.'s original candidate,
     ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``: a second product per step.
+    ``recurrent_mask`` (B, H) multiplies ``h_prev`` where it enters the recurrent products
+    (variational recurrent dropout, as Keras applies it); the blend keeps ``h_prev`` whole.
     """
     (h_prev,) = state
+    h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
     x_r, x_z, x_n = xw.chunk(3, dim=1)  # 3 x (B, H)
     if reset_after:
-        h_r, h_z, h_n = F.linear(h_prev, weight_hh, bias_hh).chunk(3, dim=1)  # 3 x (B, H)
+        h_r, h_z, h_n = F.linear(h_in, weight_hh, bias_hh).chunk(3, dim=1)  # 3 x (B, H)
     else:
         H = h_prev.shape[1]
         b_rz, b_n = (None, None) if bias_hh is None else (bias_hh[: 2 * H], bias_hh[2 * H :])
-        h_r, h_z = F.linear(h_prev, weight_hh[: 2 * H], b_rz).chunk(2, dim=1)  # 2 x (B, H)
+        h_r, h_z = F.linear(h_in, weight_hh[: 2 * H], b_rz).chunk(2, dim=1)  # 2 x (B, H)
     r = torch.sigmoid(x_r + h_r)  # reset gate
     z = torch.sigmoid(x_z + h_z)  # update gate
     if reset_after:
         n = torch.tanh(x_n + r * h_n)  # candidate; r scales W_hn h + b_hn (reset after)
     else:
-        n = torch.tanh(x_n + F.linear(r * h_prev, weight_hh[2 * H :], b_n))  # Cho et al.: r gates h first
+        n = torch.tanh(x_n + F.linear(r * h_in, weight_hh[2 * H :], b_n))  # Cho et al.: r gates h first
     h = (1 - z) * n + z * h_prev  # a moving average of candidates at rate 1 - z
     return (h,), (r, z, n, h)
 

@@ -30,17 +30,19 @@ def forget_block(coupled: bool) -> int:
     return 0 if coupled else 1
 
 
-def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, peephole=None, coupled=False):
+def lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, peephole=None, coupled=False, recurrent_mask=None):
     """One LSTM step, given the input projection ``xw = W_ih x_t + b_ih`` (B, 4H).
 
     ``state`` is ``(h_prev, c_prev)``; returns the new state ``(h, c)`` and the step's
     activations ``(i, f, g, o, c, h)``. ``peephole`` is ``(w_ci, w_cf, w_co)``, each (H,):
     Gers & Schmidhuber's diagonal connections from the cell state into the gates
     (``w_ci`` None when coupled). ``coupled``: Greff et al.'s CIFG, ``i = 1 - f``, with
-    ``xw`` and the weights holding only the f, g, o blocks (B, 3H).
+    ``xw`` and the weights holding only the f, g, o blocks (B, 3H). ``recurrent_mask`` (B, P)
+    multiplies ``h_prev`` where it enters the recurrent product (variational recurrent dropout).
     """
     h_prev, c_prev = state
-    a = xw + F.linear(h_prev, weight_hh, bias_hh)  # (B, 4H), or (B, 3H) coupled
+    h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+    a = xw + F.linear(h_in, weight_hh, bias_hh)  # (B, 4H), or (B, 3H) coupled
     if coupled:
         (f, g, o), i = a.chunk(3, dim=1), None  # CIFG: no input-gate weights
     else:

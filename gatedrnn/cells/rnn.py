@@ -17,22 +17,25 @@ from gatedrnn.trace import Trace
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 
-def rnn_step(xw, state, weight_hh, bias_hh, weight_hr=None, nonlinearity="tanh"):
+def rnn_step(xw, state, weight_hh, bias_hh, weight_hr=None, nonlinearity="tanh", recurrent_mask=None):
     """One vanilla RNN step, given the input projection ``xw = W_ih x_t + b_ih`` (B, H).
 
     ``state`` is ``(h_prev,)``; returns the new state ``(h,)`` and the activations ``(h,)``.
+    ``recurrent_mask`` (B, H) multiplies ``h_prev`` where it enters the recurrent product
+    (variational recurrent dropout).
     """
     (h_prev,) = state
-    h = NONLINEARITIES[nonlinearity](xw + F.linear(h_prev, weight_hh, bias_hh))  # (B, H)
+    h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+    h = NONLINEARITIES[nonlinearity](xw + F.linear(h_in, weight_hh, bias_hh))  # (B, H)
     return (h,), (h,)
 
 
-def rnn_tanh_step(xw, state, weight_hh, bias_hh, weight_hr=None):
-    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="tanh")
+def rnn_tanh_step(xw, state, weight_hh, bias_hh, weight_hr=None, recurrent_mask=None):
+    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="tanh", recurrent_mask=recurrent_mask)
 
 
-def rnn_relu_step(xw, state, weight_hh, bias_hh, weight_hr=None):
-    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="relu")
+def rnn_relu_step(xw, state, weight_hh, bias_hh, weight_hr=None, recurrent_mask=None):
+    return rnn_step(xw, state, weight_hh, bias_hh, nonlinearity="relu", recurrent_mask=recurrent_mask)
 
 
 class RNNCell(CellBase, nn.RNNCell):

@@ -52,6 +52,12 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=["auto", "fused", "reference"], help="implementation (default auto)")
     p.add_argument("--peephole", action="store_true", default=None,
                    help="LSTM: peephole connections from the cell state into the gates (Gers & Schmidhuber 2000)")
+    p.add_argument("--recurrent-dropout", type=float, metavar="P",
+                   help="variational dropout on h_{t-1} in the recurrent product, one mask per sequence (default 0)")
+    p.add_argument("--weight-dropout", type=float, metavar="P",
+                   help="DropConnect on the recurrent weights W_hh, once per forward (AWD-LSTM; default 0)")
+    p.add_argument("--zoneout", type=float, metavar="P",
+                   help="each unit keeps its previous state with probability P in training (default 0)")
     p.add_argument("--coupled", action="store_true", default=None,
                    help="LSTM: input gate = 1 - forget gate, no input-gate weights (CIFG, Greff et al. 2017)")
     p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
