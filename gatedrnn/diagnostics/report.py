@@ -73,7 +73,7 @@ def gradient_flow(runs, path: Path, batch: int = 64) -> bool:
     for ax, (title, attr) in zip(axes, panels):
         for run in runs:
             model = getattr(run, attr)
-            if model is None or model.rnn.num_layers != 1 or model.rnn.bidirectional:
+            if model is None or not hasattr(model.rnn, "step") or model.rnn.num_layers != 1 or model.rnn.bidirectional:
                 continue
             sample = run.task.diagnostic_batch(run.seed, batch)
             if sample is None:
