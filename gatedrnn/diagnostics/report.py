@@ -86,10 +86,14 @@ def gradient_flow(runs, path: Path, batch: int = 64) -> bool:
         ax.set_yscale("log")
         ax.set_xlabel("distance from the loss (steps, T − 1 − t)")
         ax.set_title(f"‖∂L/∂h_t‖ {title}")
-        ax.legend()
+        if drawn:
+            ax.legend()
     axes[0].set_ylabel("mean gradient norm")
+    if not drawn:  # no run with a single-layer gatedrnn RNN/LSTM/GRU: no figure
+        _plt().close(fig)
+        return False
     _save(fig, path)
-    return drawn
+    return True
 
 
 def gate_heatmaps(runs, path: Path) -> bool:
