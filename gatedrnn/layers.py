@@ -17,6 +17,7 @@ from gatedrnn import _checks
 from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
 from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
+from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
 from gatedrnn.cells.lstm import PEEPHOLES, forget_block, lstm_step, peephole_names
 from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
@@ -365,6 +366,33 @@ class RNNBase(nn.RNNBase):
         return tuple(states)
 
 
+def _add_layer_norm(layer, sizes: dict, kw: dict) -> None:
+    """Registers a layer-norm layer's gains and biases, ``layer_norm_{name}_l{k}[_reverse]`` of
+    ``sizes[name] * H`` values, after torch's parameters (set by ``_reset_layer_norm``)."""
+    for k in range(layer.num_layers):
+        for suffix in ("", "_reverse")[: layer.num_directions]:
+            for name, blocks in sizes.items():
+                setattr(layer, f"layer_norm_{name}_l{k}{suffix}",
+                        nn.Parameter(torch.empty(blocks * layer.hidden_size, **kw)))  # fmt: skip
+
+
+def _reset_layer_norm(layer) -> None:
+    """Gains to 1, biases to 0: layer normalization's initialization."""
+    with torch.no_grad():
+        for name, value in layer.named_parameters():
+            if name.startswith("layer_norm_"):
+                value.fill_(0.0 if "_bias_" in name else 1.0)
+
+
+def _without_biases(layer, weights: tuple) -> tuple:
+    """A layer-norm layer's weights for the loop: the loop's input projection takes no bias,
+    since the step normalizes ``W_ih x`` first and adds ``b_ih`` (bound in it) and ``b_hh`` after."""
+    if not getattr(layer, "layer_norm", False):
+        return weights
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
+    return weight_ih, weight_hh, None, bias_hh, weight_hr
+
+
 def _zoneout(mode: str, zoneout) -> tuple[float, ...]:
     """Zoneout probabilities per state, in the states' order: ``(p_h, p_c)`` for an LSTM
     (given as ``p`` or ``(p_c, p_h)``), ``(p_h,)`` otherwise."""
@@ -435,13 +463,16 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", forget_bias=0.0, peephole=False, coupled=False, recurrent_dropout=0.0,
-                 weight_dropout=0.0, zoneout=0.0):  # fmt: skip
+                 *, backend="auto", forget_bias=0.0, peephole=False, coupled=False, layer_norm=False,
+                 recurrent_dropout=0.0, weight_dropout=0.0, zoneout=0.0):  # fmt: skip
         self.forget_bias = float(forget_bias)
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
         self.peephole = _checks.boolean("peephole", peephole)
         self.coupled = _checks.boolean("coupled", coupled)
+        self.layer_norm = _checks.boolean("layer_norm", layer_norm)
+        if self.layer_norm and (self.peephole or self.coupled):
+            raise ValueError("layer_norm=True does not combine with peephole=True or coupled=True (yet); choose one")
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
                          weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
@@ -456,16 +487,28 @@ class LSTM(RNNBase):
                 for suffix in ("", "_reverse")[: self.num_directions]:
                     for name in peephole_names(self.coupled):
                         setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(torch.zeros(self.hidden_size, **kw)))
-        if self.coupled:
+        if self.layer_norm:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
+            _add_layer_norm(self, {"ih": 4, "hh": 4, "c_weight": 1, "c_bias": 1}, kw)
+            _reset_layer_norm(self)
+        if self.coupled:  # the 3H-row parameters replaced torch's: draw them
             self.reset_parameters()
 
     def variant(self) -> dict:
-        return ({"peephole": True} if self.peephole else {}) | ({"coupled": True} if self.coupled else {})
+        names = ("peephole", "coupled", "layer_norm")
+        return {name: True for name in names if getattr(self, name, False)}
+
+    def weights(self, layer: int, direction: int):
+        return _without_biases(self, super().weights(layer, direction))
 
     def step(self, layer: int, direction: int):
         if not self.variant():
             return super().step(layer, direction)
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        if self.layer_norm:
+            gains = {k: getattr(self, f"layer_norm_{k}{suffix}") for k in ("ih", "hh", "c_weight", "c_bias")}
+            return functools.partial(ln_lstm_step, bias_ih=getattr(self, "bias_ih" + suffix, None),
+                                     gain_ih=gains["ih"], gain_hh=gains["hh"], gain_c=gains["c_weight"],
+                                     bias_c=gains["c_bias"])  # fmt: skip
         peephole = tuple(getattr(self, name + suffix, None) for name in PEEPHOLES) if self.peephole else None
         return functools.partial(lstm_step, peephole=peephole, coupled=self.coupled)
 
@@ -480,11 +523,12 @@ class LSTM(RNNBase):
             for name, value in self.named_parameters():
                 if name.startswith(PEEPHOLES):
                     value.zero_()
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         s += f", forget_bias={self.forget_bias}" if self.forget_bias else ""
-        return s + (", peephole=True" if self.peephole else "") + (", coupled=True" if self.coupled else "")
+        return s + "".join(f", {name}=True" for name in self.variant())
 
 
 class GRU(RNNBase):
@@ -500,22 +544,41 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, backend="auto", reset_after=True, recurrent_dropout=0.0, weight_dropout=0.0,
+                 *, backend="auto", reset_after=True, layer_norm=False, recurrent_dropout=0.0, weight_dropout=0.0,
                  zoneout=0.0):  # fmt: skip
         # proj_size holds torch.nn.GRU's positional slot (it passes it on to RNNBase); only 0 is valid
         self.reset_after = _checks.boolean("reset_after", reset_after)
+        self.layer_norm = _checks.boolean("layer_norm", layer_norm)
+        if self.layer_norm and not self.reset_after:
+            raise ValueError("layer_norm=True does not combine with reset_after=False (yet); choose one")
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
                          weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
+        if self.layer_norm:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
+            _add_layer_norm(self, {"ih": 3, "hh": 3}, {"device": device, "dtype": dtype})
+            _reset_layer_norm(self)
 
     def variant(self) -> dict:
-        return {} if self.reset_after else {"reset_after": False}
+        return ({} if self.reset_after else {"reset_after": False}) | ({"layer_norm": True} if self.layer_norm else {})
+
+    def weights(self, layer: int, direction: int):
+        return _without_biases(self, super().weights(layer, direction))
 
     def step(self, layer: int, direction: int):
+        if getattr(self, "layer_norm", False):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            return functools.partial(ln_gru_step, bias_ih=getattr(self, "bias_ih" + suffix, None),
+                                     gain_ih=getattr(self, "layer_norm_ih" + suffix),
+                                     gain_hh=getattr(self, "layer_norm_hh" + suffix))  # fmt: skip
         return gru_step if self.reset_after else functools.partial(gru_step, reset_after=False)
 
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_layer_norm(self)
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+        s = super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+        return s + (", layer_norm=True" if getattr(self, "layer_norm", False) else "")
 
 
 def to_torch(module: nn.Module) -> nn.Module:

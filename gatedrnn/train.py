@@ -39,6 +39,7 @@ class TrainConfig:
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
     peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
     coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
+    layer_norm: bool = False  # LSTM and GRU: layer normalization as haste's LayerNormLSTM/GRU (Ba et al. 2016)
     reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
     recurrent_dropout: float = 0.0  # variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani)
     weight_dropout: float = 0.0  # DropConnect on W_hh, once per forward (Merity et al. 2017)
@@ -64,6 +65,7 @@ class TrainConfig:
         """The variant keywords of the recurrent layer (none for the plain cell)."""
         options = {"peephole": True} if self.peephole else {}
         options |= {"coupled": True} if self.coupled else {}
+        options |= {"layer_norm": True} if self.layer_norm else {}
         options |= {name: getattr(self, name) for name in REGULARIZERS if getattr(self, name)}
         return options | ({} if self.reset_after else {"reset_after": False})
 
@@ -75,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
             if getattr(self, name) and self.cell.startswith("conv"):
                 raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
+        if self.layer_norm and self.cell not in ("lstm", "gru"):
+            raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell}")
         for flag in ("peephole", "coupled"):
             if getattr(self, flag) and self.cell != "lstm":
                 raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")

@@ -59,6 +59,8 @@ def add_parser(sub) -> None:
                    help="DropConnect on the recurrent weights W_hh, once per forward (AWD-LSTM; default 0)")
     p.add_argument("--zoneout", type=float, metavar="P",
                    help="each unit keeps its previous state with probability P in training (default 0)")
+    p.add_argument("--layer-norm", action="store_true", default=None,
+                   help="LSTM, GRU: layer normalization of the pre-activations (and the LSTM's cell) (Ba et al. 2016)")
     p.add_argument("--coupled", action="store_true", default=None,
                    help="LSTM: input gate = 1 - forget gate, no input-gate weights (CIFG, Greff et al. 2017)")
     p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
