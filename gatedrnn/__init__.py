@@ -5,7 +5,8 @@ from gatedrnn._checks import ArgumentTypeError, DeviceError, DTypeError, ShapeEr
 from gatedrnn.cells import GRUCell, LSTMCell, RNNCell
 from gatedrnn.cells.conv import ConvGRUCell, ConvLSTMCell
 from gatedrnn.conv import ConvGRU, ConvLSTM
-from gatedrnn.layers import GRU, LSTM, RNN, RNNBase, to_torch
+from gatedrnn.cells.mgu import MGUCell
+from gatedrnn.layers import GRU, LSTM, MGU, RNN, RNNBase, to_torch
 from gatedrnn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell
 from gatedrnn.trace import Trace
 from gatedrnn import init  # noqa: F401  gatedrnn.init.chrono_, as torch.nn.init
@@ -15,10 +16,10 @@ __version__ = "0.1.0"
 # What torch.load's weights_only unpickler must be allowed to build for a saved gatedrnn
 # model: ``with torch.serialization.safe_globals([*gatedrnn.SAFE_GLOBALS, ...]): torch.load(path)``
 SAFE_GLOBALS = [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell, ConvLSTM, ConvGRU, ConvLSTMCell, ConvGRUCell,
-                MinGRU, MinLSTM, MinGRUCell, MinLSTMCell]
+                MinGRU, MinLSTM, MinGRUCell, MinLSTMCell, MGU, MGUCell]
 
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
     "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "to_torch",
-    "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell",
+    "MGU", "MGUCell", "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell",
 ]  # fmt: skip

@@ -602,3 +602,37 @@ def to_torch(module: nn.Module) -> nn.Module:
 
     swap(module)
     return module
+
+
+class MGU(RNNBase):
+    r"""A stack of minimal gated units (Zhou et al. 2016; :class:`gatedrnn.MGUCell`): one gate
+    ``f`` resets ``h_{t-1}`` in the candidate and sets the update rate,
+    :math:`h_t = (1 - f_t) \odot h_{t-1} + f_t \odot n_t`. torch.nn's layer API (layers,
+    directions, ``batch_first``, ``lengths``, packing, ``hx``, dropout between layers, the
+    regularizers); parameters named as torch names them with 2H rows (``[f; n]``). Runs on the
+    reference loop (``backend="fused"`` refuses it until it has a native loop). The trace
+    holds ``forget, candidate, hidden``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, *, backend="auto", recurrent_dropout=0.0,
+                 weight_dropout=0.0, zoneout=0.0):  # fmt: skip
+        # torch's RNNBase knows no MGU: it is built as a GRU, then given the MGU's 2H rows
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+                         device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
+                         weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
+        self.mode = "MGU"
+        for name in self._flat_weights_names:
+            shape = getattr(self, name).shape
+            setattr(self, name, nn.Parameter(torch.empty(2 * self.hidden_size, *shape[1:], device=device, dtype=dtype)))
+        self.reset_parameters()
+
+    def variant(self) -> dict:
+        return {"cell": "MGU"}
+
+    def flatten_parameters(self) -> None:
+        """Nothing to flatten: cuDNN has no MGU."""
+
+    @classmethod
+    def from_torch(cls, module, *, backend="auto"):
+        raise TypeError("torch.nn has no MGU layer to convert from")

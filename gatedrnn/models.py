@@ -16,8 +16,8 @@ from torch import nn
 
 import gatedrnn
 
-CELLS = {"rnn": gatedrnn.RNN, "lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU, "mingru": gatedrnn.MinGRU,
-         "minlstm": gatedrnn.MinLSTM}  # fmt: skip
+CELLS = {"rnn": gatedrnn.RNN, "lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU, "mgu": gatedrnn.MGU,
+         "mingru": gatedrnn.MinGRU, "minlstm": gatedrnn.MinLSTM}  # fmt: skip
 
 
 class SequenceModel(nn.Module):

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.cells import gru_step, lstm_step, rnn_relu_step, rnn_tanh_step
+from gatedrnn.cells.mgu import mgu_step
 
-STEPS = {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_tanh_step, "RNN_RELU": rnn_relu_step}
+STEPS = {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_tanh_step, "RNN_RELU": rnn_relu_step, "MGU": mgu_step}
 
 
 def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=None, zoneout=None):

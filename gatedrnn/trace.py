@@ -10,6 +10,7 @@ import torch
 TRACE_NAMES = {
     "LSTM": ("input", "forget", "candidate", "output", "cell", "hidden"),
     "GRU": ("reset", "update", "candidate", "hidden"),
+    "MGU": ("forget", "candidate", "hidden"),
     "RNN_TANH": ("hidden",),
     "RNN_RELU": ("hidden",),
 }

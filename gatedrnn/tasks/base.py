@@ -32,7 +32,7 @@ class Task:
 
     options: dict = {}
     stateful: bool = False
-    cells: tuple = ("rnn", "lstm", "gru", "mingru", "minlstm")  # the --cell values the task's model takes
+    cells: tuple = ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm")  # the --cell values the task's model takes
 
     @classmethod
     def option_values(cls, config) -> dict:
