@@ -209,6 +209,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
 
         bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
                    dynamic_ncols=True, disable=None)  # fmt: skip
+    log_lines = progress and (bar is None or bar.disable)  # no terminal (a log file, CI, nohup): a line per evaluation
+    first_step = state["step"]
     status, message = "done", ""
     started = time.perf_counter() - state["seconds"]
     log = open(run_dir / METRICS, "a")
@@ -253,6 +255,9 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                 history.append(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
+                if log_lines:
+                    print(_evaluation_line(config, task, step, first_step, loss.item(), metrics,
+                                           time.perf_counter() - started, state["seconds"]), flush=True)  # fmt: skip
                 if state["solved_at"] is None and task.solved(metrics):
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):
@@ -293,6 +298,35 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                                                     "solved_at": state["solved_at"], "seconds": state["seconds"],
                                                     "message": message})  # fmt: skip
     return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message)
+
+
+def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at) -> str:
+    """One line per evaluation when output is not a terminal, as Keras' ``verbose=2``."""
+    rate = (step - first_step) / max(elapsed - resumed_at, 1e-9)  # steps per second in this process
+    eta = (config.steps - step) / rate if rate > 0 else float("nan")
+    if config.max_minutes:
+        eta = min(eta, max(0.0, 60 * config.max_minutes - elapsed))
+
+    def clock(seconds):
+        return "?" if seconds != seconds else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+    return (f"step {step}/{config.steps}  train loss {loss:.4f}  valid {task.metric} {metrics[task.metric]:.4f}  "
+            f"{rate * config.batch_size:.1f} sequences/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")  # fmt: skip
+
+
+STOPPED = {  # what the end-of-run line says of each status
+    "done": "all {steps} steps done",
+    "early-stopped": "early stop, no better validation result for {patience} evaluations (--patience)",
+    "solved": "solved (--stop-when-solved)",
+    "time-limit": "time limit of {max_minutes} minutes (--max-minutes) reached",
+    "nan": "the loss became NaN",
+}
+
+
+def stop_reason(result: "RunResult") -> str:
+    """Why a run ended, in words."""
+    config = result.config
+    return STOPPED[result.status].format(steps=config.steps, patience=config.patience, max_minutes=config.max_minutes)
 
 
 def load_config(run_dir) -> TrainConfig:

@@ -358,3 +358,23 @@ def test_python_dash_m_gatedrnn_is_the_command():
 
     result = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--preset" in result.stdout
+
+
+def test_without_a_terminal_each_evaluation_prints_a_line_and_the_end_says_why(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "log"
+    args = [sys.executable, "-m", "gatedrnn", "train", "--task", "adding", "--cell", "gru", "--length", "8",
+            "--hidden-size", "4", "--steps", "20", "--eval-every", "10", "--batch-size", "4", "--no-report",
+            "--out", str(run)]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True)  # stdout is a pipe: no terminal
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["10/20", "20/20"]
+    assert all("valid mse" in line and "sequences/s" in line and "ETA" in line for line in lines)
+    assert "ended: all 20 steps done" in result.stdout
+    # a learning rate too small to change the validation loss: the second evaluation is no better
+    patient = subprocess.run(args[:-1] + [str(tmp_path / "p"), "--patience", "1", "--lr", "1e-30"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert patient.returncode == 0 and "ended: early stop" in patient.stdout, patient.stdout

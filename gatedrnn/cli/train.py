@@ -114,7 +114,7 @@ def _given(args) -> dict:
 @run_errors
 def run(args) -> int:
     from gatedrnn.checkpoint import CHECKPOINT
-    from gatedrnn.train import CONFIG, TrainConfig, load_config, train
+    from gatedrnn.train import CONFIG, TrainConfig, load_config, stop_reason, train
 
     given = _given(args)
     if args.preset:
@@ -157,7 +157,8 @@ def run(args) -> int:
         raise UsageError(_write_error(out, error)) from None
     print(f"{config.cell} on {config.task}: step {result.step}, test " +
           ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) +
-          (f", solved at step {result.solved_at}" if result.solved_at else ""))  # fmt: skip
+          (f", solved at step {result.solved_at}" if result.solved_at else "") +
+          f"; ended: {stop_reason(result)}")  # fmt: skip
     if not args.no_report:
         from gatedrnn.cli.report import report_runs
 
