@@ -378,3 +378,16 @@ def test_without_a_terminal_each_evaluation_prints_a_line_and_the_end_says_why(t
     patient = subprocess.run(args[:-1] + [str(tmp_path / "p"), "--patience", "1", "--lr", "1e-30"],
                              capture_output=True, text=True)  # fmt: skip
     assert patient.returncode == 0 and "ended: early stop" in patient.stdout, patient.stdout
+
+
+def test_demo_never_overwrites_an_earlier_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["demo", "--cells", "rnn", "--length", "4", "--steps", "2", "--hidden-size", "2", "--quiet"]
+    assert main(tiny) == 0 and (tmp_path / "runs/demo/report.html").exists()
+    first = (tmp_path / "runs/demo/rnn/metrics.jsonl").read_text()
+    assert main(tiny) == 0 and (tmp_path / "runs/demo-2/report.html").exists()
+    assert "this one goes to runs/demo-2" in capsys.readouterr().out
+    assert (tmp_path / "runs/demo/rnn/metrics.jsonl").read_text() == first  # the earlier demo is untouched
+    assert main([*tiny, "--out", "runs/demo"]) == 2
+    assert "runs/demo holds an earlier run; pass --force" in capsys.readouterr().err
+    assert main([*tiny, "--out", "runs/demo", "--force"]) == 0

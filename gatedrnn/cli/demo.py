@@ -30,9 +30,29 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=STEPS, help=f"training steps per cell (default {STEPS})")
     p.add_argument("--hidden-size", type=positive_int, default=HIDDEN, help=f"hidden units (default {HIDDEN})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder (default runs/demo)")
+    p.add_argument("--out", type=Path, help="report folder (default runs/demo, or runs/demo-2, -3, ... when that "
+                   "holds an earlier demo)")
+    p.add_argument("--force", action="store_true", help="train into --out even if it holds an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
+
+
+def _out_folder(out: Path | None, force: bool) -> Path:
+    """The demo's folder: never one holding an earlier run, unless --force says so."""
+    def used(path: Path) -> bool:
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+    if out is not None:
+        if used(out) and not force:
+            raise UsageError(f"{out} holds an earlier run; pass --force to train over it, or choose another --out")
+        return out
+    out, number = Path("runs/demo"), 1
+    while used(out) and not force:
+        number += 1
+        out = Path(f"runs/demo-{number}")
+    if number > 1:
+        print(f"runs/demo holds an earlier demo: this one goes to {out} (--force reuses runs/demo)")
+    return out
 
 
 @run_errors
@@ -45,6 +65,7 @@ def run(args) -> int:
 
     if args.length < 2:
         raise UsageError(f"--length must be at least 2, got {args.length}")
+    args.out = _out_folder(args.out, args.force)
     print(f"The adding problem at T = {args.length}: two of {args.length} values are marked; predict their sum.")
     print("Predicting 1 whatever the input scores MSE 0.167; 'solved' means test MSE < 0.01.\n")
     rows, views = [], []
