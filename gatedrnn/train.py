@@ -194,6 +194,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     if resume:
         state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run)
         _truncate_log(run_dir / METRICS, state["step"])
+        checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))  # an extension (--steps, --max-minutes) stays
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
         for name, value in task.artifacts().items():

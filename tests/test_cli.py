@@ -391,3 +391,16 @@ def test_demo_never_overwrites_an_earlier_demo(tmp_path, monkeypatch, capsys):
     assert main([*tiny, "--out", "runs/demo"]) == 2
     assert "runs/demo holds an earlier run; pass --force" in capsys.readouterr().err
     assert main([*tiny, "--out", "runs/demo", "--force"]) == 0
+
+
+def test_resume_extends_a_run_in_steps_and_in_time(tmp_path):
+    run = tmp_path / "x"
+    base = ["train", "--task", "adding", "--cell", "gru", "--length", "6", "--hidden-size", "4", "--batch-size", "4",
+            "--eval-every", "5", "--no-report"]  # fmt: skip
+    assert main([*base, "--steps", "5", "--max-minutes", "0.0001", "--out", str(run)]) == 0
+    assert json.loads((run / "result.json").read_text())["status"] == "time-limit"
+    assert main(["train", "--out", str(run), "--resume", "--steps", "10", "--max-minutes", "5"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert (result["step"], result["status"]) == (10, "done")
+    config = json.loads((run / "config.json").read_text())
+    assert (config["steps"], config["max_minutes"]) == (10, 5.0)

@@ -127,8 +127,8 @@ def run(args) -> int:
     if args.resume:
         config = load_config(out)
         for key, value in given.items():
-            if key == "steps":
-                config.steps = value  # a resumed run may be extended
+            if key in ("steps", "max_minutes"):
+                setattr(config, key, value)  # a resumed run may be extended, in steps or in time
             elif getattr(config, key) != value:
                 raise UsageError(
                     f"{out} holds a run with {key}={getattr(config, key)!r}, not {value!r}; "
