@@ -9,11 +9,10 @@ import numbers
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks
+from gatedrnn import _checks, regularizers
 from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
 from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
@@ -81,7 +80,7 @@ class RNNBase(nn.RNNBase):
         self.backend = backend
         self.recurrent_dropout = _checks.probability("recurrent_dropout", recurrent_dropout)
         self.weight_dropout = _checks.probability("weight_dropout", weight_dropout)
-        self.zoneout = _zoneout(mode, zoneout)
+        self.zoneout = regularizers.zoneout_probabilities(mode, zoneout)
         check_variant_backend(self)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
@@ -134,25 +133,9 @@ class RNNBase(nn.RNNBase):
         return bool(self.variant()) or any(self.zoneout) or (self.training and self.recurrent_dropout > 0)
 
     def _regularized(self, weights, step, x, state):
-        """The weights, step function and loop options of one layer and direction with this
-        forward's regularizer masks drawn: DropConnect on W_hh (Merity et al. 2017), one
-        variational mask on h_{t-1} for the recurrent product (Gal & Ghahramani 2016), and
-        zoneout's per-step keep masks (Krueger et al. 2017)."""
-        options = {}
-        if self.training and self.weight_dropout:
-            w_ih, w_hh, *rest = weights
-            weights = (w_ih, F.dropout(w_hh, self.weight_dropout, training=True), *rest)
-        if self.training and self.recurrent_dropout:
-            h = state[0]  # (B, P)
-            mask = F.dropout(torch.ones_like(h), self.recurrent_dropout, training=True)  # 0 or 1/(1-p)
-            step = functools.partial(step, recurrent_mask=mask)
-        if any(self.zoneout):
-            T = x.shape[0]
-            options["zoneout"] = tuple(
-                None if not p else (torch.bernoulli(torch.full((T, *s.shape), p, dtype=s.dtype, device=s.device))
-                                    if self.training else p)
-                for s, p in zip(state, self.zoneout)
-            )  # fmt: skip
+        """One layer and direction's weights, step and loop options with this forward's
+        regularizer masks drawn (:func:`gatedrnn.regularizers.draw`)."""
+        weights, step, options = regularizers.draw(self, weights, step, x, state)
         if step is not STEPS[self.mode] or options:
             options["step"] = step
         return weights, options
@@ -309,7 +292,7 @@ class RNNBase(nn.RNNBase):
                 traces.append(values)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]  # (T, B, D*H_out)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                x = _dropout(x, self.dropout, lengths)
+                x = regularizers.between_layers(x, self.dropout, lengths)
         final = tuple(torch.stack(s) for s in zip(*finals))
         values = tuple(torch.stack(v) for v in zip(*traces)) if want_trace else None
         return x, final, values
@@ -391,35 +374,6 @@ def _without_biases(layer, weights: tuple) -> tuple:
         return weights
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
     return weight_ih, weight_hh, None, bias_hh, weight_hr
-
-
-def _zoneout(mode: str, zoneout) -> tuple[float, ...]:
-    """Zoneout probabilities per state, in the states' order: ``(p_h, p_c)`` for an LSTM
-    (given as ``p`` or ``(p_c, p_h)``), ``(p_h,)`` otherwise."""
-    if mode == "LSTM" and isinstance(zoneout, (tuple, list)):
-        if len(zoneout) != 2:
-            raise ValueError(f"zoneout must be a probability or a pair (p_c, p_h) for an LSTM, got {zoneout!r}")
-        p_c, p_h = (_checks.probability("zoneout", p) for p in zoneout)
-        return (p_h, p_c)
-    p = _checks.probability("zoneout", zoneout)
-    return (p, p) if mode == "LSTM" else (p,)
-
-
-def _dropout(x: torch.Tensor, p: float, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Dropout between layers on ``x`` (T, B, F), with the masks torch.nn draws.
-
-    torch.nn drops out a PackedSequence's ``data``: one row per valid step, time-major,
-    the sequences of each step by decreasing length. So with ``lengths`` the mask is
-    drawn in that shape and order (ties in batch order: forward has put a packed batch
-    in its packing's order), and padding draws nothing.
-    """
-    if lengths is None:
-        return F.dropout(x, p, training=True)
-    order = torch.sort(lengths, descending=True, stable=True).indices
-    packed = pack_padded_sequence(x.index_select(1, order), lengths[order].cpu())  # data: (sum(lengths), F)
-    data = F.dropout(packed.data, p, training=True)
-    dropped = PackedSequence(data, packed.batch_sizes, order, torch.argsort(order))
-    return pad_packed_sequence(dropped, total_length=x.shape[0])[0]  # (T, B, F) in x's batch order
 
 
 class RNN(RNNBase):
