@@ -404,3 +404,22 @@ def test_resume_extends_a_run_in_steps_and_in_time(tmp_path):
     assert (result["step"], result["status"]) == (10, "done")
     config = json.loads((run / "config.json").read_text())
     assert (config["steps"], config["max_minutes"]) == (10, 5.0)
+
+
+def test_learning_curves_show_the_training_loss_and_no_unknown_length(tmp_path, monkeypatch):
+    from gatedrnn.diagnostics import report
+    from gatedrnn.diagnostics.report import RunView, learning_curves
+
+    class Task:  # a task without a sequence length, scored by accuracy
+        name, metric, lower_is_better, baseline = "classify", "accuracy", False, 0.1
+
+    history = [{"step": s, "split": "train", "loss": 1.0 / s} for s in (10, 20, 30)]
+    history.append({"step": 30, "split": "valid", "accuracy": 0.5})
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig))
+    learning_curves([RunView("gru", "gru", Task(), None, history)], tmp_path / "x.png")
+    (fig,) = figures
+    train_ax, valid_ax = fig.axes
+    assert len(train_ax.lines[0].get_xdata()) == 3  # the training loss, even with a single evaluation
+    assert valid_ax.get_yscale() == "linear"  # accuracy: a linear axis
+    assert fig._suptitle.get_text() == "Learning curves: classify"  # no "T = ?"

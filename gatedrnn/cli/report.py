@@ -39,13 +39,15 @@ def report_runs(run_dirs, out: Path) -> Path:
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         summary = {"run": str(run_dir), "cell": config.cell, "step": state["step"],
                    **{f"test {k}": f"{v:.4f}" for k, v in result.get("test", {}).items()},
-                   "solved at": state.get("solved_at") or "no"}  # fmt: skip
+                   "solved at": state.get("solved_at") or "no", "status": result.get("status", "-"),
+                   "wall time": f"{result['seconds'] / 60:.1f} min" if "seconds" in result else "-"}  # fmt: skip
         views.append(RunView(f"{config.cell} ({Path(run_dir).name})", config.cell, task, model,
                              _read_log(Path(run_dir) / METRICS), config.seed, initial, summary))  # fmt: skip
     if len(tasks) > 1:
         raise UsageError(f"runs of different tasks cannot share a report: {sorted(tasks)}")
-    (task_name, length), = tasks
-    return write_report(out, views, f"gatedrnn report: {task_name}, T = {length}")
+    (task_name, _), = tasks
+    length = getattr(views[0].task, "length", None)  # the synthetic tasks' T; other tasks have none
+    return write_report(out, views, f"gatedrnn report: {task_name}" + (f", T = {length}" if length else ""))
 
 
 @run_errors

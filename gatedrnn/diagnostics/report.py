@@ -45,20 +45,28 @@ def _save(fig, path: Path) -> None:
 
 
 def learning_curves(runs, path: Path) -> None:
+    """Training loss (every 10 steps) and the validation metric (every evaluation), side by side."""
     plt = _plt()
     task = runs[0].task
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (train_ax, ax) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
+        color = COLORS.get(run.cell.replace("conv", ""))
+        train = [r for r in run.history if r.get("split") == "train"]
+        train_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label=run.label, color=color)
         rows = [r for r in run.history if r.get("split") == "valid"]
-        ax.plot([r["step"] for r in rows], [r[task.metric] for r in rows], label=run.label,
-                color=COLORS.get(run.cell))  # fmt: skip
+        ax.plot([r["step"] for r in rows], [r[task.metric] for r in rows], label=run.label, color=color, marker="o",
+                markersize=3)  # fmt: skip
     if task.baseline is not None:
         ax.axhline(task.baseline, color="gray", linestyle="--", label=f"baseline {task.baseline:.3f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"validation {task.metric}")
-    ax.set_title(f"Learning curves: {task.name}, T = {getattr(task, 'length', '?')}")
-    ax.legend()
+    if task.lower_is_better:  # errors and losses span decades; accuracies do not
+        ax.set_yscale("log")
+    train_ax.set_yscale("log")
+    for axis, label in ((train_ax, "training loss"), (ax, f"validation {task.metric}")):
+        axis.set_xlabel("training step")
+        axis.set_ylabel(label)
+        axis.legend()
+    length = getattr(task, "length", None)
+    fig.suptitle(f"Learning curves: {task.name}" + (f", T = {length}" if length else ""))
     _save(fig, path)
 
 
@@ -145,8 +153,8 @@ def time_constants(runs, path: Path) -> bool:
 
 
 FIGURES = [
-    ("learning_curves.png", learning_curves, "Validation metric during training; the dashed line is what a "
-     "trivial predictor scores."),
+    ("learning_curves.png", learning_curves, "Left: the training loss, logged every 10 steps. Right: the validation "
+     "metric at each evaluation; the dashed line is what a trivial predictor scores."),
     ("gradient_flow.png", gradient_flow, "The norm of the gradient of the loss with respect to the hidden state "
      "h_t, against how many steps t lies before the loss. A vanilla RNN's gradient decays exponentially with "
      "distance (a straight falling line on this log scale) until it underflows float32 (drawn at 1e-30): it "
