@@ -211,7 +211,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
         bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
                    dynamic_ncols=True, disable=None)  # fmt: skip
     log_lines = progress and (bar is None or bar.disable)  # no terminal (a log file, CI, nohup): a line per evaluation
-    first_step = state["step"]
+    first_step, first_seconds = state["step"], state["seconds"]  # where this process began: its own speed
     status, message = "done", ""
     started = time.perf_counter() - state["seconds"]
     log = open(run_dir / METRICS, "a")
@@ -258,7 +258,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                     bar.set_postfix(loss=f"{loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
                 if log_lines:
                     print(_evaluation_line(config, task, step, first_step, loss.item(), metrics,
-                                           time.perf_counter() - started, state["seconds"]), flush=True)  # fmt: skip
+                                           time.perf_counter() - started, first_seconds), flush=True)  # fmt: skip
                 if state["solved_at"] is None and task.solved(metrics):
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):

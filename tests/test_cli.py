@@ -423,3 +423,15 @@ def test_learning_curves_show_the_training_loss_and_no_unknown_length(tmp_path, 
     assert len(train_ax.lines[0].get_xdata()) == 3  # the training loss, even with a single evaluation
     assert valid_ax.get_yscale() == "linear"  # accuracy: a linear axis
     assert fig._suptitle.get_text() == "Learning curves: classify"  # no "T = ?"
+
+
+def test_evaluation_line_speed_and_eta():
+    from gatedrnn.train import TrainConfig, _evaluation_line
+
+    class Task:
+        metric = "mse"
+
+    config = TrainConfig(steps=1000, batch_size=16)
+    # resumed at step 200 after 100 s; now at step 500, 250 s in: 300 steps in 150 s = 2 steps/s
+    line = _evaluation_line(config, Task(), 500, 200, 0.5, {"mse": 0.25}, 250.0, 100.0)
+    assert "32.0 sequences/s" in line and "elapsed 4m10s" in line and "ETA 4m10s" in line
