@@ -123,3 +123,19 @@ def configurations(draw):
     if name == "RNN":
         config["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
     return name, config
+
+
+def gradcheck_layer(layer, T: int = 4, B: int = 2, lengths=(4, 2), seed: int = 0) -> bool:
+    """``torch.autograd.gradcheck`` of a float64 layer's output with respect to its input and
+    every parameter, with ``lengths`` (a torch.func.functional_call, so no parameter is
+    mutated)."""
+    names = [n for n, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, layer.input_size, generator=g, dtype=torch.float64, requires_grad=True)
+    kwargs = {"lengths": torch.tensor(lengths)} if lengths is not None else {}
+
+    def f(x, *params):
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,), kwargs)[0]
+
+    return torch.autograd.gradcheck(f, (x, *params))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import gatedrnn
+from helpers import gradcheck_layer
 
 sig, tanh = torch.sigmoid, torch.tanh
 
@@ -181,15 +182,7 @@ def test_gradcheck_variants(make):
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_(0, 0.5)
-    names = [n for n, _ in layer.named_parameters()]
-    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([4, 2])
-
-    def f(x, *params):
-        return torch.func.functional_call(layer, dict(zip(names, params)), (x,), {"lengths": lengths})[0]
-
-    assert torch.autograd.gradcheck(f, (x, *params))
+    assert gradcheck_layer(layer)
 
 
 def test_backends_and_conversions_of_variants():
