@@ -16,7 +16,9 @@ def test_tokenize_and_splits_of_a_file(tmp_path):
     f.write_text("abcab" * 20)
     vocab, ids = load_splits(f, "char")
     assert vocab.tokens == ["a", "b", "c"]
-    assert len(ids["train"]) == 90 and torch.equal(ids["valid"], ids["test"]) and len(ids["valid"]) == 10
+    # nanoGPT's validation split (the last 10%), a distinct test split before it, training the first 85%
+    assert (len(ids["train"]), len(ids["test"]), len(ids["valid"])) == (85, 5, 10)
+    assert torch.equal(torch.cat([ids["train"], ids["test"], ids["valid"]]), vocab.encode(list("abcab" * 20)))
     assert vocab.decode(ids["train"][:5].tolist()) == "abcab"
     assert tokenize("the cat\n\nsat down \n", "word") == ["the", "cat", EOS, "sat", "down", EOS]
 

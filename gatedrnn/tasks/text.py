@@ -2,8 +2,9 @@
 
 Splits: a folder holding ``train.txt``, ``valid.txt`` and ``test.txt`` (Penn Treebank's files,
 one sentence a line, ``<eos>`` added per line as Mikolov et al. and Zaremba et al. do) is used
-as given; a single file is split into its first 90% for training and last 10% for validation
-and test (nanoGPT's ``shakespeare_char`` convention). Training is truncated backpropagation
+as given; a single file keeps nanoGPT's ``shakespeare_char`` validation split, its last 10%,
+and gives the 5% before it to the test split: training is the first 85% (so the test loss is
+never the validation loss again). Training is truncated backpropagation
 through time: the corpus is cut into ``batch_size`` parallel streams, read ``bptt`` tokens at
 a time, and the state carries from one batch to the next. Metric: cross-entropy in nats per
 token (bits per character = nats / ln 2, perplexity = e^nats).
@@ -91,8 +92,8 @@ def load_splits(data, level: str, by_frequency: bool = False, vocab: Vocabulary 
         raise DataError(f"{path}: holds {len(tokens)} {level} tokens, too few to split")
     vocab = vocab or Vocabulary.build(tokens, level, by_frequency)
     ids = vocab.encode(tokens, str(path))
-    cut = int(0.9 * len(ids))
-    return vocab, {"train": ids[:cut], "valid": ids[cut:], "test": ids[cut:]}
+    test_from, valid_from = int(0.85 * len(ids)), int(0.9 * len(ids))
+    return vocab, {"train": ids[:test_from], "test": ids[test_from:valid_from], "valid": ids[valid_from:]}
 
 
 def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
