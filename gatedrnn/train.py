@@ -19,6 +19,7 @@ from gatedrnn.tasks.base import to_device
 from gatedrnn.tasks.data import fingerprint
 
 CONFIG = "config.json"
+MODEL = "model.json"  # the task's sizes the model is built from (Task.model_spec)
 REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
 METRICS = "metrics.jsonl"
 
@@ -197,7 +198,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))  # an extension (--steps, --max-minutes) stays
     else:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
-        for name, value in task.artifacts().items():
+        for name, value in {**task.artifacts(), MODEL: task.model_spec()}.items():
             checkpoint.write_json(run_dir / name, value)
         (run_dir / METRICS).write_text("")
         torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use

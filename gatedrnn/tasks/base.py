@@ -86,6 +86,12 @@ class Task:
         after the ones every task gets."""
         return []
 
+    def model_spec(self) -> dict:
+        """What ``make_model`` reads of the task (its sizes), saved as the run's ``model.json``
+        so that :func:`gatedrnn.load` rebuilds the model without reading the data."""
+        return {"input_size": self.input_size, "output_size": self.output_size, "vocab_size": self.vocab_size,
+                "readout": self.readout}  # fmt: skip
+
     def artifacts(self) -> dict:
         """Files (name: JSON-able value) the run keeps beside its checkpoint, e.g. a vocabulary."""
         return {}

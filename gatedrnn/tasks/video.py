@@ -193,6 +193,10 @@ class Video(Task):
         mean = train.mean((0, 1)).expand_as(truth)
         return {"copy last frame": frame_metrics(last, truth), "mean frame": frame_metrics(mean, truth)}
 
+    def model_spec(self):
+        return {"patch": self.patch, "frame_size": self.frame_size, "kernel_size": self.kernel_size,
+                "frames_out": self.frames_out}  # fmt: skip
+
     def diagnostic_batch(self, seed, size=64):
         return None  # the sequence figures (gradient flow, 1-D gate heatmaps) are for vector states
 
