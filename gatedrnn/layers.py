@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from gatedrnn import _checks, regularizers
 from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
+from gatedrnn.cells import layernorm
 from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
 from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
@@ -349,33 +350,6 @@ class RNNBase(nn.RNNBase):
         return tuple(states)
 
 
-def _add_layer_norm(layer, sizes: dict, kw: dict) -> None:
-    """Registers a layer-norm layer's gains and biases, ``layer_norm_{name}_l{k}[_reverse]`` of
-    ``sizes[name] * H`` values, after torch's parameters (set by ``_reset_layer_norm``)."""
-    for k in range(layer.num_layers):
-        for suffix in ("", "_reverse")[: layer.num_directions]:
-            for name, blocks in sizes.items():
-                setattr(layer, f"layer_norm_{name}_l{k}{suffix}",
-                        nn.Parameter(torch.empty(blocks * layer.hidden_size, **kw)))  # fmt: skip
-
-
-def _reset_layer_norm(layer) -> None:
-    """Gains to 1, biases to 0: layer normalization's initialization."""
-    with torch.no_grad():
-        for name, value in layer.named_parameters():
-            if name.startswith("layer_norm_"):
-                value.fill_(0.0 if "_bias_" in name else 1.0)
-
-
-def _without_biases(layer, weights: tuple) -> tuple:
-    """A layer-norm layer's weights for the loop: the loop's input projection takes no bias,
-    since the step normalizes ``W_ih x`` first and adds ``b_ih`` (bound in it) and ``b_hh`` after."""
-    if not getattr(layer, "layer_norm", False):
-        return weights
-    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
-    return weight_ih, weight_hh, None, bias_hh, weight_hr
-
-
 class RNN(RNNBase):
     r"""A stack of vanilla RNN layers; a drop-in for :class:`torch.nn.RNN`.
 
@@ -442,8 +416,8 @@ class LSTM(RNNBase):
                     for name in peephole_names(self.coupled):
                         setattr(self, f"{name}_l{layer}{suffix}", nn.Parameter(torch.zeros(self.hidden_size, **kw)))
         if self.layer_norm:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
-            _add_layer_norm(self, {"ih": 4, "hh": 4, "c_weight": 1, "c_bias": 1}, kw)
-            _reset_layer_norm(self)
+            layernorm.add_parameters(self, {"ih": 4, "hh": 4, "c_weight": 1, "c_bias": 1}, kw)
+            layernorm.reset_parameters(self)
         if self.coupled:  # the 3H-row parameters replaced torch's: draw them
             self.reset_parameters()
 
@@ -452,7 +426,7 @@ class LSTM(RNNBase):
         return {name: True for name in names if getattr(self, name, False)}
 
     def weights(self, layer: int, direction: int):
-        return _without_biases(self, super().weights(layer, direction))
+        return layernorm.loop_weights(self, super().weights(layer, direction))
 
     def step(self, layer: int, direction: int):
         if not self.variant():
@@ -477,7 +451,7 @@ class LSTM(RNNBase):
             for name, value in self.named_parameters():
                 if name.startswith(PEEPHOLES):
                     value.zero_()
-        _reset_layer_norm(self)
+        layernorm.reset_parameters(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -509,14 +483,14 @@ class GRU(RNNBase):
                          bidirectional, proj_size, device, dtype, backend=backend, recurrent_dropout=recurrent_dropout,
                          weight_dropout=weight_dropout, zoneout=zoneout)  # fmt: skip
         if self.layer_norm:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
-            _add_layer_norm(self, {"ih": 3, "hh": 3}, {"device": device, "dtype": dtype})
-            _reset_layer_norm(self)
+            layernorm.add_parameters(self, {"ih": 3, "hh": 3}, {"device": device, "dtype": dtype})
+            layernorm.reset_parameters(self)
 
     def variant(self) -> dict:
         return ({} if self.reset_after else {"reset_after": False}) | ({"layer_norm": True} if self.layer_norm else {})
 
     def weights(self, layer: int, direction: int):
-        return _without_biases(self, super().weights(layer, direction))
+        return layernorm.loop_weights(self, super().weights(layer, direction))
 
     def step(self, layer: int, direction: int):
         if getattr(self, "layer_norm", False):
@@ -528,7 +502,7 @@ class GRU(RNNBase):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        _reset_layer_norm(self)
+        layernorm.reset_parameters(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + ("" if self.reset_after else ", reset_after=False")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def _ln(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,3 +56,33 @@ def ln_gru_step(xw, state, weight_hh, bias_hh, weight_hr=None, *, bias_ih, gain_
     n = torch.tanh(x_n + r * h_n)  # candidate, reset after (as torch and haste)
     h = (1 - z) * n + z * h_prev
     return (h,), (r, z, n, h)
+
+
+# -- a layer-norm layer's own parameters (gatedrnn.LSTM / GRU with layer_norm=True) --------
+
+
+def add_parameters(layer, sizes: dict, kw: dict) -> None:
+    """Registers a layer-norm layer's gains and biases, ``layer_norm_{name}_l{k}[_reverse]`` of
+    ``sizes[name] * H`` values, after torch's parameters (set by ``reset_parameters``)."""
+    for k in range(layer.num_layers):
+        for suffix in ("", "_reverse")[: layer.num_directions]:
+            for name, blocks in sizes.items():
+                setattr(layer, f"layer_norm_{name}_l{k}{suffix}",
+                        nn.Parameter(torch.empty(blocks * layer.hidden_size, **kw)))  # fmt: skip
+
+
+def reset_parameters(layer) -> None:
+    """Gains to 1, biases to 0: layer normalization's initialization."""
+    with torch.no_grad():
+        for name, value in layer.named_parameters():
+            if name.startswith("layer_norm_"):
+                value.fill_(0.0 if "_bias_" in name else 1.0)
+
+
+def loop_weights(layer, weights: tuple) -> tuple:
+    """A layer-norm layer's weights for the loop: the loop's input projection takes no bias,
+    since the step normalizes ``W_ih x`` first and adds ``b_ih`` (bound in it) and ``b_hh`` after."""
+    if not getattr(layer, "layer_norm", False):
+        return weights
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
+    return weight_ih, weight_hh, None, bias_hh, weight_hr
