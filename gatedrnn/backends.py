@@ -33,25 +33,19 @@ _TORCH_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "R
 def select_backend(layer, x, lengths, want_trace):
     """A function ``run(layer, x, states, lengths, want_trace)`` for this call."""
     name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace)
-    if layer.needs_reference_loop():
-        name = "reference"  # variants, zoneout, recurrent dropout: the reference loop (check_variant_backend)
+    if layer.beyond_torch() and name == "torch":
+        name = "fused"  # a variant or a regularizer in force: torch's kernel has none of them
     elif name == "torch" and layer.training and layer.weight_dropout:
         name = "fused"  # torch's kernel reads the weights itself: it would miss the dropped W_hh
     return functools.partial(_run, name)
 
 
 def check_variant_backend(layer) -> None:
-    """A variant or a regularizer that needs the reference loop, asked for with
-    ``backend="fused"``: refused, it has no native loop yet."""
-    if layer.backend != "fused":
-        return
-    needs = dict(layer.variant())
-    needs |= {"zoneout": layer.zoneout_given()} if any(layer.zoneout) else {}
-    needs |= {"recurrent_dropout": layer.recurrent_dropout} if layer.recurrent_dropout else {}
-    if needs:
+    """A variant asked for with ``backend="fused"`` that has no native loop: refused."""
+    if layer.backend == "fused" and getattr(layer, "layer_norm", False):
         raise ValueError(
-            f"backend='fused' has no native loop for {needs} yet; use backend='auto' (it runs the "
-            "reference loop for them) or backend='reference'"
+            "backend='fused' has no native loop for layer_norm=True yet; use backend='auto' (it runs the "
+            "reference loop for it) or backend='reference'"
         )
 
 

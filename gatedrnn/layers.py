@@ -127,10 +127,10 @@ class RNNBase(nn.RNNBase):
 
     # -- regularizers: drawn here, outside every loop, from torch's generator -------
 
-    def needs_reference_loop(self) -> bool:
-        """Whether this call needs the reference loop: a variant, zoneout (training: masks;
-        eval: the expectation), or recurrent dropout in training. Weight dropout needs none:
-        the dropped W_hh goes to any loop."""
+    def beyond_torch(self) -> bool:
+        """Whether torch's kernel cannot run this call: a variant, zoneout (training: masks;
+        eval: the expectation), or recurrent dropout in training. The fused loops run them
+        (layer norm: the reference loop, see :func:`gatedrnn.fused.run_direction`)."""
         return bool(self.variant()) or any(self.zoneout) or (self.training and self.recurrent_dropout > 0)
 
     def _regularized(self, weights, step, x, state):
@@ -187,7 +187,7 @@ class RNNBase(nn.RNNBase):
 
     def variant(self) -> dict:
         """The variant keywords in force, ``{}`` for the plain cell (torch.nn's). Backends
-        and conversions read it: torch.nn and the native loops serve the plain cell only."""
+        and conversions read it: torch.nn's kernels serve the plain cell only."""
         return {}
 
     def step(self, layer: int, direction: int):
@@ -285,7 +285,6 @@ class RNNBase(nn.RNNBase):
                 state = tuple(s[k] for s in states)
                 weights, options = self._regularized(self.weights(layer, direction), self.step(layer, direction),
                                                      x, state)  # fmt: skip
-                # options (a variant's step, masks) only reach the reference loop (backends.select_backend)
                 out, state, values = run_direction(self.mode, x, state, weights, lengths, direction == 1,
                                                    want_trace, **options)  # fmt: skip
                 outputs.append(out)
@@ -538,7 +537,7 @@ class MGU(RNNBase):
     :math:`h_t = (1 - f_t) \odot h_{t-1} + f_t \odot n_t`. torch.nn's layer API (layers,
     directions, ``batch_first``, ``lengths``, packing, ``hx``, dropout between layers, the
     regularizers); parameters named as torch names them with 2H rows (``[f; n]``). Runs on the
-    reference loop (``backend="fused"`` refuses it until it has a native loop). The trace
+    native loop of the fused backend (``csrc/gru.cpp``), as the GRU does. The trace
     holds ``forget, candidate, hidden``.
     """
 

@@ -186,22 +186,25 @@ def test_gradcheck_variants(make):
 
 
 def test_backends_and_conversions_of_variants():
-    with pytest.raises(ValueError, match="backend='fused' has no native loop for {'peephole': True}"):
-        gatedrnn.LSTM(2, 3, peephole=True, backend="fused")
-    with pytest.raises(ValueError, match="has no native loop for {'reset_after': False}"):
-        gatedrnn.GRU(2, 3, reset_after=False, backend="fused")
+    with pytest.raises(ValueError, match="backend='fused' has no native loop for layer_norm=True"):
+        gatedrnn.LSTM(2, 3, layer_norm=True, backend="fused")
+    with pytest.raises(ValueError, match="backend='fused' has no native loop for layer_norm=True"):
+        gatedrnn.GRU(2, 3, layer_norm=True, backend="fused")
     with pytest.raises(ValueError, match="cannot be converted"):
         gatedrnn.LSTM(2, 3, peephole=True).to_torch()
     with pytest.raises(ValueError, match="cannot be converted"):
         gatedrnn.GRUCell(2, 3, reset_after=False).to_torch()
     with pytest.raises(TypeError, match="peephole must be a bool"):
         gatedrnn.LSTM(2, 3, peephole=1)
-    # auto runs the reference loop for a variant, packed input and traces included
+    # auto and fused run the native loop for a variant, packed input included, as the reference does
     auto = gatedrnn.LSTM(2, 3, peephole=True)
     reference = gatedrnn.LSTM(2, 3, peephole=True, backend="reference")
+    fused = gatedrnn.LSTM(2, 3, peephole=True, backend="fused")
     reference.load_state_dict(auto.state_dict())
+    fused.load_state_dict(auto.state_dict())
     x = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 3, 2), torch.tensor([5, 3, 2]))
     torch.testing.assert_close(auto(x)[0].data, reference(x)[0].data)
+    torch.testing.assert_close(fused(x)[0].data, reference(x)[0].data)
     assert repr(auto) == "LSTM(2, 3, peephole=True)"
 
 

@@ -38,25 +38,28 @@ def forbid_double_backward(op) -> None:
     op.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
 
 
-def grads_by_recompute(mode, reverse, inputs, pair_outputs):
+def grads_by_recompute(mode, reverse, inputs, pair_outputs, step=None, zoneout=None, extra=()):
     """First-order gradients that are themselves differentiable, for double backward
     (``create_graph=True``): the step graph is rebuilt with the reference loop from the
     op's saved inputs and differentiated by autograd.
 
-    ``inputs`` is ``(x, w_ih, b_ih, state, w_hh, b_hh, w_hr, lengths)``;
+    ``inputs`` is ``(x, w_ih, b_ih, state, w_hh, b_hh, w_hr, lengths)``; ``step`` and
+    ``zoneout`` are the reference loop's (a variant's step with its own tensors bound in,
+    which ``extra`` lists so that they get gradients too);
     ``pair_outputs(output, final, trace)`` returns ``[(reference_value, grad), ...]`` for the
     op outputs that received a gradient. Returns the gradients of
-    ``(x, w_ih, b_ih, *state, w_hh, b_hh, w_hr)``, None where not needed.
+    ``(x, w_ih, b_ih, *state, w_hh, b_hh, w_hr, *extra)``, None where not needed.
     """
     from gatedrnn import reference
 
     x, w_ih, b_ih, state, w_hh, b_hh, w_hr, lengths = inputs
     with torch.enable_grad():
         output, final, trace = reference.run_direction(
-            mode, x, state, (w_ih, w_hh, b_ih, b_hh, w_hr), lengths, reverse, want_trace=True
-        )
+            mode, x, state, (w_ih, w_hh, b_ih, b_hh, w_hr), lengths, reverse, want_trace=True, step=step,
+            zoneout=zoneout,
+        )  # fmt: skip
         pairs = [(value, grad) for value, grad in pair_outputs(output, final, trace) if grad is not None]
-        wrt = [x, w_ih, b_ih, *state, w_hh, b_hh, w_hr]
+        wrt = [x, w_ih, b_ih, *state, w_hh, b_hh, w_hr, *extra]
         needed = [k for k, t in enumerate(wrt) if t is not None and t.requires_grad]
         found = torch.autograd.grad(
             [v for v, _ in pairs], [wrt[k] for k in needed], [g for _, g in pairs],
@@ -66,6 +69,19 @@ def grads_by_recompute(mode, reverse, inputs, pair_outputs):
     for k, grad in zip(needed, found):
         grads[k] = grad
     return grads
+
+
+def reference_zoneout(*keeps):
+    """The ops' zoneout arguments (a (T, B, n) mask, one value in eval, or None per state) as
+    :func:`gatedrnn.reference.run_direction` takes them; None when no state is zoned out."""
+    if all(k is None for k in keeps):
+        return None
+    return tuple(k if k is None or k.numel() > 1 else float(k) for k in keeps)
+
+
+def keep_tensor(k, like):
+    """A layer's zoneout of one state (None, a mask, or the eval probability) as the ops take it."""
+    return like.new_full((1,), k) if isinstance(k, float) else k
 
 
 def zeros_if_none(grad, like: torch.Tensor) -> torch.Tensor:

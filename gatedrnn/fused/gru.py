@@ -1,98 +1,126 @@
-"""The fused GRU: the native time loop of ``csrc/gru.cpp`` (or its Python twin in
-``loops.py``) as torch.library custom ops with the hand-written backward through time
-registered as their autograd formula.
+"""The fused one-state gated cells: the native time loop of ``csrc/loop.h`` with the gate
+math of ``csrc/gru.cpp`` (or its Python twin in ``loops.py``) as torch.library custom ops with
+the hand-written backward through time registered as their autograd formula.
+
+``form`` picks the cell: ``0`` torch's GRU (reset after the recurrent product), ``1`` Cho et
+al.'s original GRU (``reset_after=False``), ``2`` the MGU. ``rmask`` (B, H) is the recurrent
+dropout mask, ``keep_h`` (T, B, H) the zoneout mask (one value in eval).
 
 float16 and bfloat16 are computed in float32, and ``x, w_ih, b_ih`` are inputs for double
 backward only, as in :mod:`gatedrnn.fused.lstm`."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from gatedrnn.cells.gru import gru_step
+from gatedrnn.cells.mgu import mgu_step
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute, zeros_if_none
+from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
+                                 reference_zoneout, zeros_if_none)  # fmt: skip
+
+FORMS = {"GRU": 0, "GRU_reset_before": 1, "MGU": 2}
+_SAVED = {0: 4, 1: 4, 2: 3}  # saved activations per step, in units of H
 
 
 @torch.library.custom_op("gatedrnn::gru_forward", mutates_args=())
 def gru_forward(
     xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-    save: bool, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, hs, gates, hn); see ``csrc/gru.cpp``."""
+    save: bool, form: int = 0, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
+    x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(out, h_n, hs, act); see ``csrc/gru.cpp``."""
     dtype = compute_dtype(xw, h0, w_hh)
-    out, h_n, hs, gates, hn = call_kernel(kernels(xw.device).gru_forward, dtype, xw, h0, w_hh, b_hh, lengths, reverse, save)
+    out, h_n, hs, act = call_kernel(kernels(xw.device).gru_forward, dtype, xw, h0, w_hh, b_hh, form, rmask, keep_h,
+                                    lengths, reverse, save)  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
         hs = out  # the backward reads each h at the compute precision, not the output's
-    return out.to(result), h_n.to(result), hs, gates, hn
+    return out.to(result), h_n.to(result), hs, act
 
 
 @gru_forward.register_fake
-def _(xw, h0, w_hh, b_hh, lengths, reverse, save, x=None, w_ih=None, b_ih=None):
-    T, B, G = xw.shape
+def _(xw, h0, w_hh, b_hh, lengths, reverse, save, form=0, rmask=None, keep_h=None, x=None, w_ih=None, b_ih=None):
+    T, B, _ = xw.shape
     H = h0.shape[1]
     result, dtype = torch.promote_types(xw.dtype, h0.dtype), compute_dtype(xw, h0, w_hh)
     new = lambda *shape: xw.new_empty(shape, dtype=dtype)  # noqa: E731
     return (
         xw.new_empty(T, B, H, dtype=result), xw.new_empty(B, H, dtype=result),
         new(T, B, H) if save and (lengths is not None or result != dtype) else new(0),
-        new(T, B, G) if save else new(0),
-        new(T, B, H) if save else new(0),
+        new(T, B, _SAVED[form] * H) if save else new(0),
     )  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::gru_backward", mutates_args=())
 def gru_backward(
-    d_out: Optional[Tensor], d_h_n: Tensor, d_gates: Optional[Tensor], hs: Tensor, gates: Tensor, hn: Tensor,
-    h0: Tensor, w_hh: Tensor, lengths: Optional[Tensor], reverse: bool,
+    d_out: Optional[Tensor], d_h_n: Tensor, d_act: Optional[Tensor], hs: Tensor, act: Tensor, h0: Tensor,
+    w_hh: Tensor, form: int, rmask: Optional[Tensor], keep_h: Optional[Tensor], lengths: Optional[Tensor],
+    reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(d_xw, d_h0, d_w_hh, d_b_hh) in the saved activations' dtype; see ``csrc/gru.cpp``."""
-    return tuple(call_kernel(kernels(gates.device).gru_backward, gates.dtype,
-                             d_out, d_h_n, d_gates, hs, gates, hn, h0, w_hh, lengths, reverse))  # fmt: skip
+    return tuple(call_kernel(kernels(act.device).gru_backward, act.dtype, d_out, d_h_n, d_act, hs, act, h0, w_hh,
+                             form, rmask, keep_h, lengths, reverse))  # fmt: skip
 
 
 @gru_backward.register_fake
-def _(d_out, d_h_n, d_gates, hs, gates, hn, h0, w_hh, lengths, reverse):
-    new = gates.new_empty
-    return new(gates.shape), new(h0.shape), new(w_hh.shape), new(w_hh.shape[0])
+def _(d_out, d_h_n, d_act, hs, act, h0, w_hh, form, rmask, keep_h, lengths, reverse):
+    new = act.new_empty
+    T, B, _ = act.shape
+    return new(T, B, w_hh.shape[0]), new(h0.shape), new(w_hh.shape), new(w_hh.shape[0])
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, w_hh, b_hh, lengths, reverse, save, x, w_ih, b_ih = inputs
-    out, h_n, hs, gates, hn = output
+    xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, x, w_ih, b_ih = inputs
+    out, h_n, hs, act = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
-    ctx.save_for_backward(hs, gates, hn, h0, w_hh, lengths, x, w_ih, b_ih, b_hh)
-    ctx.reverse, ctx.has_bias = reverse, b_hh is not None
+    ctx.save_for_backward(hs, act, h0, w_hh, rmask, keep_h, lengths, x, w_ih, b_ih, b_hh)
+    ctx.reverse, ctx.form, ctx.has_bias = reverse, form, b_hh is not None
 
 
-def _backward(ctx, d_out, d_h_n, d_hs, d_gates, d_hn):
-    hs, gates, hn, h0, w_hh, lengths, x, w_ih, b_ih, b_hh = ctx.saved_tensors
+def _backward(ctx, d_out, d_h_n, d_hs, d_act):
+    hs, act, h0, w_hh, rmask, keep_h, lengths, x, w_ih, b_ih, b_hh = ctx.saved_tensors
     if torch.is_grad_enabled() and x is not None:  # create_graph: differentiable gradients
-        def pairs(output, final, trace):
-            r, z, n, _ = trace
-            return [(output, d_out), (final[0], d_h_n), (torch.cat([r, z, n], dim=2), d_gates)]
+        H = h0.shape[1]
+        gates = 2 if ctx.form == 2 else 3
 
+        def pairs(output, final, trace):
+            d_trace = None if d_act is None else d_act[..., : gates * H]  # the saved extras are no trace values
+            return [(output, d_out), (final[0], d_h_n), (torch.cat(trace[:gates], dim=2), d_trace)]
+
+        mode = "MGU" if ctx.form == 2 else "GRU"
         inputs = (x, w_ih, b_ih, (h0,), w_hh, b_hh, None, lengths)
-        d_x, d_w_ih, d_b_ih, d_h0, d_w_hh, d_b_hh, _ = grads_by_recompute("GRU", ctx.reverse, inputs, pairs)
-        return None, d_h0, d_w_hh, d_b_hh, None, None, None, d_x, d_w_ih, d_b_ih
+        d_x, d_w_ih, d_b_ih, d_h0, d_w_hh, d_b_hh, _ = grads_by_recompute(
+            mode, ctx.reverse, inputs, pairs, step=step_of(ctx.form, rmask), zoneout=reference_zoneout(keep_h)
+        )  # fmt: skip
+        return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_x, d_w_ih, d_b_ih
     d_xw, d_h0, d_w_hh, d_b_hh = gru_backward(
-        d_out, zeros_if_none(d_h_n, h0), d_gates, hs, gates, hn, h0, w_hh, lengths, ctx.reverse
-    )
-    return d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None
+        d_out, zeros_if_none(d_h_n, h0), d_act, hs, act, h0, w_hh, ctx.form, rmask, keep_h, lengths, ctx.reverse
+    )  # fmt: skip
+    return d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, None, None
 
 
 gru_forward.register_autograd(_backward, setup_context=_setup_context)
 forbid_double_backward(gru_backward)
 
 
-def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None):
-    """Output (T, B, H), final (h,), and the trace values when ``want_trace``."""
+def step_of(form: int, rmask):
+    """The reference step of a form, the recurrent dropout mask bound in."""
+    step = {0: gru_step, 1: functools.partial(gru_step, reset_after=False), 2: mgu_step}[form]
+    return functools.partial(step, recurrent_mask=rmask)
+
+
+def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None, *,
+        form=0, rmask=None, keep=(None,)):  # fmt: skip
+    """Output (T, B, H), final (h,), and the trace values when ``want_trace``: r, z, n, h
+    (f, n, h for the MGU)."""
     (h0,) = state
-    out, h_n, _, gates, _ = gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, x, w_ih, b_ih)
+    out, h_n, _, act = gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, *keep, x, w_ih, b_ih)
     if not want_trace:
         return out, (h_n,), None
-    r, z, n = gates.to(out.dtype).chunk(3, dim=2)  # (T, B, H) each
-    return out, (h_n,), (r, z, n, out)
+    gates = act.to(out.dtype).split(h0.shape[1], dim=2)[: 2 if form == 2 else 3]  # (T, B, H) each
+    return out, (h_n,), (*gates, out)

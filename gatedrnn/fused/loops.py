@@ -40,6 +40,14 @@ def _empty(like):
     return like.new_empty(0)
 
 
+def _plain_only(**variant):
+    """The Python loops serve the plain cells; a variant or regularizer runs the reference loop
+    instead (:func:`gatedrnn.fused.run_direction` sends it there), so reaching here is a defect."""
+    given = [name for name, value in variant.items() if value is not None and value is not False and value != 0]
+    if given:
+        raise NotImplementedError(f"the Python loops have no {', '.join(given)}; the reference loop runs them")
+
+
 def _weight_grad(d_pre, hs, h0, reverse):
     """sum_t d_pre[t]^T h_prev[t], h_prev being h0 then the carried states before t."""
     T = d_pre.shape[0]
@@ -54,7 +62,8 @@ def _weight_grad(d_pre, hs, h0, reverse):
 # -- LSTM ------------------------------------------------------------------------------
 
 
-def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save):
+def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, lengths, reverse, save):
+    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c)
     T = xw.shape[0]
     H = c0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -75,11 +84,13 @@ def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save):
     out = hs if valid is None else torch.where(valid, hs, 0.0)
     h_n, c_n = h.clone(), c.clone()
     if not save:
-        return out, h_n, c_n, _empty(xw), _empty(xw), _empty(xw)
-    return out, h_n, c_n, (hs if valid is not None else _empty(xw)), torch.stack(cs), torch.stack(gates)
+        return out, h_n, c_n, _empty(xw), _empty(xw), _empty(xw), _empty(xw)
+    return out, h_n, c_n, (hs if valid is not None else _empty(xw)), torch.stack(cs), torch.stack(gates), _empty(xw)
 
 
-def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, h0, c0, w_hh, w_hr, lengths, reverse):
+def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, coupled, rmask,
+                  keep_h, keep_c, lengths, reverse):  # fmt: skip
+    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c)
     T = gates.shape[0]
     H = cs.shape[2]
     valid = _valid(lengths, T, gates)
@@ -114,13 +125,14 @@ def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, h0, c0, w_h
     if w_hr is not None:
         m = gates[..., 3 * H :] * torch.tanh(cs)  # o * tanh(c), (T, B, H)
         d_w_hr = d_hs.reshape(-1, d_hs.shape[-1]).t() @ m.reshape(-1, H)
-    return d_xw, d_h, d_c, d_w_hh, d_xw.sum((0, 1)), d_w_hr
+    return d_xw, d_h, d_c, d_w_hh, d_xw.sum((0, 1)), d_w_hr, _empty(gates)
 
 
 # -- GRU -------------------------------------------------------------------------------
 
 
-def gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save):
+def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, lengths, reverse, save):
+    _plain_only(form=form, rmask=rmask, keep_h=keep_h)
     T = xw.shape[0]
     H = h0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -139,13 +151,17 @@ def gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save):
     hs = torch.stack(hs)
     out = hs if valid is None else torch.where(valid, hs, 0.0)
     if not save:
-        return out, h.clone(), _empty(xw), _empty(xw), _empty(xw)
-    return out, h.clone(), (hs if valid is not None else _empty(xw)), torch.stack(gates), torch.stack(hns)
+        return out, h.clone(), _empty(xw), _empty(xw)
+    act = torch.cat([torch.stack(gates), torch.stack(hns)], 2)  # r, z, n, W_hn h + b_hn
+    return out, h.clone(), (hs if valid is not None else _empty(xw)), act
 
 
-def gru_backward(d_out, d_h_n, d_gates, hs, gates, hn, h0, w_hh, lengths, reverse):
-    T = gates.shape[0]
+def gru_backward(d_out, d_h_n, d_act, hs, act, h0, w_hh, form, rmask, keep_h, lengths, reverse):
+    _plain_only(form=form, rmask=rmask, keep_h=keep_h)
+    T = act.shape[0]
     H = hs.shape[2]
+    gates, hn = act[..., : 3 * H], act[..., 3 * H :]
+    d_gates = None if d_act is None else d_act[..., : 3 * H]
     valid = _valid(lengths, T, gates)
     d_xw, d_gh = torch.empty_like(gates), torch.empty_like(gates)
     d_h = d_h_n.clone()
@@ -170,7 +186,8 @@ def gru_backward(d_out, d_h_n, d_gates, hs, gates, hn, h0, w_hh, lengths, revers
 # -- vanilla RNN -------------------------------------------------------------------------
 
 
-def rnn_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, relu):
+def rnn_forward(xw, h0, w_hh, b_hh, relu, rmask, keep_h, lengths, reverse, save):
+    _plain_only(rmask=rmask, keep_h=keep_h)
     T = xw.shape[0]
     valid = _valid(lengths, T, xw)
     w_hh_t = w_hh.t()
@@ -182,10 +199,11 @@ def rnn_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, relu):
         hs[t] = h
     hs = torch.stack(hs)
     out = hs if valid is None else torch.where(valid, hs, 0.0)
-    return out, h.clone(), (hs if (save and valid is not None) else _empty(xw))
+    return out, h.clone(), (hs if (save and valid is not None) else _empty(xw)), _empty(xw)
 
 
-def rnn_backward(d_out, d_h_n, hs, h0, w_hh, lengths, reverse, relu):
+def rnn_backward(d_out, d_h_n, hs, hf, h0, w_hh, relu, rmask, keep_h, lengths, reverse):
+    _plain_only(rmask=rmask, keep_h=keep_h)
     T = hs.shape[0]
     valid = _valid(lengths, T, hs)
     d_xw = torch.empty_like(hs)

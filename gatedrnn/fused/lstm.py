@@ -1,6 +1,12 @@
-"""The fused LSTM: the native time loop of ``csrc/lstm.cpp`` (or its Python twin in
-``loops.py``) as torch.library custom ops, its hand-written backward through time registered
-as their autograd formula, and fake implementations so torch.compile traces through it.
+"""The fused LSTM: the native time loop of ``csrc/loop.h`` with the LSTM's gate math of
+``csrc/lstm.cpp`` (or its Python twin in ``loops.py``) as torch.library custom ops, its
+hand-written backward through time registered as their autograd formula, and fake
+implementations so torch.compile traces through it.
+
+The variants ride along as arguments: ``peephole`` (3, H) rows ``w_ci`` (zeros when coupled),
+``w_cf``, ``w_co``; ``coupled`` (CIFG, 3H gate rows f, g, o); ``rmask`` (B, P) the recurrent
+dropout mask; ``keep_h`` (T, B, P) and ``keep_c`` (T, B, H) the zoneout masks, or one value
+each in eval (the probability: the expectation).
 
 float16 and bfloat16 tensors are computed in float32 (outputs come back in the inputs'
 dtype; the saved activations stay float32). ``x, w_ih, b_ih`` (the operands of ``xw``)
@@ -8,36 +14,42 @@ are inputs only so that double backward can rebuild the step graph from them."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from gatedrnn.cells.lstm import lstm_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 valid_steps, zeros_if_none)  # fmt: skip
+                                 reference_zoneout, valid_steps, zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::lstm_forward", mutates_args=())
 def lstm_forward(
     xw: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], w_hr: Optional[Tensor],
-    lengths: Optional[Tensor], reverse: bool, save: bool, x: Optional[Tensor] = None,
-    w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, c_n, hs, cs, gates); see ``csrc/lstm.cpp``."""
+    lengths: Optional[Tensor], reverse: bool, save: bool, peephole: Optional[Tensor] = None,
+    coupled: bool = False, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
+    keep_c: Optional[Tensor] = None, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None,
+    b_ih: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``."""
     dtype = compute_dtype(xw, h0, c0, w_hh)
-    out, h_n, c_n, hs, cs, gates = call_kernel(
-        kernels(xw.device).lstm_forward, dtype, xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save
-    )
+    out, h_n, c_n, hs, cs, gates, cf = call_kernel(
+        kernels(xw.device).lstm_forward, dtype, xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h,
+        keep_c, lengths, reverse, save,
+    )  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
         hs = out  # the backward reads each h at the compute precision, not the output's
-    return out.to(result), h_n.to(result), c_n.to(result), hs, cs, gates
+    return out.to(result), h_n.to(result), c_n.to(result), hs, cs, gates, cf
 
 
 @lstm_forward.register_fake
-def _(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, x=None, w_ih=None, b_ih=None):
-    T, B, G = xw.shape
+def _(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole=None, coupled=False, rmask=None, keep_h=None,
+      keep_c=None, x=None, w_ih=None, b_ih=None):  # fmt: skip
+    T, B, _ = xw.shape
     P, H = h0.shape[1], c0.shape[1]
     result = torch.promote_types(xw.dtype, h0.dtype)
     new = lambda *shape: xw.new_empty(shape, dtype=compute_dtype(xw, h0, c0, w_hh))  # noqa: E731
@@ -45,66 +57,93 @@ def _(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, x=None, w_ih=None, b
         xw.new_empty(T, B, P, dtype=result), xw.new_empty(B, P, dtype=result), xw.new_empty(B, H, dtype=result),
         new(T, B, P) if save and (lengths is not None or result != compute_dtype(xw, h0, c0, w_hh)) else new(0),
         new(T, B, H) if save else new(0),
-        new(T, B, G) if save else new(0),
+        new(T, B, 4 * H) if save else new(0),
+        new(T, B, H) if save and keep_c is not None else new(0),
     )  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::lstm_backward", mutates_args=())
 def lstm_backward(
     d_out: Optional[Tensor], d_h_n: Tensor, d_c_n: Tensor, d_gates: Optional[Tensor], d_cs: Optional[Tensor],
-    hs: Tensor, cs: Tensor, gates: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
-    lengths: Optional[Tensor], reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr) in the saved activations' dtype; see
-    ``csrc/lstm.cpp``."""
+    hs: Tensor, cs: Tensor, gates: Tensor, cf: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
+    w_hr: Optional[Tensor], peephole: Optional[Tensor], coupled: bool, rmask: Optional[Tensor],
+    keep_h: Optional[Tensor], keep_c: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, d_peephole) in the saved activations' dtype;
+    see ``csrc/lstm.cpp``."""
     return tuple(call_kernel(
-        kernels(gates.device).lstm_backward, gates.dtype,
-        d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, h0, c0, w_hh, w_hr, lengths, reverse,
+        kernels(gates.device).lstm_backward, gates.dtype, d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf,
+        h0, c0, w_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, lengths, reverse,
     ))  # fmt: skip
 
 
 @lstm_backward.register_fake
-def _(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, h0, c0, w_hh, w_hr, lengths, reverse):
+def _(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, coupled, rmask, keep_h,
+      keep_c, lengths, reverse):  # fmt: skip
     new = gates.new_empty
-    d_w_hr = new(w_hr.shape) if w_hr is not None else new(0)
-    return new(gates.shape), new(h0.shape), new(c0.shape), new(w_hh.shape), new(w_hh.shape[0]), d_w_hr
+    T, B, _ = gates.shape
+    return (new(T, B, w_hh.shape[0]), new(h0.shape), new(c0.shape), new(w_hh.shape), new(w_hh.shape[0]),
+            new(w_hr.shape) if w_hr is not None else new(0), new(peephole.shape) if peephole is not None else new(0))  # fmt: skip
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, x, w_ih, b_ih = inputs
-    out, h_n, c_n, hs, cs, gates = output
+    xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole, coupled, rmask, keep_h, keep_c, x, w_ih, b_ih = inputs
+    out, h_n, c_n, hs, cs, gates, cf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
-    ctx.save_for_backward(hs, cs, gates, h0, c0, w_hh, w_hr, lengths, x, w_ih, b_ih, b_hh)
-    ctx.reverse, ctx.has_bias = reverse, b_hh is not None
+    ctx.save_for_backward(hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, lengths, x, w_ih,
+                          b_ih, b_hh)  # fmt: skip
+    ctx.reverse, ctx.coupled, ctx.has_bias = reverse, coupled, b_hh is not None
 
 
-def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates):
-    hs, cs, gates, h0, c0, w_hh, w_hr, lengths, x, w_ih, b_ih, b_hh = ctx.saved_tensors
+def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
+    hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, lengths, x, w_ih, b_ih, b_hh = (
+        ctx.saved_tensors
+    )
     if torch.is_grad_enabled() and x is not None:  # create_graph: differentiable gradients
         def pairs(output, final, trace):
             i, f, g, o, cell, _ = trace
             return [(output, d_out), (final[0], d_h_n), (final[1], d_c_n), (cell, d_cs),
                     (torch.cat([i, f, g, o], dim=2), d_gates)]  # fmt: skip
 
+        step = functools.partial(lstm_step, peephole=_peephole_tuple(peephole, ctx.coupled), coupled=ctx.coupled,
+                                 recurrent_mask=rmask)  # fmt: skip
         inputs = (x, w_ih, b_ih, (h0, c0), w_hh, b_hh, w_hr, lengths)
-        d_x, d_w_ih, d_b_ih, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr = grads_by_recompute("LSTM", ctx.reverse, inputs, pairs)
-        return None, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, None, None, None, d_x, d_w_ih, d_b_ih
-    d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr = lstm_backward(
+        d_x, d_w_ih, d_b_ih, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, d_peephole = grads_by_recompute(
+            "LSTM", ctx.reverse, inputs, pairs, step=step, zoneout=reference_zoneout(keep_h, keep_c), extra=(peephole,)
+        )  # fmt: skip
+        return (None, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, None, None, None, d_peephole, None, None, None, None,
+                d_x, d_w_ih, d_b_ih)  # fmt: skip
+    d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, d_peephole = lstm_backward(
         d_out, zeros_if_none(d_h_n, h0), zeros_if_none(d_c_n, c0), d_gates, d_cs,
-        hs, cs, gates, h0, c0, w_hh, w_hr, lengths, ctx.reverse,
+        hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, ctx.coupled, rmask, keep_h, keep_c, lengths, ctx.reverse,
     )  # fmt: skip
-    return (d_xw, d_h0, d_c0, d_w_hh, d_b_hh if ctx.has_bias else None,
-            d_w_hr if w_hr is not None else None, None, None, None, None, None, None)  # fmt: skip
+    return (d_xw, d_h0, d_c0, d_w_hh, d_b_hh if ctx.has_bias else None, d_w_hr if w_hr is not None else None,
+            None, None, None, d_peephole if peephole is not None else None, None, None, None, None,
+            None, None, None)  # fmt: skip
 
 
 lstm_forward.register_autograd(_backward, setup_context=_setup_context)
 forbid_double_backward(lstm_backward)
 
 
-def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None):
-    """Output (T, B, P), final (h, c), and the trace values when ``want_trace``."""
+def _peephole_tuple(peephole, coupled):
+    """``(w_ci, w_cf, w_co)`` as :func:`~gatedrnn.cells.lstm.lstm_step` takes them, or None."""
+    if peephole is None:
+        return None
+    w_ci, w_cf, w_co = peephole.unbind(0)
+    return (None if coupled else w_ci, w_cf, w_co)
+
+
+def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None, *,
+        peephole=None, coupled=False, rmask=None, keep=(None, None)):  # fmt: skip
+    """Output (T, B, P), final (h, c), and the trace values when ``want_trace``. ``peephole``
+    is ``(w_ci, w_cf, w_co)`` (``w_ci`` None when coupled); ``keep`` the zoneout of h and c."""
     h0, c0 = state
-    out, h_n, c_n, _, cs, gates = lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, x, w_ih, b_ih)
+    if peephole is not None:
+        w_ci, w_cf, w_co = peephole
+        peephole = torch.stack([torch.zeros_like(w_cf) if w_ci is None else w_ci, w_cf, w_co])
+    out, h_n, c_n, _, cs, gates, _ = lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole,
+                                                  coupled, rmask, *keep, x, w_ih, b_ih)  # fmt: skip
     if not want_trace:
         return out, (h_n, c_n), None
     gates, cs = gates.to(out.dtype), cs.to(out.dtype)

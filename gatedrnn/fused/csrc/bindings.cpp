@@ -4,21 +4,21 @@
 #include "common.h"
 
 namespace gatedrnn {
-std::vector<Tensor> lstm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const optional<Tensor>&,
-                                 const optional<Tensor>&, const optional<Tensor>&, bool, bool);
-std::vector<Tensor> lstm_backward(const optional<Tensor>&, const Tensor&, const Tensor&, const optional<Tensor>&,
-                                  const optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
-                                  const Tensor&, const Tensor&, const Tensor&, const optional<Tensor>&,
-                                  const optional<Tensor>&, bool);
-std::vector<Tensor> gru_forward(const Tensor&, const Tensor&, const Tensor&, const optional<Tensor>&,
-                                const optional<Tensor>&, bool, bool);
-std::vector<Tensor> gru_backward(const optional<Tensor>&, const Tensor&, const optional<Tensor>&, const Tensor&,
-                                 const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                 const optional<Tensor>&, bool);
-std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, const optional<Tensor>&,
-                                const optional<Tensor>&, bool, bool, bool);
-std::vector<Tensor> rnn_backward(const optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
-                                 const Tensor&, const optional<Tensor>&, bool, bool);
+using OT = optional<Tensor>;
+std::vector<Tensor> lstm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OT&, const OT&,
+                                 const OT&, bool, const OT&, const OT&, const OT&, const OT&, bool, bool);
+std::vector<Tensor> lstm_backward(const OT&, const Tensor&, const Tensor&, const OT&, const OT&, const Tensor&,
+                                  const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                  const Tensor&, const OT&, const OT&, bool, const OT&, const OT&, const OT&,
+                                  const OT&, bool);
+std::vector<Tensor> gru_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, int64_t, const OT&, const OT&,
+                                const OT&, bool, bool);
+std::vector<Tensor> gru_backward(const OT&, const Tensor&, const OT&, const Tensor&, const Tensor&, const Tensor&,
+                                 const Tensor&, int64_t, const OT&, const OT&, const OT&, bool);
+std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, bool, const OT&, const OT&,
+                                const OT&, bool, bool);
+std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                 bool, const OT&, const OT&, const OT&, bool);
 }  // namespace gatedrnn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

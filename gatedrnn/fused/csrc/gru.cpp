@@ -1,174 +1,261 @@
-// The GRU time loop of one layer and direction, forward and hand-written backward
-// (torch's reset-after form: n = tanh(x_n + r * (W_hn h + b_hn))).
-#include "common.h"
+// The gate math of the one-state gated cells for the time loop of loop.h: torch's GRU (reset
+// after the recurrent product), Cho et al.'s original GRU (reset before it: a second product
+// per step) and Zhou et al.'s minimal gated unit (one gate, also a second product).
+#include "loop.h"
 
 namespace gatedrnn {
 namespace {
 
-// One row of one step: reset and update gates, candidate, and the new state.
-template <typename scalar_t>
-void forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ h_prev,
-                 scalar_t* __restrict__ gates, scalar_t* __restrict__ hn, scalar_t* __restrict__ h, int64_t H) {
-  const scalar_t one = 1;
-  for (int64_t j = 0; j < H; ++j) {
-    const scalar_t r = sigmoid(x[j] + gh[j]);                      // reset gate
-    const scalar_t z = sigmoid(x[H + j] + gh[H + j]);              // update gate
-    const scalar_t n = tanh_(x[2 * H + j] + r * gh[2 * H + j]);    // candidate (reset after)
-    gates[j] = r;
-    gates[H + j] = z;
-    gates[2 * H + j] = n;
-    hn[j] = gh[2 * H + j];
-    h[j] = (one - z) * n + z * h_prev[j];
-  }
-}
+// torch's and cuDNN's GRU: n = tanh(x_n + r (W_hn h + b_hn)). Saves r, z, n and W_hn h + b_hn.
+template <typename T>
+struct GruCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = false, kDirectH = true;
+  static constexpr bool kSameGrad = false;  // n's recurrent gradient is scaled by r
+  int64_t H, G, R1, R2 = 0, A, gated = 0;
+  explicit GruCell(int64_t H) : H(H), G(3 * H), R1(3 * H), A(4 * H) {}
 
-// One row of one step backwards: d_h (carried) plus d_out gives the gradients of the three
-// input pre-activations (d_x), of the recurrent ones (d_gh, where n's is scaled by r) and
-// the path d_h * z straight to h_prev (direct). The trace's gradients join in when kTrace.
-template <bool kTrace, typename scalar_t>
-void backward_row(const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn,
-                  const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ d_h,
-                  const scalar_t* __restrict__ d_out, const scalar_t* __restrict__ d_gates_tr,
-                  scalar_t* __restrict__ d_x, scalar_t* __restrict__ d_gh, scalar_t* __restrict__ direct, int64_t H) {
-  const scalar_t one = 1;
-  for (int64_t j = 0; j < H; ++j) {
-    const scalar_t r = gates[j], z = gates[H + j], n = gates[2 * H + j];
-    const scalar_t d_h_t = d_h[j] + d_out[j];
-    scalar_t d_r = kTrace ? d_gates_tr[j] : scalar_t(0);
-    const scalar_t d_z = d_h_t * (h_prev[j] - n) + (kTrace ? d_gates_tr[H + j] : scalar_t(0));
-    const scalar_t d_n = d_h_t * (one - z) + (kTrace ? d_gates_tr[2 * H + j] : scalar_t(0));
-    const scalar_t d_an = d_n * (one - n * n);
-    d_r += d_an * hn[j];
-    const scalar_t d_ar = d_r * r * (one - r);
-    const scalar_t d_az = d_z * z * (one - z);
-    d_x[j] = d_ar;
-    d_x[H + j] = d_az;
-    d_x[2 * H + j] = d_an;
-    d_gh[j] = d_ar;
-    d_gh[H + j] = d_az;
-    d_gh[2 * H + j] = d_an * r;
-    direct[j] = d_h_t * z;
+  void forward(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh = row.gh;
+    const T* __restrict__ h_prev = row.h_prev;
+    T* __restrict__ act = row.act;
+    T* __restrict__ h = row.h;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = sigmoid(x[j] + gh[j]);                    // reset gate
+      const T z = sigmoid(x[H + j] + gh[H + j]);            // update gate
+      const T n = tanh_(x[2 * H + j] + r * gh[2 * H + j]);  // candidate (reset after)
+      act[j] = r;
+      act[H + j] = z;
+      act[2 * H + j] = n;
+      act[3 * H + j] = gh[2 * H + j];
+      h[j] = (one - z) * n + z * h_prev[j];
+    }
   }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& row) const {
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ h_prev = row.h_prev;
+    const T* __restrict__ d_h = row.d_h;
+    const T* __restrict__ d_tr = row.d_act;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ d_gh = row.d_gh;
+    T* __restrict__ direct = row.d_h_direct;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = act[j], z = act[H + j], n = act[2 * H + j], hn = act[3 * H + j];
+      T d_r = kTrace ? d_tr[j] : T(0);
+      const T d_z = d_h[j] * (h_prev[j] - n) + (kTrace ? d_tr[H + j] : T(0));
+      const T d_n = d_h[j] * (one - z) + (kTrace ? d_tr[2 * H + j] : T(0));
+      const T d_an = d_n * (one - n * n);
+      d_r += d_an * hn;
+      const T d_ar = d_r * r * (one - r), d_az = d_z * z * (one - z);
+      d_x[j] = d_ar;
+      d_x[H + j] = d_az;
+      d_x[2 * H + j] = d_an;
+      d_gh[j] = d_ar;
+      d_gh[H + j] = d_az;
+      d_gh[2 * H + j] = d_an * r;
+      direct[j] = d_h[j] * z;
+    }
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>&) const {}
+  void forward2(const StepRow<T>&) const {}
+};
+
+// Cho et al. 2014: n = tanh(x_n + W_hn (r h_in) + b_hn). Stage one r and z from the first
+// product (rows r, z), stage two n from the second (rows n) of r h_in. Saves r, z, n, r h_in.
+template <typename T>
+struct ChoGruCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
+  static constexpr bool kSameGrad = true;
+  int64_t H, G, R1, R2, A, gated;
+  explicit ChoGruCell(int64_t H) : H(H), G(3 * H), R1(2 * H), R2(H), A(4 * H), gated(3 * H) {}
+
+  void forward(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh = row.gh;
+    const T* __restrict__ h_in = row.h_in;
+    T* __restrict__ act = row.act;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = sigmoid(x[j] + gh[j]);          // reset gate
+      const T z = sigmoid(x[H + j] + gh[H + j]);  // update gate
+      act[j] = r;
+      act[H + j] = z;
+      act[3 * H + j] = r * h_in[j];  // the second product's input
+    }
+  }
+
+  void forward2(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh2 = row.gh2;
+    const T* __restrict__ h_prev = row.h_prev;
+    T* __restrict__ act = row.act;
+    T* __restrict__ h = row.h;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = act[H + j];
+      const T n = tanh_(x[2 * H + j] + gh2[j]);  // candidate (reset before)
+      act[2 * H + j] = n;
+      h[j] = (one - z) * n + z * h_prev[j];
+    }
+  }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& row) const {  // z and n, before the second product
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ h_prev = row.h_prev;
+    const T* __restrict__ d_h = row.d_h;
+    const T* __restrict__ d_tr = row.d_act;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ direct = row.d_h_direct;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = act[H + j], n = act[2 * H + j];
+      const T d_z = d_h[j] * (h_prev[j] - n) + (kTrace ? d_tr[H + j] : T(0));
+      const T d_n = d_h[j] * (one - z) + (kTrace ? d_tr[2 * H + j] : T(0));
+      d_x[H + j] = d_z * z * (one - z);
+      d_x[2 * H + j] = d_n * (one - n * n);
+      direct[j] = d_h[j] * z;
+    }
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>& row) const {  // r, from the gradient of r h_in
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ h_in = row.h_in;
+    const T* __restrict__ d_gated = row.d_gated;
+    const T* __restrict__ d_tr = row.d_act;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ d_h_in = row.d_h_in;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = act[j];
+      const T d_r = d_gated[j] * h_in[j] + (kTrace ? d_tr[j] : T(0));
+      d_x[j] = d_r * r * (one - r);
+      d_h_in[j] = d_gated[j] * r;
+    }
+  }
+};
+
+// Zhou et al. 2016: f from the first product, n = tanh(x_n + W_hn (f h_in) + b_hn) from the
+// second, h = (1 - f) h_prev + f n. Saves f, n, f h_in.
+template <typename T>
+struct MguCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
+  static constexpr bool kSameGrad = true;
+  int64_t H, G, R1, R2, A, gated;
+  explicit MguCell(int64_t H) : H(H), G(2 * H), R1(H), R2(H), A(3 * H), gated(2 * H) {}
+
+  void forward(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh = row.gh;
+    const T* __restrict__ h_in = row.h_in;
+    T* __restrict__ act = row.act;
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid(x[j] + gh[j]);  // the one gate
+      act[j] = f;
+      act[2 * H + j] = f * h_in[j];
+    }
+  }
+
+  void forward2(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh2 = row.gh2;
+    const T* __restrict__ h_prev = row.h_prev;
+    T* __restrict__ act = row.act;
+    T* __restrict__ h = row.h;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = act[j];
+      const T n = tanh_(x[H + j] + gh2[j]);  // candidate
+      act[H + j] = n;
+      h[j] = (one - f) * h_prev[j] + f * n;
+    }
+  }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& row) const {  // n, and f's share through the blend (kept in d_x)
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ h_prev = row.h_prev;
+    const T* __restrict__ d_h = row.d_h;
+    const T* __restrict__ d_tr = row.d_act;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ direct = row.d_h_direct;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = act[j], n = act[H + j];
+      const T d_n = d_h[j] * f + (kTrace ? d_tr[H + j] : T(0));
+      d_x[j] = d_h[j] * (n - h_prev[j]) + (kTrace ? d_tr[j] : T(0));
+      d_x[H + j] = d_n * (one - n * n);
+      direct[j] = d_h[j] * (one - f);
+    }
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>& row) const {  // f, adding its share through f h_in
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ h_in = row.h_in;
+    const T* __restrict__ d_gated = row.d_gated;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ d_h_in = row.d_h_in;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = act[j];
+      const T d_f = d_x[j] + d_gated[j] * h_in[j];
+      d_x[j] = d_f * f * (one - f);
+      d_h_in[j] = d_gated[j] * f;
+    }
+  }
+};
+
+// The cell of a form: 0 torch's GRU, 1 Cho et al.'s, 2 the MGU.
+template <typename T, typename F>
+void with_cell(int64_t H, int64_t form, const F& f) {
+  TORCH_CHECK(form >= 0 && form <= 2, "gatedrnn: unknown GRU form ", form);
+  if (form == 0) f(GruCell<T>(H));
+  if (form == 1) f(ChoGruCell<T>(H));
+  if (form == 2) f(MguCell<T>(H));
 }
 
 }  // namespace
 
-// xw (T, B, 3H) input projections; h0 (B, H); w_hh (3H, H); b_hh (3H). Returns out (T, B, H)
-// zero past each length, h_n and, when save, hs (T, B, H) carried states (empty without
-// lengths: out is hs), gates (T, B, 3H) activations r, z, n (zero past each length) and
-// hn (T, B, H) = W_hn h_prev + b_hn, which the reset gate scaled.
-std::vector<Tensor> gru_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& w_hh,
-                                const optional<Tensor>& b_hh, const optional<Tensor>& lengths, bool reverse,
-                                bool save) {
-  const Tensor xw = xw_in.contiguous();
-  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1);
-  const Lengths len(lengths);
-  const auto opts = xw.options();
-  const Tensor w_hh_t = w_hh.t().contiguous();  // (H, 3H)
-  Tensor out = at::empty({T, B, H}, opts);
-  Tensor hs = len.any() ? at::empty({T, B, H}, opts) : out;
-  Tensor gates = at::empty({save ? T : 1, B, 3 * H}, opts);
-  Tensor hn = at::empty({save ? T : 1, B, H}, opts);
-  Tensor gh = at::empty({B, 3 * H}, opts);  // W_hh h + b_hh
-  const Tensor h0c = h0.contiguous();
-
+// xw (T, B, G) input projections (G = 3H, or 2H for the MGU); h0 (B, H); w_hh (G, H); b_hh (G);
+// form 0 torch's GRU, 1 Cho et al.'s, 2 the MGU; rmask (B, H) recurrent dropout; keep_h (T, B, H)
+// zoneout (one value: eval). Returns out (T, B, H), h_n and, when save, hs (empty without
+// lengths: out is hs) and act (T, B, A): r, z, n, W_hn h + b_hn (form 0); r, z, n, r h_in (1);
+// f, n, f h_in (2); zero past each length.
+std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
+                                int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
+                                const optional<Tensor>& lengths, bool reverse, bool save) {
+  std::vector<Tensor> r;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
-    int64_t t_prev = -1;
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
-      const int64_t slot = save ? t : 0;
-      const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
-      linear_into(gh, h_prev, w_hh_t, b_hh);
-      const scalar_t* x_t = xw[t].data_ptr<scalar_t>();
-      const scalar_t* gh_p = gh.data_ptr<scalar_t>();
-      const scalar_t* hp = h_prev.data_ptr<scalar_t>();
-      scalar_t* g_t = gates[slot].data_ptr<scalar_t>();
-      scalar_t* hn_t = hn[slot].data_ptr<scalar_t>();
-      scalar_t* h_t = hs[t].data_ptr<scalar_t>();
-      for_rows(B, 3 * H, [&](int64_t b) {
-        const scalar_t* __restrict__ xr = x_t + b * 3 * H;
-        const scalar_t* __restrict__ gr = gh_p + b * 3 * H;
-        const scalar_t* __restrict__ hpr = hp + b * H;
-        scalar_t* __restrict__ gt = g_t + b * 3 * H;
-        scalar_t* __restrict__ hnr = hn_t + b * H;
-        scalar_t* __restrict__ hr = h_t + b * H;
-        if (!len.valid(t, b)) {  // past the end: carry the state, trace zeros
-          std::memset(gt, 0, sizeof(scalar_t) * 3 * H);
-          std::memset(hnr, 0, sizeof(scalar_t) * H);
-          std::memcpy(hr, hpr, sizeof(scalar_t) * H);
-          return;
-        }
-        forward_row(xr, gr, hpr, gt, hnr, hr, H);
-      });
-      if (len.any()) write_output_step(out[t].data_ptr<scalar_t>(), h_t, len, t, B, H);
-      t_prev = t;
-    }
+    with_cell<scalar_t>(h0.size(1), form, [&](const auto& cell) {
+      r = loop_forward(cell, xw, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
+    });
   });
-  Tensor h_n = hs[reverse ? 0 : T - 1].clone();
-  if (!save) return {out, h_n, empty0(xw), empty0(xw), empty0(xw)};
-  return {out, h_n, len.any() ? hs : empty0(xw), gates, hn};
+  return {r[0], r[1], r[3], r[5]};
 }
 
-// Gradients of gru_forward. d_out (T, B, H), d_h_n (B, H); d_gates (T, B, 3H) comes from a
-// trace. Returns d_xw (T, B, 3H), d_h0, d_w_hh, d_b_hh.
-std::vector<Tensor> gru_backward(const optional<Tensor>& d_out, const Tensor& d_h_n,
-                                 const optional<Tensor>& d_gates, const Tensor& hs, const Tensor& gates,
-                                 const Tensor& hn, const Tensor& h0, const Tensor& w_hh,
+// Gradients of gru_forward; d_act (T, B, A) comes from a trace. Returns d_xw, d_h0, d_w_hh, d_b_hh.
+std::vector<Tensor> gru_backward(const optional<Tensor>& d_out, const Tensor& d_h_n, const optional<Tensor>& d_act,
+                                 const Tensor& hs, const Tensor& act, const Tensor& h0, const Tensor& w_hh,
+                                 int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
                                  const optional<Tensor>& lengths, bool reverse) {
-  const int64_t T = gates.size(0), B = gates.size(1), H = hs.size(2);
-  const bool has_d_out = d_out.has_value() && d_out->defined();
-  const bool has_d_gates = d_gates.has_value() && d_gates->defined();
-  const Lengths len(lengths);
-  const auto opts = gates.options();
-  Tensor d_xw = at::empty({T, B, 3 * H}, opts);  // gradients of the input pre-activations
-  Tensor d_gh = at::empty({T, B, 3 * H}, opts);  // ... and of W_hh h + b_hh (differ in n)
-  Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, H}, opts);
-  Tensor direct = at::empty({B, H}, opts);  // d_h * z: the path around the GEMM
-  const Tensor h0c = h0.contiguous();
-  const Tensor d_out_c = has_d_out ? d_out->contiguous() : Tensor();
-  const Tensor d_gates_c = has_d_gates ? d_gates->contiguous() : Tensor();
-  const Tensor zeros = at::zeros({H}, opts);  // stands in for an output gradient not given
-
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
-    for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t t = reverse ? T - 1 - s : s;
-      const int64_t t_prev = reverse ? t + 1 : t - 1;
-      const scalar_t* hp = (s == 0 ? h0c : hs[t_prev]).data_ptr<scalar_t>();
-      const scalar_t* g_t = gates[t].data_ptr<scalar_t>();
-      const scalar_t* hn_t = hn[t].data_ptr<scalar_t>();
-      const scalar_t* dot = has_d_out ? d_out_c[t].data_ptr<scalar_t>() : nullptr;
-      const scalar_t* dg_tr = has_d_gates ? d_gates_c[t].data_ptr<scalar_t>() : nullptr;
-      scalar_t* dh = d_h.data_ptr<scalar_t>();
-      scalar_t* dx_t = d_xw[t].data_ptr<scalar_t>();
-      scalar_t* dgh_t = d_gh[t].data_ptr<scalar_t>();
-      scalar_t* dir = direct.data_ptr<scalar_t>();
-      const scalar_t* zeros_p = zeros.data_ptr<scalar_t>();
-      for_rows(B, 3 * H, [&](int64_t b) {
-        scalar_t* __restrict__ dxr = dx_t + b * 3 * H;
-        scalar_t* __restrict__ dghr = dgh_t + b * 3 * H;
-        scalar_t* __restrict__ dirr = dir + b * H;
-        const scalar_t* __restrict__ dhr = dh + b * H;
-        if (!len.valid(t, b)) {  // no step here: the gradient passes through unchanged
-          std::memset(dxr, 0, sizeof(scalar_t) * 3 * H);
-          std::memset(dghr, 0, sizeof(scalar_t) * 3 * H);
-          std::memcpy(dirr, dhr, sizeof(scalar_t) * H);
-          return;
-        }
-        const scalar_t* __restrict__ gr = g_t + b * 3 * H;
-        const scalar_t* __restrict__ hnr = hn_t + b * H;
-        const scalar_t* __restrict__ hpr = hp + b * H;
-        const scalar_t* dor = dot ? dot + b * H : zeros_p;
-        if (dg_tr)
-          backward_row<true>(gr, hnr, hpr, dhr, dor, dg_tr + b * 3 * H, dxr, dghr, dirr, H);
-        else
-          backward_row<false>(gr, hnr, hpr, dhr, dor, dg_tr, dxr, dghr, dirr, H);
-      });
-      at::addmm_out(d_h_next, direct, d_gh[t], w_hh);  // d_h_prev = d_h z + d_gh W_hh
-      std::swap(d_h, d_h_next);
-    }
+  std::vector<Tensor> r;
+  AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "gru_backward", [&] {
+    with_cell<scalar_t>(hs.size(2), form, [&](const auto& cell) {
+      r = loop_backward(cell, d_out, d_h_n, {}, d_act, {}, hs, empty0(act), act, empty0(act), empty0(act), h0, {},
+                        w_hh, {}, rmask, keep_h, {}, lengths, reverse);
+    });
   });
-  Tensor d_w_hh = recurrent_weight_grad(d_gh, hs, h0c, reverse);
-  return {d_xw, d_h, d_w_hh, d_gh.sum({0, 1})};
+  return {r[0], r[1], r[3], r[4]};
 }
 
 }  // namespace gatedrnn

@@ -1,101 +1,86 @@
-// The vanilla RNN time loop of one layer and direction, forward and hand-written backward.
-#include "common.h"
+// The vanilla RNN's step for the time loop of loop.h: h = tanh(a) or relu(a), a = x + W_hh h + b_hh.
+#include "loop.h"
 
 namespace gatedrnn {
+namespace {
+
+template <typename T, bool kRelu>
+struct RnnCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = true, kDirectH = false;
+  static constexpr bool kSameGrad = true;
+  int64_t H, G, R1, R2 = 0, A = 0, gated = 0;
+  explicit RnnCell(int64_t H) : H(H), G(H), R1(H) {}
+
+  void forward(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ gh = row.gh;
+    T* __restrict__ h = row.h;
+    for (int64_t j = 0; j < H; ++j) {
+      const T a = x[j] + gh[j];
+      if constexpr (kRelu) {
+        h[j] = a < T(0) ? T(0) : a;  // NaN stays NaN
+      } else {
+        h[j] = tanh_(a);
+      }
+    }
+  }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& row) const {
+    const T* __restrict__ h = row.h;
+    const T* __restrict__ d_h = row.d_h;
+    T* __restrict__ d_x = row.d_x;
+    for (int64_t j = 0; j < H; ++j) {
+      if constexpr (kRelu) {
+        d_x[j] = h[j] > T(0) ? d_h[j] : T(0);
+      } else {
+        d_x[j] = d_h[j] * (T(1) - h[j] * h[j]);
+      }
+    }
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>&) const {}
+  void forward2(const StepRow<T>&) const {}
+};
+
+}  // namespace
 
 // xw (T, B, H) input projections; h0 (B, H); w_hh (H, H); b_hh (H); relu picks the
-// nonlinearity (else tanh). Returns out (T, B, H) zero past each length, h_n and, when save
-// and lengths are given, hs (T, B, H) carried states (else empty: out is hs).
-std::vector<Tensor> rnn_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& w_hh,
-                                const optional<Tensor>& b_hh, const optional<Tensor>& lengths, bool reverse,
-                                bool save, bool relu) {
-  const Tensor xw = xw_in.contiguous();
-  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1);
-  const Lengths len(lengths);
-  const auto opts = xw.options();
-  const Tensor w_hh_t = w_hh.t().contiguous();
-  Tensor out = at::empty({T, B, H}, opts);
-  Tensor hs = len.any() ? at::empty({T, B, H}, opts) : out;
-  Tensor gh = at::empty({B, H}, opts);
-  const Tensor h0c = h0.contiguous();
-
+// nonlinearity (else tanh); rmask (B, H) recurrent dropout; keep_h (T, B, H) zoneout (one value:
+// eval). Returns out (T, B, H), h_n and, when save, hs (empty without lengths: out is hs) and
+// hf (T, B, H) the new h before zoneout (empty without zoneout).
+std::vector<Tensor> rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
+                                bool relu, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
+                                const optional<Tensor>& lengths, bool reverse, bool save) {
+  std::vector<Tensor> r;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
-    int64_t t_prev = -1;
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
-      const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
-      linear_into(gh, h_prev, w_hh_t, b_hh);
-      const scalar_t* x_t = xw[t].data_ptr<scalar_t>();
-      const scalar_t* gh_p = gh.data_ptr<scalar_t>();
-      const scalar_t* hp = h_prev.data_ptr<scalar_t>();
-      scalar_t* h_t = hs[t].data_ptr<scalar_t>();
-      for_rows(B, H, [&](int64_t b) {
-        const scalar_t* __restrict__ xr = x_t + b * H;
-        const scalar_t* __restrict__ gr = gh_p + b * H;
-        scalar_t* __restrict__ hr = h_t + b * H;
-        if (!len.valid(t, b)) {
-          std::memcpy(hr, hp + b * H, sizeof(scalar_t) * H);
-          return;
-        }
-        if (relu) {
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t a = xr[j] + gr[j];
-            hr[j] = a < scalar_t(0) ? scalar_t(0) : a;  // NaN stays NaN
-          }
-        } else {
-          for (int64_t j = 0; j < H; ++j) hr[j] = tanh_(xr[j] + gr[j]);
-        }
-      });
-      if (len.any()) write_output_step(out[t].data_ptr<scalar_t>(), h_t, len, t, B, H);
-      t_prev = t;
-    }
+    const int64_t H = h0.size(1);
+    auto run = [&](const auto& cell) {
+      r = loop_forward(cell, xw, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
+    };
+    relu ? run(RnnCell<scalar_t, true>(H)) : run(RnnCell<scalar_t, false>(H));
   });
-  Tensor h_n = hs[reverse ? 0 : T - 1].clone();
-  return {out, h_n, (save && len.any()) ? hs : empty0(xw)};
+  return {r[0], r[1], r[3], r[6]};
 }
 
-// Gradients of rnn_forward: d_out (T, B, H), d_h_n (B, H); hs the carried states (out when
-// there were no lengths). Returns d_xw (T, B, H), d_h0, d_w_hh, d_b_hh.
+// Gradients of rnn_forward. Returns d_xw, d_h0, d_w_hh, d_b_hh.
 std::vector<Tensor> rnn_backward(const optional<Tensor>& d_out, const Tensor& d_h_n, const Tensor& hs,
-                                 const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& lengths,
-                                 bool reverse, bool relu) {
-  const int64_t T = hs.size(0), B = hs.size(1), H = hs.size(2);
-  const bool has_d_out = d_out.has_value() && d_out->defined();
-  const Lengths len(lengths);
-  const auto opts = hs.options();
-  Tensor d_xw = at::empty({T, B, H}, opts);
-  Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, H}, opts);
-  const Tensor h0c = h0.contiguous();
-  const Tensor d_out_c = has_d_out ? d_out->contiguous() : Tensor();
-
+                                 const Tensor& hf, const Tensor& h0, const Tensor& w_hh, bool relu,
+                                 const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
+                                 const optional<Tensor>& lengths, bool reverse) {
+  std::vector<Tensor> r;
+  const Tensor act = at::empty({hs.size(0), hs.size(1), 0}, hs.options());
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "rnn_backward", [&] {
-    for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t t = reverse ? T - 1 - s : s;
-      const scalar_t* h_t = hs[t].data_ptr<scalar_t>();
-      const scalar_t* dot = has_d_out ? d_out_c[t].data_ptr<scalar_t>() : nullptr;
-      scalar_t* dh = d_h.data_ptr<scalar_t>();
-      scalar_t* dx_t = d_xw[t].data_ptr<scalar_t>();
-      for_rows(B, H, [&](int64_t b) {
-        scalar_t* __restrict__ dxr = dx_t + b * H;
-        if (!len.valid(t, b)) {
-          std::memset(dxr, 0, sizeof(scalar_t) * H);
-          return;
-        }
-        const scalar_t* __restrict__ hr = h_t + b * H;
-        const scalar_t* __restrict__ dhr = dh + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t d_h_t = dhr[j] + (dot ? dot[b * H + j] : scalar_t(0));
-          const scalar_t h = hr[j];
-          dxr[j] = relu ? (h > scalar_t(0) ? d_h_t : scalar_t(0)) : d_h_t * (scalar_t(1) - h * h);
-        }
-      });
-      at::mm_out(d_h_next, d_xw[t], w_hh);
-      carry_invalid_rows(d_h_next.data_ptr<scalar_t>(), dh, len, t, B, H);
-      std::swap(d_h, d_h_next);
-    }
+    const int64_t H = hs.size(2);
+    auto run = [&](const auto& cell) {
+      r = loop_backward(cell, d_out, d_h_n, {}, {}, {}, hs, empty0(hs), act, hf, empty0(hs), h0, {}, w_hh, {}, rmask,
+                        keep_h, {}, lengths, reverse);
+    };
+    relu ? run(RnnCell<scalar_t, true>(H)) : run(RnnCell<scalar_t, false>(H));
   });
-  Tensor d_w_hh = recurrent_weight_grad(d_xw, hs, h0c, reverse);
-  return {d_xw, d_h, d_w_hh, d_xw.sum({0, 1})};
+  return {r[0], r[1], r[3], r[4]};
 }
 
 }  // namespace gatedrnn

@@ -1,0 +1,460 @@
+// The one time loop every cell runs in: forward and hand-written backward through time of one
+// layer and direction. A cell (lstm.cpp, gru.cpp, rnn.cpp) supplies only its gate math, for
+// one row of one step, as a struct the loop is instantiated with; its variants are template
+// flags of that struct, so no variant branches inside the loop or the row loops.
+//
+// What the loop does around the cell, the same for every cell:
+//  - the recurrent product gh = W_hh h_in + b_hh per step (the input projections xw come in
+//    for all steps at once), and a second product for two-stage cells (Cho's GRU, MGU), whose
+//    input (a gate times h_in) the cell leaves in its saved activations;
+//  - recurrent dropout: h_in = h_prev * mask (one mask per sequence, Gal & Ghahramani 2016);
+//  - an output projection h = W_hr m (the LSTM's proj_size);
+//  - zoneout: each state s_t = k s_{t-1} + (1 - k) s~_t, with k a (T, B, n) mask in training or
+//    the probability itself in eval (Krueger et al. 2017);
+//  - variable lengths: past a sequence's end the state is carried, outputs and saved
+//    activations are zero, and gradients pass through unchanged;
+//  - the weight gradients as one GEMM over all steps.
+//
+// A cell struct provides (see LstmCell in lstm.cpp for a full example):
+//   using scalar_t;  static constexpr bool kTwoStates (h and c), kTwoStage (two products),
+//   kNeedsFreshH (its backward reads the new h), kDirectH (d_h_direct written), kSameGrad (the
+//   products' gradient is d_x itself);
+//   int64_t H, G (xw row width), R1 (first product's rows), R2 (second's; 0 for one stage),
+//   A (saved activations per row), gated (where a two-stage cell keeps the second product's input);
+//   void forward(const StepRow&), forward2(const StepRow&) (two stage),
+//   template <bool kTrace> void backward(const GradRow&), backward_first(const GradRow&) (two stage).
+#pragma once
+
+#include <vector>
+
+#include "common.h"
+
+namespace gatedrnn {
+
+// One row (sequence b) of one step, as a cell's forward reads and writes it.
+template <typename T>
+struct StepRow {
+  const T* x;       // (G) input projection W_ih x_t + b_ih
+  const T* gh;      // (R1) first recurrent product W_hh h_in + b_hh
+  const T* gh2;     // (R2) second product, two-stage cells
+  const T* h_in;    // (P) h_prev as it entered the products (recurrent dropout applied)
+  const T* h_prev;  // (P) carried h
+  const T* c_prev;  // (H) carried c (two-state cells)
+  T* act;           // (A) saved activations
+  T* h;             // new h before zoneout (the LSTM writes m = o tanh(c) here, before any projection)
+  T* c;             // new c before zoneout (two-state cells)
+};
+
+// One row of one step backwards: the forward's values, the gradients that reach the new
+// states, and what the cell writes.
+template <typename T>
+struct GradRow {
+  const T* act;
+  const T* h_in;
+  const T* h_prev;
+  const T* c_prev;
+  const T* h;        // new h before zoneout (kNeedsFreshH cells)
+  const T* c;        // new c before zoneout
+  const T* d_h;      // gradient of the new h (the LSTM's: of m)
+  const T* d_c;      // gradient of the new c
+  const T* d_act;    // trace gradient of act (read only when kTrace)
+  const T* d_gated;  // two-stage: gradient of the second product's input
+  T* d_x;            // (G) gradient of the input projection
+  T* d_gh;           // (R1 + R2) gradient of the products (may be d_x itself)
+  T* d_h_direct;     // (P) gradient of h_prev other than through h_in
+  T* d_h_in;         // (P) two-stage: gradient of h_in other than through the first product
+  T* d_c_prev;       // (H) gradient of c_prev
+};
+
+// Zoneout of one state: none, the eval expectation (one probability), or a (T, B, n) mask.
+struct Zoneout {
+  Tensor mask;
+  double p = 0.0;
+  bool on = false;
+  explicit Zoneout(const optional<Tensor>& keep) {
+    if (!keep.has_value() || !keep->defined()) return;
+    on = true;
+    if (keep->numel() == 1) {
+      p = keep->item<double>();
+    } else {
+      mask = keep->contiguous();
+    }
+  }
+  // k at step t for row b, as a pointer into the mask or a constant
+  template <typename T>
+  void row(int64_t t, int64_t b, int64_t n, const T*& k, T& k_const) const {
+    if (mask.defined()) {
+      k = mask[t].template data_ptr<T>() + b * n;
+    } else {
+      k = nullptr;
+      k_const = static_cast<T>(p);
+    }
+  }
+};
+
+// s = k * s_prev + (1 - k) * s_new over n values, in place in s (which holds s_new).
+template <typename T>
+inline void zone_out(T* __restrict__ s, const T* __restrict__ s_prev, const T* __restrict__ k, T k_const, int64_t n) {
+  if (k) {
+    for (int64_t j = 0; j < n; ++j) s[j] = s[j] + k[j] * (s_prev[j] - s[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) s[j] = s[j] + k_const * (s_prev[j] - s[j]);
+  }
+}
+
+inline bool given(const optional<Tensor>& t) { return t.has_value() && t->defined(); }
+
+// Steps before each step in reading order, (T, B, n): first (h0 or c0), then the carried states.
+inline Tensor previous_steps(const Tensor& carried, const Tensor& first, bool reverse) {
+  const int64_t T = carried.size(0);
+  const Tensor head = first.unsqueeze(0);
+  if (T == 1) return head;
+  return reverse ? at::cat({carried.narrow(0, 1, T - 1), head}) : at::cat({head, carried.narrow(0, 0, T - 1)});
+}
+
+// Forward of one layer and direction. xw (T, B, G); h0 (B, P); c0 (B, H) for two-state cells;
+// w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P); keep_h, keep_c zoneout.
+// Returns out (T, B, P) (zero past each length), h_n, c_n (empty for one state) and, when
+// save: hs (T, B, P) carried h (empty without lengths: out is hs), cs (T, B, H) carried c,
+// act (T, B, A) (zero past each length), hf (T, B, P) new h before zoneout (kNeedsFreshH with
+// zoneout on h, else empty), cf (T, B, H) new c before zoneout (with zoneout on c, else empty).
+template <class Cell>
+std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Tensor& h0, const optional<Tensor>& c0,
+                                 const Tensor& w_hh, const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
+                                 const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
+                                 const optional<Tensor>& keep_c, const optional<Tensor>& lengths, bool reverse,
+                                 bool save) {
+  using T = typename Cell::scalar_t;
+  const Tensor xw = xw_in.contiguous();
+  const int64_t steps = xw.size(0), B = xw.size(1), P = h0.size(1), H = cell.H, A = cell.A;
+  const bool proj = given(w_hr), dropped = given(rmask);
+  const Zoneout zh(keep_h), zc(keep_c);
+  const Lengths len(lengths);
+  const auto opts = xw.options();
+  const Tensor w1_t = w_hh.narrow(0, 0, cell.R1).t().contiguous();  // (P, R1)
+  const optional<Tensor> b1 = given(b_hh) ? optional<Tensor>(b_hh->narrow(0, 0, cell.R1)) : optional<Tensor>();
+  Tensor w2_t;
+  optional<Tensor> b2;
+  if constexpr (Cell::kTwoStage) {
+    w2_t = w_hh.narrow(0, cell.R1, cell.R2).t().contiguous();  // (H, R2)
+    if (given(b_hh)) b2 = b_hh->narrow(0, cell.R1, cell.R2);
+  }
+  const Tensor w_hr_t = proj ? w_hr->t().contiguous() : Tensor();  // (H, P)
+  const Tensor mask = dropped ? rmask->contiguous() : Tensor();
+  Tensor out = at::empty({steps, B, P}, opts);
+  Tensor hs = len.any() ? at::empty({steps, B, P}, opts) : out;
+  Tensor cs = Cell::kTwoStates ? at::empty({save ? steps : 2, B, H}, opts) : empty0(xw);  // two rolling slots unsaved
+  Tensor act = at::empty({save ? steps : 1, B, A}, opts);
+  Tensor hf = zh.on ? at::empty({save && Cell::kNeedsFreshH ? steps : 1, B, P}, opts) : empty0(xw);
+  Tensor cf = Cell::kTwoStates && zc.on ? at::empty({save ? steps : 1, B, H}, opts) : empty0(xw);
+  Tensor gh = at::empty({B, cell.R1}, opts);
+  Tensor gh2 = Cell::kTwoStage ? at::empty({B, cell.R2}, opts) : Tensor();
+  Tensor h_in = dropped ? at::empty({B, P}, opts) : Tensor();
+  Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // the LSTM's o tanh(c) before the projection
+  const Tensor h0c = h0.contiguous();
+  const Tensor c0c = Cell::kTwoStates ? c0->contiguous() : Tensor();
+
+  int64_t t_prev = -1, c_slot_prev = -1;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t t = reverse ? steps - 1 - s : s;
+    const int64_t c_slot = save ? t : s % 2, a_slot = save ? t : 0;
+    const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
+    const Tensor h_input = dropped ? at::mul_out(h_in, h_prev, mask) : h_prev;
+    linear_into(gh, h_input, w1_t, b1);
+    const Tensor act_t = act[a_slot];
+    Tensor h_t = hs[t];
+    Tensor h_new = zh.on ? hf[save && Cell::kNeedsFreshH ? t : 0] : h_t;  // before zoneout
+    StepRow<T> row0{};
+    row0.x = xw[t].data_ptr<T>();
+    row0.gh = gh.data_ptr<T>();
+    row0.h_in = h_input.data_ptr<T>();
+    row0.h_prev = h_prev.data_ptr<T>();
+    row0.act = act_t.data_ptr<T>();
+    row0.h = proj ? m.data_ptr<T>() : h_new.data_ptr<T>();
+    const int64_t h_width = proj ? H : P;
+    T* c_t = nullptr;
+    if constexpr (Cell::kTwoStates) {
+      row0.c_prev = (s == 0 ? c0c : cs[c_slot_prev]).data_ptr<T>();
+      c_t = cs[c_slot].data_ptr<T>();
+      row0.c = zc.on ? cf[save ? t : 0].data_ptr<T>() : c_t;
+    }
+    auto row_of = [&](int64_t b) {
+      StepRow<T> r = row0;
+      r.x += b * cell.G;
+      r.gh += b * cell.R1;
+      r.h_in += b * P;
+      r.h_prev += b * P;
+      r.act += b * A;
+      r.h += b * h_width;
+      if constexpr (Cell::kTwoStates) {
+        r.c_prev += b * H;
+        r.c += b * H;
+      }
+      return r;
+    };
+    for_rows(B, cell.G, [&](int64_t b) {
+      if (len.valid(t, b)) cell.forward(row_of(b));
+    });
+    if constexpr (Cell::kTwoStage) {  // gh2 = W_h2 (gate * h_in) + b_h2, the gate's product written in act
+      linear_into(gh2, act_t.narrow(1, cell.gated, H), w2_t, b2);
+      const T* gh2_p = gh2.data_ptr<T>();
+      for_rows(B, cell.G, [&](int64_t b) {
+        if (!len.valid(t, b)) return;
+        StepRow<T> r = row_of(b);
+        r.gh2 = gh2_p + b * cell.R2;
+        cell.forward2(r);
+      });
+    }
+    if (proj) at::mm_out(h_new, m, w_hr_t);  // h = W_hr m
+    const T* hp = h_prev.data_ptr<T>();
+    T* hn = h_new.data_ptr<T>();
+    T* ht = h_t.data_ptr<T>();
+    T* at_p = act_t.data_ptr<T>();
+    for_rows(B, P, [&](int64_t b) {
+      if (!len.valid(t, b)) {  // past the end: carry the state, zero activations
+        std::memcpy(ht + b * P, hp + b * P, sizeof(T) * P);
+        if constexpr (Cell::kTwoStates) std::memcpy(c_t + b * H, row0.c_prev + b * H, sizeof(T) * H);
+        if (A) std::memset(at_p + b * A, 0, sizeof(T) * A);
+        if (zh.on) std::memset(hn + b * P, 0, sizeof(T) * P);  // read by the weight gradients: no garbage
+        if constexpr (Cell::kTwoStates)
+          if (zc.on) std::memset(row0.c + b * H, 0, sizeof(T) * H);
+        return;
+      }
+      const T* k = nullptr;
+      T k_const = 0;
+      if (zh.on) {
+        zh.row(t, b, P, k, k_const);
+        std::memcpy(ht + b * P, hn + b * P, sizeof(T) * P);
+        zone_out(ht + b * P, hp + b * P, k, k_const, P);
+      }
+      if constexpr (Cell::kTwoStates) {
+        if (zc.on) {
+          zc.row(t, b, H, k, k_const);
+          std::memcpy(c_t + b * H, row0.c + b * H, sizeof(T) * H);
+          zone_out(c_t + b * H, row0.c_prev + b * H, k, k_const, H);
+        }
+      }
+    });
+    if (len.any()) write_output_step(out[t].data_ptr<T>(), ht, len, t, B, P);
+    t_prev = t;
+    c_slot_prev = c_slot;
+  }
+  const int64_t last = reverse ? 0 : steps - 1;
+  Tensor h_n = hs[last].clone();
+  Tensor c_n = Cell::kTwoStates ? cs[save ? last : (steps - 1) % 2].clone() : empty0(xw);
+  if (!save) return {out, h_n, c_n, empty0(xw), empty0(xw), empty0(xw), empty0(xw), empty0(xw)};
+  return {out, h_n, c_n, len.any() ? hs : empty0(xw), cs, act, Cell::kNeedsFreshH ? hf : empty0(xw), cf};
+}
+
+// Gradients of loop_forward. d_out (T, B, P), d_h_n (B, P), d_c_n (B, H); d_act (T, B, A) and
+// d_cs (T, B, H) from a trace (absent when it was not used); hs the carried h (out when there
+// were no lengths); cs, act, hf, cf as loop_forward saved them. Returns d_xw (T, B, G), d_h0,
+// d_c0 (empty for one state), d_w_hh, d_b_hh, d_w_hr (empty without a projection).
+template <class Cell>
+std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_out, const Tensor& d_h_n,
+                                  const optional<Tensor>& d_c_n, const optional<Tensor>& d_act,
+                                  const optional<Tensor>& d_cs, const Tensor& hs, const Tensor& cs, const Tensor& act,
+                                  const Tensor& hf, const Tensor& cf, const Tensor& h0, const optional<Tensor>& c0,
+                                  const Tensor& w_hh, const optional<Tensor>& w_hr, const optional<Tensor>& rmask,
+                                  const optional<Tensor>& keep_h, const optional<Tensor>& keep_c,
+                                  const optional<Tensor>& lengths, bool reverse) {
+  using T = typename Cell::scalar_t;
+  const int64_t steps = act.size(0), B = act.size(1), P = hs.size(2), H = cell.H, A = cell.A;
+  const int64_t R = cell.R1 + cell.R2;
+  const bool proj = given(w_hr), dropped = given(rmask);
+  const bool has_d_out = given(d_out), has_d_act = given(d_act), has_d_cs = given(d_cs);
+  const Zoneout zh(keep_h), zc(keep_c);
+  const Lengths len(lengths);
+  const auto opts = act.options();
+  Tensor d_xw = at::empty({steps, B, cell.G}, opts);
+  Tensor d_gh = Cell::kSameGrad ? d_xw : at::empty({steps, B, R}, opts);
+  Tensor d_hs = proj ? at::zeros({steps, B, P}, opts) : Tensor();  // gradient of each projected h, for d_w_hr
+  Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, P}, opts);
+  Tensor d_c = Cell::kTwoStates ? d_c_n->contiguous().clone() : Tensor();
+  Tensor d_c_next = Cell::kTwoStates ? at::empty({B, H}, opts) : Tensor();
+  Tensor d_h_new = zh.on ? at::empty({B, P}, opts) : d_h;  // reassigned after each swap when not zoned out
+  Tensor d_c_new = Cell::kTwoStates && zc.on ? at::empty({B, H}, opts) : d_c;
+  Tensor d_m = proj ? at::empty({B, H}, opts) : Tensor();
+  Tensor d_h_direct = at::empty({B, P}, opts), d_h_in = at::empty({B, P}, opts);
+  Tensor d_gated = Cell::kTwoStage ? at::empty({B, H}, opts) : Tensor();
+  Tensor d_h_in2 = Cell::kTwoStage ? at::empty({B, P}, opts) : Tensor();
+  Tensor h_in = dropped ? at::empty({B, P}, opts) : Tensor();
+  const Tensor mask = dropped ? rmask->contiguous() : Tensor();
+  const Tensor h0c = h0.contiguous();
+  const Tensor c0c = Cell::kTwoStates ? c0->contiguous() : Tensor();
+  const Tensor d_out_c = has_d_out ? d_out->contiguous() : Tensor();
+  const Tensor d_act_c = has_d_act ? d_act->contiguous() : Tensor();
+  const Tensor d_cs_c = has_d_cs ? d_cs->contiguous() : Tensor();
+  const Tensor w1 = w_hh.narrow(0, 0, cell.R1);
+  const Tensor w2 = Cell::kTwoStage ? w_hh.narrow(0, cell.R1, cell.R2) : Tensor();
+  const Tensor zeros = at::zeros({std::max<int64_t>(A, 1)}, opts);  // stands in for a trace gradient not given
+
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    const int64_t t = reverse ? steps - 1 - s : s;
+    const int64_t t_prev = reverse ? t + 1 : t - 1;
+    const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
+    const Tensor h_input = dropped ? at::mul_out(h_in, h_prev, mask) : h_prev;
+    T* dh = d_h.data_ptr<T>();
+    T* dc = Cell::kTwoStates ? d_c.data_ptr<T>() : nullptr;
+    const T* dot = has_d_out ? d_out_c[t].data_ptr<T>() : nullptr;
+    const T* dcs = has_d_cs ? d_cs_c[t].data_ptr<T>() : nullptr;
+    if (!zh.on) d_h_new = d_h;
+    if (Cell::kTwoStates && !zc.on) d_c_new = d_c;
+    T* dhn = d_h_new.data_ptr<T>();
+    T* dcn = Cell::kTwoStates ? d_c_new.data_ptr<T>() : nullptr;
+    // the gradients reaching this step's states: carried, from the output, from the trace;
+    // zoneout passes (1 - k) of them to the new states
+    for_rows(B, P, [&](int64_t b) {
+      const bool valid = len.valid(t, b);
+      if (dot && valid)
+        for (int64_t j = 0; j < P; ++j) dh[b * P + j] += dot[b * P + j];
+      const T* k = nullptr;
+      T k_const = 0;
+      if (zh.on) {
+        zh.row(t, b, P, k, k_const);
+        for (int64_t j = 0; j < P; ++j) dhn[b * P + j] = dh[b * P + j] * (T(1) - (k ? k[j] : k_const));
+      }
+      if constexpr (Cell::kTwoStates) {
+        if (dcs)
+          for (int64_t j = 0; j < H; ++j) dc[b * H + j] += dcs[b * H + j];
+        if (zc.on) {
+          zc.row(t, b, H, k, k_const);
+          for (int64_t j = 0; j < H; ++j) dcn[b * H + j] = dc[b * H + j] * (T(1) - (k ? k[j] : k_const));
+        }
+      }
+    });
+    if (proj) {
+      T* dhs_p = d_hs[t].data_ptr<T>();
+      for (int64_t b = 0; b < B; ++b)
+        if (len.valid(t, b)) std::memcpy(dhs_p + b * P, dhn + b * P, sizeof(T) * P);
+      at::mm_out(d_m, d_h_new, *w_hr);  // d_m = d_h W_hr
+    }
+    GradRow<T> row0{};
+    row0.act = act[t].data_ptr<T>();
+    row0.h_in = h_input.data_ptr<T>();
+    row0.h_prev = h_prev.data_ptr<T>();
+    row0.h = Cell::kNeedsFreshH ? (zh.on ? hf[t] : hs[t]).data_ptr<T>() : nullptr;
+    row0.d_h = proj ? d_m.data_ptr<T>() : dhn;
+    row0.d_act = has_d_act ? d_act_c[t].data_ptr<T>() : nullptr;
+    row0.d_x = d_xw[t].data_ptr<T>();
+    row0.d_gh = d_gh[t].data_ptr<T>();
+    row0.d_h_direct = d_h_direct.data_ptr<T>();
+    row0.d_h_in = Cell::kTwoStage ? d_h_in2.data_ptr<T>() : nullptr;
+    row0.d_gated = Cell::kTwoStage ? d_gated.data_ptr<T>() : nullptr;
+    if constexpr (Cell::kTwoStates) {
+      row0.c_prev = (s == 0 ? c0c : cs[t_prev]).data_ptr<T>();
+      row0.c = (zc.on ? cf[t] : cs[t]).data_ptr<T>();
+      row0.d_c = dcn;
+      row0.d_c_prev = d_c_next.data_ptr<T>();
+    }
+    const int64_t dm_width = proj ? H : P;
+    const T* zeros_p = zeros.data_ptr<T>();
+    auto row_of = [&](int64_t b) {
+      GradRow<T> r = row0;
+      r.act += b * A;
+      r.h_in += b * P;
+      r.h_prev += b * P;
+      if (r.h) r.h += b * P;
+      r.d_h += b * dm_width;
+      r.d_act = r.d_act ? r.d_act + b * A : zeros_p;
+      r.d_x += b * cell.G;
+      r.d_gh += b * R;
+      r.d_h_direct += b * P;
+      if constexpr (Cell::kTwoStage) {
+        r.d_h_in += b * P;
+        r.d_gated += b * H;
+      }
+      if constexpr (Cell::kTwoStates) {
+        r.c_prev += b * H;
+        r.c += b * H;
+        r.d_c += b * H;
+        r.d_c_prev += b * H;
+      }
+      return r;
+    };
+    for_rows(B, cell.G, [&](int64_t b) {
+      if (!len.valid(t, b)) {  // no step here: nothing reaches the products
+        std::memset(row0.d_x + b * cell.G, 0, sizeof(T) * cell.G);
+        if (!Cell::kSameGrad) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
+        return;
+      }
+      if (has_d_act) {
+        cell.template backward<true>(row_of(b));
+      } else {
+        cell.template backward<false>(row_of(b));
+      }
+    });
+    Tensor d_gh_t = d_gh[t];
+    if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
+      at::mm_out(d_gated, d_gh_t.narrow(1, cell.R1, cell.R2), w2);
+      for_rows(B, cell.G, [&](int64_t b) {
+        if (!len.valid(t, b)) return;
+        if (has_d_act) {
+          cell.template backward_first<true>(row_of(b));
+        } else {
+          cell.template backward_first<false>(row_of(b));
+        }
+      });
+      at::addmm_out(d_h_in, d_h_in2, d_gh_t.narrow(1, 0, cell.R1), w1);
+    } else {
+      at::mm_out(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1);  // d_h_in = d_gh W_hh
+    }
+    // gradients of the previous states: around the products, through h_in, and kept by zoneout
+    T* dhx = d_h_next.data_ptr<T>();
+    const T* dhd = d_h_direct.data_ptr<T>();
+    const T* dhi = d_h_in.data_ptr<T>();
+    const T* mk = dropped ? mask.data_ptr<T>() : nullptr;
+    T* dcx = Cell::kTwoStates ? d_c_next.data_ptr<T>() : nullptr;
+    for_rows(B, P, [&](int64_t b) {
+      T* __restrict__ to = dhx + b * P;
+      const T* __restrict__ carried = dh + b * P;
+      if (!len.valid(t, b)) {  // the gradients pass to the previous step unchanged
+        std::memcpy(to, carried, sizeof(T) * P);
+        if constexpr (Cell::kTwoStates) std::memcpy(dcx + b * H, dc + b * H, sizeof(T) * H);
+        return;
+      }
+      const T* __restrict__ through = dhi + b * P;
+      if (mk) {
+        const T* __restrict__ mr = mk + b * P;
+        for (int64_t j = 0; j < P; ++j) to[j] = mr[j] * through[j];
+      } else {
+        std::memcpy(to, through, sizeof(T) * P);
+      }
+      if constexpr (Cell::kDirectH) {
+        const T* __restrict__ direct = dhd + b * P;
+        for (int64_t j = 0; j < P; ++j) to[j] += direct[j];
+      }
+      const T* k = nullptr;
+      T k_const = 0;
+      if (zh.on) {
+        zh.row(t, b, P, k, k_const);
+        for (int64_t j = 0; j < P; ++j) to[j] += (k ? k[j] : k_const) * carried[j];
+      }
+      if constexpr (Cell::kTwoStates) {
+        if (zc.on) {
+          zc.row(t, b, H, k, k_const);
+          for (int64_t j = 0; j < H; ++j) dcx[b * H + j] += (k ? k[j] : k_const) * dc[b * H + j];
+        }
+      }
+    });
+    std::swap(d_h, d_h_next);
+    if constexpr (Cell::kTwoStates) std::swap(d_c, d_c_next);
+  }
+  // weight gradients, one GEMM over all steps: the first product's input is h_in (h masked)
+  const Tensor hs_in = dropped ? hs * mask : hs;
+  const Tensor h0_in = dropped ? h0c * mask : h0c;
+  Tensor d_gh1 = Cell::kTwoStage ? d_gh.narrow(2, 0, cell.R1).contiguous() : d_gh;
+  Tensor d_w_hh = recurrent_weight_grad(d_gh1, hs_in, h0_in, reverse);
+  if constexpr (Cell::kTwoStage) {  // the second product's input is the gated h_in kept in act
+    const Tensor gated = act.narrow(2, cell.gated, H).reshape({-1, H});
+    d_w_hh = at::cat({d_w_hh, at::mm(d_gh.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
+  }
+  Tensor d_b_hh = d_gh.sum({0, 1});
+  Tensor d_w_hr = empty0(act);
+  if constexpr (Cell::kTwoStates) {  // the projection's input m = o tanh(c), (T, B, H)
+    if (proj) d_w_hr = at::mm(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));
+  }
+  return {d_xw, d_h, Cell::kTwoStates ? d_c : empty0(act), d_w_hh, d_b_hh, d_w_hr};
+}
+
+}  // namespace gatedrnn

@@ -1,0 +1,265 @@
+"""The variants and regularizers on the native loops (csrc/loop.h): peepholes, CIFG, Cho's GRU,
+the MGU, recurrent dropout, weight dropout and zoneout, against the reference loop (their
+equations, differentiated by autograd) over hypothesis-drawn configurations: outputs, final
+states, traces and every gradient; gradcheck of the ops with every variant argument; double
+backward; the routing (auto and fused run them natively; layer norm and the Python loops
+fall back to the reference loop)."""
+
+import functools
+
+import pytest
+import torch
+from helpers import INPUT_KINDS, TOL, Case, assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gatedrnn
+from gatedrnn import fused, reference
+from gatedrnn.fused import gru as fused_gru
+from gatedrnn.fused import lstm as fused_lstm
+from gatedrnn.fused import rnn as fused_rnn
+
+pytestmark = pytest.mark.skipif(not fused.native_available(), reason="native kernels not built on this machine")
+
+CELLS = {
+    "peephole": (gatedrnn.LSTM, {"peephole": True}),
+    "coupled": (gatedrnn.LSTM, {"coupled": True}),
+    "peephole+coupled": (gatedrnn.LSTM, {"peephole": True, "coupled": True}),
+    "lstm": (gatedrnn.LSTM, {}),
+    "cho-gru": (gatedrnn.GRU, {"reset_after": False}),
+    "gru": (gatedrnn.GRU, {}),
+    "mgu": (gatedrnn.MGU, {}),
+    "rnn-tanh": (gatedrnn.RNN, {"nonlinearity": "tanh"}),
+    "rnn-relu": (gatedrnn.RNN, {"nonlinearity": "relu"}),
+}
+
+
+@st.composite
+def variant_configurations(draw):
+    cell = draw(st.sampled_from(sorted(CELLS)))
+    cls, config = CELLS[cell]
+    hidden = draw(st.integers(2, 6))
+    config = config | {
+        "input_size": draw(st.integers(1, 5)),
+        "hidden_size": hidden,
+        "num_layers": draw(st.integers(1, 2)),
+        "bias": draw(st.booleans()),
+        "batch_first": draw(st.booleans()),
+        "bidirectional": draw(st.booleans()),
+    }
+    if cls is gatedrnn.LSTM:
+        config["proj_size"] = draw(st.sampled_from([0, 0, hidden - 1]))
+        zoneout = draw(st.sampled_from([0.0, 0.0, 0.3, (0.2, 0.4)]))
+    else:
+        zoneout = draw(st.sampled_from([0.0, 0.0, 0.3]))
+    config |= {"zoneout": zoneout, "recurrent_dropout": draw(st.sampled_from([0.0, 0.0, 0.4])),
+               "weight_dropout": draw(st.sampled_from([0.0, 0.3]))}  # fmt: skip
+    return cell, cls, config
+
+
+def _twins(cls, config, dtype, seed):
+    """A fused and a reference layer with the same random weights (peepholes non-zero)."""
+    torch.manual_seed(seed)
+    ours = cls(**config, dtype=dtype, backend="fused")
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0, 0.5)
+    ref = cls(**config, dtype=dtype, backend="reference")
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def _run(layer, case, seed, trace):
+    torch.manual_seed(seed)  # the same masks drawn by both layers
+    if not trace:
+        return case.run(layer)
+    return case.run(layer, return_trace=True)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    variant_configurations(),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.sampled_from(INPUT_KINDS),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_fused_variants_equal_the_reference_loop(config, dtype, kind, with_hx, training, T, B, seed):
+    cell, cls, config = config
+    ours, ref = _twins(cls, config, dtype, seed)
+    ours.train(training)
+    ref.train(training)
+    case = Case(ours, kind, T, B, with_hx, seed)
+    out_o, finals_o, grads_o, result_o = _run(ours, case, seed, trace=True)
+    out_r, finals_r, grads_r, result_r = _run(ref, case, seed, trace=True)
+    assert_close(out_o, out_r, dtype, f"{cell} output")
+    for k, (a, b) in enumerate(zip(finals_o, finals_r)):
+        assert_close(a, b, dtype, f"{cell} final state {k}")
+    trace_o, trace_r = result_o[2], result_r[2]
+    assert list(trace_o) == list(trace_r)
+    for name in trace_r:
+        assert_close(trace_o[name], trace_r[name], dtype, f"{cell} trace {name}")
+    names = ["input"] + [f"hx[{k}]" for k in range(len(case.hx or ()))] + [n for n, _ in ours.named_parameters()]
+    for what, a, b in zip(names, grads_o, grads_r):
+        assert (a is None) == (b is None), what
+        if a is not None:
+            assert_close(a, b, dtype, f"{cell} gradient of {what}")
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_trace_gradients_equal_the_reference_loop(cell):
+    """Gradients sent back through every trace value (gates and cell state) reach the inputs
+    and weights as through the reference loop, with zoneout and recurrent dropout on."""
+    cls, config = CELLS[cell]
+    config = config | {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bidirectional": True,
+                       "zoneout": (0.2, 0.3) if cls is gatedrnn.LSTM else 0.25, "recurrent_dropout": 0.3}  # fmt: skip
+    ours, ref = _twins(cls, config, torch.float64, seed=1)
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([5, 2, 4])
+    results = []
+    for layer in (ours, ref):
+        torch.manual_seed(2)
+        xi = x.clone().requires_grad_()
+        _, _, trace = layer(xi, lengths=lengths, return_trace=True)
+        g = torch.Generator().manual_seed(3)
+        loss = sum((v * torch.randn(v.shape, generator=g, dtype=v.dtype)).sum() for v in trace.values())
+        results.append(torch.autograd.grad(loss, [xi, *layer.parameters()]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def _masks(T, B, H, P, g):
+    rmask = (torch.rand(B, P, generator=g, dtype=torch.float64) > 0.3) / 0.7
+    keep_h = (torch.rand(T, B, P, generator=g, dtype=torch.float64) < 0.3).double()
+    keep_c = (torch.rand(T, B, H, generator=g, dtype=torch.float64) < 0.4).double()
+    return rmask, keep_h, keep_c
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+@pytest.mark.parametrize("variant", ["peephole", "coupled", "peephole+coupled+proj", "zoneout-eval"])
+def test_gradcheck_lstm_op_with_variants(reverse, lengths, variant):
+    T, B, H = 4, 2, 3
+    P = 2 if "proj" in variant else H
+    coupled = "coupled" in variant
+    G = (3 if coupled else 4) * H
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    xw, h0, c0, w_hh, b_hh, peephole = r(T, B, G), r(B, P), r(B, H), r(G, P), r(G), r(3, H)
+    w_hr = r(P, H) if P != H else None
+    rmask, keep_h, keep_c = _masks(T, B, H, P, g)
+    if variant == "zoneout-eval":  # the eval expectation: one probability per state
+        keep_h, keep_c = torch.tensor([0.3], dtype=torch.float64), torch.tensor([0.6], dtype=torch.float64)
+
+    def f(xw, h0, c0, w_hh, b_hh, peephole, *w):
+        out, h_n, c_n, _, cs, gates, _ = fused_lstm.lstm_forward(
+            xw, h0, c0, w_hh, b_hh, w[0] if w else None, lengths, reverse, True, peephole, coupled, rmask, keep_h,
+            keep_c,
+        )  # fmt: skip
+        return out, h_n, c_n, cs, gates  # cs and gates carry the trace's gradients
+
+    assert torch.autograd.gradcheck(f, (xw, h0, c0, w_hh, b_hh, peephole) + ((w_hr,) if w_hr is not None else ()))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+@pytest.mark.parametrize("form", [0, 1, 2])
+def test_gradcheck_gru_op_forms_with_masks(reverse, lengths, form):
+    T, B, H = 4, 2, 3
+    G = (2 if form == 2 else 3) * H
+    g = torch.Generator().manual_seed(form)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    xw, h0, w_hh, b_hh = r(T, B, G), r(B, H), r(G, H), r(G)
+    rmask, keep_h, _ = _masks(T, B, H, H, g)
+    gates = G  # the trace's share of the saved activations: r, z, n (f, n for the MGU)
+
+    def f(xw, h0, w_hh, b_hh):
+        out, h_n, _, act = fused_gru.gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, True, form, rmask, keep_h)
+        return out, h_n, act[..., :gates]
+
+    assert torch.autograd.gradcheck(f, (xw, h0, w_hh, b_hh))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
+def test_gradcheck_rnn_op_with_masks(relu, lengths):
+    T, B, H = 4, 2, 3
+    g = torch.Generator().manual_seed(5)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    rmask, keep_h, _ = _masks(T, B, H, H, g)
+
+    def f(xw, h0, w_hh, b_hh):
+        out, h_n, _, _ = fused_rnn.rnn_forward(xw, h0, w_hh, b_hh, lengths, True, True, relu, rmask, keep_h)
+        return out, h_n
+
+    assert torch.autograd.gradcheck(f, (r(T, B, H), r(B, H), r(H, H), r(H)))
+
+
+@pytest.mark.parametrize("cell", ["peephole+coupled", "cho-gru", "mgu", "rnn-tanh"])
+def test_double_backward_through_fused_variants(cell):
+    """create_graph=True: the ops' gradients rebuilt with the variant's reference step are
+    themselves differentiable and equal the reference loop's second derivatives."""
+    cls, config = CELLS[cell]
+    config = config | {"input_size": 2, "hidden_size": 3, "zoneout": 0.3, "recurrent_dropout": 0.2}
+    ours, ref = _twins(cls, config, torch.float64, seed=4)
+    x = torch.randn(4, 2, 2, dtype=torch.float64)
+    results = []
+    for layer in (ours, ref):
+        torch.manual_seed(7)
+        xi = x.clone().requires_grad_()
+        out = layer(xi, lengths=torch.tensor([4, 3]))[0]
+        (g,) = torch.autograd.grad(out.pow(2).sum(), xi, create_graph=True)
+        results.append(torch.autograd.grad(g.pow(2).sum(), [xi, *layer.parameters()]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def test_auto_and_fused_run_variants_natively(monkeypatch):
+    """With the reference loop broken, every variant and regularizer still runs on auto and
+    fused (so it never went there); layer norm still needs it."""
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the reference loop ran")
+
+    monkeypatch.setattr(reference, "run_direction", broken)
+    monkeypatch.setattr(fused, "reference", type("R", (), {"run_direction": staticmethod(broken)}))
+    x = torch.randn(3, 2, 2)
+    for cell, (cls, config) in CELLS.items():
+        for backend in ("auto", "fused"):
+            layer = cls(2, 3, **config, backend=backend, zoneout=0.1, recurrent_dropout=0.2).train()
+            layer(x, return_trace=True)[0].sum().backward()
+            layer.eval()(x)
+    with pytest.raises(AssertionError, match="the reference loop ran"):
+        gatedrnn.GRU(2, 3, layer_norm=True)(x)
+
+
+def test_python_loops_send_variants_to_the_reference_loop():
+    """Where no compiler exists the Python loops serve the plain cells; variants and
+    regularizers take the reference loop there, with the same results."""
+    ours, ref = _twins(gatedrnn.LSTM, {"input_size": 2, "hidden_size": 3, "peephole": True, "zoneout": 0.2},
+                       torch.float64, seed=0)  # fmt: skip
+    x = torch.randn(4, 2, 2, dtype=torch.float64)
+    fused.use_python_loops(True)
+    try:
+        torch.manual_seed(1)
+        a = ours(x)[0]
+    finally:
+        fused.use_python_loops(False)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, ref(x)[0])
+
+
+def test_op_arguments_read_the_step_back():
+    from gatedrnn.cells import gru_step, lstm_step
+    from gatedrnn.cells.layernorm import ln_gru_step
+
+    w = torch.zeros(3)
+    mask = torch.ones(2, 3)
+    step = functools.partial(lstm_step, peephole=(None, w, w), coupled=True, recurrent_mask=mask)
+    assert fused.op_arguments(step) == {"peephole": (None, w, w), "coupled": True, "rmask": mask}
+    assert fused.op_arguments(functools.partial(gru_step, reset_after=False)) == {"form": 1}
+    assert fused.op_arguments(gru_step) == {}
+    assert fused.op_arguments(functools.partial(ln_gru_step, bias_ih=None, gain_ih=w, gain_hh=w)) is None
