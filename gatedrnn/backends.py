@@ -40,15 +40,6 @@ def select_backend(layer, x, lengths, want_trace):
     return functools.partial(_run, name)
 
 
-def check_variant_backend(layer) -> None:
-    """A variant asked for with ``backend="fused"`` that has no native loop: refused."""
-    if layer.backend == "fused" and getattr(layer, "layer_norm", False):
-        raise ValueError(
-            "backend='fused' has no native loop for layer_norm=True yet; use backend='auto' (it runs the "
-            "reference loop for it) or backend='reference'"
-        )
-
-
 def _run(name, layer, x, states, lengths, want_trace):
     if name != "reference" and needs_reference(x, states, layer):
         name = "reference"

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gatedrnn import _checks, regularizers
-from gatedrnn.backends import BACKENDS, autocast_dtype, check_variant_backend, forward_in_dtype, select_backend
+from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
 from gatedrnn.cells import layernorm
 from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
@@ -82,7 +82,6 @@ class RNNBase(nn.RNNBase):
         self.recurrent_dropout = _checks.probability("recurrent_dropout", recurrent_dropout)
         self.weight_dropout = _checks.probability("weight_dropout", weight_dropout)
         self.zoneout = regularizers.zoneout_probabilities(mode, zoneout)
-        check_variant_backend(self)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
             super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -129,8 +128,7 @@ class RNNBase(nn.RNNBase):
 
     def beyond_torch(self) -> bool:
         """Whether torch's kernel cannot run this call: a variant, zoneout (training: masks;
-        eval: the expectation), or recurrent dropout in training. The fused loops run them
-        (layer norm: the reference loop, see :func:`gatedrnn.fused.run_direction`)."""
+        eval: the expectation), or recurrent dropout in training. The fused loops run them all."""
         return bool(self.variant()) or any(self.zoneout) or (self.training and self.recurrent_dropout > 0)
 
     def _regularized(self, weights, step, x, state):

@@ -1,9 +1,9 @@
-"""The variants and regularizers on the native loops (csrc/loop.h): peepholes, CIFG, Cho's GRU,
-the MGU, recurrent dropout, weight dropout and zoneout, against the reference loop (their
+"""The variants and regularizers on the native loops (csrc/loop.h): peepholes, CIFG, layer norm,
+Cho's GRU, the MGU, recurrent dropout, weight dropout and zoneout, against the reference loop (their
 equations, differentiated by autograd) over hypothesis-drawn configurations: outputs, final
 states, traces and every gradient; gradcheck of the ops with every variant argument; double
-backward; the routing (auto and fused run them natively; layer norm and the Python loops
-fall back to the reference loop)."""
+backward; the routing (auto and fused run them natively; the Python loops send them to the
+reference loop)."""
 
 import functools
 
@@ -25,6 +25,8 @@ CELLS = {
     "peephole": (gatedrnn.LSTM, {"peephole": True}),
     "coupled": (gatedrnn.LSTM, {"coupled": True}),
     "peephole+coupled": (gatedrnn.LSTM, {"peephole": True, "coupled": True}),
+    "ln-lstm": (gatedrnn.LSTM, {"layer_norm": True}),
+    "ln-gru": (gatedrnn.GRU, {"layer_norm": True}),
     "lstm": (gatedrnn.LSTM, {}),
     "cho-gru": (gatedrnn.GRU, {"reset_after": False}),
     "gru": (gatedrnn.GRU, {}),
@@ -140,7 +142,8 @@ def _masks(T, B, H, P, g):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
-@pytest.mark.parametrize("variant", ["peephole", "coupled", "peephole+coupled+proj", "zoneout-eval"])
+@pytest.mark.parametrize("variant", ["peephole", "coupled", "peephole+coupled+proj", "zoneout-eval", "layer-norm",
+                                     "layer-norm+proj"])
 def test_gradcheck_lstm_op_with_variants(reverse, lengths, variant):
     T, B, H = 4, 2, 3
     P = 2 if "proj" in variant else H
@@ -149,38 +152,44 @@ def test_gradcheck_lstm_op_with_variants(reverse, lengths, variant):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
     xw, h0, c0, w_hh, b_hh, peephole = r(T, B, G), r(B, P), r(B, H), r(G, P), r(G), r(3, H)
+    ln_hh, ln_c = r(G), r(2, H)
     w_hr = r(P, H) if P != H else None
     rmask, keep_h, keep_c = _masks(T, B, H, P, g)
     if variant == "zoneout-eval":  # the eval expectation: one probability per state
         keep_h, keep_c = torch.tensor([0.3], dtype=torch.float64), torch.tensor([0.6], dtype=torch.float64)
+    ln = "layer-norm" in variant
 
-    def f(xw, h0, c0, w_hh, b_hh, peephole, *w):
+    def f(xw, h0, c0, w_hh, b_hh, peephole, ln_hh, ln_c, *w):
         out, h_n, c_n, _, cs, gates, _ = fused_lstm.lstm_forward(
-            xw, h0, c0, w_hh, b_hh, w[0] if w else None, lengths, reverse, True, peephole, coupled, rmask, keep_h,
-            keep_c,
+            xw, h0, c0, w_hh, b_hh, w[0] if w else None, lengths, reverse, True, None if ln else peephole, coupled,
+            rmask, keep_h, keep_c, None, ln_hh if ln else None, ln_c if ln else None,
         )  # fmt: skip
-        return out, h_n, c_n, cs, gates  # cs and gates carry the trace's gradients
+        return out, h_n, c_n, cs, gates[..., : 4 * H]  # cs and the gates carry the trace's gradients
 
-    assert torch.autograd.gradcheck(f, (xw, h0, c0, w_hh, b_hh, peephole) + ((w_hr,) if w_hr is not None else ()))
+    args = (xw, h0, c0, w_hh, b_hh, peephole, ln_hh, ln_c) + ((w_hr,) if w_hr is not None else ())
+    assert torch.autograd.gradcheck(f, args)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, torch.tensor([4, 2])])
-@pytest.mark.parametrize("form", [0, 1, 2])
+@pytest.mark.parametrize("form", [0, 1, 2, "layer-norm"])
 def test_gradcheck_gru_op_forms_with_masks(reverse, lengths, form):
     T, B, H = 4, 2, 3
+    ln = form == "layer-norm"
+    form = 0 if ln else form
     G = (2 if form == 2 else 3) * H
     g = torch.Generator().manual_seed(form)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
-    xw, h0, w_hh, b_hh = r(T, B, G), r(B, H), r(G, H), r(G)
+    xw, h0, w_hh, b_hh, ln_hh = r(T, B, G), r(B, H), r(G, H), r(G), r(G)
     rmask, keep_h, _ = _masks(T, B, H, H, g)
     gates = G  # the trace's share of the saved activations: r, z, n (f, n for the MGU)
 
-    def f(xw, h0, w_hh, b_hh):
-        out, h_n, _, act = fused_gru.gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, True, form, rmask, keep_h)
+    def f(xw, h0, w_hh, b_hh, ln_hh):
+        out, h_n, _, act = fused_gru.gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, True, form, rmask, keep_h,
+                                                 None, ln_hh if ln else None)  # fmt: skip
         return out, h_n, act[..., :gates]
 
-    assert torch.autograd.gradcheck(f, (xw, h0, w_hh, b_hh))
+    assert torch.autograd.gradcheck(f, (xw, h0, w_hh, b_hh, ln_hh))
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -198,7 +207,7 @@ def test_gradcheck_rnn_op_with_masks(relu, lengths):
     assert torch.autograd.gradcheck(f, (r(T, B, H), r(B, H), r(H, H), r(H)))
 
 
-@pytest.mark.parametrize("cell", ["peephole+coupled", "cho-gru", "mgu", "rnn-tanh"])
+@pytest.mark.parametrize("cell", ["peephole+coupled", "ln-lstm", "ln-gru", "cho-gru", "mgu", "rnn-tanh"])
 def test_double_backward_through_fused_variants(cell):
     """create_graph=True: the ops' gradients rebuilt with the variant's reference step are
     themselves differentiable and equal the reference loop's second derivatives."""
@@ -219,7 +228,7 @@ def test_double_backward_through_fused_variants(cell):
 
 def test_auto_and_fused_run_variants_natively(monkeypatch):
     """With the reference loop broken, every variant and regularizer still runs on auto and
-    fused (so it never went there); layer norm still needs it."""
+    fused: it never went there."""
 
     def broken(*args, **kwargs):
         raise AssertionError("the reference loop ran")
@@ -232,8 +241,8 @@ def test_auto_and_fused_run_variants_natively(monkeypatch):
             layer = cls(2, 3, **config, backend=backend, zoneout=0.1, recurrent_dropout=0.2).train()
             layer(x, return_trace=True)[0].sum().backward()
             layer.eval()(x)
-    with pytest.raises(AssertionError, match="the reference loop ran"):
-        gatedrnn.GRU(2, 3, layer_norm=True)(x)
+    with pytest.raises(AssertionError, match="the reference loop ran"):  # it did run where it must
+        gatedrnn.LSTM(2, 3, backend="reference")(x)
 
 
 def test_python_loops_send_variants_to_the_reference_loop():
@@ -262,4 +271,6 @@ def test_op_arguments_read_the_step_back():
     assert fused.op_arguments(step) == {"peephole": (None, w, w), "coupled": True, "rmask": mask}
     assert fused.op_arguments(functools.partial(gru_step, reset_after=False)) == {"form": 1}
     assert fused.op_arguments(gru_step) == {}
-    assert fused.op_arguments(functools.partial(ln_gru_step, bias_ih=None, gain_ih=w, gain_hh=w)) is None
+    ln = fused.op_arguments(functools.partial(ln_gru_step, bias_ih=None, gain_ih=w, gain_hh=w))
+    assert ln == {"layer_norm": {"bias_ih": None, "gain_ih": w, "gain_hh": w}}
+    assert fused.op_arguments(lambda xw, state, w_hh, b_hh, w_hr=None: None) is None  # a step it does not know

@@ -81,8 +81,6 @@ def test_initialization_and_rules():
     assert (ours.layer_norm_hh_l0 == 1).all() and (ours.layer_norm_c_weight_l0 == 1).all()
     with pytest.raises(ValueError, match="layer_norm=True does not combine with peephole"):
         gatedrnn.LSTM(3, 4, layer_norm=True, peephole=True)
-    with pytest.raises(ValueError, match="has no native loop for layer_norm=True"):
-        gatedrnn.GRU(3, 4, layer_norm=True, backend="fused")
 
 
 @pytest.mark.parametrize("make", [

@@ -186,10 +186,6 @@ def test_gradcheck_variants(make):
 
 
 def test_backends_and_conversions_of_variants():
-    with pytest.raises(ValueError, match="backend='fused' has no native loop for layer_norm=True"):
-        gatedrnn.LSTM(2, 3, layer_norm=True, backend="fused")
-    with pytest.raises(ValueError, match="backend='fused' has no native loop for layer_norm=True"):
-        gatedrnn.GRU(2, 3, layer_norm=True, backend="fused")
     with pytest.raises(ValueError, match="cannot be converted"):
         gatedrnn.LSTM(2, 3, peephole=True).to_torch()
     with pytest.raises(ValueError, match="cannot be converted"):

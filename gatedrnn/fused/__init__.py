@@ -5,8 +5,8 @@ backward through time, registered as torch.library custom ops.
 The variants and regularizers the layers express as a reference step function with its own
 tensors bound in (``functools.partial(lstm_step, peephole=..., coupled=..., recurrent_mask=...)``)
 and as zoneout masks run here too: :func:`op_arguments` reads the step back into the ops'
-arguments. Steps it does not know (layer norm) run the reference loop, as does every variant
-where only the Python loops exist (no compiler, or a device the native loops do not serve).
+arguments. A step it does not know runs the reference loop, as does every variant where only
+the Python loops exist (no compiler, or a device the native loops do not serve).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from gatedrnn import reference
 from gatedrnn.cells import gru_step, lstm_step, rnn_relu_step, rnn_tanh_step
+from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
 from gatedrnn.cells.mgu import mgu_step
 from gatedrnn.fused import gru, lstm, rnn
 from gatedrnn.fused._native import kernels, native_available, use_python_loops
@@ -41,6 +42,8 @@ def op_arguments(step) -> dict | None:
         return ({} if bound.get("reset_after", True) else {"form": 1}) | rmask
     if func in (mgu_step, rnn_tanh_step, rnn_relu_step):
         return rmask
+    if func in (ln_lstm_step, ln_gru_step):
+        return {"layer_norm": {k: v for k, v in bound.items() if k != "recurrent_mask"}} | rmask
     return None
 
 

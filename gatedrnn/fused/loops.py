@@ -62,8 +62,9 @@ def _weight_grad(d_pre, hs, h0, reverse):
 # -- LSTM ------------------------------------------------------------------------------
 
 
-def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, lengths, reverse, save):
-    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c)
+def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, ln_hh, ln_c, lengths, reverse,
+                 save):  # fmt: skip
+    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c, layer_norm=ln_hh)
     T = xw.shape[0]
     H = c0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -89,8 +90,8 @@ def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h,
 
 
 def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, coupled, rmask,
-                  keep_h, keep_c, lengths, reverse):  # fmt: skip
-    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c)
+                  keep_h, keep_c, ln_hh, ln_c, b_hh, lengths, reverse):  # fmt: skip
+    _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c, layer_norm=ln_hh)
     T = gates.shape[0]
     H = cs.shape[2]
     valid = _valid(lengths, T, gates)
@@ -125,14 +126,14 @@ def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0,
     if w_hr is not None:
         m = gates[..., 3 * H :] * torch.tanh(cs)  # o * tanh(c), (T, B, H)
         d_w_hr = d_hs.reshape(-1, d_hs.shape[-1]).t() @ m.reshape(-1, H)
-    return d_xw, d_h, d_c, d_w_hh, d_xw.sum((0, 1)), d_w_hr, _empty(gates)
+    return d_xw, d_h, d_c, d_w_hh, d_xw.sum((0, 1)), d_w_hr, _empty(gates), _empty(gates), _empty(gates)
 
 
 # -- GRU -------------------------------------------------------------------------------
 
 
-def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, lengths, reverse, save):
-    _plain_only(form=form, rmask=rmask, keep_h=keep_h)
+def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, lengths, reverse, save):
+    _plain_only(form=form, rmask=rmask, keep_h=keep_h, layer_norm=ln_hh)
     T = xw.shape[0]
     H = h0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -156,8 +157,8 @@ def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, lengths, reverse, save)
     return out, h.clone(), (hs if valid is not None else _empty(xw)), act
 
 
-def gru_backward(d_out, d_h_n, d_act, hs, act, h0, w_hh, form, rmask, keep_h, lengths, reverse):
-    _plain_only(form=form, rmask=rmask, keep_h=keep_h)
+def gru_backward(d_out, d_h_n, d_act, hs, act, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, lengths, reverse):
+    _plain_only(form=form, rmask=rmask, keep_h=keep_h, layer_norm=ln_hh)
     T = act.shape[0]
     H = hs.shape[2]
     gates, hn = act[..., : 3 * H], act[..., 3 * H :]
@@ -180,7 +181,7 @@ def gru_backward(d_out, d_h_n, d_act, hs, act, h0, w_hh, form, rmask, keep_h, le
         d_xw[t] = _zero_invalid(valid, t, torch.cat([d_ar, d_az, d_an], 1))
         d_gh[t] = _zero_invalid(valid, t, torch.cat([d_ar, d_az, d_an * r], 1))
         d_h = _carry(valid, t, d_h_t * z + d_gh[t] @ w_hh, d_h)
-    return d_xw, d_h, _weight_grad(d_gh, hs, h0, reverse), d_gh.sum((0, 1))
+    return d_xw, d_h, _weight_grad(d_gh, hs, h0, reverse), d_gh.sum((0, 1)), _empty(act)
 
 
 # -- vanilla RNN -------------------------------------------------------------------------

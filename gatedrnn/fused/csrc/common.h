@@ -57,6 +57,33 @@ inline float tanh_<float>(float x) {
   return 1.0f - 2.0f / (exp_vectorisable(2.0f * x) + 1.0f);
 }
 
+// Layer normalization of n values (Ba et al. 2016, eps as torch's layer_norm): writes
+// y = (v - mean) / sqrt(var + eps) to y and returns 1 / sqrt(var + eps).
+template <typename scalar_t>
+inline scalar_t normalize(const scalar_t* __restrict__ v, scalar_t* __restrict__ y, int64_t n) {
+  scalar_t mean = 0, var = 0;
+  for (int64_t k = 0; k < n; ++k) mean += v[k];
+  mean /= n;
+  for (int64_t k = 0; k < n; ++k) var += (v[k] - mean) * (v[k] - mean);
+  const scalar_t rstd = scalar_t(1) / std::sqrt(var / n + scalar_t(1e-5));
+  for (int64_t k = 0; k < n; ++k) y[k] = (v[k] - mean) * rstd;
+  return rstd;
+}
+
+// The gradient of v from that of y = normalize(v), in place in d (d_y in, d_v out):
+// d_v = rstd (d_y - mean(d_y) - y mean(d_y y)).
+template <typename scalar_t>
+inline void normalize_backward(scalar_t* __restrict__ d, const scalar_t* __restrict__ y, scalar_t rstd, int64_t n) {
+  scalar_t sum = 0, dot = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    sum += d[k];
+    dot += d[k] * y[k];
+  }
+  sum /= n;
+  dot /= n;
+  for (int64_t k = 0; k < n; ++k) d[k] = rstd * (d[k] - sum - y[k] * dot);
+}
+
 // out = bias + a @ w^T, with w (N, K) pre-transposed to w_t (K, N).
 inline void linear_into(Tensor& out, const Tensor& a, const Tensor& w_t, const optional<Tensor>& bias) {
   if (bias.has_value() && bias->defined()) {

@@ -1,6 +1,7 @@
 // The gate math of the one-state gated cells for the time loop of loop.h: torch's GRU (reset
 // after the recurrent product), Cho et al.'s original GRU (reset before it: a second product
-// per step) and Zhou et al.'s minimal gated unit (one gate, also a second product).
+// per step), Zhou et al.'s minimal gated unit (one gate, also a second product), and the
+// layer-norm GRU (haste's form; its input side is normalized before the loop).
 #include "loop.h"
 
 namespace gatedrnn {
@@ -12,7 +13,7 @@ struct GruCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = false, kDirectH = true;
   static constexpr bool kSameGrad = false;  // n's recurrent gradient is scaled by r
-  int64_t H, G, R1, R2 = 0, A, gated = 0;
+  int64_t H, G, R1, R2 = 0, A, E = 0, gated = 0;
   explicit GruCell(int64_t H) : H(H), G(3 * H), R1(3 * H), A(4 * H) {}
 
   void forward(const StepRow<T>& row) const {
@@ -74,7 +75,7 @@ struct ChoGruCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
   static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2, A, gated;
+  int64_t H, G, R1, R2, A, E = 0, gated;
   explicit ChoGruCell(int64_t H) : H(H), G(3 * H), R1(2 * H), R2(H), A(4 * H), gated(3 * H) {}
 
   void forward(const StepRow<T>& row) const {
@@ -150,7 +151,7 @@ struct MguCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
   static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2, A, gated;
+  int64_t H, G, R1, R2, A, E = 0, gated;
   explicit MguCell(int64_t H) : H(H), G(2 * H), R1(H), R2(H), A(3 * H), gated(2 * H) {}
 
   void forward(const StepRow<T>& row) const {
@@ -215,6 +216,88 @@ struct MguCell {
   }
 };
 
+// Layer norm: a_h = γ_h LN(W_hh h_in) + b_hh (x arrives as γ_x LN(W_ih x) + b_ih), then
+// torch's GRU on x and a_h. Saves r, z, n, the n block of a_h | LN(W_hh h_in) (3H) | 1/std;
+// keeps the gradient of a_h per step for γ_h and b_hh.
+template <typename T>
+struct LnGruCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = false, kDirectH = true;
+  static constexpr bool kSameGrad = false;
+  int64_t H, G, R1, R2 = 0, A, E, gated = 0;
+  const T* gain_hh;
+  const T* bias_hh;  // null without biases
+  LnGruCell(int64_t H, const Tensor& gain_hh, const Tensor& bias_hh)
+      : H(H),
+        G(3 * H),
+        R1(3 * H),
+        A(7 * H + 1),
+        E(3 * H),
+        gain_hh(gain_hh.data_ptr<T>()),
+        bias_hh(bias_hh.defined() ? bias_hh.data_ptr<T>() : nullptr) {}
+
+  void forward(const StepRow<T>& row) const {
+    const T* __restrict__ x = row.x;
+    const T* __restrict__ h_prev = row.h_prev;
+    T* __restrict__ act = row.act;
+    T* __restrict__ gn = row.act + 4 * H;
+    T* __restrict__ h = row.h;
+    const T one = 1;
+    act[7 * H] = normalize(row.gh, gn, 3 * H);
+    for (int64_t j = 0; j < H; ++j) {
+      T a[3];
+      for (int64_t k = 0; k < 3; ++k) {
+        const int64_t q = k * H + j;
+        a[k] = gain_hh[q] * gn[q] + (bias_hh ? bias_hh[q] : T(0));
+      }
+      const T r = sigmoid(x[j] + a[0]);
+      const T z = sigmoid(x[H + j] + a[1]);
+      const T n = tanh_(x[2 * H + j] + r * a[2]);
+      act[j] = r;
+      act[H + j] = z;
+      act[2 * H + j] = n;
+      act[3 * H + j] = a[2];
+      h[j] = (one - z) * n + z * h_prev[j];
+    }
+  }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& row) const {
+    const T* __restrict__ act = row.act;
+    const T* __restrict__ gn = row.act + 4 * H;
+    const T* __restrict__ h_prev = row.h_prev;
+    const T* __restrict__ d_h = row.d_h;
+    const T* __restrict__ d_tr = row.d_act;
+    T* __restrict__ d_x = row.d_x;
+    T* __restrict__ d_a = row.d_extra;  // gradient of a_h
+    T* __restrict__ d_gh = row.d_gh;
+    T* __restrict__ direct = row.d_h_direct;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = act[j], z = act[H + j], n = act[2 * H + j], an = act[3 * H + j];
+      T d_r = kTrace ? d_tr[j] : T(0);
+      const T d_z = d_h[j] * (h_prev[j] - n) + (kTrace ? d_tr[H + j] : T(0));
+      const T d_n = d_h[j] * (one - z) + (kTrace ? d_tr[2 * H + j] : T(0));
+      const T d_an = d_n * (one - n * n);
+      d_r += d_an * an;
+      const T d_ar = d_r * r * (one - r), d_az = d_z * z * (one - z);
+      d_x[j] = d_ar;
+      d_x[H + j] = d_az;
+      d_x[2 * H + j] = d_an;
+      d_a[j] = d_ar;
+      d_a[H + j] = d_az;
+      d_a[2 * H + j] = d_an * r;
+      direct[j] = d_h[j] * z;
+    }
+    for (int64_t k = 0; k < 3 * H; ++k) d_gh[k] = d_a[k] * gain_hh[k];
+    normalize_backward(d_gh, gn, act[7 * H], 3 * H);
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>&) const {}
+  void forward2(const StepRow<T>&) const {}
+};
+
 // The cell of a form: 0 torch's GRU, 1 Cho et al.'s, 2 the MGU.
 template <typename T, typename F>
 void with_cell(int64_t H, int64_t form, const F& f) {
@@ -228,14 +311,22 @@ void with_cell(int64_t H, int64_t form, const F& f) {
 
 // xw (T, B, G) input projections (G = 3H, or 2H for the MGU); h0 (B, H); w_hh (G, H); b_hh (G);
 // form 0 torch's GRU, 1 Cho et al.'s, 2 the MGU; rmask (B, H) recurrent dropout; keep_h (T, B, H)
-// zoneout (one value: eval). Returns out (T, B, H), h_n and, when save, hs (empty without
-// lengths: out is hs) and act (T, B, A): r, z, n, W_hn h + b_hn (form 0); r, z, n, r h_in (1);
-// f, n, f h_in (2); zero past each length.
+// zoneout (one value: eval); ln_hh (3H) the recurrent product's layer-norm gain (form 0 only; xw
+// then comes normalized, and b_hh is added after the norm). Returns out (T, B, H), h_n and,
+// when save, hs (empty without lengths: out is hs) and act (T, B, A): r, z, n, W_hn h + b_hn
+// (form 0); r, z, n, r h_in (1); f, n, f h_in (2); r, z, n, a_hn, LN(W_hh h), 1/std (layer
+// norm); zero past each length.
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
                                 int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
-                                const optional<Tensor>& lengths, bool reverse, bool save) {
+                                const optional<Tensor>& ln_hh, const optional<Tensor>& lengths, bool reverse,
+                                bool save) {
   std::vector<Tensor> r;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+    if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
+      const LnGruCell<scalar_t> cell(h0.size(1), ln_hh->contiguous(), given(b_hh) ? b_hh->contiguous() : Tensor());
+      r = loop_forward(cell, xw, h0, {}, w_hh, {}, {}, rmask, keep_h, {}, lengths, reverse, save);
+      return;
+    }
     with_cell<scalar_t>(h0.size(1), form, [&](const auto& cell) {
       r = loop_forward(cell, xw, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
     });
@@ -243,19 +334,33 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
   return {r[0], r[1], r[3], r[5]};
 }
 
-// Gradients of gru_forward; d_act (T, B, A) comes from a trace. Returns d_xw, d_h0, d_w_hh, d_b_hh.
+// Gradients of gru_forward; d_act (T, B, A) comes from a trace. Returns d_xw, d_h0, d_w_hh, d_b_hh,
+// d_ln_hh (3H; empty without layer norm).
 std::vector<Tensor> gru_backward(const optional<Tensor>& d_out, const Tensor& d_h_n, const optional<Tensor>& d_act,
                                  const Tensor& hs, const Tensor& act, const Tensor& h0, const Tensor& w_hh,
-                                 int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
+                                 const optional<Tensor>& b_hh, int64_t form, const optional<Tensor>& rmask,
+                                 const optional<Tensor>& keep_h, const optional<Tensor>& ln_hh,
                                  const optional<Tensor>& lengths, bool reverse) {
   std::vector<Tensor> r;
+  const int64_t H = hs.size(2);
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "gru_backward", [&] {
+    if (given(ln_hh)) {
+      const LnGruCell<scalar_t> cell(H, ln_hh->contiguous(), given(b_hh) ? b_hh->contiguous() : Tensor());
+      r = loop_backward(cell, d_out, d_h_n, {}, d_act, {}, hs, empty0(act), act, empty0(act), empty0(act), h0, {},
+                        w_hh, {}, rmask, keep_h, {}, lengths, reverse);
+      return;
+    }
     with_cell<scalar_t>(hs.size(2), form, [&](const auto& cell) {
       r = loop_backward(cell, d_out, d_h_n, {}, d_act, {}, hs, empty0(act), act, empty0(act), empty0(act), h0, {},
                         w_hh, {}, rmask, keep_h, {}, lengths, reverse);
     });
   });
-  return {r[0], r[1], r[3], r[4]};
+  Tensor d_ln_hh = empty0(act);
+  if (given(ln_hh)) {  // γ_h's and b_hh's gradients from the kept gradients of a_h
+    r[4] = r[6].sum({0, 1});
+    d_ln_hh = (r[6] * act.narrow(2, 4 * H, 3 * H)).sum({0, 1});
+  }
+  return {r[0], r[1], r[3], r[4], d_ln_hh};
 }
 
 }  // namespace gatedrnn

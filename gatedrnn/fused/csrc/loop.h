@@ -20,7 +20,9 @@
 //   kNeedsFreshH (its backward reads the new h), kDirectH (d_h_direct written), kSameGrad (the
 //   products' gradient is d_x itself);
 //   int64_t H, G (xw row width), R1 (first product's rows), R2 (second's; 0 for one stage),
-//   A (saved activations per row), gated (where a two-stage cell keeps the second product's input);
+//   A (saved activations per row), E (per-row gradients the cell keeps for its own parameters'
+//   gradients, e.g. a layer norm's gain), gated (where a two-stage cell keeps the second
+//   product's input);
 //   void forward(const StepRow&), forward2(const StepRow&) (two stage),
 //   template <bool kTrace> void backward(const GradRow&), backward_first(const GradRow&) (two stage).
 #pragma once
@@ -64,6 +66,7 @@ struct GradRow {
   T* d_h_direct;     // (P) gradient of h_prev other than through h_in
   T* d_h_in;         // (P) two-stage: gradient of h_in other than through the first product
   T* d_c_prev;       // (H) gradient of c_prev
+  T* d_extra;        // (E) kept for the cell's own parameters' gradients
 };
 
 // Zoneout of one state: none, the eval expectation (one probability), or a (T, B, n) mask.
@@ -249,7 +252,8 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
 // Gradients of loop_forward. d_out (T, B, P), d_h_n (B, P), d_c_n (B, H); d_act (T, B, A) and
 // d_cs (T, B, H) from a trace (absent when it was not used); hs the carried h (out when there
 // were no lengths); cs, act, hf, cf as loop_forward saved them. Returns d_xw (T, B, G), d_h0,
-// d_c0 (empty for one state), d_w_hh, d_b_hh, d_w_hr (empty without a projection).
+// d_c0 (empty for one state), d_w_hh, d_b_hh, d_w_hr (empty without a projection), d_extra
+// (T, B, E) what the cell kept per step (zero past each length).
 template <class Cell>
 std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_out, const Tensor& d_h_n,
                                   const optional<Tensor>& d_c_n, const optional<Tensor>& d_act,
@@ -268,6 +272,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const auto opts = act.options();
   Tensor d_xw = at::empty({steps, B, cell.G}, opts);
   Tensor d_gh = Cell::kSameGrad ? d_xw : at::empty({steps, B, R}, opts);
+  Tensor d_extra = at::empty({steps, B, cell.E}, opts);
   Tensor d_hs = proj ? at::zeros({steps, B, P}, opts) : Tensor();  // gradient of each projected h, for d_w_hr
   Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, P}, opts);
   Tensor d_c = Cell::kTwoStates ? d_c_n->contiguous().clone() : Tensor();
@@ -338,6 +343,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     row0.d_act = has_d_act ? d_act_c[t].data_ptr<T>() : nullptr;
     row0.d_x = d_xw[t].data_ptr<T>();
     row0.d_gh = d_gh[t].data_ptr<T>();
+    row0.d_extra = d_extra[t].data_ptr<T>();
     row0.d_h_direct = d_h_direct.data_ptr<T>();
     row0.d_h_in = Cell::kTwoStage ? d_h_in2.data_ptr<T>() : nullptr;
     row0.d_gated = Cell::kTwoStage ? d_gated.data_ptr<T>() : nullptr;
@@ -359,6 +365,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       r.d_act = r.d_act ? r.d_act + b * A : zeros_p;
       r.d_x += b * cell.G;
       r.d_gh += b * R;
+      r.d_extra += b * cell.E;
       r.d_h_direct += b * P;
       if constexpr (Cell::kTwoStage) {
         r.d_h_in += b * P;
@@ -376,6 +383,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       if (!len.valid(t, b)) {  // no step here: nothing reaches the products
         std::memset(row0.d_x + b * cell.G, 0, sizeof(T) * cell.G);
         if (!Cell::kSameGrad) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
+        if (cell.E) std::memset(row0.d_extra + b * cell.E, 0, sizeof(T) * cell.E);
         return;
       }
       if (has_d_act) {
@@ -454,7 +462,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   if constexpr (Cell::kTwoStates) {  // the projection's input m = o tanh(c), (T, B, H)
     if (proj) d_w_hr = at::mm(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));
   }
-  return {d_xw, d_h, Cell::kTwoStates ? d_c : empty0(act), d_w_hh, d_b_hh, d_w_hr};
+  return {d_xw, d_h, Cell::kTwoStates ? d_c : empty0(act), d_w_hh, d_b_hh, d_w_hr, d_extra};
 }
 
 }  // namespace gatedrnn

@@ -1,5 +1,7 @@
 // The LSTM's gate math for the time loop of loop.h: torch's cell, Gers & Schmidhuber's
-// peepholes and Greff et al.'s coupled input and forget gates (CIFG), as template flags.
+// peepholes and Greff et al.'s coupled input and forget gates (CIFG), as template flags; and
+// the layer-norm LSTM (Ba et al. 2016, haste's form), whose input side is normalized before
+// the loop (it is no recurrence), its recurrent product and cell state here.
 #include "loop.h"
 
 namespace gatedrnn {
@@ -13,7 +15,7 @@ struct LstmCell {
   static constexpr bool kTwoStates = true, kTwoStage = false, kNeedsFreshH = false, kDirectH = false;
   static constexpr bool kSameGrad = true;
   static constexpr int64_t kF = kCoupled ? 0 : 1;  // the forget gate's block; g and o follow it
-  int64_t H, G, R1, R2 = 0, A, gated = 0;
+  int64_t H, G, R1, R2 = 0, A, E = 0, gated = 0;
   const T* w_ci;  // peepholes (H each): c_{t-1} into i and f, c_t into o
   const T* w_cf;
   const T* w_co;
@@ -114,6 +116,109 @@ struct LstmCell {
   Tensor projected(const Tensor& act, const Tensor& c) const { return act.narrow(2, 3 * H, H) * at::tanh(c); }
 };
 
+// Layer norm: a = x + γ_h LN(W_hh h_in) + b_hh (x arrives as γ_x LN(W_ih x) + b_ih), gates as
+// torch's, c = f c_prev + i g, m = o tanh(γ_c LN(c) + β_c). Saves i, f, g, o | LN(W_hh h_in)
+// (4H) | LN(c) (H) | the two 1/std; keeps d(γ_c LN(c) + β_c) per step for γ_c and β_c.
+template <typename T>
+struct LnLstmCell {
+  using scalar_t = T;
+  static constexpr bool kTwoStates = true, kTwoStage = false, kNeedsFreshH = false, kDirectH = false;
+  static constexpr bool kSameGrad = false;  // the product's gradient goes through the layer norm
+  int64_t H, G, R1, R2 = 0, A, E, gated = 0;
+  const T* gain_hh;
+  const T* bias_hh;  // added after the norm; null without biases
+  const T* gain_c;
+  const T* bias_c;
+  Tensor gain_c_t, bias_c_t;
+
+  LnLstmCell(int64_t H, const Tensor& gain_hh, const optional<Tensor>& bias_hh, const Tensor& ln_c)
+      : H(H),
+        G(4 * H),
+        R1(4 * H),
+        A(9 * H + 2),
+        E(H),
+        gain_hh(gain_hh.data_ptr<T>()),
+        bias_hh(given(bias_hh) ? bias_hh->data_ptr<T>() : nullptr),
+        gain_c(ln_c.data_ptr<T>()),
+        bias_c(ln_c.data_ptr<T>() + H),
+        gain_c_t(ln_c[0]),
+        bias_c_t(ln_c[1]) {}
+
+  void forward(const StepRow<T>& r) const {
+    const T* __restrict__ x = r.x;
+    const T* __restrict__ c_prev = r.c_prev;
+    T* __restrict__ act = r.act;
+    T* __restrict__ gn = r.act + 4 * H;  // the normalized product
+    T* __restrict__ cn = r.act + 8 * H;  // the normalized cell state
+    T* __restrict__ c = r.c;
+    T* __restrict__ m = r.h;
+    act[9 * H] = normalize(r.gh, gn, 4 * H);
+    for (int64_t k = 0; k < 4 * H; ++k) {  // the pre-activations, in act until the gates replace them
+      act[k] = x[k] + gain_hh[k] * gn[k] + (bias_hh ? bias_hh[k] : T(0));
+    }
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid(act[j]), f = sigmoid(act[H + j]), g = tanh_(act[2 * H + j]), o = sigmoid(act[3 * H + j]);
+      act[j] = i;
+      act[H + j] = f;
+      act[2 * H + j] = g;
+      act[3 * H + j] = o;
+      c[j] = f * c_prev[j] + i * g;
+    }
+    act[9 * H + 1] = normalize(c, cn, H);
+    for (int64_t j = 0; j < H; ++j) m[j] = act[3 * H + j] * tanh_(gain_c[j] * cn[j] + bias_c[j]);
+  }
+
+  template <bool kTrace>
+  void backward(const GradRow<T>& r) const {
+    const T* __restrict__ act = r.act;
+    const T* __restrict__ gn = r.act + 4 * H;
+    const T* __restrict__ cn = r.act + 8 * H;
+    const T rstd = act[9 * H], rstd_c = act[9 * H + 1];
+    const T* __restrict__ c_prev = r.c_prev;
+    const T* __restrict__ d_m = r.d_h;
+    const T* __restrict__ d_c = r.d_c;
+    const T* __restrict__ d_tr = r.d_act;
+    T* __restrict__ d_x = r.d_x;
+    T* __restrict__ d_gh = r.d_gh;
+    T* __restrict__ d_y = r.d_extra;  // gradient of γ_c LN(c) + β_c
+    T* __restrict__ d_c_prev = r.d_c_prev;
+    const T one = 1;
+    for (int64_t j = 0; j < H; ++j) {  // through tanh into the normalized c: d_c_prev holds it a moment
+      const T o = act[3 * H + j], ty = tanh_(gain_c[j] * cn[j] + bias_c[j]);
+      d_y[j] = d_m[j] * o * (one - ty * ty);
+      d_c_prev[j] = d_y[j] * gain_c[j];
+    }
+    normalize_backward(d_c_prev, cn, rstd_c, H);  // now the gradient of c through its norm
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
+      const T ty = tanh_(gain_c[j] * cn[j] + bias_c[j]);
+      const T d_ct = d_c[j] + d_c_prev[j];
+      T d_o = d_m[j] * ty, d_i = d_ct * g, d_f = d_ct * c_prev[j], d_g = d_ct * i;
+      if constexpr (kTrace) {
+        d_i += d_tr[j];
+        d_f += d_tr[H + j];
+        d_g += d_tr[2 * H + j];
+        d_o += d_tr[3 * H + j];
+      }
+      d_x[j] = d_i * i * (one - i);
+      d_x[H + j] = d_f * f * (one - f);
+      d_x[2 * H + j] = d_g * (one - g * g);
+      d_x[3 * H + j] = d_o * o * (one - o);
+      d_c_prev[j] = d_ct * f;
+    }
+    for (int64_t k = 0; k < 4 * H; ++k) d_gh[k] = d_x[k] * gain_hh[k];
+    normalize_backward(d_gh, gn, rstd, 4 * H);
+  }
+
+  template <bool kTrace>
+  void backward_first(const GradRow<T>&) const {}
+  void forward2(const StepRow<T>&) const {}
+
+  Tensor projected(const Tensor& act, const Tensor&) const {
+    return act.narrow(2, 3 * H, H) * at::tanh(act.narrow(2, 8 * H, H) * gain_c_t + bias_c_t);
+  }
+};
+
 // f(cell) with the cell of these flags; peephole (3, H) rows w_ci, w_cf, w_co, or undefined.
 template <typename T, typename F>
 void with_cell(int64_t H, const Tensor& peephole, bool coupled, const F& f) {
@@ -130,18 +235,27 @@ Tensor contiguous_or_undefined(const optional<Tensor>& t) { return given(t) ? t-
 
 // xw (T, B, 4H or 3H coupled) input projections; h0 (B, P); c0 (B, H); w_hh (4H or 3H, P);
 // b_hh; w_hr (P, H) when projecting; peephole (3, H) rows w_ci (zeros when coupled), w_cf, w_co;
-// rmask (B, P) recurrent dropout; keep_h (T, B, P), keep_c (T, B, H) zoneout (one value: eval).
-// Returns out (T, B, P), h_n, c_n and, when save, hs, cs (T, B, H) carried cell states,
-// gates (T, B, 4H) i, f, g, o (zero past each length), cf (T, B, H) new c before zoneout
+// rmask (B, P) recurrent dropout; keep_h (T, B, P), keep_c (T, B, H) zoneout (one value: eval);
+// layer norm: ln_hh (4H) the recurrent product's gain, ln_c (2, H) the cell state's gain and
+// bias (xw then comes normalized, and b_hh is added after the norm). Returns out (T, B, P), h_n,
+// c_n and, when save, hs, cs (T, B, H) carried cell states, gates (T, B, 4H, or 9H + 2 with
+// layer norm) i, f, g, o first (zero past each length), cf (T, B, H) new c before zoneout
 // (empty without zoneout on c); see loop_forward.
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
                                  const optional<Tensor>& peephole, bool coupled, const optional<Tensor>& rmask,
                                  const optional<Tensor>& keep_h, const optional<Tensor>& keep_c,
+                                 const optional<Tensor>& ln_hh, const optional<Tensor>& ln_c,
                                  const optional<Tensor>& lengths, bool reverse, bool save) {
   std::vector<Tensor> r;
   const Tensor peep = contiguous_or_undefined(peephole);
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+    if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
+      const LnLstmCell<scalar_t> cell(c0.size(1), ln_hh->contiguous(), contiguous_or_undefined(b_hh),
+                                      ln_c->contiguous());
+      r = loop_forward(cell, xw, h0, c0, w_hh, {}, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
+      return;
+    }
     with_cell<scalar_t>(c0.size(1), peep, coupled, [&](const auto& cell) {
       r = loop_forward(cell, xw, h0, c0, w_hh, b_hh, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
     });
@@ -151,18 +265,25 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
 
 // Gradients of lstm_forward. d_gates (T, B, 4H) and d_cs (T, B, H) come from a trace. Returns
 // d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr (empty without a projection), d_peephole (3, H)
-// (empty without peepholes).
+// (empty without peepholes), d_ln_hh (4H) and d_ln_c (2, H) (empty without layer norm).
 std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d_h_n, const Tensor& d_c_n,
                                   const optional<Tensor>& d_gates, const optional<Tensor>& d_cs, const Tensor& hs,
                                   const Tensor& cs, const Tensor& gates, const Tensor& cf, const Tensor& h0,
                                   const Tensor& c0, const Tensor& w_hh, const optional<Tensor>& w_hr,
                                   const optional<Tensor>& peephole, bool coupled, const optional<Tensor>& rmask,
                                   const optional<Tensor>& keep_h, const optional<Tensor>& keep_c,
-                                  const optional<Tensor>& lengths, bool reverse) {
+                                  const optional<Tensor>& ln_hh, const optional<Tensor>& ln_c,
+                                  const optional<Tensor>& b_hh, const optional<Tensor>& lengths, bool reverse) {
   std::vector<Tensor> r;
   const Tensor peep = contiguous_or_undefined(peephole);
   const int64_t H = cs.size(2);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
+    if (given(ln_hh)) {
+      const LnLstmCell<scalar_t> cell(H, ln_hh->contiguous(), contiguous_or_undefined(b_hh), ln_c->contiguous());
+      r = loop_backward(cell, d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, empty0(gates), cf, h0, c0, w_hh,
+                        w_hr, rmask, keep_h, keep_c, lengths, reverse);
+      return;
+    }
     with_cell<scalar_t>(H, peep, coupled, [&](const auto& cell) {
       r = loop_backward(cell, d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, empty0(gates), cf, h0, c0, w_hh,
                         w_hr, rmask, keep_h, keep_c, lengths, reverse);
@@ -177,8 +298,15 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
     d_peephole = at::stack({coupled ? at::zeros({H}, gates.options()) : sum(0, c_prev), sum(f, c_prev),
                             sum(f + 2, c_new)});
   }
-  r.push_back(d_peephole);
-  return r;
+  Tensor d_ln_hh = empty0(gates), d_ln_c = empty0(gates);
+  if (given(ln_hh)) {  // the gains' and biases' gradients from the kept per-step gradients
+    const Tensor& d_a = r[0];  // the pre-activations' gradient: b_hh's, and γ_h's times LN(W_hh h)
+    r[4] = d_a.sum({0, 1});
+    d_ln_hh = (d_a * gates.narrow(2, 4 * H, 4 * H)).sum({0, 1});
+    const Tensor& d_y = r[6];
+    d_ln_c = at::stack({(d_y * gates.narrow(2, 8 * H, H)).sum({0, 1}), d_y.sum({0, 1})});
+  }
+  return {r[0], r[1], r[2], r[3], r[4], r[5], d_peephole, d_ln_hh, d_ln_c};
 }
 
 }  // namespace gatedrnn

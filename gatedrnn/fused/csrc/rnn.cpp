@@ -9,7 +9,7 @@ struct RnnCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = true, kDirectH = false;
   static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2 = 0, A = 0, gated = 0;
+  int64_t H, G, R1, R2 = 0, A = 0, E = 0, gated = 0;
   explicit RnnCell(int64_t H) : H(H), G(H), R1(H) {}
 
   void forward(const StepRow<T>& row) const {
