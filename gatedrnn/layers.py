@@ -418,6 +418,11 @@ class LSTM(RNNBase):
         if self.coupled:  # the 3H-row parameters replaced torch's: draw them
             self.reset_parameters()
 
+    def flatten_parameters(self) -> None:
+        """torch.nn's, except for a coupled layer: cuDNN knows no 3H-row LSTM."""
+        if not getattr(self, "coupled", False):
+            super().flatten_parameters()
+
     def variant(self) -> dict:
         names = ("peephole", "coupled", "layer_norm")
         return {name: True for name in names if getattr(self, name, False)}

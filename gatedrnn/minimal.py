@@ -1,10 +1,12 @@
 """Minimal gated RNNs whose gates see the input alone: MinGRU and MinLSTM.
 
 Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs All We Needed?", 2024. With no
-``h_{t-1}`` inside the gates, ``h_t = a_t ⊙ h_{t-1} + b_t`` is a linear recurrence in ``h``:
-it runs as a sequential loop (:mod:`gatedrnn.reference`, the fast one on a few CPU cores) or
-as a parallel scan over T in log space (:mod:`gatedrnn.scan`, the GPU path), chosen by
-``backend=`` and tested against each other. The candidate goes through the paper's positive
+``h_{t-1}`` inside the gates, ``h_t = a_t ⊙ h_{t-1} + b_t`` is a linear recurrence in ``h``,
+run by ``backend=`` one of three ways, tested against each other: the step function in the
+reference loop (:mod:`gatedrnn.reference`, the readable one), the gates of all steps at once
+and then the native sequential loop of :mod:`gatedrnn.fused.linear` (``"fused"``, the fast one
+on a few CPU cores), or a parallel scan over T in log space (:mod:`gatedrnn.scan`, the GPU
+path). The candidate goes through the paper's positive
 ``g`` (its log-space version), so ``b_t > 0`` and the scan's logarithms exist.
 """
 
@@ -18,12 +20,14 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gatedrnn import _checks, reference
+from gatedrnn.fused import native_available_for
+from gatedrnn.fused.linear import linear_recurrence
 from gatedrnn.scan import log_linear_scan
 from gatedrnn.trace import Trace
 
 MIN_TRACE_NAMES = {"MinGRU": ("update", "candidate", "hidden"), "MinLSTM": ("forget", "input", "candidate", "hidden")}
 NUM_GATES = {"MinGRU": 2, "MinLSTM": 3}
-BACKENDS = ("auto", "reference", "scan")
+BACKENDS = ("auto", "reference", "fused", "scan")
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,38 @@ def _log_coefficients(mode: str, xw: torch.Tensor):
     return log_f - total, log_i - total + log_g(x_n), ((log_f - total).exp(), (log_i - total).exp(), g(x_n))
 
 
+def _coefficients(mode: str, xw: torch.Tensor):
+    """``a``, ``b`` of ``h_t = a_t h_{t-1} + b_t`` and the gates, for all steps at once, from
+    ``xw`` (T, B, G*H): the step functions' arithmetic, vectorized over time."""
+    if mode == "MinGRU":
+        k, x_n = xw.chunk(2, dim=-1)
+        z, n = torch.sigmoid(k), g(x_n)
+        return 1 - z, z * n, (z, n)
+    x_f, x_i, x_n = xw.chunk(3, dim=-1)
+    f, i = torch.sigmoid(x_f), torch.sigmoid(x_i)
+    f, i = f / (f + i), i / (f + i)
+    n = g(x_n)
+    return f, i * n, (f, i, n)
+
+
+def loop_direction(mode, x, h0, weights, lengths, reverse, want_trace):
+    """One layer and direction by the native sequential loop (:mod:`gatedrnn.fused.linear`):
+    the contract of :func:`gatedrnn.reference.run_direction`."""
+    weight_ih, bias_ih = weights
+    xw = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H)
+    a, b, gates = _coefficients(mode, xw)
+    valid = None
+    if lengths is not None:  # past a sequence's end: a = 1, b = 0 carries the state unchanged
+        valid = (torch.arange(xw.shape[0], device=xw.device)[:, None] < lengths[None, :])[..., None]  # (T, B, 1)
+        a, b = torch.where(valid, a, 1.0), torch.where(valid, b, 0.0)
+    h = linear_recurrence(a, b, h0, reverse)  # (T, B, H)
+    h_n = h[0] if reverse else h[-1]  # the carried state: each sequence's last valid step
+    values = (*gates, h)
+    if valid is not None:
+        values = tuple(torch.where(valid, v, 0.0) for v in values)
+    return values[-1], (h_n,), (values if want_trace else None)
+
+
 def _flip(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Each sequence of x (T, B, *) reversed within its own length (padding stays last)."""
     if lengths is None:
@@ -114,8 +150,10 @@ class MinRNNBase(nn.Module):
     ``±1/sqrt(H)`` as torch initializes its RNNs; torch.nn's constructor arguments (``dropout``
     between layers included); input ``(T, B, I)``, ``(B, T, I)`` with
     ``batch_first``, ``(T, I)`` unbatched or a ``PackedSequence``; ``hx`` ``(L·D, B, H)``;
-    ``lengths=``; ``return_trace``. ``backend``: ``"reference"`` (the sequential loop),
-    ``"scan"`` (log-space parallel scan) or ``"auto"`` (the loop on the CPU, the scan elsewhere)."""
+    ``lengths=``; ``return_trace``. ``backend``: ``"reference"`` (the step function in the
+    reference loop), ``"fused"`` (the gates of all steps at once, then the native sequential
+    loop), ``"scan"`` (log-space parallel scan) or ``"auto"`` (fused on the CPU where the native
+    loops are built, the reference loop where not, the scan on other devices)."""
 
     mode: str
 
@@ -181,7 +219,9 @@ class MinRNNBase(nn.Module):
                 raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
             lengths = _checks.lengths(lengths, T, B, x.device)
         h0 = self._check_hx(hx, B, unbatched, x)
-        backend = self.backend if self.backend != "auto" else ("reference" if x.device.type == "cpu" else "scan")
+        backend = self.backend
+        if backend == "auto":
+            backend = "scan" if x.device.type != "cpu" else ("fused" if native_available_for(x.device) else "reference")
         finals, traces = [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -189,9 +229,9 @@ class MinRNNBase(nn.Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 weights = (getattr(self, "weight_ih" + suffix), getattr(self, "bias_ih" + suffix, None))
                 k = layer * self.num_directions + direction
-                if backend == "scan":
-                    out, (h_n,), values = scan_direction(self.mode, x, h0[k], weights, lengths, direction == 1,
-                                                         return_trace)  # fmt: skip
+                if backend in ("scan", "fused"):
+                    run = scan_direction if backend == "scan" else loop_direction
+                    out, (h_n,), values = run(self.mode, x, h0[k], weights, lengths, direction == 1, return_trace)
                 else:
                     weight_ih, bias_ih = weights  # no recurrent weights, no projection
                     out, (h_n,), values = reference.run_direction(

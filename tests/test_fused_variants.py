@@ -259,6 +259,13 @@ def test_python_loops_send_variants_to_the_reference_loop():
         fused.use_python_loops(False)
     torch.manual_seed(1)
     torch.testing.assert_close(a, ref(x)[0])
+    mgu, mgu_ref = _twins(gatedrnn.MGU, {"input_size": 2, "hidden_size": 3}, torch.float64, seed=0)  # no plain cell
+    fused.use_python_loops(True)
+    try:
+        a = mgu(x)[0]
+    finally:
+        fused.use_python_loops(False)
+    torch.testing.assert_close(a, mgu_ref(x)[0])
 
 
 def test_op_arguments_read_the_step_back():

@@ -34,7 +34,7 @@ def _unrolled(layer, x, h0):
 
 
 @pytest.mark.parametrize("name", ["MinGRU", "MinLSTM"])
-@pytest.mark.parametrize("backend", ["reference", "scan"])
+@pytest.mark.parametrize("backend", ["reference", "fused", "scan"])
 def test_recomputed_from_the_equations(name, backend):
     torch.manual_seed(0)
     layer = getattr(gatedrnn, name)(3, 5, backend=backend).double()
@@ -51,12 +51,14 @@ def test_recomputed_from_the_equations(name, backend):
 @settings(max_examples=25, deadline=None)
 @given(name=st.sampled_from(["MinGRU", "MinLSTM"]), layers=st.integers(1, 2), bidirectional=st.booleans(),
        batch_first=st.booleans(), with_lengths=st.booleans(), with_hx=st.booleans(), T=st.integers(1, 12),
-       B=st.integers(1, 4), seed=st.integers(0, 10**6))  # fmt: skip
-def test_scan_equals_loop(name, layers, bidirectional, batch_first, with_lengths, with_hx, T, B, seed):
+       B=st.integers(1, 4), seed=st.integers(0, 10**6), backend=st.sampled_from(["scan", "fused"]))  # fmt: skip
+def test_scan_and_fused_equal_the_reference_loop(name, layers, bidirectional, batch_first, with_lengths, with_hx, T, B,
+                                                  seed, backend):  # fmt: skip
     torch.manual_seed(seed)
-    loop = getattr(gatedrnn, name)(3, 4, layers, bidirectional=bidirectional, batch_first=batch_first).double()
+    loop = getattr(gatedrnn, name)(3, 4, layers, bidirectional=bidirectional, batch_first=batch_first,
+                                   backend="reference").double()  # fmt: skip
     scan = getattr(gatedrnn, name)(3, 4, layers, bidirectional=bidirectional, batch_first=batch_first,
-                                   backend="scan").double()  # fmt: skip
+                                   backend=backend).double()  # fmt: skip
     scan.load_state_dict(loop.state_dict())
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, 3, dtype=torch.float64) if batch_first else torch.randn(T, B, 3, dtype=torch.float64)
@@ -80,7 +82,7 @@ def test_scan_equals_loop(name, layers, bidirectional, batch_first, with_lengths
 
 
 @pytest.mark.parametrize("name", ["MinGRU", "MinLSTM"])
-@pytest.mark.parametrize("backend", ["reference", "scan"])
+@pytest.mark.parametrize("backend", ["reference", "fused", "scan"])
 def test_gradcheck(name, backend):
     torch.manual_seed(1)
     layer = getattr(gatedrnn, name)(2, 3, bidirectional=True, backend=backend).double()
@@ -97,13 +99,23 @@ def test_gradcheck(name, backend):
     assert torch.autograd.gradcheck(f, (x, h0, *params))
 
 
-def test_long_sequences_scan_stays_on_the_loop():
+@pytest.mark.parametrize("backend", ["scan", "fused"])
+def test_long_sequences_stay_on_the_reference_loop(backend):
     torch.manual_seed(2)
-    loop = gatedrnn.MinGRU(4, 16).double()
-    scan = gatedrnn.MinGRU(4, 16, backend="scan").double()
-    scan.load_state_dict(loop.state_dict())
+    loop = gatedrnn.MinGRU(4, 16, backend="reference").double()
+    other = gatedrnn.MinGRU(4, 16, backend=backend).double()
+    other.load_state_dict(loop.state_dict())
     x = torch.randn(3000, 2, 4, dtype=torch.float64)
-    torch.testing.assert_close(scan(x)[0], loop(x)[0], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(other(x)[0], loop(x)[0], atol=1e-9, rtol=1e-9)
+
+
+def test_auto_takes_the_native_loop_on_the_cpu(monkeypatch):
+    from gatedrnn import minimal
+
+    calls = []
+    monkeypatch.setattr(minimal, "loop_direction", lambda *a: calls.append(a) or minimal.scan_direction(*a))
+    gatedrnn.MinGRU(2, 3)(torch.randn(4, 1, 2))
+    assert len(calls) == (1 if gatedrnn.fused.native_available() else 0)
 
 
 @pytest.mark.parametrize("name", ["MinGRU", "MinLSTM"])
@@ -127,7 +139,7 @@ def test_packed_input_equals_lengths_and_cell_equals_step(name):
 
 def test_errors():
     with pytest.raises(ValueError, match="backend must be one of"):
-        gatedrnn.MinGRU(2, 3, backend="fused")
+        gatedrnn.MinGRU(2, 3, backend="torch")
     with pytest.raises(TypeError, match="hx must be a tensor"):
         gatedrnn.MinLSTM(2, 3)(torch.randn(4, 1, 2), (torch.zeros(1, 1, 3),))
     with pytest.raises(ValueError, match="input must have 2 features"):

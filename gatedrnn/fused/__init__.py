@@ -27,6 +27,8 @@ from gatedrnn.fused._ops import keep_tensor
 RUNS = {"LSTM": lstm.run, "GRU": gru.run, "MGU": functools.partial(gru.run, form=2), "RNN_TANH": rnn.run_tanh,
         "RNN_RELU": rnn.run_relu}  # fmt: skip
 
+PYTHON_LOOPS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")  # the plain cells loops.py serves
+
 __all__ = ["kernels", "native_available", "op_arguments", "run_direction", "use_python_loops"]
 
 
@@ -51,7 +53,8 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
     """Runs one layer in one direction; same contract as
     :func:`gatedrnn.reference.run_direction`."""
     variant = {} if step is None else op_arguments(step)
-    if variant is None or ((variant or zoneout) and not native_available_for(x.device)):
+    beyond_python_loops = variant or zoneout is not None or mode not in PYTHON_LOOPS
+    if variant is None or (beyond_python_loops and not native_available_for(x.device)):
         return reference.run_direction(mode, x, state, weights, lengths, reverse, want_trace, step, zoneout)
     if zoneout is not None:
         variant["keep"] = tuple(keep_tensor(k, x) for k in zoneout)

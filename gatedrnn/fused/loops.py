@@ -216,3 +216,14 @@ def rnn_backward(d_out, d_h_n, hs, hf, h0, w_hh, relu, rmask, keep_h, lengths, r
         d_xw[t] = _zero_invalid(valid, t, d_a)
         d_h = _carry(valid, t, d_xw[t] @ w_hh, d_h)
     return d_xw, d_h, _weight_grad(d_xw, hs, h0, reverse), d_xw.sum((0, 1))
+
+
+# -- the minimal cells' linear recurrence ------------------------------------------------
+
+
+def linear_recurrence(a, b, h0, reverse):
+    h, out = h0, [None] * a.shape[0]
+    for t, _ in _steps(a.shape[0], reverse):
+        h = a[t] * h + b[t]
+        out[t] = h
+    return [torch.stack(out)]

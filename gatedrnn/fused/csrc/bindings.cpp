@@ -20,6 +20,7 @@ std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, con
                                 const OT&, bool, bool);
 std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                  bool, const OT&, const OT&, const OT&, bool);
+std::vector<Tensor> linear_recurrence(const Tensor&, const Tensor&, const Tensor&, bool);
 }  // namespace gatedrnn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -29,4 +30,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gatedrnn::gru_backward);
   m.def("rnn_forward", &gatedrnn::rnn_forward);
   m.def("rnn_backward", &gatedrnn::rnn_backward);
+  m.def("linear_recurrence", &gatedrnn::linear_recurrence);
 }

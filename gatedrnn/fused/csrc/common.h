@@ -15,6 +15,11 @@ namespace gatedrnn {
 using at::Tensor;
 using std::optional;
 
+// The dimensions (T, B) of a (T, B, n) tensor, for sums over every step and row. Named, not a
+// brace list: torch >= 2.11 overloads Tensor::sum so that sum({0, 1}) is ambiguous.
+inline constexpr int64_t kStepsAndRowsDims[] = {0, 1};
+inline const at::IntArrayRef kStepsAndRows(kStepsAndRowsDims);
+
 // exp for float without a library call, so that loops over it vectorise: Cody-Waite range
 // reduction x = n ln2 + r, a degree-6 polynomial for exp(r) (the cephes coefficients), and
 // 2^n put in the exponent bits. Relative error about 2 ulp on [-87, 88]; inputs beyond are

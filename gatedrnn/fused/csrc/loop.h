@@ -457,7 +457,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     const Tensor gated = act.narrow(2, cell.gated, H).reshape({-1, H});
     d_w_hh = at::cat({d_w_hh, at::mm(d_gh.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
   }
-  Tensor d_b_hh = d_gh.sum({0, 1});
+  Tensor d_b_hh = d_gh.sum(kStepsAndRows);
   Tensor d_w_hr = empty0(act);
   if constexpr (Cell::kTwoStates) {  // the projection's input m = o tanh(c), (T, B, H)
     if (proj) d_w_hr = at::mm(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));

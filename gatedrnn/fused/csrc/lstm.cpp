@@ -293,7 +293,9 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
   if (peep.defined()) {  // sum over steps and rows of each gate's pre-activation gradient times its c
     const Tensor& d_xw = r[0];
     const Tensor c_prev = previous_steps(cs, c0, reverse), c_new = cf.numel() ? cf : cs;
-    auto sum = [&](int64_t block, const Tensor& c) { return (d_xw.narrow(2, block * H, H) * c).sum({0, 1}); };
+    auto sum = [&](int64_t block, const Tensor& c) {
+      return (d_xw.narrow(2, block * H, H) * c).sum(kStepsAndRows);
+    };
     const int64_t f = coupled ? 0 : 1;
     d_peephole = at::stack({coupled ? at::zeros({H}, gates.options()) : sum(0, c_prev), sum(f, c_prev),
                             sum(f + 2, c_new)});
@@ -301,10 +303,10 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
   Tensor d_ln_hh = empty0(gates), d_ln_c = empty0(gates);
   if (given(ln_hh)) {  // the gains' and biases' gradients from the kept per-step gradients
     const Tensor& d_a = r[0];  // the pre-activations' gradient: b_hh's, and γ_h's times LN(W_hh h)
-    r[4] = d_a.sum({0, 1});
-    d_ln_hh = (d_a * gates.narrow(2, 4 * H, 4 * H)).sum({0, 1});
+    r[4] = d_a.sum(kStepsAndRows);
+    d_ln_hh = (d_a * gates.narrow(2, 4 * H, 4 * H)).sum(kStepsAndRows);
     const Tensor& d_y = r[6];
-    d_ln_c = at::stack({(d_y * gates.narrow(2, 8 * H, H)).sum({0, 1}), d_y.sum({0, 1})});
+    d_ln_c = at::stack({(d_y * gates.narrow(2, 8 * H, H)).sum(kStepsAndRows), d_y.sum(kStepsAndRows)});
   }
   return {r[0], r[1], r[2], r[3], r[4], r[5], d_peephole, d_ln_hh, d_ln_c};
 }
