@@ -88,3 +88,22 @@ def test_preset_with_overrides(shared_data, tmp_path):
     config = __import__("json").loads((run / "config.json").read_text())
     assert config["steps"] == 20 and config["hidden_size"] == 16
     assert config["extra"]["window"] == 12 and config["extra"]["target"] == "Passengers" and config["extra"]["log"]
+
+
+def test_time_axis_reads_dates_or_numbers_and_dates_what_follows():
+    from datetime import datetime
+
+    from gatedrnn.tasks.timeaxis import time_axis
+
+    monthly = time_axis("Date", ["1960-10", "1960-11", "1960-12"])
+    assert monthly.format == "%Y-%m" and [monthly.label(d) for d in monthly.extend(3)] == ["1961-01", "1961-02",
+                                                                                            "1961-03"]  # fmt: skip
+    quarterly = time_axis("q", ["2020-01-31", "2020-04-30"])  # not the same day of the month: 90 days apart
+    assert quarterly.extend(1) == [datetime(2020, 7, 29)]  # a constant difference in days is kept
+    weekly = time_axis("date", ["19580329", "19580405", "19580412"])  # co2.csv's dates
+    assert [weekly.label(d) for d in weekly.extend(2)] == ["19580419", "19580426"]
+    years = time_axis("YEAR", ["1700", "1701", "1702"])
+    assert years.format is None and [years.label(v) for v in years.extend(2)] == ["1703", "1704"]
+    assert time_axis("t", ["1", "2", "4"]).extend(1) is None  # irregular: not dated
+    assert time_axis("when", ["2001-01", "2001-03", "2001-02"]) is None  # not increasing
+    assert time_axis("name", ["a", "b"]) is None
