@@ -22,7 +22,8 @@ def forecast_against_actual(runs, path: Path) -> bool:
     x = task.axis.values if task.axis is not None else list(range(len(task.series)))
     start = max(0, task.train_end - CONTEXT * task.test_size)
     baselines = task.baseline_forecasts("test")
-    forecasts = [run.task.forecasts(run.model, "test") for run in runs]  # each (n, horizon)
+    forecasts = [run.task.forecasts(run.model, "test", next(run.model.parameters()).device)
+                 for run in runs]  # each (n, horizon)  # fmt: skip
     fig, axes = plt.subplots(len(steps), 1, figsize=(11, 4 * len(steps)), squeeze=False, layout="constrained")
     for ax, k in zip(axes[:, 0], steps):
         rows = (origins + k).tolist()  # the rows the k-step-ahead forecasts are for
