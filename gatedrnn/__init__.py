@@ -9,6 +9,7 @@ from gatedrnn.cells.mgu import MGUCell
 from gatedrnn.layers import GRU, LSTM, MGU, RNN, RNNBase, to_torch
 from gatedrnn.load import TrainedRun, load
 from gatedrnn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell
+from gatedrnn.predict import Prediction, predict
 from gatedrnn.trace import Trace
 from gatedrnn import init  # noqa: F401  gatedrnn.init.chrono_, as torch.nn.init
 
@@ -22,5 +23,6 @@ SAFE_GLOBALS = [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell, ConvLSTM, ConvGRU, C
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
     "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "TrainedRun", "load", "to_torch",
+    "Prediction", "predict",
     "MGU", "MGUCell", "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell",
 ]  # fmt: skip

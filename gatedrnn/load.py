@@ -17,14 +17,15 @@ import torch
 class TrainedRun:
     """What :func:`load` returns: ``model`` (in eval mode), its ``config`` (a
     :class:`gatedrnn.train.TrainConfig`), ``task`` (its name), ``result`` (``result.json``: test
-    metrics, status; None for a run still training) and, for text runs, ``vocab`` (to encode
-    and decode tokens)."""
+    metrics, status; None for a run still training), for text runs ``vocab`` (to encode
+    and decode tokens), and ``run_dir``, the folder it was loaded from."""
 
     model: torch.nn.Module
     config: object
     task: str
     result: dict | None = None
     vocab: object = None
+    run_dir: Path | None = None
 
 
 def load(run_dir) -> TrainedRun:
@@ -54,4 +55,4 @@ def load(run_dir) -> TrainedRun:
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     vocab_path = run_dir / "vocab.json"
     vocab = Vocabulary.from_json(json.loads(vocab_path.read_text())) if vocab_path.exists() else None
-    return TrainedRun(model.eval(), config, config.task, result, vocab)
+    return TrainedRun(model.eval(), config, config.task, result, vocab, run_dir)

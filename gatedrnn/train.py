@@ -128,6 +128,7 @@ class RunResult:
     history: list
     status: str  # "done", "early-stopped", "solved", "time-limit", "nan"
     message: str = ""
+    baselines: dict = field(default_factory=dict)  # the task's named baselines on the test split
 
 
 def build(config: TrainConfig, run_dir=None):
@@ -179,6 +180,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     config.validate()
     run_dir = Path(run_dir)
     task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
+    if progress:
+        for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
+            print(line, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock.held(run_dir):  # one process at a time in a run folder
         return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
@@ -296,10 +300,13 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     elif checkpointed:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = evaluate(task, model, "test", config.seed, config.device)
+    baselines = task.baseline_results("test")  # on the same test rows, kept beside the model's numbers
     checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
                                                     "solved_at": state["solved_at"], "seconds": state["seconds"],
-                                                    "message": message})  # fmt: skip
-    return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message)
+                                                    "message": message,
+                                                    **({"baselines": baselines} if baselines else {})})  # fmt: skip
+    return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message,
+                     baselines)  # fmt: skip
 
 
 def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at) -> str:

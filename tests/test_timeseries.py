@@ -30,7 +30,7 @@ def test_windows_targets_and_baselines(tmp_path):
     # normalization fitted on the 32 training rows only
     train = torch.tensor(series[:32], dtype=torch.float64)
     torch.testing.assert_close(task.mean[0], train.mean())
-    b = task.baselines()
+    b = task.baselines(sarima=False)
     actual = torch.tensor([series[o + h] for o in range(32, 39) for h in range(2)], dtype=torch.float64)
     persistence = torch.tensor([series[o - 1] for o in range(32, 39) for h in range(2)], dtype=torch.float64)
     seasonal = torch.tensor([series[o + h - 4] for o in range(32, 39) for h in range(2)], dtype=torch.float64)
@@ -52,9 +52,12 @@ def test_airline_baselines_match_the_published_ones(shared_data):
     b = task.baselines()
     assert b["persistence"]["rmse"] == pytest.approx(48.0, abs=0.05)
     assert b["seasonal naive"]["rmse"] == pytest.approx(41.9, abs=0.05)
+    pytest.importorskip("statsmodels")
+    assert b["SARIMA"]["rmse"] == pytest.approx(14.9, abs=0.05)  # README: on the raw series (13.8 with --log)
 
 
-def test_short_run_beats_persistence(tmp_path):
+def test_short_run_beats_persistence(tmp_path, monkeypatch):
+    monkeypatch.setattr(TimeSeries, "_sarima", lambda self, origins: None)  # seconds of fitting, not needed here
     t = torch.arange(200, dtype=torch.float64)
     series = (torch.sin(2 * torch.pi * t / 12) * 10 + 50).tolist()
     data = write_csv(tmp_path / "sine.csv", series)
@@ -62,8 +65,9 @@ def test_short_run_beats_persistence(tmp_path):
     assert main(["train", "--task", "timeseries", "--data", str(data), "--target", "y", "--window", "12",
                  "--cell", "gru", "--hidden-size", "16", "--steps", "300", "--lr", "1e-2", "--out", str(run),
                  "--no-report"]) == 0  # fmt: skip
-    rmse = __import__("json").loads((run / "result.json").read_text())["test"]["rmse"]
-    persistence = TimeSeries(str(data), target="y", window=12).baselines()["persistence"]["rmse"]
+    result = __import__("json").loads((run / "result.json").read_text())
+    rmse, persistence = result["test"]["rmse"], result["baselines"]["persistence"]["rmse"]
+    assert persistence == TimeSeries(str(data), target="y", window=12).baselines(sarima=False)["persistence"]["rmse"]
     assert rmse < 0.5 * persistence
 
 
@@ -80,7 +84,8 @@ def test_bad_csv_files(tmp_path, capsys):
     assert "line 3" in capsys.readouterr().err
 
 
-def test_preset_with_overrides(shared_data, tmp_path):
+def test_preset_with_overrides(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(TimeSeries, "_sarima", lambda self, origins: None)  # seconds of fitting, not needed here
     shared_data("timeseries/airline.csv")
     run = tmp_path / "run"
     assert main(["train", "--preset", "airline", "--cell", "gru", "--steps", "20", "--window", "12", "--out", str(run),
@@ -88,3 +93,32 @@ def test_preset_with_overrides(shared_data, tmp_path):
     config = __import__("json").loads((run / "config.json").read_text())
     assert config["steps"] == 20 and config["hidden_size"] == 16
     assert config["extra"]["window"] == 12 and config["extra"]["target"] == "Passengers" and config["extra"]["log"]
+
+
+def test_time_axis_reads_dates_or_numbers_and_dates_what_follows():
+    from datetime import datetime
+
+    from gatedrnn.tasks.timeaxis import time_axis
+
+    monthly = time_axis("Date", ["1960-10", "1960-11", "1960-12"])
+    assert monthly.format == "%Y-%m" and [monthly.label(d) for d in monthly.extend(3)] == ["1961-01", "1961-02",
+                                                                                            "1961-03"]  # fmt: skip
+    quarterly = time_axis("q", ["2020-01-31", "2020-04-30"])  # not the same day of the month: 90 days apart
+    assert quarterly.extend(1) == [datetime(2020, 7, 29)]  # a constant difference in days is kept
+    weekly = time_axis("date", ["19580329", "19580405", "19580412"])  # co2.csv's dates
+    assert [weekly.label(d) for d in weekly.extend(2)] == ["19580419", "19580426"]
+    years = time_axis("YEAR", ["1700", "1701", "1702"])
+    assert years.format is None and [years.label(v) for v in years.extend(2)] == ["1703", "1704"]
+    assert time_axis("t", ["1", "2", "4"]).extend(1) is None  # irregular: not dated
+    assert time_axis("when", ["2001-01", "2001-03", "2001-02"]) is None  # not increasing
+    assert time_axis("name", ["a", "b"]) is None
+
+
+def test_without_statsmodels_sarima_is_skipped_and_said_so(tmp_path, monkeypatch):
+    import sys
+
+    for name in ("statsmodels", "statsmodels.tsa.statespace.sarimax"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it fails
+    task = TimeSeries(str(write_csv(tmp_path / "s.csv", [float(i % 5) for i in range(40)])), target="y", window=4)
+    assert set(task.baselines()) == {"persistence", "seasonal naive"}
+    assert any("the SARIMA baseline is skipped: statsmodels is not installed" in line for line in task.notes)

@@ -32,10 +32,20 @@ def run(args) -> int:
     task, model = build(config, args.run_dir)  # a text run keeps its vocab.json
     state = checkpoint.load_model(args.run_dir, model, expect=identity(config))  # the same task, cell and data
     metrics = evaluate(task, model, args.split, config.seed, config.device)
+    baselines = task.baseline_results(args.split)  # on the same rows, beside the model's numbers
     if args.json:
-        print(json.dumps({"step": state["step"], "split": args.split, **metrics}))
+        print(json.dumps({"step": state["step"], "split": args.split, **metrics,
+                          **({"baselines": baselines} if baselines else {})}))  # fmt: skip
     else:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         solved = " (solved)" if task.solved(metrics) else ""
         print(f"{config.cell} on {config.task} (T={config.length}) at step {state['step']}: {args.split} {shown}{solved}")
+        if baselines:
+            print(baselines_line(baselines, args.split, task.metric))
     return 0
+
+
+def baselines_line(baselines: dict, split: str, metric: str) -> str:
+    """One line: each named baseline's ``metric`` on the split, e.g. the forecasters' persistence."""
+    return f"baselines on the same {split} rows, {metric}: " + ", ".join(
+        f"{name} {values[metric]:.4f}" for name, values in baselines.items())

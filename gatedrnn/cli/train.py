@@ -159,6 +159,10 @@ def run(args) -> int:
           ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) +
           (f", solved at step {result.solved_at}" if result.solved_at else "") +
           f"; ended: {stop_reason(result)}")  # fmt: skip
+    if result.baselines:
+        from gatedrnn.cli.evaluate import baselines_line
+
+        print(baselines_line(result.baselines, "test", TASKS[config.task].metric))
     if not args.no_report:
         from gatedrnn.cli.report import report_runs
 

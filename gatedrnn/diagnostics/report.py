@@ -56,7 +56,10 @@ def learning_curves(runs, path: Path) -> None:
         rows = [r for r in run.history if r.get("split") == "valid"]
         ax.plot([r["step"] for r in rows], [r[task.metric] for r in rows], label=run.label, color=color, marker="o",
                 markersize=3)  # fmt: skip
-    if task.baseline is not None:
+    named = task.baseline_results("valid", fitted=False) if hasattr(task, "baseline_results") else {}  # e.g. persistence
+    for (name, values), style in zip(named.items(), ("--", ":", "-.")):
+        ax.axhline(values[task.metric], color="gray", linestyle=style, label=f"{name} {values[task.metric]:.3f}")
+    if task.baseline is not None and not named:
         ax.axhline(task.baseline, color="gray", linestyle="--", label=f"baseline {task.baseline:.3f}")
     if task.lower_is_better:  # errors and losses span decades; accuracies do not
         ax.set_yscale("log")
@@ -154,7 +157,7 @@ def time_constants(runs, path: Path) -> bool:
 
 FIGURES = [
     ("learning_curves.png", learning_curves, "Left: the training loss, logged every 10 steps. Right: the validation "
-     "metric at each evaluation; the dashed line is what a trivial predictor scores."),
+     "metric at each evaluation; the grey lines are what trivial predictors score, named in the legend."),
     ("gradient_flow.png", gradient_flow, "The norm of the gradient of the loss with respect to the hidden state "
      "h_t, against how many steps t lies before the loss. A vanilla RNN's gradient decays exponentially with "
      "distance (a straight falling line on this log scale) until it underflows float32 (drawn at 1e-30): it "

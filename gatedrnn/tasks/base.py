@@ -96,6 +96,13 @@ class Task:
         """Files (name: JSON-able value) the run keeps beside its checkpoint, e.g. a vocabulary."""
         return {}
 
+    def baseline_results(self, split: str = "test", fitted: bool = True) -> dict[str, dict[str, float]]:
+        """Named simple predictors' metrics on a split, ``{name: {metric: value}}``, kept in
+        ``result.json`` and shown by ``evaluate`` and the report (the timeseries task's
+        persistence, seasonal naive and SARIMA); ``fitted=False`` leaves out those that fit a
+        model of their own. Empty where the task has only ``baseline``."""
+        return {}
+
     @torch.no_grad()
     def evaluate(self, model, split: str, seed: int, device="cpu", batch_size: int = 500) -> dict:
         """The metrics on a whole split, the model in eval mode."""
@@ -114,6 +121,7 @@ class Task:
     metric: str = "loss"
     lower_is_better: bool = True
     baseline: float | None = None
+    notes: tuple = ()  # lines telling the user how the data was read, printed when training starts
     vocab_size: int | None = None  # integer inputs go through an embedding when set
 
     def train_batch(self, step: int, batch_size: int, seed: int):

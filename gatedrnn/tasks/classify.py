@@ -23,6 +23,7 @@ from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, finite_number
 
 SPLIT_SEED = 1234  # the example order behind the splits: fixed, whatever the run's seed
+NORMALIZATION = "normalization.json"  # the training maximum the values are divided by, and their count
 
 
 def load_digits():
@@ -34,10 +35,13 @@ def load_digits():
     return torch.tensor(digits.data, dtype=torch.float32), torch.tensor(digits.target, dtype=torch.long)
 
 
-def load_csv(path, label: str = ""):
+def read_rows(path) -> list[list[str]]:
+    """The non-empty rows of a (gzipped) UTF-8 CSV file."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a CSV file")
     try:
         raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
         text = raw.decode("utf-8")
@@ -46,6 +50,12 @@ def load_csv(path, label: str = ""):
     rows = [r for r in csv.reader(io.StringIO(text)) if r]
     if not rows:
         raise DataError(f"{path}: is empty")
+    return rows
+
+
+def load_csv(path, label: str = ""):
+    path = Path(path)
+    rows = read_rows(path)
     header = None
     try:
         float(rows[0][-1])
@@ -82,6 +92,18 @@ def load_csv(path, label: str = ""):
     return torch.tensor(values, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
 
 
+def sequences(x: torch.Tensor, scale: float, mode: str, permute: bool) -> torch.Tensor:
+    """Examples (N, V) as the model reads them, (N, T, I): divided by the training maximum
+    ``scale``, the values in the task's fixed random order with ``permute``, then cut into rows
+    of a square image (``mode`` row) or single values (pixel)."""
+    N, features = x.shape
+    x = x / scale
+    if permute:
+        x = x[:, torch.randperm(features, generator=torch.Generator().manual_seed(SPLIT_SEED + 1))]
+    width = math.isqrt(features) if mode == "row" else 1
+    return x.reshape(N, features // width, width)  # (N, T, I)
+
+
 class Classify(Task):
     name = "classify"
     readout = "last"
@@ -100,21 +122,21 @@ class Classify(Task):
         if y.min() < 0:
             raise DataError(f"{data}: labels must be 0, 1, 2, ...; found {int(y.min())}")
         N, features = x.shape
+        if mode == "row" and math.isqrt(features) ** 2 != features:
+            raise DataError(f"{data}: {features} values per example are not a square image; use --mode pixel")
         order = torch.randperm(N, generator=torch.Generator().manual_seed(SPLIT_SEED))
         x, y = x[order], y[order]
-        x = x / x[: int(0.8 * N)].max().clamp_min(1e-12)  # scaled by the training maximum
-        if permute:
-            x = x[:, torch.randperm(features, generator=torch.Generator().manual_seed(SPLIT_SEED + 1))]
-        width = int(math.isqrt(features)) if mode == "row" else 1
-        if mode == "row" and width * width != features:
-            raise DataError(f"{data}: {features} values per example are not a square image; use --mode pixel")
-        self.x = x.view(N, features // width, width)  # (N, T, I)
+        self.scale = float(x[: int(0.8 * N)].max().clamp_min(1e-12))  # the training maximum
+        self.x = sequences(x, self.scale, mode, permute)  # (N, T, I)
         self.y = y
-        self.input_size, self.output_size = width, int(y.max()) + 1
+        self.input_size, self.output_size = self.x.shape[2], int(y.max()) + 1
         cut1, cut2 = int(0.8 * N), int(0.9 * N)
         self.index = {"train": torch.arange(cut1), "valid": torch.arange(cut1, cut2), "test": torch.arange(cut2, N)}
         test = self.y[self.index["test"]]
         self.baseline = float(torch.bincount(test).max()) / len(test)
+
+    def artifacts(self):
+        return {NORMALIZATION: {"scale": self.scale, "values": self.x.shape[1] * self.x.shape[2]}}
 
     def train_batch(self, step, batch_size, seed):
         train = self.index["train"]

@@ -4,29 +4,47 @@ Windows of ``window`` past values (the target, plus any ``features`` columns) pr
 next ``horizon`` values of the target directly (one output per step ahead, not by feeding
 forecasts back). The last ``test_size`` rows are held out: each test value is forecast from
 the true values before it (rolling origin). Normalization is fitted on the training rows
-only. With ``log`` the series is modelled in log space, and with ``difference`` the window
+only, and saved with the run (``normalization.json``) so that ``gatedrnn predict`` applies
+the same. With ``log`` the series is modelled in log space, and with ``difference`` the window
 is read relative to its last value and the network predicts the change from it (a learned
 correction to persistence, blind to the level): both help on trending, multiplicative series
 such as airline passengers, whose test values lie above anything seen in training.
 
-Baselines on the same test rows: persistence (the last value), seasonal naive (the value
-one ``season`` earlier), and SARIMA(1,1,1)(0,1,1)_season when statsmodels is installed.
-Metrics: RMSE, MAE and MAPE (%) in the series' own units, averaged over all horizons.
+Baselines on the same rows: persistence (the last value), seasonal naive (the value one
+``season`` earlier), and SARIMA(1,1,1)(0,1,1)_season when statsmodels is installed (fitted on
+the rows before the split, in log space with ``log``). Metrics: RMSE, MAE and MAPE (%) in the
+series' own units, averaged over all horizons. A column of dates (or of increasing numbers,
+such as years) beside the values is the time axis of the report's forecast figure.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, data_path, finite_number, read_text
+from gatedrnn.tasks.timeaxis import TimeAxis, time_axis
+
+NORMALIZATION = "normalization.json"  # the training rows' mean and std of each input column
 
 
-def read_columns(path, target: str, features: list[str]) -> dict[str, torch.Tensor]:
+@dataclass
+class Series:
+    """The columns read from a CSV (float64 tensors), its time axis (or None) and the columns
+    neither read nor used as the time axis."""
+
+    columns: dict
+    axis: TimeAxis | None = None
+    ignored: list = field(default_factory=list)
+
+
+def read_series(path, target: str, features: list[str], min_rows: int = 10) -> Series:
     text = read_text(path)
     rows = list(csv.reader(io.StringIO(text)))
     header = [h.strip() for h in rows[0]]
@@ -34,17 +52,41 @@ def read_columns(path, target: str, features: list[str]) -> dict[str, torch.Tens
     for name in wanted:
         if name not in header:
             raise DataError(f"{path}: no column {name!r}; the columns are {', '.join(header)}")
+    rows = [(line, row) for line, row in enumerate(rows[1:], start=2) if row and any(cell.strip() for cell in row)]
     columns = {name: [] for name in wanted}
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
+    for line, row in rows:
         for name in wanted:
             cell = row[header.index(name)].strip() if header.index(name) < len(row) else ""
             columns[name].append(finite_number(cell, f"{path}, line {line}: column {name!r}"))
     values = {name: torch.tensor(v, dtype=torch.float64) for name, v in columns.items()}
-    if len(values[target]) < 10:
+    if len(values[target]) < min_rows:
         raise DataError(f"{path}: {len(values[target])} rows are too few to forecast")
-    return values
+    axis, ignored = None, []
+    for index, name in enumerate(header):
+        if name in wanted:
+            continue
+        if axis is None:
+            axis = time_axis(name, [row[index].strip() if index < len(row) else "" for _, row in rows])
+            if axis is not None:
+                continue
+        ignored.append(name)
+    return Series(values, axis, ignored)
+
+
+def describe_columns(path, series: Series, read: list[str]) -> list[str]:
+    """The lines that tell the user which columns were read, which is the time axis and which
+    were ignored."""
+    lines = [f"{path}: reading {', '.join(repr(c) for c in read)}"]
+    if series.axis is not None:
+        axis = series.axis
+        lines[0] += (f"; column {axis.name!r} ({axis.label(axis.values[0])} to {axis.label(axis.values[-1])}) "
+                     "is the time axis")  # fmt: skip
+    else:
+        lines[0] += "; no column of increasing dates or numbers: the time axis is the row number"
+    if series.ignored:
+        lines.append(f"{path}: ignored (neither --target, --features nor a time axis): "
+                     f"{', '.join(repr(c) for c in series.ignored)}")  # fmt: skip
+    return lines
 
 
 def error_metrics(forecast: torch.Tensor, actual: torch.Tensor) -> dict[str, float]:
@@ -54,6 +96,27 @@ def error_metrics(forecast: torch.Tensor, actual: torch.Tensor) -> dict[str, flo
         "mae": float(err.abs().mean()),
         "mape": float((err.abs() / actual.abs().clamp_min(1e-12)).mean() * 100),
     }
+
+
+def read_windows(z: torch.Tensor, origins: torch.Tensor, window: int, difference: bool) -> torch.Tensor:
+    """The model's inputs (n, window, F) for forecasts made at ``origins`` from the normalized
+    columns ``z`` (N, F), the target first: the ``window`` rows before each origin, the target
+    read relative to its last value with ``difference``."""
+    windows = z[origins[:, None] + torch.arange(-window, 0)]  # (n, W, F)
+    if difference:  # everything relative to the last value seen: the level drops out
+        last = z[origins - 1, 0]  # (n,)
+        windows = torch.cat([windows[..., :1] - last[:, None, None], windows[..., 1:]], dim=-1)
+    return windows
+
+
+def to_units(output: torch.Tensor, last: torch.Tensor, mean: float, std: float, log: bool, difference: bool):
+    """Model outputs (n, horizon) back to the series' own units; ``last`` (n,) is the normalized
+    target before each origin (read with ``difference``)."""
+    z = output.double()
+    if difference:
+        z = z + last[:, None].double()
+    z = z * std + mean
+    return z.exp() if log else z
 
 
 class TimeSeries(Task):
@@ -81,9 +144,14 @@ class TimeSeries(Task):
                 raise ValueError(f"--{name} must be a positive integer, got {value}")
         self.path, self.window, self.horizon, self.season = data, window, horizon, season
         self.log, self.difference = log, difference
-        feature_names = [f.strip() for f in features.split(",") if f.strip()]
-        columns = read_columns(data_path(data, self.name, "a CSV file"), target, feature_names)
-        self.series = columns[target]  # (N,) in the series' own units
+        self.columns = [target] + [f.strip() for f in features.split(",") if f.strip()]
+        read = read_series(data_path(data, self.name, "a CSV file"), target, self.columns[1:])
+        self.axis = read.axis  # dates or numbers of each row, or None
+        self.notes = describe_columns(data, read, self.columns)
+        if importlib.util.find_spec("statsmodels") is None:
+            self.notes.append("the SARIMA baseline is skipped: statsmodels is not installed "
+                              "(pip install statsmodels, or pip install -e \".[all]\")")  # fmt: skip
+        self.series = read.columns[target]  # (N,) in the series' own units
         N = len(self.series)
         self.test_size = test_size or max(horizon, N // 5)
         self.train_end = N - self.test_size  # rows [0, train_end) train, the rest test
@@ -93,7 +161,7 @@ class TimeSeries(Task):
         if log and bool((self.series <= 0).any()):
             raise DataError(f"{data}: --log needs positive values in {target!r}")
         model_space = self.series.log() if log else self.series
-        inputs = torch.stack([model_space] + [columns[f] for f in feature_names], dim=1)  # (N, F)
+        inputs = torch.stack([model_space] + [read.columns[f] for f in self.columns[1:]], dim=1)  # (N, F)
         train = inputs[: self.train_end]
         self.mean, self.std = train.mean(0), train.std(0).clamp_min(1e-12)  # fitted on training rows only
         self.inputs = ((inputs - self.mean) / self.std).float()  # (N, F)
@@ -103,19 +171,16 @@ class TimeSeries(Task):
         n_valid = max(1, len(origins) // 10)
         self.origins = {"train": origins[:-n_valid], "valid": origins[-n_valid:],
                         "test": torch.arange(self.train_end, N - horizon + 1)}  # fmt: skip
-        self.baseline = self.baselines()["persistence"]["rmse"]
+        self._baselines = {}  # (split, with SARIMA): metrics, computed once
+        self._sarima_forecasts = {}  # split: SARIMA's forecasts (n, horizon), or None without statsmodels
+        self.baseline = self.baselines("valid", sarima=False)["persistence"]["rmse"]  # what the validation curve beats
 
     def _windows(self, origins):
         """inputs (n, window, F) and targets (n, horizon) for forecasts made at ``origins``."""
-        idx = origins[:, None] + torch.arange(-self.window, 0)  # (n, W)
-        ahead = origins[:, None] + torch.arange(self.horizon)  # (n, horizon)
-        targets = self.target[ahead]
-        windows = self.inputs[idx]  # (n, W, F)
-        if self.difference:  # everything relative to the last value seen: the level drops out
-            last = self.target[origins - 1]
-            targets = targets - last[:, None]
-            windows = torch.cat([windows[..., :1] - last[:, None, None], windows[..., 1:]], dim=-1)
-        return windows, targets
+        targets = self.target[origins[:, None] + torch.arange(self.horizon)]  # (n, horizon)
+        if self.difference:
+            targets = targets - self.target[origins - 1][:, None]
+        return read_windows(self.inputs, origins, self.window, self.difference), targets
 
     def train_batch(self, step, batch_size, seed):
         pick = torch.randint(0, len(self.origins["train"]), (batch_size,), generator=batch_generator(seed, step))
@@ -129,43 +194,69 @@ class TimeSeries(Task):
 
     def to_units(self, output, origins) -> torch.Tensor:
         """Model outputs (n, horizon) back to the series' own units."""
-        z = output.double()
-        if self.difference:
-            z = z + self.target[origins - 1][:, None].double()
-        z = z * self.std[0] + self.mean[0]
-        return z.exp() if self.log else z
+        return to_units(output, self.target[origins - 1], float(self.mean[0]), float(self.std[0]), self.log,
+                        self.difference)  # fmt: skip
 
     def actual(self, origins) -> torch.Tensor:
         return self.series[origins[:, None] + torch.arange(self.horizon)]
 
     @torch.no_grad()
-    def evaluate(self, model, split, seed, device="cpu"):
+    def forecasts(self, model, split: str, device="cpu") -> torch.Tensor:
+        """The model's forecasts (n, horizon) from each origin of ``split``, in the series' units."""
         was_training = model.training
         model.eval()
-        inputs, _ = self.split(split, seed)
+        inputs, _ = self.split(split, 0)
         output = model(inputs.to(device)).cpu()
         model.train(was_training)
-        origins = self.origins[split]
-        return error_metrics(self.to_units(output, origins), self.actual(origins))
+        return self.to_units(output, self.origins[split])
+
+    def evaluate(self, model, split, seed, device="cpu"):
+        return error_metrics(self.forecasts(model, split, device), self.actual(self.origins[split]))
 
     def metrics(self, output, target):
         return {"rmse": float((output - target).pow(2).mean().sqrt())}
 
-    def baselines(self) -> dict[str, dict[str, float]]:
-        """Persistence, seasonal naive and (with statsmodels) SARIMA on the test rows."""
-        origins = self.origins["test"]
-        actual = self.actual(origins)
+    def artifacts(self):
+        return {NORMALIZATION: {"columns": self.columns, "mean": self.mean.tolist(), "std": self.std.tolist()}}
+
+    def figures(self):
+        from gatedrnn.diagnostics import forecast
+
+        return forecast.FIGURES
+
+    def baseline_results(self, split="test", fitted=True):
+        return self.baselines(split, sarima=fitted)
+
+    def baseline_forecasts(self, split: str = "test", sarima: bool = True) -> dict[str, torch.Tensor]:
+        """Each baseline's forecasts (n, horizon) from the origins of ``split``, in the series' units:
+        persistence, seasonal naive and, with ``sarima`` and statsmodels installed, SARIMA."""
+        origins = self.origins[split]
         steps = torch.arange(self.horizon)
-        persistence = self.series[origins - 1][:, None].expand_as(actual)
+        actual = self.actual(origins)
         lag = (steps // self.season + 1) * self.season  # the same season, at least one back
-        seasonal = self.series[origins[:, None] + steps - lag]
-        result = {"persistence": error_metrics(persistence, actual), "seasonal naive": error_metrics(seasonal, actual)}
-        sarima = self._sarima(origins)
-        if sarima is not None:
-            result["SARIMA"] = error_metrics(sarima, actual)
+        seasonal_rows = origins[:, None] + steps - lag
+        result = {"persistence": self.series[origins - 1][:, None].expand_as(actual)}
+        if bool((seasonal_rows >= 0).all()):  # a season back exists for every origin
+            result["seasonal naive"] = self.series[seasonal_rows]
+        if sarima:
+            if split not in self._sarima_forecasts:
+                self._sarima_forecasts[split] = self._sarima(origins)
+            if self._sarima_forecasts[split] is not None:
+                result["SARIMA"] = self._sarima_forecasts[split]
         return result
 
+    def baselines(self, split: str = "test", sarima: bool = True) -> dict[str, dict[str, float]]:
+        """Persistence, seasonal naive and (with statsmodels) SARIMA on the rows of ``split``."""
+        key = (split, sarima)
+        if key not in self._baselines:
+            actual = self.actual(self.origins[split])
+            self._baselines[key] = {name: error_metrics(forecast, actual)
+                                    for name, forecast in self.baseline_forecasts(split, sarima).items()}  # fmt: skip
+        return self._baselines[key]
+
     def _sarima(self, origins):
+        """SARIMA's rolling forecasts from ``origins``, its parameters fitted on the rows before
+        the first one; None where statsmodels is not installed."""
         try:
             import warnings
 
@@ -175,10 +266,10 @@ class TimeSeries(Task):
         series = self.series.log() if self.log else self.series
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = SARIMAX(series[: self.train_end].numpy(), order=(1, 1, 1),
+            fit = SARIMAX(series[: int(origins[0])].numpy(), order=(1, 1, 1),
                           seasonal_order=(0, 1, 1, self.season)).fit(disp=False)  # fmt: skip
             forecasts = []
-            for origin in origins.tolist():  # rolling origin, parameters fitted on training rows only
+            for origin in origins.tolist():  # rolling origin, the parameters kept
                 state = fit.apply(series[:origin].numpy())
                 forecasts.append(state.forecast(self.horizon))
         import numpy as np
