@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatedrnn.cli import demo, evaluate, generate, report, train
+from gatedrnn.cli import demo, evaluate, generate, presets, report, train
 from gatedrnn.cli.errors import UsageError
 
-SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "report": report}
+SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "report": report,
+               "presets": presets}  # fmt: skip
+
+
+def version() -> str:
+    """What ``gatedrnn --version`` prints: this package's version and the torch and Python it runs on."""
+    import platform
+
+    import torch
+
+    from gatedrnn import __version__
+
+    return f"gatedrnn {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gatedrnn",
         description="Gated recurrent networks: train, evaluate and look inside LSTM, GRU and RNN cells.",
     )
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
         module.add_parser(sub)
