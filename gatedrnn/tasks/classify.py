@@ -180,6 +180,11 @@ class Classify(Task):
     def model_spec(self):
         return {**super().model_spec(), "classes": self.classes}
 
+    def figures(self):
+        from gatedrnn.diagnostics import confusion
+
+        return confusion.FIGURES
+
     def train_batch(self, step, batch_size, seed):
         train = self.index["train"]
         pick = train[torch.randint(0, len(train), (batch_size,), generator=batch_generator(seed, step))]
