@@ -50,7 +50,8 @@ def test_a_toml_config_with_task_options_under_extra(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,text,message", [
-    ("a.json", '{"hidden_size": 4, "hiden_size": 8}', "unknown key 'hiden_size'; the keys are task, cell,"),
+    ("a.json", '{"hidden_size": 4, "hiden_size": 8}', "unknown key 'hiden_size'; did you mean 'hidden_size'? the keys are task, "
+                                                          "cell,"),
     ("b.toml", 'task = "adding"\nwindow = 4\n', "unknown key 'window'; a task's own options such as window go "
                                                 "under extra ([extra] in TOML)"),
     ("c.json", '{"task": "text", "extra": {"bptt": 8, "windw": 3}}', "unknown key 'extra.windw' for the text task; "

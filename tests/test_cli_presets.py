@@ -97,3 +97,14 @@ def test_presets_json_is_a_config_file_for_train(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     expected = {**PRESETS["copy-100"], "length": 5, "hidden_size": 4, "steps": 2, "eval_every": 2}  # flags win
     assert {k: config[k] for k in expected} == expected
+
+
+def test_a_listing_piped_into_a_reader_that_stops_ends_quietly():
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "gatedrnn", "presets"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    listing.stdout.close()  # as `gatedrnn presets | head -0`: gone before the command writes
+    err = listing.stderr.read().decode()
+    assert listing.wait(timeout=120) == 141 and err == "", err

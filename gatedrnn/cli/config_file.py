@@ -5,6 +5,7 @@ writes to a run's ``config.json`` (``TrainConfig``'s fields, the task's own opti
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def read(path) -> dict:
         if any(key in task.options for task in TASKS.values()):
             raise UsageError(f"--config {path}: unknown key {key!r}; a task's own options such as {key} go under "
                              "extra ([extra] in TOML)")  # fmt: skip
-        raise UsageError(f"--config {path}: unknown key {key!r}; the keys are {', '.join(fields)}")
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"--config {path}: unknown key {key!r}; {hint}the keys are {', '.join(fields)}")
     return {key: _check(value, fields[key], key, path) for key, value in values.items()}
 
 
