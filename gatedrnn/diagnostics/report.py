@@ -229,10 +229,10 @@ def _gradient_flow_caption(runs) -> str:
 def _gates_caption(runs) -> str:
     text = ("Gate activations over one test sequence, one row per unit. Where the gate is near 1 the state is kept "
             "(LSTM: forget gate scales c; GRU: update gate keeps h).")  # fmt: skip
-    samples = [r.sample(1)[0][0] for r in runs if r.sample(1) is not None]
-    if any(r.task.marked_positions(x) for r, x in zip(runs, samples)):
+    shown = [(r.task, r.sample(1)[0][0]) for r in runs if r.sample(1) is not None]  # (task, one sequence)
+    if any(task.marked_positions(x) for task, x in shown):
         text += " Look at what happens at the marked inputs (dotted red)."
-    if any(r.task.token_labels(x) for r, x in zip(runs, samples)):
+    if any(task.token_labels(x) for task, x in shown):
         text += " The time axis shows the token read at each step (␣ a space, ↵ a new line)."
     return text
 
