@@ -10,7 +10,6 @@ machine, the command that reproduces a row) and appends each row to a JSON file 
 from __future__ import annotations
 
 import argparse
-import copy
 import fcntl
 import json
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gatedrnn.presets import DATA, PRESETS
+from gatedrnn.presets import PRESETS, data_dir, resolve
 from gatedrnn.train import TrainConfig, train
 
 ANCHORS = {
@@ -52,8 +51,9 @@ WESTON_LSTM = {1: 50, 2: 20, 3: 20, 4: 61, 5: 70, 6: 48, 7: 49, 8: 45, 9: 64, 10
 KERAS_BABI_RNN = {1: 100.0, 2: 50.0, 3: 20.5, 4: 62.9, 5: 61.9, 6: 50.7, 7: 78.9, 8: 77.2, 9: 64.0, 10: 47.7,
                   11: 74.9, 12: 76.4, 13: 94.4, 14: 34.8, 15: 32.4, 16: 50.6, 17: 49.1, 18: 90.8, 19: 9.0,
                   20: 90.7}  # fmt: skip
-BABI_FILES = {int(p.split("_")[0][2:]): p for p in os.listdir(Path(DATA) / "babi-en10k") if p.endswith("_train.txt")} \
-    if (Path(DATA) / "babi-en10k").exists() else {}  # fmt: skip
+BABI = data_dir() / "babi-en10k"
+BABI_FILES = {int(p.split("_")[0][2:]): p for p in os.listdir(BABI) if p.endswith("_train.txt")} \
+    if BABI.exists() else {}  # fmt: skip
 
 
 def main(argv=None):
@@ -77,9 +77,9 @@ def main(argv=None):
             variants = [(f"{name} qa{n}", BABI_FILES[n]) for n in numbers if n in BABI_FILES]
         for label, babi_file in variants:
             for cell in args.cells:
-                preset = copy.deepcopy(PRESETS[name])
+                preset = resolve(name)
                 if babi_file:
-                    preset["data"] = f"{DATA}/babi-en10k/{babi_file}"
+                    preset["data"] = str(BABI / babi_file)
                 if args.steps:
                     preset["steps"] = args.steps
                 config = TrainConfig(**preset, cell=cell)

@@ -18,7 +18,8 @@ class TrainedRun:
     """What :func:`load` returns: ``model`` (in eval mode), its ``config`` (a
     :class:`gatedrnn.train.TrainConfig`), ``task`` (its name), ``result`` (``result.json``: test
     metrics, status; None for a run still training), for text runs ``vocab`` (to encode
-    and decode tokens), and ``run_dir``, the folder it was loaded from."""
+    and decode tokens), ``run_dir``, the folder it was loaded from, and, for a classifier trained
+    on named labels, ``classes`` (the name of each output, in id order)."""
 
     model: torch.nn.Module
     config: object
@@ -26,6 +27,7 @@ class TrainedRun:
     result: dict | None = None
     vocab: object = None
     run_dir: Path | None = None
+    classes: list | None = None
 
 
 def load(run_dir) -> TrainedRun:
@@ -49,10 +51,10 @@ def load(run_dir) -> TrainedRun:
         sized.__dict__.update(json.loads(spec_path.read_text()))
         model = sized.make_model(config).to(config.device)
     else:  # a run trained before model.json existed: the task is rebuilt from its data
-        _, model = build(config, run_dir)
+        sized, model = build(config, run_dir)
     checkpoint.load_model(run_dir, model, expect=identity(config, data=False))
     result_path = run_dir / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     vocab_path = run_dir / "vocab.json"
     vocab = Vocabulary.from_json(json.loads(vocab_path.read_text())) if vocab_path.exists() else None
-    return TrainedRun(model.eval(), config, config.task, result, vocab, run_dir)
+    return TrainedRun(model.eval(), config, config.task, result, vocab, run_dir, getattr(sized, "classes", None))

@@ -201,9 +201,10 @@ def classify(run, path: Path) -> Prediction:
     probabilities = torch.cat([torch.softmax(run.model(x[i : i + 500].to(run.config.device)).cpu(), -1)
                                for i in range(0, len(x), 500)])  # (N, K)  # fmt: skip
     confidence, predicted = probabilities.max(-1)
+    names = run.classes  # a run trained on named labels predicts names
     out = []
     for i, (k, p) in enumerate(zip(predicted.tolist(), confidence.tolist())):
-        out.append({"line": first_line + i, "predicted": k, "probability": round(p, 6),
+        out.append({"line": first_line + i, "predicted": names[k] if names else k, "probability": round(p, 6),
                     **({"label": given[i]} if given else {})})  # fmt: skip
     summary = {"run": str(run.run_dir), "input": str(path), "task": "classify", "sequences": len(out),
                "classes": probabilities.shape[1]}  # fmt: skip
@@ -213,7 +214,8 @@ def classify(run, path: Path) -> Prediction:
         summary["accuracy"] = correct / len(out)
         message += f"; accuracy {summary['accuracy']:.4f} against its label column"
     counts = torch.bincount(predicted, minlength=probabilities.shape[1]).tolist()
-    message += " (predicted per class: " + ", ".join(f"{k}: {n}" for k, n in enumerate(counts) if n) + ")"
+    message += " (predicted per class: " + ", ".join(f"{names[k] if names else k}: {n}"
+                                                     for k, n in enumerate(counts) if n) + ")"  # fmt: skip
     return Prediction("classify", out, summary, message, notes)
 
 
@@ -225,7 +227,9 @@ def _not_number(cell: str) -> bool:
     return False
 
 
-def _same_label(predicted: int, given: str) -> bool:
+def _same_label(predicted, given: str) -> bool:
+    if isinstance(predicted, str):  # a class name
+        return given == predicted
     try:
         return float(given) == predicted
     except ValueError:

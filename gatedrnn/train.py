@@ -4,6 +4,7 @@ the same result, a progress bar and a JSONL metrics log."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -60,6 +61,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
     seed: int = 0
     device: str = "cpu"
+    threads: int = 0  # torch.set_num_threads during the run; 0: torch's own choice
     extra: dict = field(default_factory=dict)  # task-specific options
 
     def cell_options(self) -> dict:
@@ -105,7 +107,7 @@ class TrainConfig:
             raise ValueError(f"--adaptive-softmax must be increasing positive integers, got {cutoffs!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes"):
+        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 
@@ -179,13 +181,27 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     called after each evaluation."""
     config.validate()
     run_dir = Path(run_dir)
-    task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
-    if progress:
-        for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
-            print(line, flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with lock.held(run_dir):  # one process at a time in a run folder
-        return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
+    with torch_threads(config.threads):
+        task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
+        if progress:
+            for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
+                print(line, flush=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with lock.held(run_dir):  # one process at a time in a run folder
+            return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """``torch.set_num_threads(threads)`` inside the block (nothing for 0), the previous number after it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> RunResult:

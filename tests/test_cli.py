@@ -118,13 +118,13 @@ def test_nan_loss_exits_1_and_says_why(tmp_path, capsys, monkeypatch):
 def _write_bad_data(tmp_path, kind):
     """A tiny data file with one bad value, and the message naming it."""
     if kind.startswith("timeseries"):
-        bad = {"timeseries-nan": "nan", "timeseries-inf": "inf"}[kind]
+        bad = {"timeseries-nan": "nan", "timeseries-inf": "inf", "timeseries-word": "n/a"}[kind]
         values = [str(float(i % 7)) for i in range(40)]
         values[16] = bad  # line 18: the header is line 1
         path = tmp_path / "s.csv"
         path.write_text("t,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
         return ["--task", "timeseries", "--target", "y", "--window", "4"], path, \
-            f"{path}, line 18: column 'y' holds '{bad}', not a finite number"  # fmt: skip
+            f"{path}, line 18: column 'y' holds '{bad}', not a " + ("number" if bad == "n/a" else "finite number")  # fmt: skip
     bad = {"classify-nan": ("nan", "0"), "classify-inf": ("inf", "0"), "classify-fraction": ("1", "1.7"),
            "classify-nan-label": ("1", "nan"), "classify-huge-label": ("1", "1e9"),
            "classify-negative-label": ("1", "-1")}[kind]  # fmt: skip
@@ -137,8 +137,8 @@ def _write_bad_data(tmp_path, kind):
     return ["--task", "classify", "--mode", "pixel"], path, expected
 
 
-@pytest.mark.parametrize("kind", ["timeseries-nan", "timeseries-inf", "classify-nan", "classify-inf",
-                                  "classify-fraction", "classify-nan-label", "classify-huge-label",
+@pytest.mark.parametrize("kind", ["timeseries-nan", "timeseries-inf", "timeseries-word", "classify-nan",
+                                  "classify-inf", "classify-fraction", "classify-nan-label", "classify-huge-label",
                                   "classify-negative-label"])  # fmt: skip
 def test_bad_data_values_name_file_and_line_and_create_no_run(kind, tmp_path, capsys):
     options, path, message = _write_bad_data(tmp_path, kind)

@@ -39,7 +39,8 @@ def run(args) -> int:
     else:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         solved = " (solved)" if task.solved(metrics) else ""
-        print(f"{config.cell} on {config.task} (T={config.length}) at step {state['step']}: {args.split} {shown}{solved}")
+        length = f" (T={task.length})" if getattr(task, "length", None) else ""  # the synthetic tasks' T only
+        print(f"{config.cell} on {config.task}{length} at step {state['step']}: {args.split} {shown}{solved}")
         if baselines:
             print(baselines_line(baselines, args.split, task.metric))
     return 0

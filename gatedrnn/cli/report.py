@@ -16,24 +16,25 @@ EXAMPLES = """examples:
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write an HTML report of one or several runs", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="folders gatedrnn train wrote")
     p.add_argument("--out", type=Path, help="report folder (default: the run folder, when there is one)")
     p.set_defaults(run=run)
 
 
 def report_runs(run_dirs, out: Path) -> Path:
+    import copy
     import json
 
     from gatedrnn import checkpoint
-    from gatedrnn.diagnostics.report import RunView, write_report
+    from gatedrnn.diagnostics.report import RunView, describe, write_report
     from gatedrnn.train import METRICS, _read_log, build, identity, load_config
 
     views, tasks = [], set()
     for run_dir in run_dirs:
         config = load_config(run_dir)
         tasks.add((config.task, config.length))
-        _, initial = build(config, run_dir)  # the same model at initialization, for the gradient-flow figure
-        task, model = build(config, run_dir)
+        task, initial = build(config, run_dir)  # the data read once; the model at initialization, for gradient flow
+        model = copy.deepcopy(initial)
         state = checkpoint.load_model(run_dir, model, expect=identity(config))
         result_path = Path(run_dir) / "result.json"
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
@@ -42,12 +43,10 @@ def report_runs(run_dirs, out: Path) -> Path:
                    "solved at": state.get("solved_at") or "no", "status": result.get("status", "-"),
                    "wall time": f"{result['seconds'] / 60:.1f} min" if "seconds" in result else "-"}  # fmt: skip
         views.append(RunView(f"{config.cell} ({Path(run_dir).name})", config.cell, task, model,
-                             _read_log(Path(run_dir) / METRICS), config.seed, initial, summary))  # fmt: skip
+                             _read_log(Path(run_dir) / METRICS), config.seed, initial, summary, config.data))  # fmt: skip
     if len(tasks) > 1:
         raise UsageError(f"runs of different tasks cannot share a report: {sorted(tasks)}")
-    (task_name, _), = tasks
-    length = getattr(views[0].task, "length", None)  # the synthetic tasks' T; other tasks have none
-    return write_report(out, views, f"gatedrnn report: {task_name}" + (f", T = {length}" if length else ""))
+    return write_report(out, views, f"gatedrnn report: {describe(views[0].task, views[0].data)}")
 
 
 @run_errors

@@ -7,8 +7,9 @@ import dataclasses
 import errno
 from pathlib import Path
 
+from gatedrnn.cli import config_file
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
-from gatedrnn.presets import PRESETS
+from gatedrnn.presets import BUILT_IN, DATA_ENV, PRESETS, resolve
 from gatedrnn.tasks import ALL_CELLS, TASKS
 
 EXAMPLES = """examples:
@@ -17,6 +18,9 @@ EXAMPLES = """examples:
       --lr 2e-3 --steps 3000 --out runs/shakespeare
   gatedrnn train --task copy --cell gru --length 100 --lr 3e-3 --out runs/copy-gru
   gatedrnn train --preset shakespeare-quick --cell lstm --out runs/shakespeare-quick
+  gatedrnn train --preset jsb --data-dir ~/data --cell gru --out runs/jsb   # ~/data/music/JSB_Chorales.mat
+  gatedrnn train --config runs/shakespeare-quick/config.json --cell gru --out runs/sq-gru
+  gatedrnn train --config my-settings.toml --threads 2 --out runs/mine
   gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
   gatedrnn train --task adding --cell lstm --peephole --out runs/adding-peephole
   gatedrnn train --task adding --cell gru --no-reset-after --out runs/adding-cho-gru
@@ -35,12 +39,19 @@ def cutoffs(text: str) -> list[int]:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a cell on a task", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--preset", choices=list(PRESETS), help="named settings of README's results table")
+    p.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                   help="named settings of README's results tables (gatedrnn presets lists them)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help=f"where a preset's data paths start (default: ${DATA_ENV}, else ../shared/data beside the "
+                        "checkout)")  # fmt: skip
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="options from a JSON or TOML file, as a run's config.json holds them (over --preset; "
+                        "options given here override it)")  # fmt: skip
     p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
     p.add_argument("--cell", choices=list(ALL_CELLS),
                    help="the recurrent cell (default lstm; convlstm and convgru for --task video)")
     p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
-    p.add_argument("--data", help="the data file or folder of a task that reads one")
+    p.add_argument("--data", metavar="PATH", help="the data file or folder of a task that reads one")
     p.add_argument("--hidden-size", type=positive_int, help="hidden units (default 64)")
     p.add_argument("--layers", type=positive_int, help="stacked layers (default 1)")
     p.add_argument("--embedding-size", type=positive_int, help="token embedding size (default: the task's)")
@@ -82,22 +93,48 @@ def add_parser(sub) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time (default 0: no limit)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="torch device (default cpu)")
-    seen = set()
-    for task in TASKS.values():
-        for name, (kind, default, text) in task.options.items():
-            if name in seen:
-                continue
-            seen.add(name)
-            flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
-            text = text.replace("%", "%%")  # argparse formats help strings with %
-            if kind is bool:
-                p.add_argument(flag, action="store_true", default=None, dest=dest, help=text)
-            else:
-                p.add_argument(flag, type=kind, dest=dest, help=f"{text} (default {default})")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads torch uses for the run (torch.set_num_threads; default: torch's choice)")
+    add_task_options(p)
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     p.set_defaults(run=run)
+
+
+def add_task_options(p) -> None:
+    """Each task's own options (``Task.options``), a group per task; an option two tasks share
+    is listed once, with each task's meaning and default."""
+    owners: dict[str, list] = {}
+    for task in TASKS.values():
+        for name, option in task.options.items():
+            owners.setdefault(name, []).append(option)
+    groups, seen = {}, set()
+    for task in TASKS.values():
+        for name in task.options:
+            if name in seen:
+                continue
+            seen.add(name)
+            if task.name not in groups:
+                groups[task.name] = p.add_argument_group(f"{task.name} task options")
+            kind = owners[name][0][0]
+            texts = [text + ("" if kind is bool or default in ("", None) or "default" in text else
+                             f" (default {default})") for _, default, text in owners[name]]  # fmt: skip
+            help_text = "; ".join(texts).replace("%", "%%")  # argparse formats help strings with %
+            flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
+            if kind is bool:
+                groups[task.name].add_argument(flag, action="store_true", default=None, dest=dest, help=help_text)
+            else:
+                metavar = {int: "N", float: "X"}.get(kind, name.upper())
+                groups[task.name].add_argument(flag, type=kind, dest=dest, metavar=metavar, help=help_text)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over``'s settings on top of ``base``'s, the task options (``extra``) merged key by key."""
+    extra = {**base.get("extra", {}), **over.get("extra", {})}
+    merged = {**base, **over}
+    merged.pop("extra", None)
+    return {**merged, **({"extra": extra} if extra else {})}
 
 
 def _given(args) -> dict:
@@ -117,17 +154,24 @@ def run(args) -> int:
     from gatedrnn.train import CONFIG, TrainConfig, load_config, stop_reason, train
 
     given = _given(args)
+    settings = {}  # what --preset and --config set, under what the command line gives
     if args.preset:
-        preset = dict(PRESETS[args.preset])
-        extra = {**preset.pop("extra", {}), **given.pop("extra", {})}
-        given = {**preset, **given, **({"extra": extra} if extra else {})}
+        settings = resolve(args.preset, args.data_dir)
+    elif args.data_dir is not None:
+        raise UsageError("--data-dir locates a preset's data: give --preset NAME with it (or the file itself as --data)")
+    from_file = config_file.read(args.config) if args.config else {}
+    given = _merge(_merge(settings, from_file), given)
+    data = given.get("data", "")
+    if args.preset and data == settings.get("data") and data not in BUILT_IN and not Path(data).exists():
+        raise UsageError(f"preset {args.preset} reads {data}, which does not exist; point --data-dir or "
+                         f"${DATA_ENV} at the folder holding the data sets (README, Data), or give --data")  # fmt: skip
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, expected a run folder; choose another --out")
     if args.resume:
         config = load_config(out)
         for key, value in given.items():
-            if key in ("steps", "max_minutes"):
+            if key in ("steps", "max_minutes", "threads"):
                 setattr(config, key, value)  # a resumed run may be extended, in steps or in time
             elif getattr(config, key) != value:
                 raise UsageError(
@@ -147,6 +191,8 @@ def run(args) -> int:
             raise UsageError(f"{out} already holds {what} (task {existing.task}, cell {existing.cell}); "
                              "pass --resume to continue it or choose another --out")  # fmt: skip
         config = TrainConfig(**given)
+    if args.config:
+        config_file.check_extra(from_file.get("extra", {}), config.task, args.config)
     try:
         config.validate()
     except ValueError as error:

@@ -145,3 +145,8 @@ class Task:
     def marked_positions(self, inputs: torch.Tensor) -> list[int] | None:
         """Time steps of one sequence worth marking in a gate heatmap, if any."""
         return None
+
+    def token_labels(self, inputs: torch.Tensor) -> list[str] | None:
+        """The tokens of one input sequence (T,) as text, to label a figure's time axis; None
+        where the inputs are not tokens."""
+        return None

@@ -3,9 +3,12 @@ random order of pixels, the "permuted" variant of Le et al. 2015), or any CSV of
 
 ``--data digits`` uses scikit-learn's 8×8 digits (1,797 images, shipped with scikit-learn);
 ``--data FILE.csv[.gz]`` reads one example per row, the values then the label (the last
-column, or ``--label NAME`` when the file has a header). The examples are split 80/10/10 into
-train, valid and test in an order fixed once (the same for every run and cell). Metric:
-accuracy; the baseline is the most frequent class's share of the test set.
+column, or ``--label NAME`` when the file has a header). Labels are class numbers 0, 1, 2, ...
+or names (strings): names are mapped to ids in sorted order, and the run keeps the names in
+its ``model.json`` (``classes``), so evaluating and loading it later use the same ids. The
+examples are split 80/10/10 into train, valid and test in an order fixed once (the same for
+every run and cell). Metric: accuracy; the baseline is the most frequent class's share of
+the test set.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 from pathlib import Path
 
@@ -35,6 +39,59 @@ def load_digits():
     return torch.tensor(digits.data, dtype=torch.float32), torch.tensor(digits.target, dtype=torch.long)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _has_header(rows: list[list[str]], label: str) -> bool:
+    """Whether the first row names the columns: with ``--label``, or when it holds no number, or
+    when its last cell is a word above a column of numbers (numbered classes)."""
+    first = [cell.strip() for cell in rows[0]]
+    if label or not any(map(_is_number, first)):
+        return True
+    return not _is_number(first[-1]) and all(_is_number(r[-1].strip()) for r in rows[1:] if r)
+
+
+def class_ids(cells: list[str], lines: list[int], path, column: str, classes: list[str] | None = None):
+    """The label cells as class ids (N,), and the class names behind them (None for numbered classes).
+
+    Labels are class numbers 0, 1, 2, ... or names, mapped to ids in sorted order (``classes``: a
+    trained run's names, in its order); a column that mixes the two is taken for a typo."""
+    where = f"the label ({column})"
+    numbers = [_is_number(cell) for cell in cells]
+    if classes is None and all(numbers):
+        labels = [float(cell) for cell in cells]
+        for line, cell, value in zip(lines, cells, labels):
+            if not (value.is_integer() and value >= 0):
+                raise DataError(f"{path}, line {line}: {where} is {cell!r}; expected a class number 0, 1, 2, ... "
+                                "or a class name")  # fmt: skip
+        top = max(range(len(labels)), key=labels.__getitem__)
+        if labels[top] >= len(labels):  # more classes than examples: a column that holds no class number
+            raise DataError(f"{path}, line {lines[top]}: {where} is {cells[top]!r}; expected a class number "
+                            f"below the {len(labels)} examples")  # fmt: skip
+        return torch.tensor(labels, dtype=torch.long), None
+    for line, cell in zip(lines, cells):
+        if not cell:
+            raise DataError(f"{path}, line {line}: {where} is empty")
+    if classes is None:
+        if any(numbers):
+            word, number = numbers.index(False), numbers.index(True)
+            raise DataError(f"{path}, line {lines[word]}: {where} is {cells[word]!r}, but line {lines[number]}'s is "
+                            f"the class number {cells[number]!r}; use class names or numbers throughout")  # fmt: skip
+        classes = sorted(set(cells))
+    index = {name: i for i, name in enumerate(classes)}
+    for line, cell in zip(lines, cells):
+        if cell not in index:
+            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise DataError(f"{path}, line {line}: {where} is {cell!r}, not one of the run's {len(classes)} classes "
+                            f"({shown})")  # fmt: skip
+    return torch.tensor([index[cell] for cell in cells], dtype=torch.long), list(classes)
+
+
 def read_rows(path) -> list[list[str]]:
     """The non-empty rows of a (gzipped) UTF-8 CSV file."""
     path = Path(path)
@@ -53,43 +110,33 @@ def read_rows(path) -> list[list[str]]:
     return rows
 
 
-def load_csv(path, label: str = ""):
+def load_csv(path, label: str = "", classes: list[str] | None = None):
+    """(values (N, V), class ids (N,), class names or None) from a CSV of one example per row:
+    the values, and the label in the last column or the column ``label`` names (a header needed)."""
     path = Path(path)
     rows = read_rows(path)
     header = None
-    try:
-        float(rows[0][-1])
-    except ValueError:
-        header, rows = rows[0], rows[1:]
-    column = len(rows[0]) - 1 if rows else 0
+    if _has_header(rows, label):
+        header, rows = [name.strip() for name in rows[0]], rows[1:]
+    width = len(header) if header is not None else len(rows[0])
+    column = width - 1
     if label:
-        if header is None or label not in header:
-            raise DataError(f"{path}: no column {label!r}" + (f"; the columns are {', '.join(header)}" if header else
-                            " (the file has no header)"))  # fmt: skip
+        if label not in header:
+            raise DataError(f"{path}: no column {label!r}; the columns are {', '.join(header)}")
         column = header.index(label)
-    values, labels = [], []
+    name = (lambda c: f"column {header[c]!r}") if header else (lambda c: f"column {c + 1}")  # noqa: E731
+    values, cells, lines = [], [], []
     for line, row in enumerate(rows, start=2 if header else 1):
-        if len(row) != len(rows[0]):
-            raise DataError(f"{path}, line {line}: {len(row)} columns, the first row has {len(rows[0])}")
-        cell = row[column].strip()
-        try:
-            label = float(cell)
-        except ValueError:
-            label = math.nan
-        values.append([finite_number(x, f"{path}, line {line}: column {c + 1}")
-                       for c, x in enumerate(row) if c != column])  # fmt: skip
-        if not (label.is_integer() and label >= 0):
-            raise DataError(f"{path}, line {line}: the label (column {column + 1}) is {cell!r}; expected a class "
-                            "number 0, 1, 2, ...")  # fmt: skip
-        labels.append(int(label))
+        if len(row) != width:
+            raise DataError(f"{path}, line {line}: {len(row)} columns, " +
+                            ("the header has" if header else "the first row has") + f" {width}")  # fmt: skip
+        values.append([finite_number(x, f"{path}, line {line}: {name(c)}") for c, x in enumerate(row) if c != column])
+        cells.append(row[column].strip())
+        lines.append(line)
     if len(values) < 10:
         raise DataError(f"{path}: {len(values)} examples are too few to split")
-    top = max(range(len(labels)), key=labels.__getitem__)
-    if labels[top] >= len(labels):  # more classes than examples: a column that holds no class number
-        line = top + (2 if header else 1)
-        raise DataError(f"{path}, line {line}: the label (column {column + 1}) is {rows[top][column].strip()!r}; "
-                        f"expected a class number below the {len(labels)} examples")  # fmt: skip
-    return torch.tensor(values, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
+    y, classes = class_ids(cells, lines, path, name(column), classes)
+    return torch.tensor(values, dtype=torch.float32), y, classes
 
 
 def sequences(x: torch.Tensor, scale: float, mode: str, permute: bool) -> torch.Tensor:
@@ -112,13 +159,18 @@ class Classify(Task):
     options = {
         "mode": (str, "row", "classify task: read images 'row' by row or 'pixel' by pixel"),
         "permute": (bool, False, "classify task: read the pixels in a fixed random order"),
-        "label": (str, "", "classify task: the label column of a CSV with a header (default: the last)"),
+        "label": (str, "", "classify task: the label column of a CSV with a header (default: the last); labels "
+                           "are class numbers 0, 1, 2, ... or names"),
     }
 
-    def __init__(self, data="digits", mode="row", permute=False, label=""):
+    def __init__(self, data="digits", mode="row", permute=False, label="", classes=None):
         if mode not in ("row", "pixel"):
             raise ValueError(f"--mode must be 'row' or 'pixel', got {mode!r}")
-        x, y = load_digits() if data in ("", "digits") else load_csv(data, label)
+        self.classes = None  # the class names of a CSV labelled by name, in id order
+        if data in ("", "digits"):
+            x, y = load_digits()
+        else:
+            x, y, self.classes = load_csv(data, label, classes)
         if y.min() < 0:
             raise DataError(f"{data}: labels must be 0, 1, 2, ...; found {int(y.min())}")
         N, features = x.shape
@@ -129,7 +181,7 @@ class Classify(Task):
         self.scale = float(x[: int(0.8 * N)].max().clamp_min(1e-12))  # the training maximum
         self.x = sequences(x, self.scale, mode, permute)  # (N, T, I)
         self.y = y
-        self.input_size, self.output_size = self.x.shape[2], int(y.max()) + 1
+        self.input_size, self.output_size = self.x.shape[2], len(self.classes) if self.classes else int(y.max()) + 1
         cut1, cut2 = int(0.8 * N), int(0.9 * N)
         self.index = {"train": torch.arange(cut1), "valid": torch.arange(cut1, cut2), "test": torch.arange(cut2, N)}
         test = self.y[self.index["test"]]
@@ -137,6 +189,23 @@ class Classify(Task):
 
     def artifacts(self):
         return {NORMALIZATION: {"scale": self.scale, "values": self.x.shape[1] * self.x.shape[2]}}
+
+    @classmethod
+    def from_run(cls, config, run_dir):
+        """A trained run's task, its class names mapped to the ids the run was trained with."""
+        from gatedrnn.train import MODEL
+
+        path = Path(run_dir) / MODEL
+        classes = json.loads(path.read_text()).get("classes") if path.exists() else None
+        return cls(config.data, classes=classes, **cls.option_values(config))
+
+    def model_spec(self):
+        return {**super().model_spec(), "classes": self.classes}
+
+    def figures(self):
+        from gatedrnn.diagnostics import confusion
+
+        return confusion.FIGURES
 
     def train_batch(self, step, batch_size, seed):
         train = self.index["train"]
