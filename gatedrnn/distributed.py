@@ -218,8 +218,9 @@ def session(config, timeout_minutes: float = TIMEOUT_MINUTES):
     opened = not dist.is_initialized()
     try:
         if opened:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(minutes=timeout_minutes))  # fmt: skip
+            cuda = device.type == "cuda"
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes),
+                                    device_id=device if cuda else None)  # fmt: skip
         yield Group(device)
         if opened:
             dist.barrier()  # every rank done with the others before any closes its connections

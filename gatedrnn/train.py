@@ -5,9 +5,9 @@ DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import contextlib
 import math
 import os
 import time
@@ -231,7 +231,9 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         (run_dir / METRICS).write_text("")
     history = _read_log(run_dir / METRICS) if world.main else []
     checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
-    compute = world.wrap(model, lambda m, *batch: _batch_loss(task, m, *batch), find_unused=bool(config.adaptive_softmax))
+    # The loss through DDP (an adaptive softmax leaves the clusters no target of the batch falls in unused).
+    compute = world.wrap(model, lambda m, *batch: _batch_loss(task, m, *batch),
+                         find_unused=bool(config.adaptive_softmax))  # fmt: skip
     board = None
     if tensorboard:
         from gatedrnn import tensorboard as tb
@@ -264,7 +266,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                 status = "nan"
                 kept = (f"the last good checkpoint (step {state['step']}) is kept" if checkpointed else
                         "before any checkpoint was written, so none is kept")  # fmt: skip
-                message = f"loss became {batch_loss.item()} at step {step + 1}; stopped {kept}. Try a lower --lr or --clip."
+                message = (f"loss became {batch_loss.item()} at step {step + 1}; stopped {kept}. "
+                           "Try a lower --lr or --clip.")  # fmt: skip
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
