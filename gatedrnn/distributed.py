@@ -114,10 +114,9 @@ class World:
 class Group(World):
     """This process's place in a torchrun job with an open process group."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: torch.device):
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
-        self.device = torch.device(device)
-        self.ddp = None
+        self.device = device  # where the small tensors of the collectives go (nccl: this rank's GPU)
 
     def shard(self, value):
         if isinstance(value, tuple):
@@ -147,10 +146,8 @@ class Group(World):
         """The whole loss runs inside DDP's forward (a task may call the model's parts, not its
         ``forward``), so DDP prepares its gradient hooks for every parameter the loss uses."""
         cuda = self.device.type == "cuda"
-        self.ddp = nn.parallel.DistributedDataParallel(
-            _Loss(model, loss), device_ids=[self.device] if cuda else None, find_unused_parameters=find_unused
-        )
-        return self.ddp
+        return nn.parallel.DistributedDataParallel(_Loss(model, loss), device_ids=[self.device] if cuda else None,
+                                                   find_unused_parameters=find_unused)  # fmt: skip
 
     def mean_loss(self, loss, weight):
         weight = float(weight)
