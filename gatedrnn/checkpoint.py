@@ -70,11 +70,13 @@ def _checksums(tensors: dict, metadata: dict) -> dict:
 
 
 def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None,
-         identity=None) -> None:  # fmt: skip
+         identity=None, rng_states=None) -> None:  # fmt: skip
     """``carry`` is the recurrent state a stateful task carries between batches (or None);
     ``best`` the weights of the best evaluation so far (a state_dict, or None), kept as
     ``best.*`` tensors so that early stopping survives a kill; ``identity`` what the run is
-    (task, cell, data fingerprint), checked by ``load_model(..., expect=)``."""
+    (task, cell, data fingerprint), checked by ``load_model(..., expect=)``; ``rng_states``
+    the CPU random-number state of each process of a torchrun job, rank 0's first (default:
+    this process's alone), kept as ``rng.torch`` and ``rng.torch.RANK``."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for k, value in (best or {}).items():
         tensors[f"best.{k}"] = value.detach().contiguous()
@@ -86,7 +88,8 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
         for key, value in state.items():
             if torch.is_tensor(value):
                 tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().reshape(value.shape)
-    tensors["rng.torch"] = torch.get_rng_state()
+    for rank, rng in enumerate(rng_states or [torch.get_rng_state()]):
+        tensors["rng.torch" if rank == 0 else f"rng.torch.{rank}"] = rng
     scalars = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in optim_state["state"].items()}
     metadata = {
         "format": "gatedrnn-checkpoint-1",
@@ -185,10 +188,12 @@ def _load_weights(run_dir: Path, model, tensors: dict, metadata: dict, expect: d
     return json.loads(metadata["trainer"])
 
 
-def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict | None = None):
+def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict | None = None, rank: int = 0):
     """Loads weights, optimizer, scheduler and RNG; returns the trainer state, the carried
     recurrent state (None, a tensor, or a tuple of them) and the best weights (None when the
-    checkpoint holds none)."""
+    checkpoint holds none). ``rank`` picks the random-number state of that process of a
+    torchrun job; a rank the checkpoint has none for (written by fewer processes) keeps the
+    state it has."""
     tensors, metadata = _read(run_dir)
     trainer_state = _load_weights(run_dir, model, tensors, metadata, expect)
     groups = json.loads(metadata["optimizer_groups"])
@@ -204,7 +209,9 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict
     sched = json.loads(metadata["scheduler"])
     if scheduler is not None and sched is not None:
         scheduler.load_state_dict(sched)
-    torch.set_rng_state(tensors["rng.torch"])
+    rng = "rng.torch" if rank == 0 else f"rng.torch.{rank}"
+    if rank == 0 or rng in tensors:
+        torch.set_rng_state(tensors[rng])
     carry = tuple(tensors[f"carry.{k}"] for k in range(sum(key.startswith("carry.") for key in tensors)))
     carry = None if not carry else (carry[0] if len(carry) == 1 else carry)
     best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}

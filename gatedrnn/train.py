@@ -1,6 +1,7 @@
 """The training loop: one function, no callbacks. Adam/AdamW, gradient clipping, a
 learning-rate schedule, evaluation every N steps, early stopping, checkpoints that resume to
-the same result, a progress bar and a JSONL metrics log."""
+the same result, a progress bar and a JSONL metrics log. Under torchrun it trains with
+DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from gatedrnn import checkpoint, lock
+from gatedrnn import checkpoint, distributed, lock
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
 from gatedrnn.tasks.data import fingerprint
@@ -175,20 +177,25 @@ def _better(task, new, best):
 
 
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True, stop_at: int | None = None,
-          on_eval=None) -> RunResult:  # fmt: skip
+          on_eval=None, tensorboard: bool = False,
+          timeout_minutes: float = distributed.TIMEOUT_MINUTES) -> RunResult:  # fmt: skip
     """Trains ``config`` in ``run_dir``. ``resume`` continues from its checkpoint; ``stop_at``
     stops after that step as if killed (for tests); ``on_eval(step, metrics, model)`` is
-    called after each evaluation."""
+    called after each evaluation; ``tensorboard`` also writes TensorBoard events to
+    ``run_dir/tensorboard``. Under torchrun every process calls it, rank 0 alone writes, and
+    a collective waits ``timeout_minutes`` at most for the other processes."""
     config.validate()
     run_dir = Path(run_dir)
-    with torch_threads(config.threads):
+    with torch_threads(config.threads), distributed.session(config, timeout_minutes) as world:
         task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
-        if progress:
+        if progress and world.main:
             for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
                 print(line, flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with lock.held(run_dir):  # one process at a time in a run folder
-            return _train(config, run_dir, task, model, resume, progress, stop_at, on_eval)
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        with lock.held(run_dir) if world.main else contextlib.nullcontext():  # one job at a time in a run folder
+            return _train(config, run_dir, task, model, resume, progress and world.main, stop_at, on_eval,
+                          tensorboard and world.main, world)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -204,7 +211,21 @@ def torch_threads(threads: int):
             torch.set_num_threads(before)
 
 
-def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> RunResult:
+def _batch_loss(task, model, inputs, targets, carry):
+    """The training loss of one batch and, for a stateful task, the state the batch ends in."""
+    if task.stateful:
+        return task.stateful_loss(model, inputs, targets, carry)
+    return task.loss(task.forward(model, inputs), targets), None
+
+
+def _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run) -> None:
+    """The checkpoint, written by rank 0 with every rank's carried rows and random state."""
+    carry, rng_states = world.gather_state(carry), world.rng_states()
+    if world.main:
+        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run, rng_states)
+
+
+def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, tensorboard, world) -> RunResult:
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
@@ -212,18 +233,30 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     run = identity(config)  # recorded in every checkpoint; a resumed run must match it
     if resume and not (run_dir / checkpoint.CHECKPOINT).exists():
         resume = False  # killed before its first checkpoint: start it over, to the same result
-    if resume:
-        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run)
+    torch.manual_seed(distributed.rank_seed(config.seed + 1, world.rank))  # the stream dropout and other draws use
+    if resume:  # the checkpoint's random state replaces the seeded one
+        state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run,
+                                                                    world.rank)  # fmt: skip
+        carry = world.shard_state(carry)  # the checkpoint holds the whole batch's state
+    world.check_resume(state["step"] if resume else None, run_dir)
+    if resume and world.main:
         _truncate_log(run_dir / METRICS, state["step"])
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))  # an extension (--steps, --max-minutes) stays
-    else:
+    elif world.main:
         checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
         for name, value in {**task.artifacts(), MODEL: task.model_spec()}.items():
             checkpoint.write_json(run_dir / name, value)
         (run_dir / METRICS).write_text("")
-        torch.manual_seed(config.seed + 1)  # the stream dropout and other draws use
-    history = _read_log(run_dir / METRICS)
+    history = _read_log(run_dir / METRICS) if world.main else []
     checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
+    # The loss through DDP (an adaptive softmax leaves the clusters no target of the batch falls in unused).
+    compute = world.wrap(model, lambda m, *batch: _batch_loss(task, m, *batch),
+                         find_unused=bool(config.adaptive_softmax))  # fmt: skip
+    board = None
+    if tensorboard:
+        from gatedrnn import tensorboard as tb
+
+        board = tb.Board(run_dir, task, config.seed, config.device, purge_step=state["step"] + 1 if resume else 0)
 
     bar = None
     if progress:
@@ -235,24 +268,24 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
     first_step, first_seconds = state["step"], state["seconds"]  # where this process began: its own speed
     status, message = "done", ""
     started = time.perf_counter() - state["seconds"]
-    log = open(run_dir / METRICS, "a")
+    log = open(run_dir / METRICS if world.main else os.devnull, "a")
     try:
         step = state["step"]
         while step < config.steps:
-            inputs, targets = task.train_batch(step, config.batch_size, config.seed)
+            inputs, targets = world.shard(task.train_batch(step, config.batch_size, config.seed))  # this rank's rows
             inputs, targets = to_device(inputs, config.device), to_device(targets, config.device)
+            if task.stateful and task.starts_sequence(step):
+                carry = None
+            loss, carry = compute(inputs, targets, carry)
             if task.stateful:
-                if task.starts_sequence(step):
-                    carry = None
-                loss, carry = task.stateful_loss(model, inputs, targets, carry)
                 carry = tuple(s.detach() for s in carry) if isinstance(carry, tuple) else carry.detach()
-            else:
-                loss = task.loss(task.forward(model, inputs), targets)
-            if not torch.isfinite(loss):
+            loss, batch_loss = world.mean_loss(loss, task.loss_weight(targets))  # batch_loss: the whole batch's
+            if not torch.isfinite(batch_loss):
                 status = "nan"
                 kept = (f"the last good checkpoint (step {state['step']}) is kept" if checkpointed else
                         "before any checkpoint was written, so none is kept")  # fmt: skip
-                message = f"loss became {loss.item()} at step {step + 1}; stopped {kept}. Try a lower --lr or --clip."
+                message = (f"loss became {batch_loss.item()} at step {step + 1}; stopped {kept}. "
+                           "Try a lower --lr or --clip.")  # fmt: skip
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,22 +296,24 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{batch_loss.item():.4f}", refresh=False)
             if step % 10 == 0 or step == config.steps:
-                row = {"step": step, "split": "train", "loss": loss.item(), "grad_norm": float(grad_norm),
+                row = {"step": step, "split": "train", "loss": batch_loss.item(), "grad_norm": float(grad_norm),
                        "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}  # fmt: skip
                 log.write(json.dumps(row) + "\n")
                 history.append(row)
+                if board is not None:
+                    board.train(row)
             if step % config.eval_every == 0 or step == config.steps:
-                metrics = evaluate(task, model, "valid", config.seed, config.device)
+                metrics = world.from_main(lambda: evaluate(task, model, "valid", config.seed, config.device))
                 row = {"step": step, "split": "valid", **metrics, "seconds": time.perf_counter() - started}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 history.append(row)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
+                    bar.set_postfix(loss=f"{batch_loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
                 if log_lines:
-                    print(_evaluation_line(config, task, step, first_step, loss.item(), metrics,
+                    print(_evaluation_line(config, task, step, first_step, batch_loss.item(), metrics,
                                            time.perf_counter() - started, first_seconds), flush=True)  # fmt: skip
                 if state["solved_at"] is None and task.solved(metrics):
                     state["solved_at"] = step
@@ -289,9 +324,11 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+                _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
                 checkpointed = True
-                if on_eval is not None:
+                if board is not None:
+                    board.evaluation(step, metrics, model)
+                if on_eval is not None and world.main:
                     on_eval(step, metrics, model)
                 if config.stop_when_solved and state["solved_at"] is not None:
                     status = "solved"
@@ -299,7 +336,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
                 if config.patience and state["bad_evals"] >= config.patience:
                     status = "early-stopped"
                     break
-            if config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes:
+            if config.max_minutes and world.any(time.perf_counter() - started > 60 * config.max_minutes):
                 status = "time-limit"
                 break
             if stop_at is not None and step >= stop_at:
@@ -308,21 +345,24 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval) -> 
         log.close()
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.close()
     if status != "nan" and best_weights is not None:  # early-stopped or not, the best on validation
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
-    elif checkpointed:
+        _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+    elif checkpointed and world.main:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
-    test = evaluate(task, model, "test", config.seed, config.device)
-    baselines = task.baseline_results("test")  # on the same test rows, kept beside the model's numbers
-    checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
-                                                    "solved_at": state["solved_at"], "seconds": state["seconds"],
-                                                    "message": message,
-                                                    **({"baselines": baselines} if baselines else {})})  # fmt: skip
+    test = world.from_main(lambda: evaluate(task, model, "test", config.seed, config.device))
+    baselines = task.baseline_results("test") if world.main else None  # on the same test rows, beside the model's
+    if world.main:
+        checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
+                                                        "solved_at": state["solved_at"], "seconds": state["seconds"],
+                                                        "message": message,
+                                                        **({"baselines": baselines} if baselines else {})})  # fmt: skip
     return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message,
-                     baselines)  # fmt: skip
+                     baselines or {})  # fmt: skip
 
 
 def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import sys
 from pathlib import Path
 
 from gatedrnn.cli import config_file
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
+from gatedrnn.distributed import TIMEOUT_MINUTES
 from gatedrnn.presets import BUILT_IN, DATA_ENV, PRESETS, resolve
 from gatedrnn.tasks import ALL_CELLS, TASKS
 
@@ -25,6 +27,8 @@ EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --peephole --out runs/adding-peephole
   gatedrnn train --task adding --cell gru --no-reset-after --out runs/adding-cho-gru
   gatedrnn train --preset video-quick --cell convlstm --out runs/video
+  gatedrnn train --task adding --cell lstm --tensorboard --out runs/adding-tb   # tensorboard --logdir runs/adding-tb/tensorboard
+  torchrun --nproc_per_node 2 -m gatedrnn train --task adding --cell lstm --batch-size 64 --out runs/adding-ddp
 """
 
 
@@ -99,6 +103,12 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events (scalars, gate histograms) to OUT/tensorboard; "
+                        "needs pip install 'gatedrnn[tensorboard]'")  # fmt: skip
+    p.add_argument("--dist-timeout", type=float, default=TIMEOUT_MINUTES, metavar="MINUTES",
+                   help="under torchrun: how long a process waits for the others (rank 0 evaluates while the "
+                        f"others wait) before it gives them up as hung (default {TIMEOUT_MINUTES:g})")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -151,6 +161,7 @@ def _given(args) -> dict:
 @run_errors
 def run(args) -> int:
     from gatedrnn.checkpoint import CHECKPOINT
+    from gatedrnn.distributed import PeerLost, main_process
     from gatedrnn.train import CONFIG, TrainConfig, load_config, stop_reason, train
 
     given = _given(args)
@@ -197,10 +208,25 @@ def run(args) -> int:
         config.validate()
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if args.dist_timeout <= 0:
+        raise UsageError(f"--dist-timeout must be a positive number of minutes, got {args.dist_timeout:g}")
+    if args.tensorboard:
+        from gatedrnn.tensorboard import require
+
+        try:
+            require()
+        except ModuleNotFoundError as error:
+            raise UsageError(str(error)) from None
     try:
-        result = train(config, out, resume=args.resume)
+        result = train(config, out, resume=args.resume, tensorboard=args.tensorboard,
+                       timeout_minutes=args.dist_timeout)  # fmt: skip
     except OSError as error:  # a full disk, a folder not writable: what failed and what to do
         raise UsageError(_write_error(out, error)) from None
+    except PeerLost as error:  # under torchrun: another process died or hung; it printed its own error
+        print(f"gatedrnn train: error: {error}", file=sys.stderr)
+        return 1
+    if not main_process():  # under torchrun rank 0 alone prints and writes the report
+        return 1 if result.status == "nan" else 0
     print(f"{config.cell} on {config.task}: step {result.step}, test " +
           ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) +
           (f", solved at step {result.solved_at}" if result.solved_at else "") +

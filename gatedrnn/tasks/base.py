@@ -135,6 +135,12 @@ class Task:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def loss_weight(self, target) -> float:
+        """How many terms ``loss`` averages over for this batch of targets, up to a constant
+        factor: one per sequence here, as every sequence adds the same number of terms. Under
+        torchrun the ranks' losses are averaged with these weights (gatedrnn/distributed.py)."""
+        return len(target[0] if isinstance(target, tuple) else target)
+
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Every number worth logging for a batch; includes ``self.metric``."""
         raise NotImplementedError

@@ -115,6 +115,10 @@ class Music(Task):
         nll = F.binary_cross_entropy_with_logits(output, y, reduction="none").sum(-1)  # (B, T)
         return (nll * valid).sum() / valid.sum()
 
+    def loss_weight(self, target):
+        y, lengths = target
+        return float(lengths.clamp(max=y.shape[1]).sum())  # the valid frames `loss` averages over
+
     def metrics(self, output, target):
         return {"nll": self.loss(output, target).item()}
 
