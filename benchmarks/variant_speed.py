@@ -1,9 +1,9 @@
 """Speed of gatedrnn's cell variants and regularizers against the plain torch.nn layer of
 their family (nn.LSTM for the LSTM variants and MinLSTM, nn.GRU for the GRU variants, MGU and
 MinGRU), one layer, side by side in one process: inference (eval mode, no_grad) and training
-(train mode, forward + backward). Variants run where ``backend="auto"`` puts them (the
-reference loop for all but weight dropout, which keeps the fused loop). Prints a markdown
-table, writes JSON.
+(train mode, forward + backward). Variants run where ``backend="auto"`` puts them: the native
+loops of the fused backend (``gatedrnn/fused/csrc/loop.h``); MinGRU's scan as a row of its own.
+Prints a markdown table, writes JSON.
 
     python benchmarks/variant_speed.py
 """
@@ -31,9 +31,9 @@ VARIANTS = [  # (name, family, constructor)
     ("GRU zoneout 0.1", "GRU", lambda I, H: gatedrnn.GRU(I, H, zoneout=0.1)),
     ("GRU weight dropout 0.25", "GRU", lambda I, H: gatedrnn.GRU(I, H, weight_dropout=0.25)),
     ("MGU", "GRU", lambda I, H: gatedrnn.MGU(I, H)),
-    ("MinGRU (loop)", "GRU", lambda I, H: gatedrnn.MinGRU(I, H)),
+    ("MinGRU (native loop)", "GRU", lambda I, H: gatedrnn.MinGRU(I, H)),
     ("MinGRU (scan)", "GRU", lambda I, H: gatedrnn.MinGRU(I, H, backend="scan")),
-    ("MinLSTM (loop)", "LSTM", lambda I, H: gatedrnn.MinLSTM(I, H)),
+    ("MinLSTM (native loop)", "LSTM", lambda I, H: gatedrnn.MinLSTM(I, H)),
 ]
 
 
