@@ -88,6 +88,12 @@ class RNNBase(nn.RNNBase):
             super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                              bidirectional, int(proj_size), device, dtype)  # fmt: skip
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: an error pointing to torch.export."""
+        from gatedrnn.exportable import refuse_script
+
+        refuse_script(self)
+
     # -- structure ------------------------------------------------------------------
 
     @property
@@ -209,7 +215,7 @@ class RNNBase(nn.RNNBase):
 
     # -- forward ------------------------------------------------------------------
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Run the layer over a sequence, as torch.nn's forward does.
 
         ``input`` is ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)``
@@ -225,7 +231,8 @@ class RNNBase(nn.RNNBase):
         dtype = autocast_dtype(self, input)
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
             return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
-        self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
+        if not torch.compiler.is_exporting():  # (export reads the weights by name; it warns of this assignment)
+            self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks, reference
+from gatedrnn import _checks, exportable, reference
+from gatedrnn.backends import warn_unrolled
 from gatedrnn.scan import log_linear_scan
 from gatedrnn.trace import Trace
 
@@ -146,6 +147,12 @@ class MinRNNBase(nn.Module):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: an error pointing to torch.export."""
+        from gatedrnn.exportable import refuse_script
+
+        refuse_script(self)
+
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
@@ -160,7 +167,7 @@ class MinRNNBase(nn.Module):
         s += ", bidirectional=True" if self.bidirectional else ""
         return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Returns the output ``(T, B, D·H)`` (``(B, T, D·H)`` batch-first, a
         ``PackedSequence`` for one) and ``h_n`` ``(L·D, B, H)``; with ``return_trace`` also a
         :class:`~gatedrnn.Trace` of every gate, ``(L·D, T, B, H)`` (batch-first: ``(L·D, B, T, H)``)."""
@@ -182,6 +189,7 @@ class MinRNNBase(nn.Module):
             lengths = _checks.lengths(lengths, T, B, x.device)
         h0 = self._check_hx(hx, B, unbatched, x)
         backend = self.backend if self.backend != "auto" else ("reference" if x.device.type == "cpu" else "scan")
+        backend = self._capture_backend(backend, x)
         finals, traces = [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -194,7 +202,8 @@ class MinRNNBase(nn.Module):
                                                          return_trace)  # fmt: skip
                 else:
                     weight_ih, bias_ih = weights  # no recurrent weights, no projection
-                    out, (h_n,), values = reference.run_direction(
+                    loop = exportable if backend == "export" else reference
+                    out, (h_n,), values = loop.run_direction(
                         self.mode, x, (h0[k],), (weight_ih, None, bias_ih, None, None), lengths, direction == 1,
                         return_trace, step=STEPS[self.mode],
                     )  # fmt: skip
@@ -221,6 +230,24 @@ class MinRNNBase(nn.Module):
             value = torch.stack(value)  # (L*D, T, B, H)
             trace[name] = value.squeeze(2) if unbatched else (value.transpose(1, 2) if self.batch_first else value)
         return x, h_n, Trace(trace)
+
+    def _capture_backend(self, backend: str, x: torch.Tensor) -> str:
+        """While a graph is captured, a loop whose graph runs at every T: under ``torch.export``
+        and ONNX's dynamo exporter the reference step in torch's ``scan``
+        (:mod:`gatedrnn.exportable`), under ``torch.jit.trace`` (and the legacy ONNX exporter)
+        the parallel scan, whose operations take T from the input. The legacy ONNX exporter
+        has no ``logcumsumexp``: there the reference loop is unrolled, with a warning."""
+        if torch.compiler.is_exporting():
+            if exportable.scan_op is None:
+                warn_unrolled(type(self).__name__, {}, x.shape[0], "this torch has no scan operator")
+                return "reference"
+            return "export"
+        if not torch.jit.is_tracing():
+            return backend
+        if torch.onnx.is_in_onnx_export():
+            warn_unrolled(type(self).__name__, {}, x.shape[0])
+            return "reference"
+        return "scan"
 
     def _check_input(self, input):
         x = _checks.float_tensor("input", input, self.weight_ih_l0)
@@ -297,6 +324,12 @@ class MinCellBase(nn.Module):
         stdv = 1.0 / math.sqrt(hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: an error pointing to torch.export."""
+        from gatedrnn.exportable import refuse_script
+
+        refuse_script(self)
 
     def forward(self, input, hx=None, return_trace=False):
         x = _checks.float_tensor("input", input, self.weight_ih)

@@ -48,6 +48,12 @@ class CellBase(nn.RNNCellBase):
         _checks.shape(name, value, expected, "(batch, hidden_size)" if not unbatched else "(hidden_size,)")
         return value.unsqueeze(0) if unbatched else value
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: an error pointing to torch.export."""
+        from gatedrnn.exportable import refuse_script
+
+        refuse_script(self)
+
     # -- conversion to and from torch.nn ------------------------------------------------
 
     def _config(self) -> dict:

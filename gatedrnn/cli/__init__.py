@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatedrnn.cli import demo, evaluate, generate, report, train
+from gatedrnn.cli import demo, evaluate, export, generate, report, train
 from gatedrnn.cli.errors import UsageError
 
-SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "report": report}
+SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "report": report,
+               "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:
