@@ -12,6 +12,8 @@ chunk at a time.
 from __future__ import annotations
 
 import importlib.util
+import io
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -102,7 +104,9 @@ def save_onnx(module: nn.Module, example: tuple, path) -> None:
 def save_program(module: nn.Module, example: tuple, path) -> None:
     """Writes ``torch.export.export(module)`` (dynamic batch and time) as a .pt2 file, atomically."""
     program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(example))
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    buffer = io.BytesIO()  # torch.export.save names a file .pt2 or warns: the temporary file is not
+    torch.export.save(program, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 def run_file(path, fmt: str, example: tuple):
@@ -115,7 +119,7 @@ def run_file(path, fmt: str, example: tuple):
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), example)}
         return [torch.from_numpy(a) for a in session.run(None, feeds)]
-    outputs = torch.export.load(str(path)).module()(*example)
+    outputs = torch.export.load(io.BytesIO(Path(path).read_bytes())).module()(*example)
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 

@@ -4,6 +4,9 @@ every batch size and sequence length, checked against PyTorch at a second size."
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, run_errors
@@ -33,6 +36,22 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+@contextlib.contextmanager
+def quiet_torch():
+    """Without the exporters' notes that concern torch, not the user (torch 2.13: torchvision absent,
+    a deprecated pytree check, the dynamic axes' names)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 @run_errors
 def run(args) -> int:
     import torch
@@ -52,7 +71,7 @@ def run(args) -> int:
         module, example = exporting.prepare(trained.model, args.stateful)
     except TypeError as error:
         raise UsageError(f"{args.run_dir}: {error}") from None
-    with torch.no_grad():
+    with torch.no_grad(), quiet_torch():
         if args.format == "onnx":
             exporting.save_onnx(module, example, args.out)
         else:
