@@ -60,7 +60,7 @@ def capture_backend(layer, name, x, lengths, want_trace) -> str:
 
     Outside a capture, ``name`` unchanged.
     """
-    if torch.compiler.is_exporting():
+    if exportable.exporting():
         if exportable.scan_op is None:
             warn_unrolled(type(layer).__name__, {}, x.shape[0], "this torch has no scan operator")
             return "reference"
@@ -86,7 +86,7 @@ def capture_backend(layer, name, x, lengths, want_trace) -> str:
 
 def warn_unrolled(what: str, why: dict, T: int, remedy: str | None = None) -> None:
     """Says that a captured graph holds the time loop unrolled: it runs at the traced T only."""
-    if torch.compiler.is_exporting():
+    if exportable.exporting():
         exporter = "torch.export"
     else:
         exporter = "torch.onnx.export(..., dynamo=False)" if torch.onnx.is_in_onnx_export() else "torch.jit.trace"

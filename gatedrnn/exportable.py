@@ -7,7 +7,7 @@ captured graph (and the fused custom ops have no ONNX translation). Here the ref
 torch's ``scan`` higher-order op, which ``torch.export`` keeps as one node with a symbolic
 ``T`` and the ONNX exporter translates to an ONNX ``Scan``: the exported graph runs at any
 ``T`` and ``B``. :func:`gatedrnn.backends.select_backend` routes here while
-``torch.compiler.is_exporting()``; eager code never runs it.
+``torch.compiler.is_exporting()`` (:func:`exporting`); eager code never runs it.
 
 The op is called directly (``scan_op``, the operator behind the prototype
 ``torch._higher_order_ops.scan``), with every tensor the step reads passed in explicitly:
@@ -23,17 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
-from gatedrnn.reference import STEPS
-
 try:
     from torch._higher_order_ops.scan import scan_op
 except ImportError:  # a torch without the scan operator: the layers unroll their loop (with a warning)
     scan_op = None
 
 
+def exporting() -> bool:
+    """Whether ``torch.export`` (or ONNX's dynamo exporter, built on it) is capturing the call."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # absent from older torch: never exporting
+    return bool(is_exporting is not None and is_exporting())
+
+
 def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=None, zoneout=None):
     """Runs one layer in one direction; the contract of :func:`gatedrnn.reference.run_direction`
     (same arguments, same results), as a scan over time."""
+    from gatedrnn.reference import STEPS  # (here: the cells import this module for RefusesScript)
+
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
     step = STEPS[mode] if step is None else step
     T = x.shape[0]
@@ -74,13 +80,15 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
     return values[-1], final, (tuple(values) if want_trace else None)
 
 
-def refuse_script(module) -> None:
-    """What ``torch.jit.script`` meets in a gatedrnn module (its ``__prepare_scriptable__``):
-    an error that says what to use instead."""
-    raise RuntimeError(
-        f"torch.jit.script cannot compile gatedrnn's {type(module).__name__}: TorchScript (deprecated in "
-        "torch 2.x) takes neither its Python time loop and variants nor its argument checks. Capture the "
-        "model with torch.export.export(model, (x,)) instead (every cell and variant, any T and B; "
-        "torch.onnx.export(model, (x,), dynamo=True) for ONNX), or torch.jit.trace(model, (x,)) for a "
-        "plain cell"
-    )
+class RefusesScript:
+    """What every gatedrnn layer and cell is, beside its torch.nn base: ``torch.jit.script``
+    calls ``__prepare_scriptable__`` first, and meets an error that says what to use instead."""
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"torch.jit.script cannot compile gatedrnn's {type(self).__name__}: TorchScript (deprecated in "
+            "torch 2.x) takes neither its Python time loop and variants nor its argument checks. Capture the "
+            "model with torch.export.export(model, (x,)) instead (every cell and variant, any T and B; "
+            "torch.onnx.export(model, (x,), dynamo=True) for ONNX), or torch.jit.trace(model, (x,)) for a "
+            "plain cell"
+        )

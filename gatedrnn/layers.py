@@ -19,11 +19,12 @@ from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
 from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
 from gatedrnn.cells.lstm import PEEPHOLES, forget_block, lstm_step, peephole_names
+from gatedrnn.exportable import RefusesScript, exporting
 from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 
-class RNNBase(nn.RNNBase):
+class RNNBase(RefusesScript, nn.RNNBase):
     """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
 
     A subclass of :class:`torch.nn.RNNBase`, whose ``__init__`` registers the parameters
@@ -87,12 +88,6 @@ class RNNBase(nn.RNNBase):
             warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
             super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                              bidirectional, int(proj_size), device, dtype)  # fmt: skip
-
-    def __prepare_scriptable__(self):
-        """torch.jit.script calls this first: an error pointing to torch.export."""
-        from gatedrnn.exportable import refuse_script
-
-        refuse_script(self)
 
     # -- structure ------------------------------------------------------------------
 
@@ -226,12 +221,14 @@ class RNNBase(nn.RNNBase):
         holds every gate and state at every step.
 
         Every tensor argument is checked (shape, dtype, and device against the
-        parameters') before any kernel runs.
+        parameters') before any kernel runs. ``lengths`` and ``return_trace`` may come by
+        position too: ``torch.onnx.export(..., dynamo=False)`` passes every defaulted
+        argument so.
         """
         dtype = autocast_dtype(self, input)
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
             return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
-        if not torch.compiler.is_exporting():  # (export reads the weights by name; it warns of this assignment)
+        if not exporting():  # (export reads the weights by name; it warns of this assignment)
             self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:

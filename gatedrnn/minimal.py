@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from gatedrnn import _checks, exportable, reference
 from gatedrnn.backends import warn_unrolled
+from gatedrnn.exportable import RefusesScript
 from gatedrnn.scan import log_linear_scan
 from gatedrnn.trace import Trace
 
@@ -109,7 +110,7 @@ def scan_direction(mode, x, h0, weights, lengths, reverse, want_trace):
     return values[-1], (h_n,), (values if want_trace else None)
 
 
-class MinRNNBase(nn.Module):
+class MinRNNBase(RefusesScript, nn.Module):
     """What MinGRU and MinLSTM share: parameters ``weight_ih_l{k}`` ``(G·H, I)`` and
     ``bias_ih_l{k}`` ``(G·H,)`` per layer and direction (``_reverse``), uniform in
     ``±1/sqrt(H)`` as torch initializes its RNNs; torch.nn's constructor arguments (``dropout``
@@ -146,12 +147,6 @@ class MinRNNBase(nn.Module):
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
-
-    def __prepare_scriptable__(self):
-        """torch.jit.script calls this first: an error pointing to torch.export."""
-        from gatedrnn.exportable import refuse_script
-
-        refuse_script(self)
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
@@ -237,7 +232,7 @@ class MinRNNBase(nn.Module):
         (:mod:`gatedrnn.exportable`), under ``torch.jit.trace`` (and the legacy ONNX exporter)
         the parallel scan, whose operations take T from the input. The legacy ONNX exporter
         has no ``logcumsumexp``: there the reference loop is unrolled, with a warning."""
-        if torch.compiler.is_exporting():
+        if exportable.exporting():
             if exportable.scan_op is None:
                 warn_unrolled(type(self).__name__, {}, x.shape[0], "this torch has no scan operator")
                 return "reference"
@@ -307,7 +302,7 @@ class MinLSTM(MinRNNBase):
     mode = "MinLSTM"
 
 
-class MinCellBase(nn.Module):
+class MinCellBase(RefusesScript, nn.Module):
     """One step of a minimal cell: ``weight_ih (G·H, I)``, ``bias_ih (G·H,)``; input ``(B, I)``
     or ``(I,)``; returns ``h`` (and a :class:`~gatedrnn.Trace` with ``return_trace``)."""
 
@@ -324,12 +319,6 @@ class MinCellBase(nn.Module):
         stdv = 1.0 / math.sqrt(hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
-
-    def __prepare_scriptable__(self):
-        """torch.jit.script calls this first: an error pointing to torch.export."""
-        from gatedrnn.exportable import refuse_script
-
-        refuse_script(self)
 
     def forward(self, input, hx=None, return_trace=False):
         x = _checks.float_tensor("input", input, self.weight_ih)

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from gatedrnn import _checks
+from gatedrnn.exportable import RefusesScript
 
 
-class CellBase(nn.RNNCellBase):
+class CellBase(RefusesScript, nn.RNNCellBase):
     """Parameters ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih (G*H)``,
     ``bias_hh (G*H)`` for ``G`` gate blocks, registered and initialized by
     :class:`torch.nn.RNNCellBase` as torch.nn's cells are: every parameter uniform in
@@ -47,12 +48,6 @@ class CellBase(nn.RNNCellBase):
         expected = (size,) if unbatched else (batch, size)
         _checks.shape(name, value, expected, "(batch, hidden_size)" if not unbatched else "(hidden_size,)")
         return value.unsqueeze(0) if unbatched else value
-
-    def __prepare_scriptable__(self):
-        """torch.jit.script calls this first: an error pointing to torch.export."""
-        from gatedrnn.exportable import refuse_script
-
-        refuse_script(self)
 
     # -- conversion to and from torch.nn ------------------------------------------------
 
