@@ -115,7 +115,7 @@ def check_variant_backend(layer) -> None:
 
 
 def _run(name, layer, x, states, lengths, want_trace):
-    if name != "reference" and needs_reference(x, states, layer):
+    if name not in ("reference", "export") and needs_reference(x, states, layer):
         name = "reference"
     if name == "torch":
         return run_torch(layer, x, states, lengths, want_trace)

@@ -12,7 +12,9 @@ torch's ``scan`` higher-order op, which ``torch.export`` keeps as one node with 
 The op is called directly (``scan_op``, the operator behind the prototype
 ``torch._higher_order_ops.scan``), with every tensor the step reads passed in explicitly:
 the ``scan`` wrapper compiles its body with Dynamo on every call, about ten times slower to
-export (measured on torch 2.13; README, Export, tracing and streaming).
+export (measured on torch 2.13; README, Export, tracing and streaming). Under
+``strict=True`` export Dynamo itself traces the layer, and takes the wrapper (it refuses the
+bare op).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 try:
-    from torch._higher_order_ops.scan import scan_op
+    from torch._higher_order_ops.scan import scan, scan_op
 except ImportError:  # a torch without the scan operator: the layers unroll their loop (with a warning)
-    scan_op = None
+    scan = scan_op = None
 
 
 def exporting() -> bool:
@@ -75,7 +77,16 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
     init, given = list(state), [leaves[i] for i in tensors]
     if torch.onnx.is_in_onnx_export():  # an inference graph: no autograd (and no joint graph to decompose)
         init, xs, given = ([t.detach() for t in ts] for ts in (init, xs, given))
-    result = scan_op(body, init, xs, tuple(given))
+    if torch.compiler.is_dynamo_compiling():  # strict export: Dynamo captures torch's scan wrapper, not the op
+
+        def combine(carry, xs_t):  # the wrapper's form: (state, slices) -> (new state, outputs)
+            flat = body(*carry, *xs_t, *given)
+            return flat[:n_state], flat[n_state:]
+
+        final, values = scan(combine, init, xs)
+        result = [*final, *values]
+    else:
+        result = scan_op(body, init, xs, tuple(given))
     final, values = tuple(result[:n_state]), [v.flip(0) if reverse else v for v in result[n_state:]]
     return values[-1], final, (tuple(values) if want_trace else None)
 

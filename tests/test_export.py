@@ -218,3 +218,16 @@ def test_lengths_and_zoneout_export_as_inputs_of_the_graph():
         assert_outputs_equal(flat(exported(x, lengths)), want, "exported program with lengths")
     got = run_onnx(ort, onnx_model.model_proto.SerializeToString(), [x, lengths])
     assert_outputs_equal(got, want, "onnxruntime with lengths")
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm_peephole", "mingru"])
+def test_strict_export_captures_the_scan_too(name):
+    """strict=True: Dynamo traces the layer, and takes torch's scan wrapper (it refuses the bare op)."""
+    torch.manual_seed(0)
+    layer = CELLS[name]().eval()
+    dynamic = ({0: Dim("B", min=1), 1: Dim("T", min=1)},)
+    exported = torch.export.export(layer, (torch.randn(3, 6, 4),), dynamic_shapes=dynamic, strict=True).module()
+    for B, T in SIZES:
+        x = torch.randn(B, T, 4)
+        with torch.no_grad():
+            assert_outputs_equal(flat(exported(x)), flat(layer(x)), f"strict export of {name} at B={B}, T={T}")
