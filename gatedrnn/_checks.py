@@ -22,6 +22,8 @@ import numbers
 
 import torch
 
+from gatedrnn.exportable import exporting
+
 
 class ShapeError(ValueError, RuntimeError):
     """A tensor argument of the wrong shape."""
@@ -97,6 +99,8 @@ def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
         raise DeviceError(f"lengths is on device {value.device}; it must be on the CPU or the input's device {device}")
     if B == 0:
         return None  # no sequence, nothing to mask
+    if exporting():  # the values are data: the exported graph masks by whatever comes
+        return value.to(device, torch.int64)
     low, high = int(value.min()), int(value.max())
     if low < 1 or high > T:
         raise ValueError(f"lengths must lie in [1, T={T}], got values from {low} to {high}")

@@ -7,6 +7,11 @@
   without projection, trace or lengths, outside torch.compile; on other devices, torch's kernel
   (cuDNN) whenever no trace or lengths are asked for; the fused backend everywhere else.
 
+While a graph is captured (:func:`capture_backend`) the backend is one whose graph runs at
+every sequence length: under ``torch.export`` and ONNX's dynamo exporter the reference step
+inside torch's ``scan`` (:mod:`gatedrnn.exportable`); under ``torch.jit.trace`` and the legacy
+ONNX exporter built on it, torch's kernels for a plain cell.
+
 Under ``torch.func`` transforms (``grad``, ``jacrev``, ``jvp``, ``vmap``, ...) and forward-mode
 AD (``torch.autograd.forward_ad``) every backend runs the reference loop: the fused custom ops
 and torch's kernels have no forward-mode formula, and the reference is differentiable to
@@ -17,13 +22,14 @@ graph when ``create_graph=True``.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-from gatedrnn import fused, reference
+from gatedrnn import exportable, fused, reference
 
 BACKENDS = ("auto", "reference", "fused")
 
@@ -37,16 +43,69 @@ def select_backend(layer, x, lengths, want_trace):
         name = "fused"  # a variant or a regularizer in force: torch's kernel has none of them
     elif name == "torch" and layer.training and layer.weight_dropout:
         name = "fused"  # torch's kernel reads the weights itself: it would miss the dropped W_hh
-    return functools.partial(_run, name)
+    return functools.partial(_run, capture_backend(layer, name, x, lengths, want_trace))
+
+
+def capture_backend(layer, name, x, lengths, want_trace) -> str:
+    """The backend to run while a graph is captured, one whose graph runs at every T:
+
+    - ``torch.export`` and ``torch.onnx.export(..., dynamo=True)``: ``"export"``, the reference
+      step in torch's ``scan`` (every cell and variant);
+    - ``torch.jit.trace`` and ``torch.onnx.export(..., dynamo=False)`` (built on it): torch's
+      kernel (``aten::lstm``, ``gru``, ``rnn_*``, which ONNX exports as its LSTM, GRU, RNN ops)
+      for a plain cell; under ``torch.jit.trace`` alone the fused custom ops for the rest (the
+      native loops: every variant and regularizer; ONNX has no translation of them);
+    - anything else traced: the reference loop, unrolled over the traced T, with a
+      :class:`torch.jit.TracerWarning` that says so.
+
+    Outside a capture, ``name`` unchanged.
+    """
+    if exportable.exporting():
+        if exportable.scan_op is None:
+            warn_unrolled(type(layer).__name__, {}, x.shape[0], "this torch has no scan operator")
+            return "reference"
+        return "export"
+    if not torch.jit.is_tracing():
+        return name
+    onnx = torch.onnx.is_in_onnx_export()
+    plain = not layer.beyond_torch()
+    whole = lengths is None and not want_trace and not (layer.training and layer.weight_dropout)
+    if plain and whole and not (onnx and layer.proj_size):  # ONNX's LSTM has no projection
+        return "torch"
+    if not onnx and fused.native_available_for(x.device):
+        return "fused"  # the native ops take every T, every variant and regularizer included
+    why = {k: v for k, v in layer.variant().items() if k != "cell"}
+    why |= {"zoneout": layer.zoneout_given()} if any(layer.zoneout) else {}
+    why |= {"recurrent_dropout": layer.recurrent_dropout} if layer.training and layer.recurrent_dropout else {}
+    why |= {"proj_size": layer.proj_size} if layer.proj_size else {}
+    why |= ({"lengths": "given"} if lengths is not None else {}) | ({"return_trace": True} if want_trace else {})
+    why |= {"weight_dropout": layer.weight_dropout} if layer.training and layer.weight_dropout else {}
+    warn_unrolled(type(layer).__name__, why, x.shape[0])
+    return "reference"
+
+
+def warn_unrolled(what: str, why: dict, T: int, remedy: str | None = None) -> None:
+    """Says that a captured graph holds the time loop unrolled: it runs at the traced T only."""
+    if exportable.exporting():
+        exporter = "torch.export"
+    else:
+        exporter = "torch.onnx.export(..., dynamo=False)" if torch.onnx.is_in_onnx_export() else "torch.jit.trace"
+    options = ", ".join(f"{k}={v}" for k, v in why.items())
+    remedy = remedy or "torch.export.export or torch.onnx.export(..., dynamo=True) capture it for every length"
+    warnings.warn(
+        f"{exporter} unrolls the time loop of gatedrnn.{what}({options}) over the traced length T={T}: the "
+        f"captured graph runs at that length only; {remedy}",
+        torch.jit.TracerWarning, stacklevel=3,
+    )  # fmt: skip
 
 
 def _run(name, layer, x, states, lengths, want_trace):
-    if name != "reference" and needs_reference(x, states, layer):
+    if name not in ("reference", "export") and needs_reference(x, states, layer):
         name = "reference"
     if name == "torch":
         return run_torch(layer, x, states, lengths, want_trace)
-    run_direction = fused.run_direction if name == "fused" else reference.run_direction
-    return layer.run_layers(run_direction, x, states, lengths, want_trace)
+    runs = {"fused": fused.run_direction, "export": exportable.run_direction, "reference": reference.run_direction}
+    return layer.run_layers(runs[name], x, states, lengths, want_trace)
 
 
 def needs_reference(x, states, layer) -> bool:

@@ -19,11 +19,12 @@ from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
 from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
 from gatedrnn.cells.lstm import PEEPHOLES, forget_block, lstm_step, peephole_names
+from gatedrnn.exportable import RefusesScript, exporting
 from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 
-class RNNBase(nn.RNNBase):
+class RNNBase(RefusesScript, nn.RNNBase):
     """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
 
     A subclass of :class:`torch.nn.RNNBase`, whose ``__init__`` registers the parameters
@@ -207,7 +208,7 @@ class RNNBase(nn.RNNBase):
 
     # -- forward ------------------------------------------------------------------
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Run the layer over a sequence, as torch.nn's forward does.
 
         ``input`` is ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)``
@@ -218,12 +219,15 @@ class RNNBase(nn.RNNBase):
         holds every gate and state at every step.
 
         Every tensor argument is checked (shape, dtype, and device against the
-        parameters') before any kernel runs.
+        parameters') before any kernel runs. ``lengths`` and ``return_trace`` may come by
+        position too: ``torch.onnx.export(..., dynamo=False)`` passes every defaulted
+        argument so.
         """
         dtype = autocast_dtype(self, input)
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
             return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
-        self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
+        if not exporting():  # (export reads the weights by name; it warns of this assignment)
+            self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks, reference
+from gatedrnn import _checks, exportable, reference
+from gatedrnn.backends import warn_unrolled
+from gatedrnn.exportable import RefusesScript
 from gatedrnn.fused import native_available_for
 from gatedrnn.fused.linear import linear_recurrence
 from gatedrnn.scan import log_linear_scan
@@ -144,7 +146,7 @@ def scan_direction(mode, x, h0, weights, lengths, reverse, want_trace):
     return values[-1], (h_n,), (values if want_trace else None)
 
 
-class MinRNNBase(nn.Module):
+class MinRNNBase(RefusesScript, nn.Module):
     """What MinGRU and MinLSTM share: parameters ``weight_ih_l{k}`` ``(G·H, I)`` and
     ``bias_ih_l{k}`` ``(G·H,)`` per layer and direction (``_reverse``), uniform in
     ``±1/sqrt(H)`` as torch initializes its RNNs; torch.nn's constructor arguments (``dropout``
@@ -198,7 +200,7 @@ class MinRNNBase(nn.Module):
         s += ", bidirectional=True" if self.bidirectional else ""
         return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace=False):
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Returns the output ``(T, B, D·H)`` (``(B, T, D·H)`` batch-first, a
         ``PackedSequence`` for one) and ``h_n`` ``(L·D, B, H)``; with ``return_trace`` also a
         :class:`~gatedrnn.Trace` of every gate, ``(L·D, T, B, H)`` (batch-first: ``(L·D, B, T, H)``)."""
@@ -222,6 +224,7 @@ class MinRNNBase(nn.Module):
         backend = self.backend
         if backend == "auto":
             backend = "scan" if x.device.type != "cpu" else ("fused" if native_available_for(x.device) else "reference")
+        backend = self._capture_backend(backend, x)
         finals, traces = [], []
         for layer in range(self.num_layers):
             outputs = []
@@ -234,7 +237,8 @@ class MinRNNBase(nn.Module):
                     out, (h_n,), values = run(self.mode, x, h0[k], weights, lengths, direction == 1, return_trace)
                 else:
                     weight_ih, bias_ih = weights  # no recurrent weights, no projection
-                    out, (h_n,), values = reference.run_direction(
+                    loop = exportable if backend == "export" else reference
+                    out, (h_n,), values = loop.run_direction(
                         self.mode, x, (h0[k],), (weight_ih, None, bias_ih, None, None), lengths, direction == 1,
                         return_trace, step=STEPS[self.mode],
                     )  # fmt: skip
@@ -261,6 +265,24 @@ class MinRNNBase(nn.Module):
             value = torch.stack(value)  # (L*D, T, B, H)
             trace[name] = value.squeeze(2) if unbatched else (value.transpose(1, 2) if self.batch_first else value)
         return x, h_n, Trace(trace)
+
+    def _capture_backend(self, backend: str, x: torch.Tensor) -> str:
+        """While a graph is captured, a loop whose graph runs at every T: under ``torch.export``
+        and ONNX's dynamo exporter the reference step in torch's ``scan``
+        (:mod:`gatedrnn.exportable`), under ``torch.jit.trace`` (and the legacy ONNX exporter)
+        the parallel scan, whose operations take T from the input. The legacy ONNX exporter
+        has no ``logcumsumexp``: there the reference loop is unrolled, with a warning."""
+        if exportable.exporting():
+            if exportable.scan_op is None:
+                warn_unrolled(type(self).__name__, {}, x.shape[0], "this torch has no scan operator")
+                return "reference"
+            return "export"
+        if not torch.jit.is_tracing():
+            return backend
+        if torch.onnx.is_in_onnx_export():
+            warn_unrolled(type(self).__name__, {}, x.shape[0])
+            return "reference"
+        return "scan"
 
     def _check_input(self, input):
         x = _checks.float_tensor("input", input, self.weight_ih_l0)
@@ -320,7 +342,7 @@ class MinLSTM(MinRNNBase):
     mode = "MinLSTM"
 
 
-class MinCellBase(nn.Module):
+class MinCellBase(RefusesScript, nn.Module):
     """One step of a minimal cell: ``weight_ih (G·H, I)``, ``bias_ih (G·H,)``; input ``(B, I)``
     or ``(I,)``; returns ``h`` (and a :class:`~gatedrnn.Trace` with ``return_trace``)."""
 

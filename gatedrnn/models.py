@@ -87,6 +87,19 @@ class SequenceModel(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                reduction="none").view(targets.shape)  # fmt: skip
 
+    def stream(self, x: torch.Tensor, state=None):
+        """One chunk of a stream: ``out, state = model.stream(chunk, state)``, as a layer's
+        ``out, state = layer(chunk, state)``.
+
+        ``x`` is the next chunk, (B, T_chunk, I) features or (B, T_chunk) tokens (one step:
+        ``T_chunk = 1``); ``state`` is what the previous call returned (None to start). Returns
+        the chunk's outputs, (B, T_chunk, O) (with readout "last" the chunk's last step, (B, O)),
+        and the state after it. In eval mode, a sequence fed chunk by chunk gives what it gives
+        in one call: the chunks' outputs concatenated are the whole sequence's (readout "last":
+        the last chunk's is the whole's).
+        """
+        return self(x, state, return_state=True)
+
     def forward(self, x, hx=None, return_trace=False, return_state=False, lengths=None):
         """x: (B, T, I) features or (B, T) tokens; ``lengths`` (B,) marks padded batches.
         Returns (B, T, O), or (B, O) with readout "last" (each sequence's last valid step);

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from gatedrnn import _checks
+from gatedrnn.exportable import RefusesScript
 
 
-class CellBase(nn.RNNCellBase):
+class CellBase(RefusesScript, nn.RNNCellBase):
     """Parameters ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih (G*H)``,
     ``bias_hh (G*H)`` for ``G`` gate blocks, registered and initialized by
     :class:`torch.nn.RNNCellBase` as torch.nn's cells are: every parameter uniform in

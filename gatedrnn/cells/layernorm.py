@@ -22,7 +22,7 @@ from torch import nn
 
 
 def _ln(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    return F.layer_norm(x, x.shape[-1:], gain, bias, eps=1e-5)
+    return F.layer_norm(x, gain.shape, gain, bias, eps=1e-5)  # gain: (F,), x: (B, F)
 
 
 def ln_lstm_step(xw, state, weight_hh, bias_hh, weight_hr=None, *, bias_ih, gain_ih, gain_hh, gain_c, bias_c,

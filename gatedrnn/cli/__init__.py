@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 
-from gatedrnn.cli import demo, evaluate, generate, predict, presets, report, train
+from gatedrnn.cli import demo, evaluate, export, generate, predict, presets, report, train
 from gatedrnn.cli.errors import UsageError
 
 SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "predict": predict,
-               "report": report, "presets": presets}  # fmt: skip
+               "report": report, "presets": presets, "export": export}  # fmt: skip
 
 
 def version() -> str:

@@ -60,7 +60,8 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
         variant["keep"] = tuple(keep_tensor(k, x) for k in zoneout)
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
     xw = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): every step's input projection at once
-    needs_grad = torch.is_grad_enabled() and any(
+    # torch.jit.trace checks its graph by tracing again under no_grad: the graph must not depend on it
+    needs_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (xw, *state, weight_hh, bias_hh, weight_hr)
     )
     save = want_trace or needs_grad  # keep the activations only for a backward or a trace
