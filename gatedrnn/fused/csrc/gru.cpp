@@ -16,12 +16,10 @@ struct GruCell {
   int64_t H, G, R1, R2 = 0, A, E = 0, gated = 0;
   explicit GruCell(int64_t H) : H(H), G(3 * H), R1(3 * H), A(4 * H) {}
 
-  void forward(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh = row.gh;
-    const T* __restrict__ h_prev = row.h_prev;
-    T* __restrict__ act = row.act;
-    T* __restrict__ h = row.h;
+  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_prev, row.act, row.h); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ h_prev,
+                   T* __restrict__ act, T* __restrict__ h) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T r = sigmoid(x[j] + gh[j]);                    // reset gate
@@ -37,13 +35,13 @@ struct GruCell {
 
   template <bool kTrace>
   void backward(const GradRow<T>& row) const {
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ h_prev = row.h_prev;
-    const T* __restrict__ d_h = row.d_h;
-    const T* __restrict__ d_tr = row.d_act;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ d_gh = row.d_gh;
-    T* __restrict__ direct = row.d_h_direct;
+    backward_row<kTrace>(row.act, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_gh, row.d_h_direct);
+  }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ h_prev, const T* __restrict__ d_h,
+                    const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ d_gh,
+                    T* __restrict__ direct) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T r = act[j], z = act[H + j], n = act[2 * H + j], hn = act[3 * H + j];
@@ -78,11 +76,10 @@ struct ChoGruCell {
   int64_t H, G, R1, R2, A, E = 0, gated;
   explicit ChoGruCell(int64_t H) : H(H), G(3 * H), R1(2 * H), R2(H), A(4 * H), gated(3 * H) {}
 
-  void forward(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh = row.gh;
-    const T* __restrict__ h_in = row.h_in;
-    T* __restrict__ act = row.act;
+  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_in, row.act); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ h_in,
+                   T* __restrict__ act) const {
     for (int64_t j = 0; j < H; ++j) {
       const T r = sigmoid(x[j] + gh[j]);          // reset gate
       const T z = sigmoid(x[H + j] + gh[H + j]);  // update gate
@@ -92,12 +89,10 @@ struct ChoGruCell {
     }
   }
 
-  void forward2(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh2 = row.gh2;
-    const T* __restrict__ h_prev = row.h_prev;
-    T* __restrict__ act = row.act;
-    T* __restrict__ h = row.h;
+  void forward2(const StepRow<T>& row) const { forward2_row(row.x, row.gh2, row.h_prev, row.act, row.h); }
+
+  void forward2_row(const T* __restrict__ x, const T* __restrict__ gh2, const T* __restrict__ h_prev,
+                    T* __restrict__ act, T* __restrict__ h) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T z = act[H + j];
@@ -108,13 +103,14 @@ struct ChoGruCell {
   }
 
   template <bool kTrace>
-  void backward(const GradRow<T>& row) const {  // z and n, before the second product
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ h_prev = row.h_prev;
-    const T* __restrict__ d_h = row.d_h;
-    const T* __restrict__ d_tr = row.d_act;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ direct = row.d_h_direct;
+  // z and n, before the second product
+  void backward(const GradRow<T>& row) const {
+    backward_row<kTrace>(row.act, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_h_direct);
+  }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ h_prev, const T* __restrict__ d_h,
+                    const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ direct) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T z = act[H + j], n = act[2 * H + j];
@@ -127,13 +123,14 @@ struct ChoGruCell {
   }
 
   template <bool kTrace>
-  void backward_first(const GradRow<T>& row) const {  // r, from the gradient of r h_in
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ h_in = row.h_in;
-    const T* __restrict__ d_gated = row.d_gated;
-    const T* __restrict__ d_tr = row.d_act;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ d_h_in = row.d_h_in;
+  // r, from the gradient of r h_in
+  void backward_first(const GradRow<T>& row) const {
+    backward_first_row<kTrace>(row.act, row.h_in, row.d_gated, row.d_act, row.d_x, row.d_h_in);
+  }
+
+  template <bool kTrace>
+  void backward_first_row(const T* __restrict__ act, const T* __restrict__ h_in, const T* __restrict__ d_gated,
+                          const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ d_h_in) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T r = act[j];
@@ -154,11 +151,10 @@ struct MguCell {
   int64_t H, G, R1, R2, A, E = 0, gated;
   explicit MguCell(int64_t H) : H(H), G(2 * H), R1(H), R2(H), A(3 * H), gated(2 * H) {}
 
-  void forward(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh = row.gh;
-    const T* __restrict__ h_in = row.h_in;
-    T* __restrict__ act = row.act;
+  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_in, row.act); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ h_in,
+                   T* __restrict__ act) const {
     for (int64_t j = 0; j < H; ++j) {
       const T f = sigmoid(x[j] + gh[j]);  // the one gate
       act[j] = f;
@@ -166,12 +162,10 @@ struct MguCell {
     }
   }
 
-  void forward2(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh2 = row.gh2;
-    const T* __restrict__ h_prev = row.h_prev;
-    T* __restrict__ act = row.act;
-    T* __restrict__ h = row.h;
+  void forward2(const StepRow<T>& row) const { forward2_row(row.x, row.gh2, row.h_prev, row.act, row.h); }
+
+  void forward2_row(const T* __restrict__ x, const T* __restrict__ gh2, const T* __restrict__ h_prev,
+                    T* __restrict__ act, T* __restrict__ h) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T f = act[j];
@@ -182,13 +176,14 @@ struct MguCell {
   }
 
   template <bool kTrace>
-  void backward(const GradRow<T>& row) const {  // n, and f's share through the blend (kept in d_x)
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ h_prev = row.h_prev;
-    const T* __restrict__ d_h = row.d_h;
-    const T* __restrict__ d_tr = row.d_act;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ direct = row.d_h_direct;
+  // n, and f's share through the blend (kept in d_x)
+  void backward(const GradRow<T>& row) const {
+    backward_row<kTrace>(row.act, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_h_direct);
+  }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ h_prev, const T* __restrict__ d_h,
+                    const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ direct) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T f = act[j], n = act[H + j];
@@ -200,12 +195,14 @@ struct MguCell {
   }
 
   template <bool kTrace>
-  void backward_first(const GradRow<T>& row) const {  // f, adding its share through f h_in
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ h_in = row.h_in;
-    const T* __restrict__ d_gated = row.d_gated;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ d_h_in = row.d_h_in;
+  // f, adding its share through f h_in
+  void backward_first(const GradRow<T>& row) const {
+    backward_first_row<kTrace>(row.act, row.h_in, row.d_gated, row.d_x, row.d_h_in);
+  }
+
+  template <bool kTrace>
+  void backward_first_row(const T* __restrict__ act, const T* __restrict__ h_in, const T* __restrict__ d_gated,
+                          T* __restrict__ d_x, T* __restrict__ d_h_in) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T f = act[j];
@@ -236,14 +233,12 @@ struct LnGruCell {
         gain_hh(gain_hh.data_ptr<T>()),
         bias_hh(bias_hh.defined() ? bias_hh.data_ptr<T>() : nullptr) {}
 
-  void forward(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ h_prev = row.h_prev;
-    T* __restrict__ act = row.act;
-    T* __restrict__ gn = row.act + 4 * H;
-    T* __restrict__ h = row.h;
+  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_prev, row.act, row.act + 4 * H, row.h); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ h_prev,
+                   T* __restrict__ act, T* __restrict__ gn, T* __restrict__ h) const {
     const T one = 1;
-    act[7 * H] = normalize(row.gh, gn, 3 * H);
+    act[7 * H] = normalize(gh, gn, 3 * H);
     for (int64_t j = 0; j < H; ++j) {
       T a[3];
       for (int64_t k = 0; k < 3; ++k) {
@@ -263,15 +258,14 @@ struct LnGruCell {
 
   template <bool kTrace>
   void backward(const GradRow<T>& row) const {
-    const T* __restrict__ act = row.act;
-    const T* __restrict__ gn = row.act + 4 * H;
-    const T* __restrict__ h_prev = row.h_prev;
-    const T* __restrict__ d_h = row.d_h;
-    const T* __restrict__ d_tr = row.d_act;
-    T* __restrict__ d_x = row.d_x;
-    T* __restrict__ d_a = row.d_extra;  // gradient of a_h
-    T* __restrict__ d_gh = row.d_gh;
-    T* __restrict__ direct = row.d_h_direct;
+    backward_row<kTrace>(row.act, row.act + 4 * H, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_extra, row.d_gh,
+                         row.d_h_direct);
+  }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ gn, const T* __restrict__ h_prev,
+                    const T* __restrict__ d_h, const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ d_a,
+                    T* __restrict__ d_gh, T* __restrict__ direct) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T r = act[j], z = act[H + j], n = act[2 * H + j], an = act[3 * H + j];

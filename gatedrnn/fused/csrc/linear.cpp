@@ -5,6 +5,15 @@
 #include "common.h"
 
 namespace gatedrnn {
+namespace {
+
+template <typename T>
+void step(T* __restrict__ h, const T* __restrict__ a, const T* __restrict__ h_prev, const T* __restrict__ b,
+          int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = a[i] * h_prev[i] + b[i];
+}
+
+}  // namespace
 
 // a, b (T, B, H); h0 (B, H); reverse reads from the last step to the first. Returns {h (T, B, H)}.
 std::vector<Tensor> linear_recurrence(const Tensor& a_in, const Tensor& b_in, const Tensor& h0_in, bool reverse) {
@@ -22,11 +31,8 @@ std::vector<Tensor> linear_recurrence(const Tensor& a_in, const Tensor& b_in, co
       const scalar_t* prev = h0p + begin;
       for (int64_t s = 0; s < T; ++s) {
         const int64_t t = reverse ? T - 1 - s : s;
-        const scalar_t* __restrict__ at_ = ap + t * N + begin;
-        const scalar_t* __restrict__ bt = bp + t * N + begin;
-        const scalar_t* __restrict__ pr = prev;
-        scalar_t* __restrict__ ht = hp + t * N + begin;
-        for (int64_t i = 0; i < n; ++i) ht[i] = at_[i] * pr[i] + bt[i];
+        scalar_t* ht = hp + t * N + begin;
+        step(ht, ap + t * N + begin, prev, bp + t * N + begin, n);
         prev = ht;
       }
     });

@@ -29,13 +29,10 @@ struct LstmCell {
         w_cf(peephole ? peephole + H : nullptr),
         w_co(peephole ? peephole + 2 * H : nullptr) {}
 
-  void forward(const StepRow<T>& r) const {
-    const T* __restrict__ x = r.x;
-    const T* __restrict__ gh = r.gh;
-    const T* __restrict__ c_prev = r.c_prev;
-    T* __restrict__ act = r.act;
-    T* __restrict__ c = r.c;
-    T* __restrict__ m = r.h;
+  void forward(const StepRow<T>& r) const { forward_row(r.x, r.gh, r.c_prev, r.act, r.c, r.h); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ c_prev,
+                   T* __restrict__ act, T* __restrict__ c, T* __restrict__ m) const {
     for (int64_t j = 0; j < H; ++j) {
       const T cp = c_prev[j];
       T a_f = x[kF * H + j] + gh[kF * H + j];
@@ -67,14 +64,13 @@ struct LstmCell {
   // gradients and that of c_{t-1}.
   template <bool kTrace>
   void backward(const GradRow<T>& r) const {
-    const T* __restrict__ act = r.act;
-    const T* __restrict__ c = r.c;
-    const T* __restrict__ c_prev = r.c_prev;
-    const T* __restrict__ d_m = r.d_h;
-    const T* __restrict__ d_c = r.d_c;
-    const T* __restrict__ d_tr = r.d_act;
-    T* __restrict__ d_x = r.d_x;
-    T* __restrict__ d_c_prev = r.d_c_prev;
+    backward_row<kTrace>(r.act, r.c, r.c_prev, r.d_h, r.d_c, r.d_act, r.d_x, r.d_c_prev);
+  }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ c, const T* __restrict__ c_prev,
+                    const T* __restrict__ d_m, const T* __restrict__ d_c, const T* __restrict__ d_tr,
+                    T* __restrict__ d_x, T* __restrict__ d_c_prev) const {
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
@@ -145,14 +141,14 @@ struct LnLstmCell {
         bias_c_t(ln_c[1]) {}
 
   void forward(const StepRow<T>& r) const {
-    const T* __restrict__ x = r.x;
-    const T* __restrict__ c_prev = r.c_prev;
-    T* __restrict__ act = r.act;
-    T* __restrict__ gn = r.act + 4 * H;  // the normalized product
-    T* __restrict__ cn = r.act + 8 * H;  // the normalized cell state
-    T* __restrict__ c = r.c;
-    T* __restrict__ m = r.h;
-    act[9 * H] = normalize(r.gh, gn, 4 * H);
+    forward_row(r.x, r.gh, r.c_prev, r.act, r.act + 4 * H, r.act + 8 * H, r.c, r.h);
+  }
+
+  // gn: the normalized product, cn: the normalized cell state (both kept in act)
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ c_prev,
+                   T* __restrict__ act, T* __restrict__ gn, T* __restrict__ cn, T* __restrict__ c,
+                   T* __restrict__ m) const {
+    act[9 * H] = normalize(gh, gn, 4 * H);
     for (int64_t k = 0; k < 4 * H; ++k) {  // the pre-activations, in act until the gates replace them
       act[k] = x[k] + gain_hh[k] * gn[k] + (bias_hh ? bias_hh[k] : T(0));
     }
@@ -170,18 +166,17 @@ struct LnLstmCell {
 
   template <bool kTrace>
   void backward(const GradRow<T>& r) const {
-    const T* __restrict__ act = r.act;
-    const T* __restrict__ gn = r.act + 4 * H;
-    const T* __restrict__ cn = r.act + 8 * H;
+    backward_row<kTrace>(r.act, r.act + 4 * H, r.act + 8 * H, r.c_prev, r.d_h, r.d_c, r.d_act, r.d_x, r.d_gh,
+                         r.d_extra, r.d_c_prev);
+  }
+
+  // d_y: the gradient of γ_c LN(c) + β_c, kept for γ_c and β_c
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ act, const T* __restrict__ gn, const T* __restrict__ cn,
+                    const T* __restrict__ c_prev, const T* __restrict__ d_m, const T* __restrict__ d_c,
+                    const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ d_gh, T* __restrict__ d_y,
+                    T* __restrict__ d_c_prev) const {
     const T rstd = act[9 * H], rstd_c = act[9 * H + 1];
-    const T* __restrict__ c_prev = r.c_prev;
-    const T* __restrict__ d_m = r.d_h;
-    const T* __restrict__ d_c = r.d_c;
-    const T* __restrict__ d_tr = r.d_act;
-    T* __restrict__ d_x = r.d_x;
-    T* __restrict__ d_gh = r.d_gh;
-    T* __restrict__ d_y = r.d_extra;  // gradient of γ_c LN(c) + β_c
-    T* __restrict__ d_c_prev = r.d_c_prev;
     const T one = 1;
     for (int64_t j = 0; j < H; ++j) {  // through tanh into the normalized c: d_c_prev holds it a moment
       const T o = act[3 * H + j], ty = tanh_(gain_c[j] * cn[j] + bias_c[j]);

@@ -12,10 +12,9 @@ struct RnnCell {
   int64_t H, G, R1, R2 = 0, A = 0, E = 0, gated = 0;
   explicit RnnCell(int64_t H) : H(H), G(H), R1(H) {}
 
-  void forward(const StepRow<T>& row) const {
-    const T* __restrict__ x = row.x;
-    const T* __restrict__ gh = row.gh;
-    T* __restrict__ h = row.h;
+  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h); }
+
+  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, T* __restrict__ h) const {
     for (int64_t j = 0; j < H; ++j) {
       const T a = x[j] + gh[j];
       if constexpr (kRelu) {
@@ -27,10 +26,10 @@ struct RnnCell {
   }
 
   template <bool kTrace>
-  void backward(const GradRow<T>& row) const {
-    const T* __restrict__ h = row.h;
-    const T* __restrict__ d_h = row.d_h;
-    T* __restrict__ d_x = row.d_x;
+  void backward(const GradRow<T>& row) const { backward_row<kTrace>(row.h, row.d_h, row.d_x); }
+
+  template <bool kTrace>
+  void backward_row(const T* __restrict__ h, const T* __restrict__ d_h, T* __restrict__ d_x) const {
     for (int64_t j = 0; j < H; ++j) {
       if constexpr (kRelu) {
         d_x[j] = h[j] > T(0) ? d_h[j] : T(0);
