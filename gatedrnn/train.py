@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gatedrnn import checkpoint, distributed, lock
+from gatedrnn import checkpoint, distributed, init, lock
 from gatedrnn.tasks import TASKS, task_from_config
 from gatedrnn.tasks.base import to_device
 from gatedrnn.tasks.data import fingerprint
@@ -41,6 +41,7 @@ class TrainConfig:
     adaptive_softmax: list = field(default_factory=list)  # language models: cutoffs of an adaptive softmax
     backend: str = "auto"
     forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
+    chrono: float = 0.0  # LSTM, GRU: chrono initialization up to this many steps (Tallec & Ollivier 2018); 0: off
     peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
     coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
     layer_norm: bool = False  # LSTM and GRU: layer normalization as haste's LayerNormLSTM/GRU (Ba et al. 2016)
@@ -82,6 +83,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
             if getattr(self, name) and self.cell.startswith("conv"):
                 raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
+        if self.chrono and self.cell not in ("lstm", "gru"):
+            raise ValueError(f"--chrono initializes the gates of the LSTM and the GRU, got --cell {self.cell}")
+        if self.chrono and self.chrono < 2:
+            raise ValueError(f"--chrono must be at least 2 (the longest time constant, in steps), got {self.chrono}")
         if self.layer_norm and self.cell not in ("lstm", "gru"):
             raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell}")
         for flag in ("peephole", "coupled"):
@@ -140,7 +145,10 @@ def build(config: TrainConfig, run_dir=None):
     task reuses what the run saved (a text run's vocab.json) instead of rebuilding it."""
     task = task_from_config(config, run_dir)
     torch.manual_seed(config.seed)
-    return task, task.make_model(config).to(config.device)
+    model = task.make_model(config)
+    if config.chrono:  # after the layers' own initialization, from the same seeded generator
+        init.chrono_(model, config.chrono)
+    return task, model.to(config.device)
 
 
 def identity(config: TrainConfig, data: bool = True) -> dict:

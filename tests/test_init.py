@@ -71,3 +71,22 @@ def test_reproducible_and_every_kind_of_module():
 def test_errors(module, t_max, error, match):
     with pytest.raises(error, match=match):
         gatedrnn.init.chrono_(module, t_max)
+
+
+def test_train_chrono_option_initializes_the_gates_and_is_refused_where_it_has_none(tmp_path, capsys):
+    from gatedrnn.cli import main
+    from gatedrnn.train import TrainConfig, build
+
+    for cell in ("lstm", "gru"):
+        chrono = build(TrainConfig(task="adding", cell=cell, length=20, hidden_size=8, chrono=50))[1]
+        plain = build(TrainConfig(task="adding", cell=cell, length=20, hidden_size=8))[1]
+        gatedrnn.init.chrono_(plain, 50)  # the same draws, after the same seeded initialization
+        expected, actual = plain.state_dict(), chrono.state_dict()
+        assert all(torch.equal(actual[k], expected[k]) for k in expected), cell
+        fresh = build(TrainConfig(task="adding", cell=cell, length=20, hidden_size=8))[1].state_dict()
+        assert any(not torch.equal(actual[k], fresh[k]) for k in fresh), cell  # chrono changed the biases
+    common = ["train", "--task", "adding", "--length", "8", "--hidden-size", "4", "--steps", "2", "--no-report"]
+    assert main([*common, "--cell", "rnn", "--chrono", "10", "--out", str(tmp_path / "r")]) == 2
+    assert "--chrono initializes the gates of the LSTM and the GRU, got --cell rnn" in capsys.readouterr().err
+    assert main([*common, "--cell", "gru", "--chrono", "1", "--out", str(tmp_path / "g")]) == 2
+    assert "--chrono must be at least 2" in capsys.readouterr().err

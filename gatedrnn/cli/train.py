@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
                    help="language models: an adaptive softmax with these cutoffs, e.g. 1000,4000 (vocabulary by frequency)")
     p.add_argument("--backend", choices=["auto", "fused", "reference", "scan"],
                    help="implementation (default auto; scan: the parallel scan of mingru and minlstm)")
+    p.add_argument("--chrono", type=float, metavar="T_MAX",
+                   help="LSTM, GRU: chrono initialization, gate time constants spread up to T_MAX steps "
+                        "(Tallec & Ollivier 2018; default off)")
     p.add_argument("--peephole", action="store_true", default=None,
                    help="LSTM: peephole connections from the cell state into the gates (Gers & Schmidhuber 2000)")
     p.add_argument("--recurrent-dropout", type=float, metavar="P",
