@@ -256,35 +256,18 @@ struct LnGruCell {
     }
   }
 
+  // torch's GRU backward on r, z, n, a_hn (act's first 4H), its gradient of a_h kept in d_extra
+  // for gamma_h and b_hh; then through the norm to W_hh h_in
   template <bool kTrace>
   void backward(const GradRow<T>& row) const {
-    backward_row<kTrace>(row.act, row.act + 4 * H, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_extra, row.d_gh,
-                         row.d_h_direct);
+    GruCell<T>(H).template backward_row<kTrace>(row.act, row.h_prev, row.d_h, row.d_act, row.d_x, row.d_extra,
+                                                row.d_h_direct);
+    norm_backward_row(row.d_extra, row.act + 4 * H, row.act[7 * H], row.d_gh);
   }
 
-  template <bool kTrace>
-  void backward_row(const T* __restrict__ act, const T* __restrict__ gn, const T* __restrict__ h_prev,
-                    const T* __restrict__ d_h, const T* __restrict__ d_tr, T* __restrict__ d_x, T* __restrict__ d_a,
-                    T* __restrict__ d_gh, T* __restrict__ direct) const {
-    const T one = 1;
-    for (int64_t j = 0; j < H; ++j) {
-      const T r = act[j], z = act[H + j], n = act[2 * H + j], an = act[3 * H + j];
-      T d_r = kTrace ? d_tr[j] : T(0);
-      const T d_z = d_h[j] * (h_prev[j] - n) + (kTrace ? d_tr[H + j] : T(0));
-      const T d_n = d_h[j] * (one - z) + (kTrace ? d_tr[2 * H + j] : T(0));
-      const T d_an = d_n * (one - n * n);
-      d_r += d_an * an;
-      const T d_ar = d_r * r * (one - r), d_az = d_z * z * (one - z);
-      d_x[j] = d_ar;
-      d_x[H + j] = d_az;
-      d_x[2 * H + j] = d_an;
-      d_a[j] = d_ar;
-      d_a[H + j] = d_az;
-      d_a[2 * H + j] = d_an * r;
-      direct[j] = d_h[j] * z;
-    }
+  void norm_backward_row(const T* __restrict__ d_a, const T* __restrict__ gn, T rstd, T* __restrict__ d_gh) const {
     for (int64_t k = 0; k < 3 * H; ++k) d_gh[k] = d_a[k] * gain_hh[k];
-    normalize_backward(d_gh, gn, act[7 * H], 3 * H);
+    normalize_backward(d_gh, gn, rstd, 3 * H);
   }
 
   template <bool kTrace>
