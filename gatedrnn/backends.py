@@ -110,8 +110,12 @@ def _run(name, layer, x, states, lengths, want_trace):
 
 def needs_reference(x, states, layer) -> bool:
     """Whether a torch.func transform is active or the input, a state or a weight carries a
-    forward-mode tangent: then only the reference loop gives the right derivatives."""
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    forward-mode tangent: then only the reference loop gives the right derivatives.
+
+    While Dynamo traces (``torch.compile``) functorch's interpreter stack is not empty even
+    without a transform, so it is not read there: the compiled graph keeps the fused ops
+    instead of an unrolled reference loop."""
+    if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
         return True
     if forward_ad._current_level < 0:  # no dual level entered: no tensor can carry a tangent
         return False

@@ -197,6 +197,24 @@ def test_fused_large_float32_matches_torch():
 
 
 @pytest.mark.slow
+def test_torch_compile_keeps_the_fused_ops_in_its_graph():
+    """Dynamo's graph holds the native loop as one custom op per layer and direction, not the
+    reference loop unrolled over T (what it held while functorch's interpreter stack, not
+    empty under Dynamo, was read as a torch.func transform)."""
+    targets = []
+
+    def backend(gm, example_inputs):
+        targets.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    for layer in (gatedrnn.GRU(3, 4), gatedrnn.LSTM(3, 4, peephole=True), gatedrnn.RNN(3, 4)):
+        targets.clear()
+        torch._dynamo.reset()
+        torch.compile(layer, backend=backend, fullgraph=True)(torch.randn(5, 2, 3))
+        assert sum("gatedrnn" in t and "_forward" in t for t in targets) == 1, targets
+        assert len(targets) < 30, f"{len(targets)} operations: an unrolled loop"
+
+
 def test_torch_compile_fullgraph_matches_eager():
     class Model(torch.nn.Module):
         def __init__(self):
