@@ -169,7 +169,7 @@ def forecast(run, path: Path) -> Prediction:
 
 @torch.no_grad()
 def classify(run, path: Path) -> Prediction:
-    from gatedrnn.tasks.classify import NORMALIZATION, Classify, read_rows, sequences
+    from gatedrnn.tasks.classify import NORMALIZATION, Classify, is_number, read_rows, sequences
     from gatedrnn.tasks.data import finite_number
 
     options = Classify.option_values(run.config)
@@ -177,7 +177,7 @@ def classify(run, path: Path) -> Prediction:
     V = stats["values"]
     rows = read_rows(path)
     header = None
-    if sum(map(_not_number, rows[0])) > len(rows[0]) / 2:  # mostly names, not values: a header
+    if sum(not is_number(cell) for cell in rows[0]) > len(rows[0]) / 2:  # mostly names, not values: a header
         header, rows = [h.strip() for h in rows[0]], rows[1:]
     if not rows:
         raise DataError(f"{path}: holds a header and no sequence")
@@ -217,14 +217,6 @@ def classify(run, path: Path) -> Prediction:
     message += " (predicted per class: " + ", ".join(f"{names[k] if names else k}: {n}"
                                                      for k, n in enumerate(counts) if n) + ")"  # fmt: skip
     return Prediction("classify", out, summary, message, notes)
-
-
-def _not_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return True
-    return False
 
 
 def _same_label(predicted, given: str) -> bool:

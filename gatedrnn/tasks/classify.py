@@ -39,7 +39,7 @@ def load_digits():
     return torch.tensor(digits.data, dtype=torch.float32), torch.tensor(digits.target, dtype=torch.long)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:
@@ -51,9 +51,9 @@ def _has_header(rows: list[list[str]], label: str) -> bool:
     """Whether the first row names the columns: with ``--label``, or when it holds no number, or
     when its last cell is a word above a column of numbers (numbered classes)."""
     first = [cell.strip() for cell in rows[0]]
-    if label or not any(map(_is_number, first)):
+    if label or not any(map(is_number, first)):
         return True
-    return not _is_number(first[-1]) and all(_is_number(r[-1].strip()) for r in rows[1:] if r)
+    return not is_number(first[-1]) and all(is_number(r[-1].strip()) for r in rows[1:] if r)
 
 
 def class_ids(cells: list[str], lines: list[int], path, column: str, classes: list[str] | None = None):
@@ -62,7 +62,7 @@ def class_ids(cells: list[str], lines: list[int], path, column: str, classes: li
     Labels are class numbers 0, 1, 2, ... or names, mapped to ids in sorted order (``classes``: a
     trained run's names, in its order); a column that mixes the two is taken for a typo."""
     where = f"the label ({column})"
-    numbers = [_is_number(cell) for cell in cells]
+    numbers = [is_number(cell) for cell in cells]
     if classes is None and all(numbers):
         labels = [float(cell) for cell in cells]
         for line, cell, value in zip(lines, cells, labels):
