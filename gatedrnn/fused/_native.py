@@ -25,6 +25,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -155,6 +156,10 @@ class _BuildLock:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._holder()
+                deadline = time.monotonic() + 0.5
+                while holder is None and time.monotonic() < deadline:  # it writes its PID just after locking
+                    time.sleep(0.01)
+                    holder = self._holder()
                 who = f"process {holder}" if holder else "another process"
                 _say(f"waiting for {who}, which is building gatedrnn's CPU kernels in {self.path.parent}")
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
