@@ -194,7 +194,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     a collective waits ``timeout_minutes`` at most for the other processes."""
     config.validate()
     run_dir = Path(run_dir)
-    with torch_threads(config.threads), distributed.session(config, timeout_minutes) as world:
+    with torch_threads(config.threads), flush_denormals(), distributed.session(config, timeout_minutes) as world:
         task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
         if progress and world.main:
             for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
@@ -217,6 +217,20 @@ def torch_threads(threads: int):
     finally:
         if threads:
             torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Subnormal floats flushed to zero in the block (``torch.set_flush_denormal``), off after
+    it. Gradients vanishing over a long sequence pass through the subnormal range, where each
+    operation is many times slower: a GRU training step at T = 600 took 3.4x longer at
+    initialization. The native kernels flush on their own; this covers torch's operations
+    around them (and torch.nn's LSTM, which ``auto`` calls)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _batch_loss(task, model, inputs, targets, carry):

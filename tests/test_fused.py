@@ -171,6 +171,37 @@ def test_nan_propagates_through_fused():
         assert not out[0].isnan().any() and out[1:].isnan().all(), name
 
 
+def subnormals_survive() -> bool:
+    """Whether this thread keeps float32 subnormals (torch.set_flush_denormal off)."""
+    return (torch.tensor([1e-39]) * 0.5).item() != 0.0
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_native_kernels_flush_subnormals_and_restore_the_mode(name):
+    """A subnormal state (1e-39) through zero weights: the reference keeps it (GRU: z = 1/2
+    of it, LSTM: f = 1/2 of c0, RNN: tanh of it with W_hh = 1); the native kernel flushes it
+    to zero, and the caller's floating-point mode is what it was before."""
+    if not fused.native_available():
+        pytest.skip("native kernels not built on this machine")
+    torch.set_flush_denormal(False)
+    assert subnormals_survive()
+    layer = getattr(gatedrnn, name)(1, 1)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+        if name == "RNN":
+            layer.weight_hh_l0.fill_(1.0)
+    x = torch.zeros(1, 1, 1)
+    tiny = torch.full((1, 1, 1), 1e-39)
+    hx = (torch.zeros(1, 1, 1), tiny) if name == "LSTM" else tiny
+    for backend, kept in (("reference", True), ("fused", False)):
+        layer.backend = backend
+        _, state = layer(x, hx)
+        last = state[1] if name == "LSTM" else state  # the LSTM's cell state carries c0
+        assert (last.abs().item() > 0) == kept, (backend, last.item())
+    assert subnormals_survive(), "the native kernel left flush-to-zero on"
+
+
 def test_auto_picks_torch_kernel_only_where_it_is_exact():
     from gatedrnn.backends import auto_backend
 

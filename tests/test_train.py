@@ -254,3 +254,20 @@ def test_training_into_a_locked_folder_is_refused(tmp_path):
             train(tiny(steps=10), tmp_path, progress=False)
     assert not (tmp_path / "run.lock").exists() and not (tmp_path / "checkpoint.safetensors").exists()
     assert train(tiny(steps=10), tmp_path, progress=False).step == 10
+
+
+def test_training_flushes_subnormals_and_restores_the_mode_after(tmp_path, monkeypatch):
+    """A run flushes subnormal floats (a vanishing gradient is many times slower through them);
+    after it, the process computes with subnormals again."""
+    import gatedrnn.train as engine
+
+    def survives():
+        return (torch.tensor([1e-39]) * 0.5).item() != 0.0
+
+    seen = []
+    real = engine._batch_loss
+    monkeypatch.setattr(engine, "_batch_loss", lambda *a: (seen.append(survives()), real(*a))[1])
+    torch.set_flush_denormal(False)
+    train(tiny(steps=2, eval_every=2), tmp_path / "run", progress=False)
+    assert seen == [False, False]
+    assert survives()

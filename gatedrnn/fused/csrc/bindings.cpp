@@ -23,12 +23,21 @@ std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const 
 std::vector<Tensor> linear_recurrence(const Tensor&, const Tensor&, const Tensor&, bool);
 }  // namespace gatedrnn
 
+// Every entry point runs with subnormals flushed to zero (common.h, FlushDenormals).
+template <typename R, typename... Args>
+auto flushed(R (*op)(Args...)) {
+  return [op](Args... args) -> R {
+    gatedrnn::FlushDenormals guard;
+    return op(std::forward<Args>(args)...);
+  };
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &gatedrnn::lstm_forward);
-  m.def("lstm_backward", &gatedrnn::lstm_backward);
-  m.def("gru_forward", &gatedrnn::gru_forward);
-  m.def("gru_backward", &gatedrnn::gru_backward);
-  m.def("rnn_forward", &gatedrnn::rnn_forward);
-  m.def("rnn_backward", &gatedrnn::rnn_backward);
-  m.def("linear_recurrence", &gatedrnn::linear_recurrence);
+  m.def("lstm_forward", flushed(&gatedrnn::lstm_forward));
+  m.def("lstm_backward", flushed(&gatedrnn::lstm_backward));
+  m.def("gru_forward", flushed(&gatedrnn::gru_forward));
+  m.def("gru_backward", flushed(&gatedrnn::gru_backward));
+  m.def("rnn_forward", flushed(&gatedrnn::rnn_forward));
+  m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
+  m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
 }

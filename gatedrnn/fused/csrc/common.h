@@ -9,11 +9,32 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 namespace gatedrnn {
 
 using at::Tensor;
 using std::optional;
+
+// Subnormal floats flushed to zero on the calling thread while the guard lives (the MXCSR's
+// FTZ and DAZ bits on x86; nothing elsewhere), restored after. Gradients that vanish through
+// a long sequence pass through the subnormal range (below 1.2e-38 in float32), where each
+// operation takes a microcode assist: a GRU backward at T = 600 ran 3.4x slower at
+// initialization. Values that small carry nothing a model can learn from; TensorFlow flushes
+// them on CPU for the same reason (its ScopedFlushDenormal).
+class FlushDenormals {
+ public:
+#if defined(__SSE__) || defined(__x86_64__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  static constexpr unsigned int kFlushToZero = 0x8000, kDenormalsAreZero = 0x0040;
+  unsigned int saved_;
+#endif
+};
 
 // The dimensions (T, B) of a (T, B, n) tensor, for sums over every step and row. Named, not a
 // brace list: torch >= 2.11 overloads Tensor::sum so that sum({0, 1}) is ambiguous.
