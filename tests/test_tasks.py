@@ -50,3 +50,25 @@ def test_batches_are_fixed_by_seed_and_step_and_splits_differ():
     assert torch.equal(a[0], b[0])
     assert not torch.equal(task.train_batch(6, 8, seed=1)[0], a[0])
     assert not torch.equal(task.split("valid", 1)[0][:8], task.split("test", 1)[0][:8])
+
+
+def test_solved_bars_follow_the_task_options():
+    import pytest
+
+    from gatedrnn.train import TrainConfig, build
+
+    adding = make_task("adding", length=20, solved_mse=1e-3)
+    assert adding.solved({"mse": 9e-4}) and not adding.solved({"mse": 2e-3})
+    assert make_task("adding", length=20).solved({"mse": 2e-3})  # the default bar, 0.01
+    copy = make_task("copy", length=20, solved_loss=0.002)
+    assert copy.solved({"accuracy": 0.995, "loss": 0.001})
+    assert not copy.solved({"accuracy": 0.995, "loss": 0.003})  # 99% recall, loss above the bar
+    assert not copy.solved({"accuracy": 0.98, "loss": 0.001})
+    assert make_task("copy", length=20).solved({"accuracy": 0.99, "loss": 0.05})
+    task, _ = build(TrainConfig(task="adding", length=20, extra={"solved_mse": 1e-3}))
+    assert task.solved_mse == 1e-3  # read from the config's task options
+    for bad in (0.0, 0.2, -1.0):
+        with pytest.raises(ValueError, match="--solved-mse must be in"):
+            make_task("adding", length=20, solved_mse=bad)
+    with pytest.raises(ValueError, match="--solved-loss must be in"):
+        make_task("copy", length=20, solved_loss=1.0)
