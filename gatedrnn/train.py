@@ -84,7 +84,8 @@ class TrainConfig:
             if getattr(self, name) and self.cell.startswith("conv"):
                 raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
         if self.chrono and self.cell not in ("lstm", "gru"):
-            raise ValueError(f"--chrono initializes the gates of the LSTM and the GRU, got --cell {self.cell}")
+            raise ValueError(f"--chrono initializes the gates of the LSTM and the GRU, got --cell {self.cell} "
+                             "(--chrono 0 turns it off, as a preset that sets it needs for other cells)")
         if self.chrono and self.chrono < 2:
             raise ValueError(f"--chrono must be at least 2 (the longest time constant, in steps), got {self.chrono}")
         if self.layer_norm and self.cell not in ("lstm", "gru"):
