@@ -16,9 +16,11 @@ from gatedrnn.fused import lstm as fused_lstm
 from gatedrnn.fused import rnn as fused_rnn
 
 
-@pytest.fixture(params=["native", "python"])
+@pytest.fixture(params=["native", "native-mm", "python"])
 def loops(request):
-    """Runs a test with the native loops, then with the Python ones (the no-compiler path)."""
+    """Runs a test with the native loops (their per-step products straight to BLAS), again with
+    the products through at::mm (a torch without BLAS symbols), then with the Python loops
+    (the no-compiler path)."""
     if request.param == "python":
         fused.use_python_loops(True)
         yield "python"
@@ -26,7 +28,19 @@ def loops(request):
     else:
         if not fused.native_available():
             pytest.skip("native kernels not built on this machine")
-        yield "native"
+        fused.kernels().use_direct_blas(request.param == "native")
+        yield request.param
+        fused.kernels().use_direct_blas(True)
+
+
+def test_the_direct_blas_path_is_in_use_where_torch_exports_blas():
+    """With MKL (torch's x86 builds), libtorch exports sgemm_/dgemm_ and the native loops call
+    them directly; were they not found, the loops would silently take the slower at::mm path."""
+    if not fused.native_available():
+        pytest.skip("native kernels not built on this machine")
+    if not torch.backends.mkl.is_available():
+        pytest.skip("this torch build has no MKL: its BLAS symbols may not be exported")
+    assert fused.kernels().direct_blas_available()
 
 
 def test_native_kernels_build_where_a_compiler_exists():

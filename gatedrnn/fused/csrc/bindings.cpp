@@ -40,4 +40,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", flushed(&gatedrnn::rnn_forward));
   m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
+  // the per-step products: straight to BLAS (when libtorch exports it) or through at::mm
+  m.def("direct_blas_available", &gatedrnn::direct_blas_available);
+  m.def("use_direct_blas", [](bool flag) { gatedrnn::direct_blas_enabled() = flag; });
 }

@@ -7,8 +7,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <optional>
+#include <type_traits>
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -115,12 +118,93 @@ inline void normalize_backward(scalar_t* __restrict__ d, const scalar_t* __restr
   for (int64_t k = 0; k < n; ++k) d[k] = rstd * (d[k] - sum - y[k] * dot);
 }
 
-// out = bias + a @ w^T, with w (N, K) pre-transposed to w_t (K, N).
+// BLAS as libtorch links it (MKL, OpenBLAS, ...): its Fortran gemm entry points, declared weak,
+// so that a torch build which does not export them leaves them null and the products go
+// through at::mm instead.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+// Whether the products may go straight to BLAS (on by default; tests turn it off to run the
+// at::mm path on the same build).
+inline bool& direct_blas_enabled() {
+  static bool enabled = true;
+  return enabled;
+}
+
+// Whether libtorch exports the BLAS entry points the direct path calls.
+inline bool direct_blas_available() { return sgemm_ != nullptr && dgemm_ != nullptr; }
+
+// out (M, N) = a (M, K) @ b (K, N), plus out when accumulate; row-major, each given by its
+// first element and row stride. Straight to BLAS where libtorch exports it: a per-step product
+// then skips the dispatcher and the tensors around it (~2 us a call, most of a small step).
+template <typename T>
+bool blas_gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
+               int64_t ldo, bool accumulate) {
+  if (!direct_blas_enabled()) return false;
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (M > kMax || N > kMax || K > kMax || lda > kMax || ldb > kMax || ldo > kMax) return false;
+  if (M == 0 || N == 0) return true;
+  // row-major out = a b is column-major out' (N, M) = b' (N, K) a' (K, M), with the same strides
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(std::max<int64_t>(ldb, std::max<int64_t>(N, 1)));
+  const int lb = static_cast<int>(std::max<int64_t>(lda, std::max<int64_t>(K, 1)));
+  const int lc = static_cast<int>(std::max<int64_t>(ldo, std::max<int64_t>(N, 1)));
+  const T alpha = 1, beta = accumulate ? 1 : 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_ == nullptr) return false;
+    sgemm_("N", "N", &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
+    return true;
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (dgemm_ == nullptr) return false;
+    dgemm_("N", "N", &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
+    return true;
+  }
+  return false;
+}
+
+// out = a @ b (+ out when accumulate), for 2-D tensors; rows with unit column stride go to
+// blas_gemm, anything else to at::mm.
+inline void mm_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false) {
+  const bool rows = a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.scalar_type() == out.scalar_type() &&
+                    b.scalar_type() == out.scalar_type() && (a.size(1) <= 1 || a.stride(1) == 1) &&
+                    (b.size(1) <= 1 || b.stride(1) == 1) && (out.size(1) <= 1 || out.stride(1) == 1) &&
+                    (a.size(0) <= 1 || a.stride(0) >= a.size(1)) && (b.size(0) <= 1 || b.stride(0) >= b.size(1)) &&
+                    (out.size(0) <= 1 || out.stride(0) >= out.size(1));
+  if (rows) {
+    bool done = false;
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gatedrnn_mm_into", [&] {
+      done = blas_gemm<scalar_t>(a.size(0), out.size(1), a.size(1), a.const_data_ptr<scalar_t>(), a.stride(0),
+                                 b.const_data_ptr<scalar_t>(), b.stride(0), out.data_ptr<scalar_t>(), out.stride(0),
+                                 accumulate);
+    });
+    if (done) return;
+  }
+  if (accumulate) {
+    out.addmm_(a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
+// out = bias + a @ w^T, with w (N, K) pre-transposed to w_t (K, N); out (M, N) contiguous.
 inline void linear_into(Tensor& out, const Tensor& a, const Tensor& w_t, const optional<Tensor>& bias) {
   if (bias.has_value() && bias->defined()) {
-    at::addmm_out(out, *bias, a, w_t);
+    const Tensor b = bias->contiguous();
+    const int64_t M = out.size(0), N = out.size(1);
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gatedrnn_linear_into", [&] {
+      const scalar_t* bp = b.const_data_ptr<scalar_t>();
+      scalar_t* op = out.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < M; ++r) std::memcpy(op + r * N, bp, sizeof(scalar_t) * N);
+    });
+    mm_into(out, a, w_t, /*accumulate=*/true);
   } else {
-    at::mm_out(out, a, w_t);
+    mm_into(out, a, w_t);
   }
 }
 

@@ -250,7 +250,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
         cell.forward2(r);
       });
     }
-    if (proj) at::mm_out(h_new, m, w_hr_t);  // h = W_hr m
+    if (proj) mm_into(h_new, m, w_hr_t);  // h = W_hr m
     const T* hp = h_prev.data_ptr<T>();
     T* hn = h_new.data_ptr<T>();
     T* ht = h_t.data_ptr<T>();
@@ -371,7 +371,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       T* dhs_p = d_hs[t].data_ptr<T>();
       for (int64_t b = 0; b < B; ++b)
         if (len.valid(t, b)) std::memcpy(dhs_p + b * P, dhn + b * P, sizeof(T) * P);
-      at::mm_out(d_m, d_h_new, *w_hr);  // d_m = d_h W_hr
+      mm_into(d_m, d_h_new, *w_hr);  // d_m = d_h W_hr
     }
     GradRow<T> row0{};
     row0.act = act[t].data_ptr<T>();
@@ -433,7 +433,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     });
     Tensor d_gh_t = d_gh[t];
     if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
-      at::mm_out(d_gated, d_gh_t.narrow(1, cell.R1, cell.R2), w2);
+      mm_into(d_gated, d_gh_t.narrow(1, cell.R1, cell.R2), w2);
       for_rows(B, cell.G, [&](int64_t b) {
         if (!len.valid(t, b)) return;
         if (has_d_act) {
@@ -442,9 +442,10 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
           cell.template backward_first<false>(row_of(b));
         }
       });
-      at::addmm_out(d_h_in, d_h_in2, d_gh_t.narrow(1, 0, cell.R1), w1);
+      std::memcpy(d_h_in.data_ptr<T>(), d_h_in2.const_data_ptr<T>(), sizeof(T) * B * P);
+      mm_into(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1, /*accumulate=*/true);
     } else {
-      at::mm_out(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1);  // d_h_in = d_gh W_hh
+      mm_into(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1);  // d_h_in = d_gh W_hh
     }
     // gradients of the previous states: around the products, through h_in, and kept by zoneout
     T* dhx = d_h_next.data_ptr<T>();
