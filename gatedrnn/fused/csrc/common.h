@@ -168,6 +168,30 @@ bool blas_gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T
   return false;
 }
 
+// blas_gemm, or at::mm on tensors over the same memory where the direct path is off or absent.
+template <typename T>
+void gemm_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
+               int64_t ldo, bool accumulate, const at::TensorOptions& opts) {
+  if (blas_gemm(M, N, K, a, lda, b, ldb, out, ldo, accumulate)) return;
+  const Tensor ta = at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts);
+  const Tensor tb = at::from_blob(const_cast<T*>(b), {K, N}, {ldb, 1}, opts);
+  Tensor to = at::from_blob(out, {M, N}, {ldo, 1}, opts);
+  if (accumulate) {
+    to.addmm_(ta, tb);
+  } else {
+    at::mm_out(to, ta, tb);
+  }
+}
+
+// out (M, N; row stride ldo) = bias + a (M, K; lda) @ w_t (K, N; ldw); bias (N) or null.
+template <typename T>
+void linear_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* w_t, int64_t ldw, const T* bias,
+                 T* out, int64_t ldo, const at::TensorOptions& opts) {
+  if (bias)
+    for (int64_t r = 0; r < M; ++r) std::memcpy(out + r * ldo, bias, sizeof(T) * N);
+  gemm_rows(M, N, K, a, lda, w_t, ldw, out, ldo, bias != nullptr, opts);
+}
+
 // out = a @ b (+ out when accumulate), for 2-D tensors; rows with unit column stride go to
 // blas_gemm, anything else to at::mm.
 inline void mm_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false) {

@@ -86,11 +86,11 @@ struct Zoneout {
       mask = keep->contiguous();
     }
   }
-  // k at step t for row b, as a pointer into the mask or a constant
+  // k at step t for row b (of B), as a pointer into the mask or a constant
   template <typename T>
   void row(int64_t t, int64_t b, int64_t n, const T*& k, T& k_const) const {
     if (mask.defined()) {
-      k = mask[t].template data_ptr<T>() + b * n;
+      k = mask.template const_data_ptr<T>() + (t * mask.size(1) + b) * n;
     } else {
       k = nullptr;
       k_const = static_cast<T>(p);
@@ -198,30 +198,56 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // the LSTM's o tanh(c) before the projection
   const Tensor h0c = h0.contiguous();
   const Tensor c0c = Cell::kTwoStates ? c0->contiguous() : Tensor();
+  const Tensor b1c = b1.has_value() ? b1->contiguous() : Tensor();
+  const Tensor b2c = b2.has_value() ? b2->contiguous() : Tensor();
+  // every per-step buffer as a raw pointer: a tensor view per step costs a dispatcher call
+  const T* xw_p = xw.const_data_ptr<T>();
+  const T* w1_p = w1_t.const_data_ptr<T>();
+  const T* w2_p = Cell::kTwoStage ? w2_t.const_data_ptr<T>() : nullptr;
+  const T* b1_p = b1c.defined() ? b1c.const_data_ptr<T>() : nullptr;
+  const T* b2_p = b2c.defined() ? b2c.const_data_ptr<T>() : nullptr;
+  const T* wr_p = proj ? w_hr_t.const_data_ptr<T>() : nullptr;
+  const T* mask_p = dropped ? mask.const_data_ptr<T>() : nullptr;
+  const T* h0_p = h0c.const_data_ptr<T>();
+  const T* c0_p = Cell::kTwoStates ? c0c.const_data_ptr<T>() : nullptr;
+  T* hs_p = hs.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+  T* cs_p = Cell::kTwoStates ? cs.data_ptr<T>() : nullptr;
+  T* act_p = act.data_ptr<T>();
+  T* hf_p = zh.on ? hf.data_ptr<T>() : nullptr;
+  T* cf_p = Cell::kTwoStates && zc.on ? cf.data_ptr<T>() : nullptr;
+  T* gh_p = gh.data_ptr<T>();
+  T* gh2_p = Cell::kTwoStage ? gh2.data_ptr<T>() : nullptr;
+  T* h_in_p = dropped ? h_in.data_ptr<T>() : nullptr;
+  T* m_p = proj ? m.data_ptr<T>() : nullptr;
 
   int64_t t_prev = -1, c_slot_prev = -1;
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t c_slot = save ? t : s % 2, a_slot = save ? t : 0;
-    const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
-    const Tensor h_input = dropped ? at::mul_out(h_in, h_prev, mask) : h_prev;
-    linear_into(gh, h_input, w1_t, b1);
-    const Tensor act_t = act[a_slot];
-    Tensor h_t = hs[t];
-    Tensor h_new = zh.on ? hf[save && Cell::kNeedsFreshH ? t : 0] : h_t;  // before zoneout
+    const T* h_prev = s == 0 ? h0_p : hs_p + t_prev * B * P;
+    const T* h_input = h_prev;
+    if (dropped) {
+      for (int64_t j = 0; j < B * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
+      h_input = h_in_p;
+    }
+    linear_rows(B, cell.R1, P, h_input, P, w1_p, cell.R1, b1_p, gh_p, cell.R1, opts);
+    T* act_t = act_p + a_slot * B * A;
+    T* h_t = hs_p + t * B * P;
+    T* h_new = zh.on ? hf_p + (save && Cell::kNeedsFreshH ? t : 0) * B * P : h_t;  // before zoneout
     StepRow<T> row0{};
-    row0.x = xw[t].data_ptr<T>();
-    row0.gh = gh.data_ptr<T>();
-    row0.h_in = h_input.data_ptr<T>();
-    row0.h_prev = h_prev.data_ptr<T>();
-    row0.act = act_t.data_ptr<T>();
-    row0.h = proj ? m.data_ptr<T>() : h_new.data_ptr<T>();
+    row0.x = xw_p + t * B * cell.G;
+    row0.gh = gh_p;
+    row0.h_in = h_input;
+    row0.h_prev = h_prev;
+    row0.act = act_t;
+    row0.h = proj ? m_p : h_new;
     const int64_t h_width = proj ? H : P;
     T* c_t = nullptr;
     if constexpr (Cell::kTwoStates) {
-      row0.c_prev = (s == 0 ? c0c : cs[c_slot_prev]).data_ptr<T>();
-      c_t = cs[c_slot].data_ptr<T>();
-      row0.c = zc.on ? cf[save ? t : 0].data_ptr<T>() : c_t;
+      row0.c_prev = s == 0 ? c0_p : cs_p + c_slot_prev * B * H;
+      c_t = cs_p + c_slot * B * H;
+      row0.c = zc.on ? cf_p + (save ? t : 0) * B * H : c_t;
     }
     auto row_of = [&](int64_t b) {
       StepRow<T> r = row0;
@@ -241,8 +267,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
       if (len.valid(t, b)) cell.forward(row_of(b));
     });
     if constexpr (Cell::kTwoStage) {  // gh2 = W_h2 (gate * h_in) + b_h2, the gate's product written in act
-      linear_into(gh2, act_t.narrow(1, cell.gated, H), w2_t, b2);
-      const T* gh2_p = gh2.data_ptr<T>();
+      linear_rows(B, cell.R2, H, act_t + cell.gated, A, w2_p, cell.R2, b2_p, gh2_p, cell.R2, opts);
       for_rows(B, cell.G, [&](int64_t b) {
         if (!len.valid(t, b)) return;
         StepRow<T> r = row_of(b);
@@ -250,11 +275,11 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
         cell.forward2(r);
       });
     }
-    if (proj) mm_into(h_new, m, w_hr_t);  // h = W_hr m
-    const T* hp = h_prev.data_ptr<T>();
-    T* hn = h_new.data_ptr<T>();
-    T* ht = h_t.data_ptr<T>();
-    T* at_p = act_t.data_ptr<T>();
+    if (proj) gemm_rows(B, P, H, m_p, H, wr_p, P, h_new, P, false, opts);  // h = W_hr m
+    const T* hp = h_prev;
+    T* hn = h_new;
+    T* ht = h_t;
+    T* at_p = act_t;
     for_rows(B, P, [&](int64_t b) {
       if (!len.valid(t, b)) {  // past the end: carry the state, zero activations
         std::memcpy(ht + b * P, hp + b * P, sizeof(T) * P);
@@ -280,7 +305,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
         }
       }
     });
-    if (len.any()) write_output_step(out[t].data_ptr<T>(), ht, len, t, B, P);
+    if (len.any()) write_output_step(out_p + t * B * P, ht, len, t, B, P);
     t_prev = t;
     c_slot_prev = c_slot;
   }
@@ -332,19 +357,52 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const Tensor d_out_c = has_d_out ? d_out->contiguous() : Tensor();
   const Tensor d_act_c = has_d_act ? d_act->contiguous() : Tensor();
   const Tensor d_cs_c = has_d_cs ? d_cs->contiguous() : Tensor();
-  const Tensor w1 = w_hh.narrow(0, 0, cell.R1);
-  const Tensor w2 = Cell::kTwoStage ? w_hh.narrow(0, cell.R1, cell.R2) : Tensor();
+  const Tensor w_hh_c = w_hh.contiguous();
+  const Tensor w1 = w_hh_c.narrow(0, 0, cell.R1);
+  const Tensor w2 = Cell::kTwoStage ? w_hh_c.narrow(0, cell.R1, cell.R2) : Tensor();
+  const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
   const Tensor zeros = at::zeros({std::max<int64_t>(A, 1)}, opts);  // stands in for a trace gradient not given
+
+  // every per-step buffer as a raw pointer: a tensor view per step costs a dispatcher call
+  const T* hs_p = hs.const_data_ptr<T>();
+  const T* h0_p = h0c.const_data_ptr<T>();
+  const T* c0_p = Cell::kTwoStates ? c0c.const_data_ptr<T>() : nullptr;
+  const T* cs_p = Cell::kTwoStates ? cs.const_data_ptr<T>() : nullptr;
+  const T* cf_p = Cell::kTwoStates && zc.on ? cf.const_data_ptr<T>() : nullptr;
+  const T* hf_p = Cell::kNeedsFreshH && zh.on ? hf.const_data_ptr<T>() : nullptr;
+  const T* act_p = act.const_data_ptr<T>();
+  const T* mask_p = dropped ? mask.const_data_ptr<T>() : nullptr;
+  const T* d_out_p = has_d_out ? d_out_c.const_data_ptr<T>() : nullptr;
+  const T* d_act_p = has_d_act ? d_act_c.const_data_ptr<T>() : nullptr;
+  const T* d_cs_p = has_d_cs ? d_cs_c.const_data_ptr<T>() : nullptr;
+  const T* w1_p = w1.const_data_ptr<T>();  // (R1, P) rows of w_hh, row stride w_hh.stride(0)
+  const T* w2_p = Cell::kTwoStage ? w2.const_data_ptr<T>() : nullptr;
+  const T* wr_p = proj ? w_hr_c.const_data_ptr<T>() : nullptr;
+  const int64_t ldw = w_hh_c.stride(0);
+  T* d_xw_p = d_xw.data_ptr<T>();
+  T* d_gh_p = d_gh.data_ptr<T>();
+  T* d_extra_p = d_extra.data_ptr<T>();
+  T* d_hs_p = proj ? d_hs.data_ptr<T>() : nullptr;
+  T* h_in_p = dropped ? h_in.data_ptr<T>() : nullptr;
+  T* d_m_p = proj ? d_m.data_ptr<T>() : nullptr;
+  T* d_h_direct_p = d_h_direct.data_ptr<T>();
+  T* d_h_in_p = d_h_in.data_ptr<T>();
+  T* d_gated_p = Cell::kTwoStage ? d_gated.data_ptr<T>() : nullptr;
+  T* d_h_in2_p = Cell::kTwoStage ? d_h_in2.data_ptr<T>() : nullptr;
 
   for (int64_t s = steps - 1; s >= 0; --s) {
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t t_prev = reverse ? t + 1 : t - 1;
-    const Tensor h_prev = s == 0 ? h0c : hs[t_prev];
-    const Tensor h_input = dropped ? at::mul_out(h_in, h_prev, mask) : h_prev;
+    const T* h_prev = s == 0 ? h0_p : hs_p + t_prev * B * P;
+    const T* h_input = h_prev;
+    if (dropped) {
+      for (int64_t j = 0; j < B * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
+      h_input = h_in_p;
+    }
     T* dh = d_h.data_ptr<T>();
     T* dc = Cell::kTwoStates ? d_c.data_ptr<T>() : nullptr;
-    const T* dot = has_d_out ? d_out_c[t].data_ptr<T>() : nullptr;
-    const T* dcs = has_d_cs ? d_cs_c[t].data_ptr<T>() : nullptr;
+    const T* dot = has_d_out ? d_out_p + t * B * P : nullptr;
+    const T* dcs = has_d_cs ? d_cs_p + t * B * H : nullptr;
     if (!zh.on) d_h_new = d_h;
     if (Cell::kTwoStates && !zc.on) d_c_new = d_c;
     T* dhn = d_h_new.data_ptr<T>();
@@ -368,27 +426,28 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       }
     });
     if (proj) {
-      T* dhs_p = d_hs[t].data_ptr<T>();
+      T* dhs_t = d_hs_p + t * B * P;
       for (int64_t b = 0; b < B; ++b)
-        if (len.valid(t, b)) std::memcpy(dhs_p + b * P, dhn + b * P, sizeof(T) * P);
-      mm_into(d_m, d_h_new, *w_hr);  // d_m = d_h W_hr
+        if (len.valid(t, b)) std::memcpy(dhs_t + b * P, dhn + b * P, sizeof(T) * P);
+      gemm_rows(B, H, P, static_cast<const T*>(dhn), P, wr_p, H, d_m_p, H, false, opts);  // d_m = d_h W_hr
     }
+    T* d_gh_t = d_gh_p + t * B * R;
     GradRow<T> row0{};
-    row0.act = act[t].data_ptr<T>();
-    row0.h_in = h_input.data_ptr<T>();
-    row0.h_prev = h_prev.data_ptr<T>();
-    row0.h = Cell::kNeedsFreshH ? (zh.on ? hf[t] : hs[t]).data_ptr<T>() : nullptr;
-    row0.d_h = proj ? d_m.data_ptr<T>() : dhn;
-    row0.d_act = has_d_act ? d_act_c[t].data_ptr<T>() : nullptr;
-    row0.d_x = d_xw[t].data_ptr<T>();
-    row0.d_gh = d_gh[t].data_ptr<T>();
-    row0.d_extra = d_extra[t].data_ptr<T>();
-    row0.d_h_direct = d_h_direct.data_ptr<T>();
-    row0.d_h_in = Cell::kTwoStage ? d_h_in2.data_ptr<T>() : nullptr;
-    row0.d_gated = Cell::kTwoStage ? d_gated.data_ptr<T>() : nullptr;
+    row0.act = act_p + t * B * A;
+    row0.h_in = h_input;
+    row0.h_prev = h_prev;
+    row0.h = Cell::kNeedsFreshH ? (zh.on ? hf_p : hs_p) + t * B * P : nullptr;
+    row0.d_h = proj ? d_m_p : dhn;
+    row0.d_act = has_d_act ? d_act_p + t * B * A : nullptr;
+    row0.d_x = d_xw_p + t * B * cell.G;
+    row0.d_gh = d_gh_t;
+    row0.d_extra = d_extra_p + t * B * cell.E;
+    row0.d_h_direct = d_h_direct_p;
+    row0.d_h_in = Cell::kTwoStage ? d_h_in2_p : nullptr;
+    row0.d_gated = Cell::kTwoStage ? d_gated_p : nullptr;
     if constexpr (Cell::kTwoStates) {
-      row0.c_prev = (s == 0 ? c0c : cs[t_prev]).data_ptr<T>();
-      row0.c = (zc.on ? cf[t] : cs[t]).data_ptr<T>();
+      row0.c_prev = s == 0 ? c0_p : cs_p + t_prev * B * H;
+      row0.c = (zc.on ? cf_p : cs_p) + t * B * H;
       row0.d_c = dcn;
       row0.d_c_prev = d_c_next.data_ptr<T>();
     }
@@ -431,9 +490,8 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
         cell.template backward<false>(row_of(b));
       }
     });
-    Tensor d_gh_t = d_gh[t];
     if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
-      mm_into(d_gated, d_gh_t.narrow(1, cell.R1, cell.R2), w2);
+      gemm_rows(B, H, cell.R2, static_cast<const T*>(d_gh_t + cell.R1), R, w2_p, ldw, d_gated_p, H, false, opts);
       for_rows(B, cell.G, [&](int64_t b) {
         if (!len.valid(t, b)) return;
         if (has_d_act) {
@@ -442,16 +500,16 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
           cell.template backward_first<false>(row_of(b));
         }
       });
-      std::memcpy(d_h_in.data_ptr<T>(), d_h_in2.const_data_ptr<T>(), sizeof(T) * B * P);
-      mm_into(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1, /*accumulate=*/true);
+      std::memcpy(d_h_in_p, d_h_in2_p, sizeof(T) * B * P);
+      gemm_rows(B, P, cell.R1, static_cast<const T*>(d_gh_t), R, w1_p, ldw, d_h_in_p, P, true, opts);
     } else {
-      mm_into(d_h_in, d_gh_t.narrow(1, 0, cell.R1), w1);  // d_h_in = d_gh W_hh
+      gemm_rows(B, P, cell.R1, static_cast<const T*>(d_gh_t), R, w1_p, ldw, d_h_in_p, P, false, opts);  // d_gh W_hh
     }
     // gradients of the previous states: around the products, through h_in, and kept by zoneout
     T* dhx = d_h_next.data_ptr<T>();
-    const T* dhd = d_h_direct.data_ptr<T>();
-    const T* dhi = d_h_in.data_ptr<T>();
-    const T* mk = dropped ? mask.data_ptr<T>() : nullptr;
+    const T* dhd = d_h_direct_p;
+    const T* dhi = d_h_in_p;
+    const T* mk = mask_p;
     T* dcx = Cell::kTwoStates ? d_c_next.data_ptr<T>() : nullptr;
     for_rows(B, P, [&](int64_t b) {
       if (!len.valid(t, b)) {  // the gradients pass to the previous step unchanged
