@@ -192,46 +192,6 @@ void linear_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const
   gemm_rows(M, N, K, a, lda, w_t, ldw, out, ldo, bias != nullptr, opts);
 }
 
-// out = a @ b (+ out when accumulate), for 2-D tensors; rows with unit column stride go to
-// blas_gemm, anything else to at::mm.
-inline void mm_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false) {
-  const bool rows = a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.scalar_type() == out.scalar_type() &&
-                    b.scalar_type() == out.scalar_type() && (a.size(1) <= 1 || a.stride(1) == 1) &&
-                    (b.size(1) <= 1 || b.stride(1) == 1) && (out.size(1) <= 1 || out.stride(1) == 1) &&
-                    (a.size(0) <= 1 || a.stride(0) >= a.size(1)) && (b.size(0) <= 1 || b.stride(0) >= b.size(1)) &&
-                    (out.size(0) <= 1 || out.stride(0) >= out.size(1));
-  if (rows) {
-    bool done = false;
-    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gatedrnn_mm_into", [&] {
-      done = blas_gemm<scalar_t>(a.size(0), out.size(1), a.size(1), a.const_data_ptr<scalar_t>(), a.stride(0),
-                                 b.const_data_ptr<scalar_t>(), b.stride(0), out.data_ptr<scalar_t>(), out.stride(0),
-                                 accumulate);
-    });
-    if (done) return;
-  }
-  if (accumulate) {
-    out.addmm_(a, b);
-  } else {
-    at::mm_out(out, a, b);
-  }
-}
-
-// out = bias + a @ w^T, with w (N, K) pre-transposed to w_t (K, N); out (M, N) contiguous.
-inline void linear_into(Tensor& out, const Tensor& a, const Tensor& w_t, const optional<Tensor>& bias) {
-  if (bias.has_value() && bias->defined()) {
-    const Tensor b = bias->contiguous();
-    const int64_t M = out.size(0), N = out.size(1);
-    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gatedrnn_linear_into", [&] {
-      const scalar_t* bp = b.const_data_ptr<scalar_t>();
-      scalar_t* op = out.data_ptr<scalar_t>();
-      for (int64_t r = 0; r < M; ++r) std::memcpy(op + r * N, bp, sizeof(scalar_t) * N);
-    });
-    mm_into(out, a, w_t, /*accumulate=*/true);
-  } else {
-    mm_into(out, a, w_t);
-  }
-}
-
 // Valid steps: step t of row b is valid when t < lengths[b] (every step when no lengths).
 struct Lengths {
   const int64_t* data = nullptr;
