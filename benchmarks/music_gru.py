@@ -12,7 +12,11 @@ on validation:
 - ``update-bias-B``: the GRU's update-gate bias set to B (keep rate sigmoid(B)), the GRU's
   counterpart of the LSTM's forget bias;
 - ``chrono-T``: chrono initialization of the update gate up to T steps;
-- ``lr-X``, ``reset-before``: the learning rate, and Cho et al.'s candidate.
+- ``lr-X``, ``reset-before``: the learning rate, and Cho et al.'s candidate;
+- ``layer-norm``: the layer-norm GRU;
+- ``hidden-N``, ``dropout-P``, ``zoneout-P``, ``recurrent-dropout-P``: the size, and the
+  regularizers (JSB has 13.8k training frames: the GRU's validation-test gap is twice the
+  LSTM's).
 
     python benchmarks/music_gru.py --preset jsb --seeds 0 1 2
     python benchmarks/music_gru.py --preset nottingham --variants gru update-bias-1 --seeds 0
@@ -64,7 +68,15 @@ def update_bias(value):
 
 
 def variant(name):
-    """(config changes, hook on the built model or None) of a variant's name."""
+    """(config changes, hook on the built model or None) of a variant's name; ``a+b`` combines
+    two variants' config changes."""
+    if "+" in name:
+        parts = [variant(part) for part in name.split("+")]
+        if any(hook is not None for _, hook in parts):
+            raise ValueError(f"{name!r}: only config changes combine, not torch-gru or update-bias")
+        return {k: v for changes, _ in parts for k, v in changes.items()}, None
+    if name == "layer-norm":
+        return {"cell": "gru", "layer_norm": True}, None
     if name in ("gru", "lstm"):
         return {"cell": name}, None
     if name == "torch-gru":
@@ -77,6 +89,10 @@ def variant(name):
         return {"cell": "gru", "lr": float(name[len("lr-"):])}, None
     if name == "reset-before":
         return {"cell": "gru", "reset_after": False}, None
+    for prefix, field, kind in (("hidden-", "hidden_size", int), ("dropout-", "dropout", float),
+                                ("zoneout-", "zoneout", float), ("recurrent-dropout-", "recurrent_dropout", float)):
+        if name.startswith(prefix):
+            return {"cell": "gru", field: kind(name[len(prefix):])}, None
     raise ValueError(f"unknown variant {name!r}")
 
 

@@ -73,6 +73,10 @@ PRESETS: dict[str, dict] = {
     # (chosen on validation NLL among the settings README lists; JSB has only 13.8k training frames)
     "jsb": dict(task="music", data="music/JSB_Chorales.mat", hidden_size=128, batch_size=16, lr=3e-3,
                 steps=3000, eval_every=250, dropout=0.2, schedule="cosine", patience=4, extra={"crop": 100}),
+    # the layer-norm GRU (or LSTM) on JSB: the GRU's best setting on validation (benchmarks/music_gru.py)
+    "jsb-ln": dict(task="music", data="music/JSB_Chorales.mat", hidden_size=128, batch_size=16, lr=3e-3,
+                   steps=3000, eval_every=250, dropout=0.2, schedule="cosine", patience=4, layer_norm=True,
+                   extra={"crop": 100}),
     # the other three sets are larger (training frames: JSB 13.8k, Nottingham 177k, MuseData 245k, Piano-midi
     # 76k): 1,500 steps underfit them, so these train 4x longer with a cosine schedule
     "nottingham": dict(task="music", data="music/Nottingham.mat", hidden_size=256, batch_size=16, lr=3e-3,
@@ -140,6 +144,7 @@ ABOUT: dict[str, str] = {  # one line each, for ``gatedrnn presets``
     "ptb-small-tied": "Penn Treebank words, 2 x 200, tied full softmax: 30 minutes",
     "ptb-medium": "Penn Treebank words, 2 x 650 (Zaremba et al. medium): hours on a CPU",
     "jsb": "JSB Chorales piano rolls, next-step NLL",
+    "jsb-ln": "JSB Chorales with the layer-norm cell: the GRU's preset (--cell gru)",
     "nottingham": "Nottingham folk tunes piano rolls, next-step NLL",
     "musedata": "MuseData piano rolls, next-step NLL",
     "piano-midi": "Piano-midi.de piano rolls, next-step NLL",
