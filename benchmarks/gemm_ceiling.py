@@ -1,30 +1,18 @@
 """The machine's GEMM ceiling for the products the loops run: GFLOPS of torch.mm (MKL on x86
 builds), addmm, F.linear and oneDNN with a pre-packed weight, for per-step shapes (B, K, N)
-and the all-steps shapes (T·B rows). Medians of 30 calls after warm-up, 2 threads.
+and the all-steps shapes (T·B rows). Medians of 30 calls after 3 warm-up calls, 2 threads.
 
     python benchmarks/gemm_ceiling.py
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
+from timing import median_seconds
 
 SHAPES = [(16, 64, 192), (64, 256, 768), (64, 256, 1024), (128, 512, 1536), (256, 650, 1950), (256, 650, 2600),
           (6400, 256, 1024), (8960, 650, 2600)]  # fmt: skip
-
-
-def median_seconds(fn, repeats=30):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return sorted(times)[repeats // 2]
 
 
 def main():

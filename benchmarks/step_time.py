@@ -8,24 +8,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import torch
+from timing import median_seconds
 
 import gatedrnn
 
 SHAPES = [(1, 500, 8, 64), (16, 500, 32, 64), (64, 100, 256, 256)]  # B, T, I, H
-
-
-def median_seconds(fn, repeats=20):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return sorted(times)[repeats // 2]
 
 
 def main():
@@ -39,9 +28,9 @@ def main():
             x = torch.randn(T, B, I)
             x_grad = x.clone().requires_grad_()
             with torch.no_grad():
-                inference = median_seconds(lambda: layer(x))
-            training = median_seconds(lambda: layer(x_grad)[0].sum().backward())
-            zoneout = median_seconds(lambda: zoned(x_grad)[0].sum().backward())
+                inference = median_seconds(lambda: layer(x), repeats=20)
+            training = median_seconds(lambda: layer(x_grad)[0].sum().backward(), repeats=20)
+            zoneout = median_seconds(lambda: zoned(x_grad)[0].sum().backward(), repeats=20)
             result[f"{cell} {B},{T},{I},{H}"] = [1e6 * s / T for s in (inference, training, zoneout)]
     print(json.dumps(result))
 
