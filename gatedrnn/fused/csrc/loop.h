@@ -23,7 +23,7 @@
 //   A (saved activations per row), E (per-row gradients the cell keeps for its own parameters'
 //   gradients, e.g. a layer norm's gain), gated (where a two-stage cell keeps the second
 //   product's input);
-//   void forward(const StepRow&), forward2(const StepRow&) (two stage),
+//   void forward(const StepRow&), forward2(const StepRow&) (two stage) (the rows: rows.h),
 //   template <bool kTrace> void backward(const GradRow&), backward_first(const GradRow&) (two stage).
 // Each of these hands the row's pointers on to a *_row method whose parameters are __restrict__:
 // GCC vectorizes the row loops only then (restrict on pointers read out of a struct was not
@@ -33,129 +33,9 @@
 #include <vector>
 
 #include "common.h"
+#include "rows.h"
 
 namespace gatedrnn {
-
-// One row (sequence b) of one step, as a cell's forward reads and writes it.
-template <typename T>
-struct StepRow {
-  const T* x;       // (G) input projection W_ih x_t + b_ih
-  const T* gh;      // (R1) first recurrent product W_hh h_in + b_hh
-  const T* gh2;     // (R2) second product, two-stage cells
-  const T* h_in;    // (P) h_prev as it entered the products (recurrent dropout applied)
-  const T* h_prev;  // (P) carried h
-  const T* c_prev;  // (H) carried c (two-state cells)
-  T* act;           // (A) saved activations
-  T* h;             // new h before zoneout (the LSTM writes m = o tanh(c) here, before any projection)
-  T* c;             // new c before zoneout (two-state cells)
-};
-
-// One row of one step backwards: the forward's values, the gradients that reach the new
-// states, and what the cell writes.
-template <typename T>
-struct GradRow {
-  const T* act;
-  const T* h_in;
-  const T* h_prev;
-  const T* c_prev;
-  const T* h;        // new h before zoneout (kNeedsFreshH cells)
-  const T* c;        // new c before zoneout
-  const T* d_h;      // gradient of the new h (the LSTM's: of m)
-  const T* d_c;      // gradient of the new c
-  const T* d_act;    // trace gradient of act (read only when kTrace)
-  const T* d_gated;  // two-stage: gradient of the second product's input
-  T* d_x;            // (G) gradient of the input projection
-  T* d_gh;           // (R1 + R2) gradient of the products (may be d_x itself)
-  T* d_h_direct;     // (P) gradient of h_prev other than through h_in
-  T* d_h_in;         // (P) two-stage: gradient of h_in other than through the first product
-  T* d_c_prev;       // (H) gradient of c_prev
-  T* d_extra;        // (E) kept for the cell's own parameters' gradients
-};
-
-// Zoneout of one state: none, the eval expectation (one probability), or a (T, B, n) mask.
-struct Zoneout {
-  Tensor mask;
-  double p = 0.0;
-  bool on = false;
-  explicit Zoneout(const optional<Tensor>& keep) {
-    if (!keep.has_value() || !keep->defined()) return;
-    on = true;
-    if (keep->numel() == 1) {
-      p = keep->item<double>();
-    } else {
-      mask = keep->contiguous();
-    }
-  }
-  // k at step t for row b (of B), as a pointer into the mask or a constant
-  template <typename T>
-  void row(int64_t t, int64_t b, int64_t n, const T*& k, T& k_const) const {
-    if (mask.defined()) {
-      k = mask.template const_data_ptr<T>() + (t * mask.size(1) + b) * n;
-    } else {
-      k = nullptr;
-      k_const = static_cast<T>(p);
-    }
-  }
-};
-
-// s = k * s_prev + (1 - k) * s_new over n values, in place in s (which holds s_new).
-template <typename T>
-inline void zone_out(T* __restrict__ s, const T* __restrict__ s_prev, const T* __restrict__ k, T k_const, int64_t n) {
-  if (k) {
-    for (int64_t j = 0; j < n; ++j) s[j] = s[j] + k[j] * (s_prev[j] - s[j]);
-  } else {
-    for (int64_t j = 0; j < n; ++j) s[j] = s[j] + k_const * (s_prev[j] - s[j]);
-  }
-}
-
-// The gradient that zoneout passes to the new state, d_new = (1 - k) d, over n values.
-template <typename T>
-inline void zone_out_grad(T* __restrict__ d_new, const T* __restrict__ d, const T* __restrict__ k, T k_const,
-                          int64_t n) {
-  if (k) {
-    for (int64_t j = 0; j < n; ++j) d_new[j] = d[j] * (T(1) - k[j]);
-  } else {
-    for (int64_t j = 0; j < n; ++j) d_new[j] = d[j] * (T(1) - k_const);
-  }
-}
-
-// to += k * from over n values (what zoneout keeps of a state keeps its gradient).
-template <typename T>
-inline void add_kept(T* __restrict__ to, const T* __restrict__ from, const T* __restrict__ k, T k_const, int64_t n) {
-  if (k) {
-    for (int64_t j = 0; j < n; ++j) to[j] += k[j] * from[j];
-  } else {
-    for (int64_t j = 0; j < n; ++j) to[j] += k_const * from[j];
-  }
-}
-
-template <typename T>
-inline void add_into(T* __restrict__ to, const T* __restrict__ from, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) to[j] += from[j];
-}
-
-// The gradient of h_prev: through h_in (times the recurrent dropout mask, if any) plus the
-// cell's direct path (if any).
-template <typename T>
-inline void h_prev_grad(T* __restrict__ to, const T* __restrict__ through, const T* __restrict__ mask,
-                        const T* __restrict__ direct, int64_t n) {
-  if (mask) {
-    for (int64_t j = 0; j < n; ++j) to[j] = mask[j] * through[j];
-  } else {
-    std::memcpy(to, through, sizeof(T) * n);
-  }
-  if (direct) add_into(to, direct, n);
-}
-
-inline bool given(const optional<Tensor>& t) { return t.has_value() && t->defined(); }
-
-// Steps before each step in reading order, (T, B, n): first (h0 or c0), then the carried states.
-inline Tensor previous_steps(const Tensor& carried, const Tensor& first, bool reverse) {
-  const int64_t T = carried.size(0);
-  const Tensor head = first.unsqueeze(0);
-  if (T == 1) return head;
-  return reverse ? at::cat({carried.narrow(0, 1, T - 1), head}) : at::cat({head, carried.narrow(0, 0, T - 1)});
-}
 
 // Forward of one layer and direction. xw (T, B, G); h0 (B, P); c0 (B, H) for two-state cells;
 // w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P); keep_h, keep_c zoneout.
