@@ -12,9 +12,8 @@ template <typename T>
 struct GruCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = false, kDirectH = true;
-  static constexpr bool kSameGrad = false;  // n's recurrent gradient is scaled by r
-  int64_t H, G, R1, R2 = 0, A, E = 0, gated = 0;
-  explicit GruCell(int64_t H) : H(H), G(3 * H), R1(3 * H), A(4 * H) {}
+  int64_t H, G, R1, R2 = 0, S, A, E = 0, gated = 0;  // S: r's and z's columns; n's is scaled by r
+  explicit GruCell(int64_t H) : H(H), G(3 * H), R1(3 * H), S(2 * H), A(4 * H) {}
 
   void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_prev, row.act, row.h); }
 
@@ -72,9 +71,8 @@ template <typename T>
 struct ChoGruCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
-  static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2, A, E = 0, gated;
-  explicit ChoGruCell(int64_t H) : H(H), G(3 * H), R1(2 * H), R2(H), A(4 * H), gated(3 * H) {}
+  int64_t H, G, R1, R2, S, A, E = 0, gated;
+  explicit ChoGruCell(int64_t H) : H(H), G(3 * H), R1(2 * H), R2(H), S(G), A(4 * H), gated(3 * H) {}
 
   void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_in, row.act); }
 
@@ -147,9 +145,8 @@ template <typename T>
 struct MguCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = true, kNeedsFreshH = false, kDirectH = true;
-  static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2, A, E = 0, gated;
-  explicit MguCell(int64_t H) : H(H), G(2 * H), R1(H), R2(H), A(3 * H), gated(2 * H) {}
+  int64_t H, G, R1, R2, S, A, E = 0, gated;
+  explicit MguCell(int64_t H) : H(H), G(2 * H), R1(H), R2(H), S(G), A(3 * H), gated(2 * H) {}
 
   void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_in, row.act); }
 
@@ -220,8 +217,7 @@ template <typename T>
 struct LnGruCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = false, kDirectH = true;
-  static constexpr bool kSameGrad = false;
-  int64_t H, G, R1, R2 = 0, A, E, gated = 0;
+  int64_t H, G, R1, R2 = 0, S = 0, A, E, gated = 0;  // the products' gradient goes through the norm
   const T* gain_hh;
   const T* bias_hh;  // null without biases
   LnGruCell(int64_t H, const Tensor& gain_hh, const Tensor& bias_hh)

@@ -17,9 +17,10 @@
 //
 // A cell struct provides (see LstmCell in lstm.cpp for a full example):
 //   using scalar_t;  static constexpr bool kTwoStates (h and c), kTwoStage (two products),
-//   kNeedsFreshH (its backward reads the new h), kDirectH (d_h_direct written), kSameGrad (the
-//   products' gradient is d_x itself);
+//   kNeedsFreshH (its backward reads the new h), kDirectH (d_h_direct written);
 //   int64_t H, G (xw row width), R1 (first product's rows), R2 (second's; 0 for one stage),
+//   S (how many leading columns of the products' gradient equal d_x's: all R1 + R2 when it is
+//   d_x itself; a two-stage cell shares all), the loop keeps only the other R1 + R2 - S,
 //   A (saved activations per row), E (per-row gradients the cell keeps for its own parameters'
 //   gradients, e.g. a layer norm's gain), gated (where a two-stage cell keeps the second
 //   product's input);
@@ -217,8 +218,14 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const Zoneout zh(keep_h), zc(keep_c);
   const Lengths len(lengths);
   const auto opts = act.options();
+  // The products' gradient d_gh (T, B, R): its first S columns are d_xw's own, the rest are kept
+  // in d_gh_own; a step's full row goes through d_gh_step when the two are mixed (the GRU's).
+  const int64_t S = cell.S;
+  TORCH_CHECK((S == R && R == cell.G) || (!Cell::kTwoStage && S >= 0 && S < R),
+              "gatedrnn: a cell's shared gradient columns");
   Tensor d_xw = at::empty({steps, B, cell.G}, opts);
-  Tensor d_gh = Cell::kSameGrad ? d_xw : at::empty({steps, B, R}, opts);
+  Tensor d_gh_own = S == R ? Tensor() : at::empty({steps, B, R - S}, opts);
+  Tensor d_gh_step = S > 0 && S < R ? at::empty({B, R}, opts) : Tensor();
   Tensor d_extra = at::empty({steps, B, cell.E}, opts);
   Tensor d_hs = proj ? at::zeros({steps, B, P}, opts) : Tensor();  // gradient of each projected h, for d_w_hr
   Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, P}, opts);
@@ -260,7 +267,8 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const T* wr_p = proj ? w_hr_c.const_data_ptr<T>() : nullptr;
   const int64_t ldw = w_hh_c.stride(0);
   T* d_xw_p = d_xw.data_ptr<T>();
-  T* d_gh_p = d_gh.data_ptr<T>();
+  T* d_gh_own_p = S == R ? nullptr : d_gh_own.data_ptr<T>();
+  T* d_gh_step_p = d_gh_step.defined() ? d_gh_step.data_ptr<T>() : nullptr;
   T* d_extra_p = d_extra.data_ptr<T>();
   T* d_hs_p = proj ? d_hs.data_ptr<T>() : nullptr;
   T* h_in_p = dropped ? h_in.data_ptr<T>() : nullptr;
@@ -311,7 +319,9 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
         if (len.valid(t, b)) std::memcpy(dhs_t + b * P, dhn + b * P, sizeof(T) * P);
       gemm_rows(B, H, P, static_cast<const T*>(dhn), P, wr_p, H, d_m_p, H, false, opts);  // d_m = d_h W_hr
     }
-    T* d_gh_t = d_gh_p + t * B * R;
+    // this step's products' gradient, rows of R with row stride R (S == R: d_xw's rows, G == R)
+    T* d_gh_t = S == R ? d_xw_p + t * B * cell.G : S == 0 ? d_gh_own_p + t * B * R : d_gh_step_p;
+    T* d_own_t = S == R ? nullptr : d_gh_own_p + t * B * (R - S);
     GradRow<T> row0{};
     row0.act = act_p + t * B * A;
     row0.h_in = h_input;
@@ -360,7 +370,8 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     for_rows(B, cell.G, [&](int64_t b) {
       if (!len.valid(t, b)) {  // no step here: nothing reaches the products
         std::memset(row0.d_x + b * cell.G, 0, sizeof(T) * cell.G);
-        if (!Cell::kSameGrad) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
+        if (S < R) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
+        if (S > 0 && S < R) std::memset(d_own_t + b * (R - S), 0, sizeof(T) * (R - S));
         if (cell.E) std::memset(row0.d_extra + b * cell.E, 0, sizeof(T) * cell.E);
         return;
       }
@@ -369,6 +380,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       } else {
         cell.template backward<false>(row_of(b));
       }
+      if (S > 0 && S < R) std::memcpy(d_own_t + b * (R - S), row0.d_gh + b * R + S, sizeof(T) * (R - S));
     });
     if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
       gemm_rows(B, H, cell.R2, static_cast<const T*>(d_gh_t + cell.R1), R, w2_p, ldw, d_gated_p, H, false, opts);
@@ -417,13 +429,23 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   // weight gradients, one GEMM over all steps: the first product's input is h_in (h masked)
   const Tensor hs_in = dropped ? hs * mask : hs;
   const Tensor h0_in = dropped ? h0c * mask : h0c;
-  Tensor d_gh1 = Cell::kTwoStage ? d_gh.narrow(2, 0, cell.R1).contiguous() : d_gh;
-  Tensor d_w_hh = recurrent_weight_grad(d_gh1, hs_in, h0_in, reverse);
-  if constexpr (Cell::kTwoStage) {  // the second product's input is the gated h_in kept in act
-    const Tensor gated = act.narrow(2, cell.gated, H).reshape({-1, H});
-    d_w_hh = at::cat({d_w_hh, at::mm(d_gh.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
+  Tensor d_w_hh, d_b_hh;
+  if (S == R) {  // d_gh is d_xw
+    d_w_hh = recurrent_weight_grad(Cell::kTwoStage ? d_xw.narrow(2, 0, cell.R1) : d_xw, hs_in, h0_in, reverse);
+    if constexpr (Cell::kTwoStage) {  // the second product's input is the gated h_in kept in act
+      const Tensor gated = act.narrow(2, cell.gated, H).reshape({-1, H});
+      d_w_hh = at::cat({d_w_hh, at::mm(d_xw.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
+    }
+    d_b_hh = d_xw.sum(kStepsAndRows);
+  } else if (S == 0) {
+    d_w_hh = recurrent_weight_grad(d_gh_own, hs_in, h0_in, reverse);
+    d_b_hh = d_gh_own.sum(kStepsAndRows);
+  } else {  // rows of W_hh from the shared columns, then from the kept ones
+    const Tensor shared = d_xw.narrow(2, 0, S);
+    d_w_hh = at::cat({recurrent_weight_grad(shared, hs_in, h0_in, reverse),
+                      recurrent_weight_grad(d_gh_own, hs_in, h0_in, reverse)});
+    d_b_hh = at::cat({shared.sum(kStepsAndRows), d_gh_own.sum(kStepsAndRows)});
   }
-  Tensor d_b_hh = d_gh.sum(kStepsAndRows);
   Tensor d_w_hr = empty0(act);
   if constexpr (Cell::kTwoStates) {  // the projection's input m = o tanh(c), (T, B, H)
     if (proj) d_w_hr = at::mm(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));

@@ -13,9 +13,8 @@ template <typename T, bool kPeephole, bool kCoupled>
 struct LstmCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = true, kTwoStage = false, kNeedsFreshH = false, kDirectH = false;
-  static constexpr bool kSameGrad = true;
   static constexpr int64_t kF = kCoupled ? 0 : 1;  // the forget gate's block; g and o follow it
-  int64_t H, G, R1, R2 = 0, A, E = 0, gated = 0;
+  int64_t H, G, R1, R2 = 0, S, A, E = 0, gated = 0;
   const T* w_ci;  // peepholes (H each): c_{t-1} into i and f, c_t into o
   const T* w_cf;
   const T* w_co;
@@ -24,6 +23,7 @@ struct LstmCell {
       : H(H),
         G((kCoupled ? 3 : 4) * H),
         R1(G),
+        S(G),
         A(4 * H),
         w_ci(peephole),
         w_cf(peephole ? peephole + H : nullptr),
@@ -119,8 +119,7 @@ template <typename T>
 struct LnLstmCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = true, kTwoStage = false, kNeedsFreshH = false, kDirectH = false;
-  static constexpr bool kSameGrad = false;  // the product's gradient goes through the layer norm
-  int64_t H, G, R1, R2 = 0, A, E, gated = 0;
+  int64_t H, G, R1, R2 = 0, S = 0, A, E, gated = 0;  // the product's gradient goes through the norm
   const T* gain_hh;
   const T* bias_hh;  // added after the norm; null without biases
   const T* gain_c;

@@ -8,9 +8,8 @@ template <typename T, bool kRelu>
 struct RnnCell {
   using scalar_t = T;
   static constexpr bool kTwoStates = false, kTwoStage = false, kNeedsFreshH = true, kDirectH = false;
-  static constexpr bool kSameGrad = true;
-  int64_t H, G, R1, R2 = 0, A = 0, E = 0, gated = 0;
-  explicit RnnCell(int64_t H) : H(H), G(H), R1(H) {}
+  int64_t H, G, R1, R2 = 0, S, A = 0, E = 0, gated = 0;
+  explicit RnnCell(int64_t H) : H(H), G(H), R1(H), S(H) {}
 
   void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h); }
 
