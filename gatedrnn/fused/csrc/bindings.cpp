@@ -1,6 +1,7 @@
 // Python bindings of the native time loops.
 #include <torch/extension.h>
 
+#include "buffers.h"
 #include "common.h"
 
 namespace gatedrnn {
@@ -43,4 +44,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products: straight to BLAS (when libtorch exports it) or through at::mm
   m.def("direct_blas_available", &gatedrnn::direct_blas_available);
   m.def("use_direct_blas", [](bool flag) { gatedrnn::direct_blas_enabled() = flag; });
+  // the large buffers on transparent huge pages (buffers.h)
+  m.def("use_huge_pages", [](bool flag) { gatedrnn::huge_pages_enabled() = flag; });
 }
