@@ -110,7 +110,12 @@ def _run(name, layer, x, states, lengths, want_trace):
 
 def needs_reference(x, states, layer) -> bool:
     """Whether a torch.func transform is active or the input, a state or a weight carries a
-    forward-mode tangent: then only the reference loop gives the right derivatives.
+    forward-mode tangent: then only the reference loop gives the right derivatives."""
+    return needs_reference_for([x, *states, *layer._flat_weights])
+
+
+def needs_reference_for(tensors) -> bool:
+    """:func:`needs_reference` for any layer's tensors.
 
     While Dynamo traces (``torch.compile``) functorch's interpreter stack is not empty even
     without a transform, so it is not read there: the compiled graph keeps the fused ops
@@ -119,7 +124,6 @@ def needs_reference(x, states, layer) -> bool:
         return True
     if forward_ad._current_level < 0:  # no dual level entered: no tensor can carry a tangent
         return False
-    tensors = [x, *states, *layer._flat_weights]
     return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 

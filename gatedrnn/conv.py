@@ -2,8 +2,11 @@
 :class:`ConvGRU` stack their cell (:mod:`gatedrnn.cells.conv`) over time and layers, with
 ``hx``, ``lengths``, ``batch_first`` and gate traces as the other gatedrnn layers have them.
 
-The input convolutions of all steps run as one ``conv2d`` over the ``T·B`` frames; only the
-recurrent convolution and the gate math run per step."""
+``backend="reference"`` runs the cell step as written (:mod:`gatedrnn.cells.conv`), its input
+convolutions of all steps as one ``conv2d`` over the ``T·B`` frames; ``backend="fused"``
+keeps frames channels last and runs the gate math as one native pass per step
+(:mod:`gatedrnn.fused.conv`); ``"auto"`` (the default) takes the fused path on a CPU with the
+native kernels built, outside graph capture and torch.func transforms."""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatedrnn import _checks
+from gatedrnn import _checks, exportable, fused
+from gatedrnn.backends import BACKENDS, needs_reference_for
 from gatedrnn.cells.conv import (CONV_TRACE_NAMES, NUM_GATES, conv_gru_step, conv_lstm_step, kernel_pair,
                                  reset_conv_parameters)  # fmt: skip
+from gatedrnn.fused import conv as fused_conv
 from gatedrnn.trace import Trace
 
 
@@ -25,8 +30,11 @@ class ConvRNNBase(nn.Module):
     mode: str
 
     def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
-                 device=None, dtype=None):  # fmt: skip
+                 device=None, dtype=None, backend="auto"):  # fmt: skip
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        self.backend = backend
         self.in_channels = _checks.positive_int("in_channels", in_channels)
         self.hidden_channels = _checks.positive_int("hidden_channels", hidden_channels)
         self.num_layers = _checks.positive_int("num_layers", num_layers)
@@ -59,6 +67,8 @@ class ConvRNNBase(nn.Module):
             s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
         return s
 
     def forward(self, input, hx=None, *, lengths=None, return_trace=False):
@@ -81,8 +91,9 @@ class ConvRNNBase(nn.Module):
         if lengths is not None:
             masks = (torch.arange(T, device=x.device)[:, None] < lengths[None, :])[..., None, None, None]  # (T, B, 1, 1, 1)
         finals, traces = [], []
+        run = self._run_layer_fused if self._fused(x, states) else self._run_layer
         for layer in range(self.num_layers):
-            x, state, values = self._run_layer(layer, x, tuple(s[layer] for s in states), masks, return_trace)
+            x, state, values = run(layer, x, tuple(s[layer] for s in states), masks, return_trace)
             finals.append(state)
             traces.append(values)
         final = tuple(torch.stack(s) for s in zip(*finals))  # each (L, B, C, H, W)
@@ -102,6 +113,23 @@ class ConvRNNBase(nn.Module):
                 value = value.transpose(1, 2)
             trace[name] = value
         return result + (Trace(trace),)
+
+    def _fused(self, x, states) -> bool:
+        """Whether this call takes the fused path (see the module's docstring)."""
+        if self.backend == "reference" or exportable.exporting() or torch.jit.is_tracing():
+            return False
+        if needs_reference_for([x, *states, *self.parameters()]):
+            return False
+        if self.backend == "fused":
+            return True
+        if torch.compiler.is_compiling():  # the ops are opaque to the compiler: no build to ask about
+            return x.device.type == "cpu"
+        return fused.native_available_for(x.device)
+
+    def _run_layer_fused(self, layer, x, state, masks, want_trace):
+        reset_after = getattr(self, "reset_after", True)
+        return fused_conv.run_layer(self.mode, x, state, self.weights(layer), self.padding, masks, want_trace,
+                                    reset_after)  # fmt: skip
 
     def _run_layer(self, layer, x, state, masks, want_trace):
         """One layer over time: the output (T, B, C, H, W), the final state and, when
@@ -184,11 +212,12 @@ class ConvLSTM(ConvRNNBase):
     mode = "LSTM"
 
     def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
-                 device=None, dtype=None, *, forget_bias=0.0):  # fmt: skip
+                 device=None, dtype=None, *, forget_bias=0.0, backend="auto"):  # fmt: skip
         self.forget_bias = float(forget_bias)
         if self.forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True, got bias=False")
-        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype)
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype,
+                         backend)  # fmt: skip
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -216,11 +245,12 @@ class ConvGRU(ConvRNNBase):
     mode = "GRU"
 
     def __init__(self, in_channels, hidden_channels, kernel_size, num_layers=1, bias=True, batch_first=False,
-                 device=None, dtype=None, *, reset_after=True):  # fmt: skip
+                 device=None, dtype=None, *, reset_after=True, backend="auto"):  # fmt: skip
         if not isinstance(reset_after, bool):
             raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__} {reset_after!r}")
         self.reset_after = reset_after
-        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype)
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, bias, batch_first, device, dtype,
+                         backend)  # fmt: skip
 
     def _step(self, xw, state, weight_hh, bias_hh):
         return conv_gru_step(xw, state, weight_hh, bias_hh, self.padding, self.reset_after)

@@ -227,3 +227,45 @@ def linear_recurrence(a, b, h0, reverse):
         h = a[t] * h + b[t]
         out[t] = h
     return [torch.stack(out)]
+
+
+# -- the gate math alone over rows (the convolutional layers' pixels) ---------------------
+
+
+def lstm_rows_forward(xg, hg, c_prev, save):
+    i, f, g, o = (xg if hg is None else xg + hg).chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c_prev + i * g
+    return o * torch.tanh(c), c, torch.cat([i, f, g, o], 1) if save else _empty(xg)
+
+
+def lstm_rows_backward(d_h, d_c, d_act, act, c, c_prev):
+    i, f, g, o = act.chunk(4, dim=1)
+    tc = torch.tanh(c)
+    d_c = d_c + d_h * o * (1 - tc * tc)
+    d_i, d_f, d_g, d_o = d_c * g, d_c * c_prev, d_c * i, d_h * tc
+    if d_act is not None:
+        dg_i, dg_f, dg_g, dg_o = d_act.chunk(4, dim=1)
+        d_i, d_f, d_g, d_o = d_i + dg_i, d_f + dg_f, d_g + dg_g, d_o + dg_o
+    d_pre = torch.cat([d_i * i * (1 - i), d_f * f * (1 - f), d_g * (1 - g * g), d_o * o * (1 - o)], 1)
+    return d_pre, d_c * f
+
+
+def gru_rows_forward(xg, hg, h_prev, save):
+    x_r, x_z, x_n = xg.chunk(3, dim=1)
+    h_r, h_z, h_n = hg.chunk(3, dim=1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (1 - z) * n + z * h_prev, torch.cat([r, z, n, h_n], 1) if save else _empty(xg)
+
+
+def gru_rows_backward(d_h, d_act, act, h_prev):
+    r, z, n, h_n = act.chunk(4, dim=1)
+    d_n, d_z, d_r = d_h * (1 - z), d_h * (h_prev - n), 0
+    if d_act is not None:
+        dg_r, dg_z, dg_n, _ = d_act.chunk(4, dim=1)
+        d_r, d_z, d_n = dg_r, d_z + dg_z, d_n + dg_n
+    d_an = d_n * (1 - n * n)
+    d_r = d_r + d_an * h_n
+    d_ar, d_az = d_r * r * (1 - r), d_z * z * (1 - z)
+    return torch.cat([d_ar, d_az, d_an], 1), torch.cat([d_ar, d_az, d_an * r], 1), d_h * z

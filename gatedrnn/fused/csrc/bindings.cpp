@@ -22,6 +22,11 @@ std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, con
 std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                  bool, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> linear_recurrence(const Tensor&, const Tensor&, const Tensor&, bool);
+std::vector<Tensor> lstm_rows_forward(const Tensor&, const OT&, const Tensor&, bool);
+std::vector<Tensor> lstm_rows_backward(const Tensor&, const Tensor&, const OT&, const Tensor&, const Tensor&,
+                                       const Tensor&);
+std::vector<Tensor> gru_rows_forward(const Tensor&, const Tensor&, const Tensor&, bool);
+std::vector<Tensor> gru_rows_backward(const Tensor&, const OT&, const Tensor&, const Tensor&);
 }  // namespace gatedrnn
 
 // Every entry point runs with subnormals flushed to zero (common.h, FlushDenormals).
@@ -41,6 +46,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", flushed(&gatedrnn::rnn_forward));
   m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
+  // the gate math alone over rows (the convolutional layers' pixels)
+  m.def("lstm_rows_forward", flushed(&gatedrnn::lstm_rows_forward));
+  m.def("lstm_rows_backward", flushed(&gatedrnn::lstm_rows_backward));
+  m.def("gru_rows_forward", flushed(&gatedrnn::gru_rows_forward));
+  m.def("gru_rows_backward", flushed(&gatedrnn::gru_rows_backward));
   // the per-step products: straight to BLAS (when libtorch exports it) or through at::mm
   m.def("direct_blas_available", &gatedrnn::direct_blas_available);
   m.def("use_direct_blas", [](bool flag) { gatedrnn::direct_blas_enabled() = flag; });

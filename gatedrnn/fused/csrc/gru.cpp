@@ -336,4 +336,59 @@ std::vector<Tensor> gru_backward(const optional<Tensor>& d_out, const Tensor& d_
   return {r[0], r[1], r[3], r[4], d_ln_hh};
 }
 
+// torch's GRU gate math over rows that come from elsewhere: the convolutional GRU's pixels,
+// channels last (each pixel's 3H pre-activations r, z, n a row). xg (N, 3H) the input
+// convolution, hg (N, 3H) the recurrent one (n's part scaled by r here), h_prev (N, H).
+// Returns h (N, H) and, when save, act (N, 4H): r, z, n, hg's n block (else empty).
+std::vector<Tensor> gru_rows_forward(const Tensor& xg, const Tensor& hg, const Tensor& h_prev, bool save) {
+  const Tensor x = xg.contiguous(), g = hg.contiguous(), hp = h_prev.contiguous();
+  const int64_t N = hp.size(0), H = hp.size(1);
+  TORCH_CHECK(x.sizes() == g.sizes() && x.dim() == 2 && x.size(0) == N && x.size(1) == 3 * H,
+              "gatedrnn: gru_rows_forward wants xg, hg (N, 3H) and h_prev (N, H)");
+  Tensor h = big_empty({N, H}, x.options());
+  Tensor act = save ? big_empty({N, 4 * H}, x.options()) : empty0(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_rows_forward", [&] {
+    using T = scalar_t;
+    const GruCell<T> cell(H);
+    const T *xp = x.const_data_ptr<T>(), *gp = g.const_data_ptr<T>(), *hpp = hp.const_data_ptr<T>();
+    T *ho = h.data_ptr<T>(), *ap = save ? act.data_ptr<T>() : nullptr;
+    at::parallel_for(0, N, std::max<int64_t>(1, 32768 / (3 * H)), [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(ap ? 0 : 4 * H);
+      for (int64_t n = begin; n < end; ++n) {
+        cell.forward_row(xp + n * 3 * H, gp + n * 3 * H, hpp + n * H, ap ? ap + n * 4 * H : scratch.data(),
+                         ho + n * H);
+      }
+    });
+  });
+  return {h, act};
+}
+
+// Gradients of gru_rows_forward: d_h (N, H), d_act (N, 4H) from a trace. Returns xg's (N, 3H),
+// hg's (N, 3H) and h_prev's other than through hg (N, H).
+std::vector<Tensor> gru_rows_backward(const Tensor& d_h, const optional<Tensor>& d_act, const Tensor& act,
+                                      const Tensor& h_prev) {
+  const Tensor dh = d_h.contiguous(), a = act.contiguous(), hp = h_prev.contiguous();
+  const Tensor da = given(d_act) ? d_act->contiguous() : Tensor();
+  const int64_t N = hp.size(0), H = hp.size(1);
+  Tensor d_x = big_empty({N, 3 * H}, a.options()), d_gh = big_empty({N, 3 * H}, a.options());
+  Tensor d_h_prev = big_empty({N, H}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "gru_rows_backward", [&] {
+    using T = scalar_t;
+    const GruCell<T> cell(H);
+    const T *ap = a.const_data_ptr<T>(), *hpp = hp.const_data_ptr<T>(), *dhp = dh.const_data_ptr<T>();
+    const T* dap = da.defined() ? da.const_data_ptr<T>() : nullptr;
+    T *dxp = d_x.data_ptr<T>(), *dgp = d_gh.data_ptr<T>(), *dhpp = d_h_prev.data_ptr<T>();
+    for_rows(N, 3 * H, [&](int64_t n) {
+      if (dap) {
+        cell.template backward_row<true>(ap + n * 4 * H, hpp + n * H, dhp + n * H, dap + n * 4 * H, dxp + n * 3 * H,
+                                         dgp + n * 3 * H, dhpp + n * H);
+      } else {
+        cell.template backward_row<false>(ap + n * 4 * H, hpp + n * H, dhp + n * H, nullptr, dxp + n * 3 * H,
+                                          dgp + n * 3 * H, dhpp + n * H);
+      }
+    });
+  });
+  return {d_x, d_gh, d_h_prev};
+}
+
 }  // namespace gatedrnn

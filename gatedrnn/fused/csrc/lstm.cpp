@@ -305,4 +305,63 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
   return {r[0], r[1], r[2], r[3], r[4], r[5], d_peephole, d_ln_hh, d_ln_c};
 }
 
+// The LSTM's gate math over rows that come from elsewhere: the convolutional LSTM's pixels,
+// channels last, so that each pixel's 4H pre-activations (torch's order i, f, g, o) are a row.
+// xg (N, 4H) the pre-activations, plus hg (N, 4H) when given (a second convolution's);
+// c_prev (N, H). Returns h (N, H), c (N, H) and, when save, the gates (N, 4H) (else empty: a
+// row's gates then live in a small scratch buffer, not in memory the size of the maps).
+std::vector<Tensor> lstm_rows_forward(const Tensor& xg, const optional<Tensor>& hg, const Tensor& c_prev, bool save) {
+  const Tensor x = xg.contiguous(), cp = c_prev.contiguous();
+  const Tensor g = given(hg) ? hg->contiguous() : Tensor();
+  const int64_t N = cp.size(0), H = cp.size(1);
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && x.size(1) == 4 * H && (!g.defined() || g.sizes() == x.sizes()),
+              "gatedrnn: lstm_rows_forward wants xg, hg (N, 4H) and c_prev (N, H)");
+  Tensor h = big_empty({N, H}, x.options()), c = big_empty({N, H}, x.options());
+  Tensor act = save ? big_empty({N, 4 * H}, x.options()) : empty0(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_rows_forward", [&] {
+    using T = scalar_t;
+    const LstmCell<T, false, false> cell(H, nullptr);
+    const T *xp = x.const_data_ptr<T>(), *gp = g.defined() ? g.const_data_ptr<T>() : nullptr;
+    const T* cpp = cp.const_data_ptr<T>();
+    T *hp = h.data_ptr<T>(), *c_p = c.data_ptr<T>(), *ap = save ? act.data_ptr<T>() : nullptr;
+    const std::vector<T> zeros(gp ? 0 : 4 * H, T(0));  // the missing second input, one row read by all
+    at::parallel_for(0, N, std::max<int64_t>(1, 32768 / (4 * H)), [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(ap ? 0 : 4 * H);
+      for (int64_t n = begin; n < end; ++n) {
+        cell.forward_row(xp + n * 4 * H, gp ? gp + n * 4 * H : zeros.data(), cpp + n * H,
+                         ap ? ap + n * 4 * H : scratch.data(), c_p + n * H, hp + n * H);
+      }
+    });
+  });
+  return {h, c, act};
+}
+
+// Gradients of lstm_rows_forward (saved): d_h, d_c (N, H), d_act (N, 4H) from a trace. Returns
+// the pre-activations' gradient (N, 4H) (xg's and hg's alike) and c_prev's (N, H).
+std::vector<Tensor> lstm_rows_backward(const Tensor& d_h, const Tensor& d_c, const optional<Tensor>& d_act,
+                                       const Tensor& act, const Tensor& c, const Tensor& c_prev) {
+  const Tensor dh = d_h.contiguous(), dc = d_c.contiguous(), a = act.contiguous(), cn = c.contiguous();
+  const Tensor cp = c_prev.contiguous(), da = given(d_act) ? d_act->contiguous() : Tensor();
+  const int64_t N = cp.size(0), H = cp.size(1);
+  Tensor d_pre = big_empty({N, 4 * H}, a.options()), d_c_prev = big_empty({N, H}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_rows_backward", [&] {
+    using T = scalar_t;
+    const LstmCell<T, false, false> cell(H, nullptr);
+    const T *ap = a.const_data_ptr<T>(), *cnp = cn.const_data_ptr<T>(), *cpp = cp.const_data_ptr<T>();
+    const T *dhp = dh.const_data_ptr<T>(), *dcp = dc.const_data_ptr<T>();
+    const T* dap = da.defined() ? da.const_data_ptr<T>() : nullptr;
+    T *dpp = d_pre.data_ptr<T>(), *dcpp = d_c_prev.data_ptr<T>();
+    for_rows(N, 4 * H, [&](int64_t n) {
+      if (dap) {
+        cell.template backward_row<true>(ap + n * 4 * H, cnp + n * H, cpp + n * H, dhp + n * H, dcp + n * H,
+                                         dap + n * 4 * H, dpp + n * 4 * H, dcpp + n * H);
+      } else {
+        cell.template backward_row<false>(ap + n * 4 * H, cnp + n * H, cpp + n * H, dhp + n * H, dcp + n * H,
+                                          nullptr, dpp + n * 4 * H, dcpp + n * H);
+      }
+    });
+  });
+  return {d_pre, d_c_prev};
+}
+
 }  // namespace gatedrnn
