@@ -3,6 +3,7 @@
 
 #include "buffers.h"
 #include "common.h"
+#include "packed.h"
 
 namespace gatedrnn {
 using OT = optional<Tensor>;
@@ -54,6 +55,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products: straight to BLAS (when libtorch exports it) or through at::mm
   m.def("direct_blas_available", &gatedrnn::direct_blas_available);
   m.def("use_direct_blas", [](bool flag) { gatedrnn::direct_blas_enabled() = flag; });
+  // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
+  m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
+  m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });
   // the large buffers on transparent huge pages (buffers.h)
   m.def("use_huge_pages", [](bool flag) { gatedrnn::huge_pages_enabled() = flag; });
 }

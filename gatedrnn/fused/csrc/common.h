@@ -183,15 +183,6 @@ void gemm_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T
   }
 }
 
-// out (M, N; row stride ldo) = bias + a (M, K; lda) @ w_t (K, N; ldw); bias (N) or null.
-template <typename T>
-void linear_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* w_t, int64_t ldw, const T* bias,
-                 T* out, int64_t ldo, const at::TensorOptions& opts) {
-  if (bias)
-    for (int64_t r = 0; r < M; ++r) std::memcpy(out + r * ldo, bias, sizeof(T) * N);
-  gemm_rows(M, N, K, a, lda, w_t, ldw, out, ldo, bias != nullptr, opts);
-}
-
 // Valid steps: step t of row b is valid when t < lengths[b] (every step when no lengths).
 struct Lengths {
   const int64_t* data = nullptr;

@@ -35,6 +35,7 @@
 
 #include "buffers.h"
 #include "common.h"
+#include "packed.h"
 #include "rows.h"
 
 namespace gatedrnn {
@@ -102,6 +103,10 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   T* gh2_p = Cell::kTwoStage ? gh2.data_ptr<T>() : nullptr;
   T* h_in_p = dropped ? h_in.data_ptr<T>() : nullptr;
   T* m_p = proj ? m.data_ptr<T>() : nullptr;
+  // the weights of the per-step products, packed once where that pays (packed.h)
+  const PackedRight<T> w1_packed(B, P, cell.R1, w1_p, cell.R1, steps);
+  const PackedRight<T> w2_packed(B, Cell::kTwoStage ? H : 0, cell.R2, w2_p, cell.R2, Cell::kTwoStage ? steps : 0);
+  const PackedRight<T> wr_packed(B, proj ? H : 0, proj ? P : 0, wr_p, P, proj ? steps : 0);
 
   int64_t t_prev = -1, c_slot_prev = -1;
   for (int64_t s = 0; s < steps; ++s) {
@@ -113,7 +118,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
       for (int64_t j = 0; j < B * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
       h_input = h_in_p;
     }
-    linear_rows(B, cell.R1, P, h_input, P, w1_p, cell.R1, b1_p, gh_p, cell.R1, opts);
+    w1_packed.linear(h_input, P, b1_p, gh_p, cell.R1, opts);
     T* act_t = act_p + a_slot * B * A;
     T* h_t = hs_p + t * B * P;
     T* h_new = zh.on ? hf_p + (save && Cell::kNeedsFreshH ? t : 0) * B * P : h_t;  // before zoneout
@@ -149,7 +154,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
       if (len.valid(t, b)) cell.forward(row_of(b));
     });
     if constexpr (Cell::kTwoStage) {  // gh2 = W_h2 (gate * h_in) + b_h2, the gate's product written in act
-      linear_rows(B, cell.R2, H, act_t + cell.gated, A, w2_p, cell.R2, b2_p, gh2_p, cell.R2, opts);
+      w2_packed.linear(act_t + cell.gated, A, b2_p, gh2_p, cell.R2, opts);
       for_rows(B, cell.G, [&](int64_t b) {
         if (!len.valid(t, b)) return;
         StepRow<T> r = row_of(b);
@@ -157,7 +162,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
         cell.forward2(r);
       });
     }
-    if (proj) gemm_rows(B, P, H, m_p, H, wr_p, P, h_new, P, false, opts);  // h = W_hr m
+    if (proj) wr_packed.multiply(m_p, H, h_new, P, false, opts);  // h = W_hr m
     const T* hp = h_prev;
     T* hn = h_new;
     T* ht = h_t;
@@ -278,6 +283,10 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   T* d_h_in_p = d_h_in.data_ptr<T>();
   T* d_gated_p = Cell::kTwoStage ? d_gated.data_ptr<T>() : nullptr;
   T* d_h_in2_p = Cell::kTwoStage ? d_h_in2.data_ptr<T>() : nullptr;
+  // the weights of the per-step products, packed once where that pays (packed.h)
+  const PackedRight<T> w1_packed(B, cell.R1, P, w1_p, ldw, steps);
+  const PackedRight<T> w2_packed(B, cell.R2, Cell::kTwoStage ? H : 0, w2_p, ldw, Cell::kTwoStage ? steps : 0);
+  const PackedRight<T> wr_packed(B, proj ? P : 0, proj ? H : 0, wr_p, H, proj ? steps : 0);
 
   for (int64_t s = steps - 1; s >= 0; --s) {
     const int64_t t = reverse ? steps - 1 - s : s;
@@ -318,7 +327,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       T* dhs_t = d_hs_p + t * B * P;
       for (int64_t b = 0; b < B; ++b)
         if (len.valid(t, b)) std::memcpy(dhs_t + b * P, dhn + b * P, sizeof(T) * P);
-      gemm_rows(B, H, P, static_cast<const T*>(dhn), P, wr_p, H, d_m_p, H, false, opts);  // d_m = d_h W_hr
+      wr_packed.multiply(dhn, P, d_m_p, H, false, opts);  // d_m = d_h W_hr
     }
     // this step's products' gradient, rows of R with row stride R (S == R: d_xw's rows, G == R)
     T* d_gh_t = S == R ? d_xw_p + t * B * cell.G : S == 0 ? d_gh_own_p + t * B * R : d_gh_step_p;
@@ -384,7 +393,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       if (S > 0 && S < R) std::memcpy(d_own_t + b * (R - S), row0.d_gh + b * R + S, sizeof(T) * (R - S));
     });
     if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
-      gemm_rows(B, H, cell.R2, static_cast<const T*>(d_gh_t + cell.R1), R, w2_p, ldw, d_gated_p, H, false, opts);
+      w2_packed.multiply(d_gh_t + cell.R1, R, d_gated_p, H, false, opts);
       for_rows(B, cell.G, [&](int64_t b) {
         if (!len.valid(t, b)) return;
         if (has_d_act) {
@@ -394,9 +403,9 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
         }
       });
       std::memcpy(d_h_in_p, d_h_in2_p, sizeof(T) * B * P);
-      gemm_rows(B, P, cell.R1, static_cast<const T*>(d_gh_t), R, w1_p, ldw, d_h_in_p, P, true, opts);
+      w1_packed.multiply(d_gh_t, R, d_h_in_p, P, true, opts);
     } else {
-      gemm_rows(B, P, cell.R1, static_cast<const T*>(d_gh_t), R, w1_p, ldw, d_h_in_p, P, false, opts);  // d_gh W_hh
+      w1_packed.multiply(d_gh_t, R, d_h_in_p, P, false, opts);  // d_gh W_hh
     }
     // gradients of the previous states: around the products, through h_in, and kept by zoneout
     T* dhx = d_h_next.data_ptr<T>();

@@ -1,0 +1,93 @@
+// The per-step products with their weight packed once: MKL's packed GEMM (cblas_sgemm_pack
+// and cblas_sgemm_compute, exported by libtorch's x86 builds). A plain GEMM call re-packs
+// the weight into the kernel's blocked layout every time; a time loop multiplies by the same
+// W_hh at every step, so packing it once per call of the loop and computing from the packed
+// copy saves that work T - 1 times. Measured on this project's Xeon (2 threads), one step's
+// product h (B, H) W_hh' (H, G), plain → packed: 90 → 80 µs at (64, 256, 1024), 710 → 598
+// at (128, 512, 2048), 16.5 → 12.9 at (32, 128, 512), level at (16, 64, 256). The results are
+// the same numbers (the same kernel on the same blocks).
+//
+// float only (MKL packs doubles too, but libtorch does not export those entry points); where
+// the symbols are absent, the direct BLAS path is off, or a loop is too short to repay the
+// packing, the products go through gemm_rows as before.
+#pragma once
+
+#include "common.h"
+
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                      int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
+}
+
+namespace gatedrnn {
+
+// Whether libtorch exports the packed GEMM entry points.
+inline bool packed_gemm_available() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+}
+
+// Packing rule, in one place: 0 packs where it pays (at least kMinSteps products of at least
+// kMinWork multiply-adds each), 1 packs every product (tests: the packed path at small sizes),
+// -1 never. Whole loops, plain → packed (benchmarks/packed_gemm.py): 2-5% faster from
+// (64, 100, 256, 256) up; at (16, 500, 32, 64) the GRU's inference took 19% longer and at
+// (32, 100, 64, 128) 3-4% (the packed call costs more per call than it saves on a small product).
+inline int& packed_gemm_mode() {
+  static int mode = 0;
+  return mode;
+}
+
+// The right operand b (K, N; row stride ldb) of `uses` products with M rows each, packed once
+// when the rule says so; multiply() then computes a (M, K) b from the packed copy, else it
+// calls gemm_rows on b itself.
+template <typename T>
+class PackedRight {
+ public:
+  PackedRight(int64_t M, int64_t K, int64_t N, const T* b, int64_t ldb, int64_t uses)
+      : M_(M), K_(K), N_(N), b_(b), ldb_(ldb) {
+    if constexpr (std::is_same_v<T, float>) {
+      constexpr int64_t kMinSteps = 8, kMinWork = int64_t(1) << 23, kMax = std::numeric_limits<int>::max();
+      const int mode = packed_gemm_mode();
+      const bool pays = mode == 1 || (mode == 0 && uses >= kMinSteps && M * K * N >= kMinWork);
+      if (!pays || !direct_blas_enabled() || !packed_gemm_available() || M == 0 || N == 0 || K == 0) return;
+      if (M > kMax || N > kMax || K > kMax || ldb > kMax) return;
+      // row-major out (M, N) = a b is column-major out' (N, M) = b' a': b' is the left operand
+      const size_t bytes = cblas_sgemm_pack_get_size(kAMatrix, int(N), int(M), int(K));
+      packed_ = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);  // 64-byte aligned
+      cblas_sgemm_pack(kColMajor, kAMatrix, kNoTrans, int(N), int(M), int(K), 1.0f, b, int(ldb),
+                       packed_.data_ptr<float>());
+    }
+  }
+
+  // out (M, N; row stride ldo) = a (M, K; lda) b, plus out when accumulate.
+  void multiply(const T* a, int64_t lda, T* out, int64_t ldo, bool accumulate, const at::TensorOptions& opts) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_.defined()) {
+        cblas_sgemm_compute(kColMajor, kPacked, kNoTrans, int(N_), int(M_), int(K_), packed_.const_data_ptr<float>(), int(N_), a,
+                            int(lda), accumulate ? 1.0f : 0.0f, out, int(ldo));
+        return;
+      }
+    }
+    gemm_rows(M_, N_, K_, a, lda, b_, ldb_, out, ldo, accumulate, opts);
+  }
+
+  // out = bias + a b; bias (N) or null.
+  void linear(const T* a, int64_t lda, const T* bias, T* out, int64_t ldo, const at::TensorOptions& opts) const {
+    if (bias)
+      for (int64_t r = 0; r < M_; ++r) std::memcpy(out + r * ldo, bias, sizeof(T) * N_);
+    multiply(a, lda, out, ldo, bias != nullptr, opts);
+  }
+
+  bool packed() const { return packed_.defined(); }
+
+ private:
+  static constexpr int kColMajor = 102, kNoTrans = 111, kPacked = 151, kAMatrix = 161;
+  int64_t M_, K_, N_;
+  const T* b_;
+  int64_t ldb_;
+  Tensor packed_;  // undefined when not packed
+};
+
+}  // namespace gatedrnn
