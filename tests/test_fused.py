@@ -241,33 +241,6 @@ def test_fused_large_float32_matches_torch():
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["LSTM", "GRU"])
-def test_buffers_on_huge_pages_change_nothing(name):
-    """Saved activations and gradient buffers over 8 MB are advised onto huge pages
-    (csrc/buffers.h): the same numbers with and without, and torch.nn's within tolerance,
-    with padded rows (the zeroed gradient columns the GRU keeps apart from d_xw)."""
-    if not fused.native_available():
-        pytest.skip("native kernels not built on this machine")
-    theirs = getattr(torch.nn, name)(32, 256)
-    ours = getattr(gatedrnn, name).from_torch(theirs, backend="fused")
-    case = Case(ours, "lengths", 40, 64, True, seed=0)
-    results = []
-    try:
-        for huge in (True, False):
-            fused.kernels().use_huge_pages(huge)
-            results.append(case.run(ours))
-    finally:
-        fused.kernels().use_huge_pages(True)
-    (out_h, finals_h, grads_h, _), (out_s, finals_s, grads_s, _) = results
-    assert torch.equal(out_h, out_s)
-    for a, b in zip([*finals_h, *grads_h], [*finals_s, *grads_s]):
-        assert torch.equal(a, b)
-    out_t, _, grads_t, _ = case.run(theirs, use_lengths=False)
-    torch.testing.assert_close(out_h, out_t, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads_h, grads_t):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-
-
 @pytest.mark.slow
 def test_torch_compile_keeps_the_fused_ops_in_its_graph():
     """Dynamo's graph holds the native loop as one custom op per layer and direction, not the

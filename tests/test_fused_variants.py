@@ -302,25 +302,34 @@ def test_op_arguments_read_the_step_back():
     assert fused.op_arguments(lambda xw, state, w_hh, b_hh, w_hr=None: None) is None  # a step it does not know
 
 
+@pytest.mark.parametrize("path", ["packed", "split", "packed+split"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_products_from_packed_weights_equal_the_reference_loop(cell):
-    """Every per-step product from a weight packed once (csrc/packed.h), forced on at these
-    small sizes (the rule packs only large ones): the recurrent products forward and
-    backward, the second product of the two-stage cells, the LSTM's projection."""
+def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
+    """Every per-step product from a weight packed once (csrc/packed.h), and every step's rows
+    split across two threads, each block running its own products and gate math
+    (common.h, for_row_blocks); both forced on at these small sizes, where the rules leave
+    them off: the recurrent products forward and backward, the two-stage cells' second
+    product, the LSTM's projection, zoneout, recurrent dropout, lengths."""
     kernels = fused.kernels()
-    if not kernels.packed_gemm_available():
+    if "packed" in path and not kernels.packed_gemm_available():
         pytest.skip("this torch does not export MKL's packed GEMM")
     cls, config = CELLS[cell]
-    config = config | {"input_size": 3, "hidden_size": 5, "num_layers": 2, "bidirectional": True, "zoneout": 0.2}
+    config = config | {"input_size": 3, "hidden_size": 5, "num_layers": 2, "bidirectional": True, "zoneout": 0.2,
+                       "recurrent_dropout": 0.3}  # fmt: skip
     if cls is gatedrnn.LSTM and not config.get("layer_norm"):
         config["proj_size"] = 4
     ours, ref = _twins(cls, config, torch.float32, seed=3)
-    case = Case(ours, "lengths", 7, 4, True, seed=3)
-    kernels.use_packed_gemm(1)
+    case = Case(ours, "lengths", 7, 5, True, seed=3)
+    threads, work = torch.get_num_threads(), kernels.min_shared_work()
+    torch.set_num_threads(2)
+    kernels.use_packed_gemm(1 if "packed" in path else -1)
+    kernels.set_min_shared_work(0 if "split" in path else work)
     try:
         out_o, finals_o, grads_o, result_o = _run(ours, case, 3, trace=True)
     finally:
         kernels.use_packed_gemm(0)
+        kernels.set_min_shared_work(work)
+        torch.set_num_threads(threads)
     out_r, finals_r, grads_r, result_r = _run(ref, case, 3, trace=True)
     assert_close(out_o, out_r, torch.float32, f"{cell} output")
     for a, b in zip(finals_o, finals_r):

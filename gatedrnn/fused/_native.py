@@ -71,8 +71,19 @@ def _say(line: str) -> None:
 def _flags() -> list[str]:
     capability = torch.backends.cpu.get_cpu_capability()
     # -fno-trapping-math lets the float-to-int step of exp vectorise; NaN and Inf keep their meaning
-    # -fopenmp-simd: the layer norms' `omp simd` reductions vectorize (no OpenMP runtime involved)
-    return ["-O3", "-std=c++17", "-fno-trapping-math", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])]
+    # -fopenmp-simd: the layer norms' `omp simd` reductions vectorize
+    flags = ["-O3", "-std=c++17", "-fno-trapping-math", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])]
+    return flags + _openmp_flags()
+
+
+def _openmp_flags() -> list[str]:
+    """-fopenmp where torch runs its parallel regions on OpenMP (its Linux builds): ATen's
+    ``at::parallel_for`` is a header whose ``#pragma omp parallel`` is compiled into this
+    extension, and without the flag it runs every range on the calling thread. The runtime is
+    torch's own libgomp, already loaded (no second copy is linked in)."""
+    if sys.platform != "linux" or "OpenMP" not in torch.__config__.parallel_info():
+        return []
+    return ["-fopenmp"]
 
 
 def _key() -> tuple[str, str]:

@@ -1,7 +1,6 @@
 // Python bindings of the native time loops.
 #include <torch/extension.h>
 
-#include "buffers.h"
 #include "common.h"
 #include "packed.h"
 
@@ -58,6 +57,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
   m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
   m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });
-  // the large buffers on transparent huge pages (buffers.h)
-  m.def("use_huge_pages", [](bool flag) { gatedrnn::huge_pages_enabled() = flag; });
+  // a step's rows split across threads from this many multiply-adds a step (common.h)
+  m.def("min_shared_work", []() { return gatedrnn::min_shared_work(); });
+  m.def("set_min_shared_work", [](int64_t work) { gatedrnn::min_shared_work() = work; });
 }

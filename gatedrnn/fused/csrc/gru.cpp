@@ -345,8 +345,8 @@ std::vector<Tensor> gru_rows_forward(const Tensor& xg, const Tensor& hg, const T
   const int64_t N = hp.size(0), H = hp.size(1);
   TORCH_CHECK(x.sizes() == g.sizes() && x.dim() == 2 && x.size(0) == N && x.size(1) == 3 * H,
               "gatedrnn: gru_rows_forward wants xg, hg (N, 3H) and h_prev (N, H)");
-  Tensor h = big_empty({N, H}, x.options());
-  Tensor act = save ? big_empty({N, 4 * H}, x.options()) : empty0(x);
+  Tensor h = at::empty({N, H}, x.options());
+  Tensor act = save ? at::empty({N, 4 * H}, x.options()) : empty0(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_rows_forward", [&] {
     using T = scalar_t;
     const GruCell<T> cell(H);
@@ -370,8 +370,8 @@ std::vector<Tensor> gru_rows_backward(const Tensor& d_h, const optional<Tensor>&
   const Tensor dh = d_h.contiguous(), a = act.contiguous(), hp = h_prev.contiguous();
   const Tensor da = given(d_act) ? d_act->contiguous() : Tensor();
   const int64_t N = hp.size(0), H = hp.size(1);
-  Tensor d_x = big_empty({N, 3 * H}, a.options()), d_gh = big_empty({N, 3 * H}, a.options());
-  Tensor d_h_prev = big_empty({N, H}, a.options());
+  Tensor d_x = at::empty({N, 3 * H}, a.options()), d_gh = at::empty({N, 3 * H}, a.options());
+  Tensor d_h_prev = at::empty({N, H}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "gru_rows_backward", [&] {
     using T = scalar_t;
     const GruCell<T> cell(H);

@@ -33,12 +33,43 @@
 
 #include <vector>
 
-#include "buffers.h"
 #include "common.h"
 #include "packed.h"
 #include "rows.h"
 
 namespace gatedrnn {
+
+// The end of a forward step for row b: past its sequence's end the states are carried and the
+// activations zeroed (the new h and c too: the weight gradients read them); else zoneout
+// mixes the new states s~ (h_new, c_new) with the previous ones into h_t, c_t.
+template <bool kTwoStates, typename T>
+inline void finish_row(int64_t b, int64_t t, const T* h_prev, T* h_new, T* h_t, T* act_t, T* c_t, const T* c_prev,
+                       T* c_new, const Zoneout& zh, const Zoneout& zc, const Lengths& len, int64_t P, int64_t H,
+                       int64_t A) {
+  if (!len.valid(t, b)) {
+    std::memcpy(h_t + b * P, h_prev + b * P, sizeof(T) * P);
+    if constexpr (kTwoStates) std::memcpy(c_t + b * H, c_prev + b * H, sizeof(T) * H);
+    if (A) std::memset(act_t + b * A, 0, sizeof(T) * A);
+    if (zh.on) std::memset(h_new + b * P, 0, sizeof(T) * P);
+    if constexpr (kTwoStates)
+      if (zc.on) std::memset(c_new + b * H, 0, sizeof(T) * H);
+    return;
+  }
+  const T* k = nullptr;
+  T k_const = 0;
+  if (zh.on) {
+    zh.row(t, b, P, k, k_const);
+    std::memcpy(h_t + b * P, h_new + b * P, sizeof(T) * P);
+    zone_out(h_t + b * P, h_prev + b * P, k, k_const, P);
+  }
+  if constexpr (kTwoStates) {
+    if (zc.on) {
+      zc.row(t, b, H, k, k_const);
+      std::memcpy(c_t + b * H, c_new + b * H, sizeof(T) * H);
+      zone_out(c_t + b * H, c_prev + b * H, k, k_const, H);
+    }
+  }
+}
 
 // Forward of one layer and direction. xw (T, B, G); h0 (B, P); c0 (B, H) for two-state cells;
 // w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P); keep_h, keep_c zoneout.
@@ -69,12 +100,12 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   }
   const Tensor w_hr_t = proj ? w_hr->t().contiguous() : Tensor();  // (H, P)
   const Tensor mask = dropped ? rmask->contiguous() : Tensor();
-  Tensor out = big_empty({steps, B, P}, opts);
-  Tensor hs = len.any() ? big_empty({steps, B, P}, opts) : out;
-  Tensor cs = Cell::kTwoStates ? big_empty({save ? steps : 2, B, H}, opts) : empty0(xw);  // two rolling slots unsaved
-  Tensor act = big_empty({save ? steps : 1, B, A}, opts);
-  Tensor hf = zh.on ? big_empty({save && Cell::kNeedsFreshH ? steps : 1, B, P}, opts) : empty0(xw);
-  Tensor cf = Cell::kTwoStates && zc.on ? big_empty({save ? steps : 1, B, H}, opts) : empty0(xw);
+  Tensor out = at::empty({steps, B, P}, opts);
+  Tensor hs = len.any() ? at::empty({steps, B, P}, opts) : out;
+  Tensor cs = Cell::kTwoStates ? at::empty({save ? steps : 2, B, H}, opts) : empty0(xw);  // two rolling slots unsaved
+  Tensor act = at::empty({save ? steps : 1, B, A}, opts);
+  Tensor hf = zh.on ? at::empty({save && Cell::kNeedsFreshH ? steps : 1, B, P}, opts) : empty0(xw);
+  Tensor cf = Cell::kTwoStates && zc.on ? at::empty({save ? steps : 1, B, H}, opts) : empty0(xw);
   Tensor gh = at::empty({B, cell.R1}, opts);
   Tensor gh2 = Cell::kTwoStage ? at::empty({B, cell.R2}, opts) : Tensor();
   Tensor h_in = dropped ? at::empty({B, P}, opts) : Tensor();
@@ -113,12 +144,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t c_slot = save ? t : s % 2, a_slot = save ? t : 0;
     const T* h_prev = s == 0 ? h0_p : hs_p + t_prev * B * P;
-    const T* h_input = h_prev;
-    if (dropped) {
-      for (int64_t j = 0; j < B * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
-      h_input = h_in_p;
-    }
-    w1_packed.linear(h_input, P, b1_p, gh_p, cell.R1, opts);
+    const T* h_input = dropped ? h_in_p : h_prev;
     T* act_t = act_p + a_slot * B * A;
     T* h_t = hs_p + t * B * P;
     T* h_new = zh.on ? hf_p + (save && Cell::kNeedsFreshH ? t : 0) * B * P : h_t;  // before zoneout
@@ -150,49 +176,30 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
       }
       return r;
     };
-    for_rows(B, cell.G, [&](int64_t b) {
-      if (len.valid(t, b)) cell.forward(row_of(b));
-    });
-    if constexpr (Cell::kTwoStage) {  // gh2 = W_h2 (gate * h_in) + b_h2, the gate's product written in act
-      w2_packed.linear(act_t + cell.gated, A, b2_p, gh2_p, cell.R2, opts);
-      for_rows(B, cell.G, [&](int64_t b) {
-        if (!len.valid(t, b)) return;
-        StepRow<T> r = row_of(b);
-        r.gh2 = gh2_p + b * cell.R2;
-        cell.forward2(r);
-      });
-    }
-    if (proj) wr_packed.multiply(m_p, H, h_new, P, false, opts);  // h = W_hr m
-    const T* hp = h_prev;
-    T* hn = h_new;
-    T* ht = h_t;
-    T* at_p = act_t;
-    for_rows(B, P, [&](int64_t b) {
-      if (!len.valid(t, b)) {  // past the end: carry the state, zero activations
-        std::memcpy(ht + b * P, hp + b * P, sizeof(T) * P);
-        if constexpr (Cell::kTwoStates) std::memcpy(c_t + b * H, row0.c_prev + b * H, sizeof(T) * H);
-        if (A) std::memset(at_p + b * A, 0, sizeof(T) * A);
-        if (zh.on) std::memset(hn + b * P, 0, sizeof(T) * P);  // read by the weight gradients: no garbage
-        if constexpr (Cell::kTwoStates)
-          if (zc.on) std::memset(row0.c + b * H, 0, sizeof(T) * H);
-        return;
-      }
-      const T* k = nullptr;
-      T k_const = 0;
-      if (zh.on) {
-        zh.row(t, b, P, k, k_const);
-        std::memcpy(ht + b * P, hn + b * P, sizeof(T) * P);
-        zone_out(ht + b * P, hp + b * P, k, k_const, P);
-      }
-      if constexpr (Cell::kTwoStates) {
-        if (zc.on) {
-          zc.row(t, b, H, k, k_const);
-          std::memcpy(c_t + b * H, row0.c + b * H, sizeof(T) * H);
-          zone_out(c_t + b * H, row0.c_prev + b * H, k, k_const, H);
+    // rows b0..b1 of the step, all of it: every part is row-local, so one parallel region
+    // holds the products and the gate math (common.h, for_row_blocks)
+    for_row_blocks(B, B * P * cell.G, [&](int64_t b0, int64_t b1) {
+      const int64_t M = b1 - b0;
+      if (dropped)
+        for (int64_t j = b0 * P; j < b1 * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
+      w1_packed.linear(M, h_input + b0 * P, P, b1_p, gh_p + b0 * cell.R1, cell.R1, opts);
+      for (int64_t b = b0; b < b1; ++b)
+        if (len.valid(t, b)) cell.forward(row_of(b));
+      if constexpr (Cell::kTwoStage) {  // gh2 = W_h2 (gate * h_in) + b_h2, the gate's product written in act
+        w2_packed.linear(M, act_t + b0 * A + cell.gated, A, b2_p, gh2_p + b0 * cell.R2, cell.R2, opts);
+        for (int64_t b = b0; b < b1; ++b) {
+          if (!len.valid(t, b)) continue;
+          StepRow<T> r = row_of(b);
+          r.gh2 = gh2_p + b * cell.R2;
+          cell.forward2(r);
         }
       }
+      if (proj) wr_packed.multiply(M, m_p + b0 * H, H, h_new + b0 * P, P, false, opts);  // h = W_hr m
+      for (int64_t b = b0; b < b1; ++b) {
+        finish_row<Cell::kTwoStates>(b, t, h_prev, h_new, h_t, act_t, c_t, row0.c_prev, row0.c, zh, zc, len, P, H, A);
+        if (len.any()) write_output_row(out_p + t * B * P, h_t, len, t, b, P);
+      }
     });
-    if (len.any()) write_output_step(out_p + t * B * P, ht, len, t, B, P);
     t_prev = t;
     c_slot_prev = c_slot;
   }
@@ -229,10 +236,10 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const int64_t S = cell.S;
   TORCH_CHECK((S == R && R == cell.G) || (!Cell::kTwoStage && S >= 0 && S < R),
               "gatedrnn: a cell's shared gradient columns");
-  Tensor d_xw = big_empty({steps, B, cell.G}, opts);
-  Tensor d_gh_own = S == R ? Tensor() : big_empty({steps, B, R - S}, opts);
+  Tensor d_xw = at::empty({steps, B, cell.G}, opts);
+  Tensor d_gh_own = S == R ? Tensor() : at::empty({steps, B, R - S}, opts);
   Tensor d_gh_step = S > 0 && S < R ? at::empty({B, R}, opts) : Tensor();
-  Tensor d_extra = big_empty({steps, B, cell.E}, opts);
+  Tensor d_extra = at::empty({steps, B, cell.E}, opts);
   Tensor d_hs = proj ? at::zeros({steps, B, P}, opts) : Tensor();  // gradient of each projected h, for d_w_hr
   Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, P}, opts);
   Tensor d_c = Cell::kTwoStates ? d_c_n->contiguous().clone() : Tensor();
@@ -292,11 +299,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t t_prev = reverse ? t + 1 : t - 1;
     const T* h_prev = s == 0 ? h0_p : hs_p + t_prev * B * P;
-    const T* h_input = h_prev;
-    if (dropped) {
-      for (int64_t j = 0; j < B * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
-      h_input = h_in_p;
-    }
+    const T* h_input = dropped ? h_in_p : h_prev;
     T* dh = d_h.data_ptr<T>();
     T* dc = Cell::kTwoStates ? d_c.data_ptr<T>() : nullptr;
     const T* dot = has_d_out ? d_out_p + t * B * P : nullptr;
@@ -305,30 +308,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     if (Cell::kTwoStates && !zc.on) d_c_new = d_c;
     T* dhn = d_h_new.data_ptr<T>();
     T* dcn = Cell::kTwoStates ? d_c_new.data_ptr<T>() : nullptr;
-    // the gradients reaching this step's states: carried, from the output, from the trace;
-    // zoneout passes (1 - k) of them to the new states
-    for_rows(B, P, [&](int64_t b) {
-      if (dot && len.valid(t, b)) add_into(dh + b * P, dot + b * P, P);
-      const T* k = nullptr;
-      T k_const = 0;
-      if (zh.on) {
-        zh.row(t, b, P, k, k_const);
-        zone_out_grad(dhn + b * P, dh + b * P, k, k_const, P);
-      }
-      if constexpr (Cell::kTwoStates) {
-        if (dcs) add_into(dc + b * H, dcs + b * H, H);
-        if (zc.on) {
-          zc.row(t, b, H, k, k_const);
-          zone_out_grad(dcn + b * H, dc + b * H, k, k_const, H);
-        }
-      }
-    });
-    if (proj) {
-      T* dhs_t = d_hs_p + t * B * P;
-      for (int64_t b = 0; b < B; ++b)
-        if (len.valid(t, b)) std::memcpy(dhs_t + b * P, dhn + b * P, sizeof(T) * P);
-      wr_packed.multiply(dhn, P, d_m_p, H, false, opts);  // d_m = d_h W_hr
-    }
+    T* dhs_t = proj ? d_hs_p + t * B * P : nullptr;
     // this step's products' gradient, rows of R with row stride R (S == R: d_xw's rows, G == R)
     T* d_gh_t = S == R ? d_xw_p + t * B * cell.G : S == 0 ? d_gh_own_p + t * B * R : d_gh_step_p;
     T* d_own_t = S == R ? nullptr : d_gh_own_p + t * B * (R - S);
@@ -377,59 +357,86 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
       }
       return r;
     };
-    for_rows(B, cell.G, [&](int64_t b) {
-      if (!len.valid(t, b)) {  // no step here: nothing reaches the products
-        std::memset(row0.d_x + b * cell.G, 0, sizeof(T) * cell.G);
-        if (S < R) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
-        if (S > 0 && S < R) std::memset(d_own_t + b * (R - S), 0, sizeof(T) * (R - S));
-        if (cell.E) std::memset(row0.d_extra + b * cell.E, 0, sizeof(T) * cell.E);
-        return;
-      }
-      if (has_d_act) {
-        cell.template backward<true>(row_of(b));
-      } else {
-        cell.template backward<false>(row_of(b));
-      }
-      if (S > 0 && S < R) std::memcpy(d_own_t + b * (R - S), row0.d_gh + b * R + S, sizeof(T) * (R - S));
-    });
-    if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
-      w2_packed.multiply(d_gh_t + cell.R1, R, d_gated_p, H, false, opts);
-      for_rows(B, cell.G, [&](int64_t b) {
-        if (!len.valid(t, b)) return;
-        if (has_d_act) {
-          cell.template backward_first<true>(row_of(b));
-        } else {
-          cell.template backward_first<false>(row_of(b));
-        }
-      });
-      std::memcpy(d_h_in_p, d_h_in2_p, sizeof(T) * B * P);
-      w1_packed.multiply(d_gh_t, R, d_h_in_p, P, true, opts);
-    } else {
-      w1_packed.multiply(d_gh_t, R, d_h_in_p, P, false, opts);  // d_gh W_hh
-    }
-    // gradients of the previous states: around the products, through h_in, and kept by zoneout
     T* dhx = d_h_next.data_ptr<T>();
-    const T* dhd = d_h_direct_p;
-    const T* dhi = d_h_in_p;
-    const T* mk = mask_p;
     T* dcx = Cell::kTwoStates ? d_c_next.data_ptr<T>() : nullptr;
-    for_rows(B, P, [&](int64_t b) {
-      if (!len.valid(t, b)) {  // the gradients pass to the previous step unchanged
-        std::memcpy(dhx + b * P, dh + b * P, sizeof(T) * P);
-        if constexpr (Cell::kTwoStates) std::memcpy(dcx + b * H, dc + b * H, sizeof(T) * H);
-        return;
+    // rows b0..b1 of the step, all of it (row-local, as in the forward)
+    for_row_blocks(B, B * P * R, [&](int64_t b0, int64_t b1) {
+      const int64_t M = b1 - b0;
+      if (dropped)
+        for (int64_t j = b0 * P; j < b1 * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
+      // the gradients reaching this step's states: carried, from the output, from the trace;
+      // zoneout passes (1 - k) of them to the new states
+      for (int64_t b = b0; b < b1; ++b) {
+        if (dot && len.valid(t, b)) add_into(dh + b * P, dot + b * P, P);
+        const T* k = nullptr;
+        T k_const = 0;
+        if (zh.on) {
+          zh.row(t, b, P, k, k_const);
+          zone_out_grad(dhn + b * P, dh + b * P, k, k_const, P);
+        }
+        if constexpr (Cell::kTwoStates) {
+          if (dcs) add_into(dc + b * H, dcs + b * H, H);
+          if (zc.on) {
+            zc.row(t, b, H, k, k_const);
+            zone_out_grad(dcn + b * H, dc + b * H, k, k_const, H);
+          }
+        }
       }
-      h_prev_grad(dhx + b * P, dhi + b * P, mk ? mk + b * P : nullptr, Cell::kDirectH ? dhd + b * P : nullptr, P);
-      const T* k = nullptr;
-      T k_const = 0;
-      if (zh.on) {
-        zh.row(t, b, P, k, k_const);
-        add_kept(dhx + b * P, dh + b * P, k, k_const, P);
+      if (proj) {
+        for (int64_t b = b0; b < b1; ++b)
+          if (len.valid(t, b)) std::memcpy(dhs_t + b * P, dhn + b * P, sizeof(T) * P);
+        wr_packed.multiply(M, dhn + b0 * P, P, d_m_p + b0 * H, H, false, opts);  // d_m = d_h W_hr
       }
-      if constexpr (Cell::kTwoStates) {
-        if (zc.on) {
-          zc.row(t, b, H, k, k_const);
-          add_kept(dcx + b * H, dc + b * H, k, k_const, H);
+      for (int64_t b = b0; b < b1; ++b) {
+        if (!len.valid(t, b)) {  // no step here: nothing reaches the products
+          std::memset(row0.d_x + b * cell.G, 0, sizeof(T) * cell.G);
+          if (S < R) std::memset(row0.d_gh + b * R, 0, sizeof(T) * R);
+          if (S > 0 && S < R) std::memset(d_own_t + b * (R - S), 0, sizeof(T) * (R - S));
+          if (cell.E) std::memset(row0.d_extra + b * cell.E, 0, sizeof(T) * cell.E);
+          continue;
+        }
+        if (has_d_act) {
+          cell.template backward<true>(row_of(b));
+        } else {
+          cell.template backward<false>(row_of(b));
+        }
+        if (S > 0 && S < R) std::memcpy(d_own_t + b * (R - S), row0.d_gh + b * R + S, sizeof(T) * (R - S));
+      }
+      if constexpr (Cell::kTwoStage) {  // through the second product to its input, then the first stage
+        w2_packed.multiply(M, d_gh_t + b0 * R + cell.R1, R, d_gated_p + b0 * H, H, false, opts);
+        for (int64_t b = b0; b < b1; ++b) {
+          if (!len.valid(t, b)) continue;
+          if (has_d_act) {
+            cell.template backward_first<true>(row_of(b));
+          } else {
+            cell.template backward_first<false>(row_of(b));
+          }
+        }
+        std::memcpy(d_h_in_p + b0 * P, d_h_in2_p + b0 * P, sizeof(T) * M * P);
+        w1_packed.multiply(M, d_gh_t + b0 * R, R, d_h_in_p + b0 * P, P, true, opts);
+      } else {
+        w1_packed.multiply(M, d_gh_t + b0 * R, R, d_h_in_p + b0 * P, P, false, opts);  // d_gh W_hh
+      }
+      // gradients of the previous states: around the products, through h_in, and kept by zoneout
+      for (int64_t b = b0; b < b1; ++b) {
+        if (!len.valid(t, b)) {  // the gradients pass to the previous step unchanged
+          std::memcpy(dhx + b * P, dh + b * P, sizeof(T) * P);
+          if constexpr (Cell::kTwoStates) std::memcpy(dcx + b * H, dc + b * H, sizeof(T) * H);
+          continue;
+        }
+        h_prev_grad(dhx + b * P, d_h_in_p + b * P, dropped ? mask_p + b * P : nullptr,
+                    Cell::kDirectH ? d_h_direct_p + b * P : nullptr, P);
+        const T* k = nullptr;
+        T k_const = 0;
+        if (zh.on) {
+          zh.row(t, b, P, k, k_const);
+          add_kept(dhx + b * P, dh + b * P, k, k_const, P);
+        }
+        if constexpr (Cell::kTwoStates) {
+          if (zc.on) {
+            zc.row(t, b, H, k, k_const);
+            add_kept(dcx + b * H, dc + b * H, k, k_const, H);
+          }
         }
       }
     });

@@ -39,14 +39,14 @@ inline int& packed_gemm_mode() {
   return mode;
 }
 
-// The right operand b (K, N; row stride ldb) of `uses` products with M rows each, packed once
-// when the rule says so; multiply() then computes a (M, K) b from the packed copy, else it
-// calls gemm_rows on b itself.
+// The right operand b (K, N; row stride ldb) of `uses` products with up to M rows each, packed
+// once when the rule says so; multiply() then computes a (rows, K) b from the packed copy,
+// else it calls gemm_rows on b itself.
 template <typename T>
 class PackedRight {
  public:
   PackedRight(int64_t M, int64_t K, int64_t N, const T* b, int64_t ldb, int64_t uses)
-      : M_(M), K_(K), N_(N), b_(b), ldb_(ldb) {
+      : K_(K), N_(N), b_(b), ldb_(ldb) {
     if constexpr (std::is_same_v<T, float>) {
       constexpr int64_t kMinSteps = 8, kMinWork = int64_t(1) << 23, kMax = std::numeric_limits<int>::max();
       const int mode = packed_gemm_mode();
@@ -61,30 +61,32 @@ class PackedRight {
     }
   }
 
-  // out (M, N; row stride ldo) = a (M, K; lda) b, plus out when accumulate.
-  void multiply(const T* a, int64_t lda, T* out, int64_t ldo, bool accumulate, const at::TensorOptions& opts) const {
+  // out (rows, N; row stride ldo) = a (rows, K; lda) b, plus out when accumulate.
+  void multiply(int64_t rows, const T* a, int64_t lda, T* out, int64_t ldo, bool accumulate,
+                const at::TensorOptions& opts) const {
     if constexpr (std::is_same_v<T, float>) {
       if (packed_.defined()) {
-        cblas_sgemm_compute(kColMajor, kPacked, kNoTrans, int(N_), int(M_), int(K_), packed_.const_data_ptr<float>(), int(N_), a,
-                            int(lda), accumulate ? 1.0f : 0.0f, out, int(ldo));
+        cblas_sgemm_compute(kColMajor, kPacked, kNoTrans, int(N_), int(rows), int(K_), packed_.const_data_ptr<float>(),
+                            int(N_), a, int(lda), accumulate ? 1.0f : 0.0f, out, int(ldo));
         return;
       }
     }
-    gemm_rows(M_, N_, K_, a, lda, b_, ldb_, out, ldo, accumulate, opts);
+    gemm_rows(rows, N_, K_, a, lda, b_, ldb_, out, ldo, accumulate, opts);
   }
 
   // out = bias + a b; bias (N) or null.
-  void linear(const T* a, int64_t lda, const T* bias, T* out, int64_t ldo, const at::TensorOptions& opts) const {
+  void linear(int64_t rows, const T* a, int64_t lda, const T* bias, T* out, int64_t ldo,
+              const at::TensorOptions& opts) const {
     if (bias)
-      for (int64_t r = 0; r < M_; ++r) std::memcpy(out + r * ldo, bias, sizeof(T) * N_);
-    multiply(a, lda, out, ldo, bias != nullptr, opts);
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(out + r * ldo, bias, sizeof(T) * N_);
+    multiply(rows, a, lda, out, ldo, bias != nullptr, opts);
   }
 
   bool packed() const { return packed_.defined(); }
 
  private:
   static constexpr int kColMajor = 102, kNoTrans = 111, kPacked = 151, kAMatrix = 161;
-  int64_t M_, K_, N_;
+  int64_t K_, N_;
   const T* b_;
   int64_t ldb_;
   Tensor packed_;  // undefined when not packed
