@@ -5,7 +5,7 @@ For RNN (tanh), LSTM and GRU on a grid of (B, T, I, H): inference (no_grad) and 
 fused with return_trace=True. Medians after warm-up, the two timed in alternation, threads
 fixed. Prints a markdown table (ms, ratio gatedrnn / torch.nn, GFLOPS) and writes JSON.
 
-    python benchmarks/speed.py                       # the whole grid, ~10 min on 2 cores
+    python benchmarks/speed.py                       # the whole grid, ~15 min on 2 cores
     python benchmarks/speed.py --cells GRU --shapes 0 1 --json out.json
 """
 
@@ -22,7 +22,8 @@ import gatedrnn
 from gatedrnn import fused
 from results_io import write_json
 
-GRID = [(1, 1000, 32, 128), (16, 500, 32, 64), (32, 100, 64, 128), (64, 100, 256, 256), (128, 50, 512, 512)]
+GRID = [(1, 1000, 32, 128), (16, 500, 32, 64), (32, 100, 64, 128), (64, 100, 256, 256), (128, 50, 512, 512),
+        (256, 35, 650, 650), (32, 200, 128, 512)]  # the last two: issue 13's (Zaremba's medium LM, a wide one)
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 VARIANTS = ("fused", "auto", "trace")
 
