@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from gatedrnn import fused
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -16,3 +18,20 @@ def shared_data():
         return p
 
     return path
+
+
+@pytest.fixture(params=["native", "native-mm", "python"])
+def loops(request):
+    """Runs a test with the native loops (their per-step products straight to BLAS), again with
+    the products through at::mm (a torch without BLAS symbols), then with the Python loops
+    (the no-compiler path)."""
+    if request.param == "python":
+        fused.use_python_loops(True)
+        yield "python"
+        fused.use_python_loops(False)
+    else:
+        if not fused.native_available():
+            pytest.skip("native kernels not built on this machine")
+        fused.kernels().use_direct_blas(request.param == "native")
+        yield request.param
+        fused.kernels().use_direct_blas(True)

@@ -1,6 +1,6 @@
 """The fused path of ConvLSTM and ConvGRU (channels last, the gate math as one native op per
 step) against the reference path: outputs, final states, traces and every gradient over
-hypothesis-drawn configurations, with the native row ops and with their Python twins;
+hypothesis-drawn configurations, with the native row ops and with their Python twins (the ``loops`` fixture, conftest.py);
 gradcheck of the row ops; when ``auto`` takes which path; double backward refused clearly."""
 
 import pytest
@@ -11,19 +11,6 @@ from hypothesis import strategies as st
 import gatedrnn
 from gatedrnn import fused
 from gatedrnn.fused import conv as fused_conv
-
-
-@pytest.fixture(params=["native", "python"])
-def row_ops(request):
-    """Runs a test with the native row ops, then with their Python twins (loops.py)."""
-    if request.param == "python":
-        fused.use_python_loops(True)
-        yield "python"
-        fused.use_python_loops(False)
-    else:
-        if not fused.native_available():
-            pytest.skip("native kernels not built on this machine")
-        yield "native"
 
 
 def _pair(name, kw, backend):
@@ -89,7 +76,7 @@ def test_fused_matches_reference(layer, kernel, num_layers, bias, with_hx, with_
 
 @pytest.mark.parametrize("name,kw", [("ConvLSTM", {}), ("ConvGRU", {}), ("ConvGRU", {"reset_after": False})])
 @pytest.mark.parametrize("trace", [False, True])
-def test_fused_matches_reference_with_each_row_op(row_ops, name, kw, trace):
+def test_fused_matches_reference_with_each_row_op(loops, name, kw, trace):
     ref, ours = _pair(name, dict(in_channels=2, hidden_channels=4, kernel_size=3, num_layers=2, **kw), "fused")
     x = torch.randn(3, 2, 2, 6, 5, dtype=torch.float64)
     lengths = torch.tensor([3, 2])
@@ -121,7 +108,7 @@ def test_float32_fused_matches_reference():
 
 
 @pytest.mark.parametrize("with_hg", [False, True])
-def test_gradcheck_lstm_rows(row_ops, with_hg):
+def test_gradcheck_lstm_rows(loops, with_hg):
     N, H = 5, 3
     xg = torch.randn(N, 4 * H, dtype=torch.float64, requires_grad=True)
     hg = torch.randn(N, 4 * H, dtype=torch.float64, requires_grad=True) if with_hg else None
@@ -135,7 +122,7 @@ def test_gradcheck_lstm_rows(row_ops, with_hg):
     assert torch.autograd.gradcheck(f, inputs)
 
 
-def test_gradcheck_gru_rows(row_ops):
+def test_gradcheck_gru_rows(loops):
     N, H = 5, 3
     xg = torch.randn(N, 3 * H, dtype=torch.float64, requires_grad=True)
     hg = torch.randn(N, 3 * H, dtype=torch.float64, requires_grad=True)

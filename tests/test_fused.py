@@ -16,23 +16,6 @@ from gatedrnn.fused import lstm as fused_lstm
 from gatedrnn.fused import rnn as fused_rnn
 
 
-@pytest.fixture(params=["native", "native-mm", "python"])
-def loops(request):
-    """Runs a test with the native loops (their per-step products straight to BLAS), again with
-    the products through at::mm (a torch without BLAS symbols), then with the Python loops
-    (the no-compiler path)."""
-    if request.param == "python":
-        fused.use_python_loops(True)
-        yield "python"
-        fused.use_python_loops(False)
-    else:
-        if not fused.native_available():
-            pytest.skip("native kernels not built on this machine")
-        fused.kernels().use_direct_blas(request.param == "native")
-        yield request.param
-        fused.kernels().use_direct_blas(True)
-
-
 def test_the_direct_blas_path_is_in_use_where_torch_exports_blas():
     """With MKL (torch's x86 builds), libtorch exports sgemm_/dgemm_ and the native loops call
     them directly; were they not found, the loops would silently take the slower at::mm path."""
