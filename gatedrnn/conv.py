@@ -116,11 +116,12 @@ class ConvRNNBase(nn.Module):
 
     def _fused(self, x, states) -> bool:
         """Whether this call takes the fused path (see the module's docstring)."""
-        if self.backend == "reference" or exportable.exporting() or torch.jit.is_tracing():
+        backend = getattr(self, "backend", "auto")  # a module pickled before the attribute existed
+        if backend == "reference" or exportable.exporting() or torch.jit.is_tracing():
             return False
         if needs_reference_for([x, *states, *self.parameters()]):
             return False
-        if self.backend == "fused":
+        if backend == "fused":
             return True
         if torch.compiler.is_compiling():  # the ops are opaque to the compiler: no build to ask about
             return x.device.type == "cpu"

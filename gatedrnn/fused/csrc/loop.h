@@ -14,6 +14,8 @@
 //  - variable lengths: past a sequence's end the state is carried, outputs and saved
 //    activations are zero, and gradients pass through unchanged;
 //  - the weight gradients as one GEMM over all steps.
+// Within a step everything is row-local, so each step runs as one parallel region over blocks
+// of rows (common.h, for_row_blocks), each block its own products (packed.h) and gate math.
 //
 // A cell struct provides (see LstmCell in lstm.cpp for a full example):
 //   using scalar_t;  static constexpr bool kTwoStates (h and c), kTwoStage (two products),
