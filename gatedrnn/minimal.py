@@ -23,7 +23,7 @@ from gatedrnn import _checks, exportable, reference
 from gatedrnn.backends import warn_unrolled
 from gatedrnn.exportable import RefusesScript
 from gatedrnn.fused import native_available_for
-from gatedrnn.fused.linear import linear_recurrence
+from gatedrnn.fused.linear import linear_recurrence, min_gru_inference
 from gatedrnn.scan import log_linear_scan
 from gatedrnn.trace import Trace
 
@@ -101,6 +101,10 @@ def loop_direction(mode, x, h0, weights, lengths, reverse, want_trace):
     the contract of :func:`gatedrnn.reference.run_direction`."""
     weight_ih, bias_ih = weights
     xw = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H)
+    needs_grad = torch.is_grad_enabled() and (xw.requires_grad or h0.requires_grad)
+    if mode == "MinGRU" and lengths is None and not want_trace and not needs_grad and not torch.jit.is_tracing():
+        h = min_gru_inference(xw, h0, reverse)  # the coefficients computed on the fly, never stored
+        return h, (h[0] if reverse else h[-1],), None
     a, b, gates = _coefficients(mode, xw)
     valid = None
     if lengths is not None:  # past a sequence's end: a = 1, b = 0 carries the state unchanged

@@ -81,6 +81,40 @@ def test_scan_and_fused_equal_the_reference_loop(name, layers, bidirectional, ba
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("kind", ["native", "python"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_min_gru_inference_in_one_pass_equals_the_reference_loop(kind, dtype):
+    """Without gradients the MinGRU runs its coefficients and recurrence as one op
+    (gatedrnn::min_gru_inference); the same outputs and final states as the reference loop,
+    both directions, two layers, with and without hx."""
+    from gatedrnn import fused
+    from gatedrnn.fused import linear
+
+    if kind == "native" and not fused.native_available():
+        pytest.skip("native kernels not built on this machine")
+    fused.use_python_loops(kind == "python")
+    try:
+        torch.manual_seed(0)
+        ref = gatedrnn.MinGRU(3, 8, 2, bidirectional=True, backend="reference").to(dtype)
+        ours = gatedrnn.MinGRU(3, 8, 2, bidirectional=True, backend="fused").to(dtype)
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(9, 4, 3, dtype=dtype) * 3  # both branches of g
+        h0 = torch.randn(4, 4, 8, dtype=dtype)
+        calls = []
+        real = linear.min_gru_inference
+        with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(gatedrnn.minimal, "min_gru_inference", lambda *a: calls.append(1) or real(*a))
+            for hx in (None, h0):
+                out_r, h_r = ref(x, hx)
+                out_o, h_o = ours(x, hx)
+                tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {}
+                torch.testing.assert_close(out_o, out_r, **tol)
+                torch.testing.assert_close(h_o, h_r, **tol)
+        assert calls, "inference took the one-pass op"
+    finally:
+        fused.use_python_loops(False)
+
+
 @pytest.mark.parametrize("name", ["MinGRU", "MinLSTM"])
 @pytest.mark.parametrize("backend", ["reference", "fused", "scan"])
 def test_gradcheck(name, backend):

@@ -46,3 +46,17 @@ def _backward(ctx, d_h):
 
 
 linear_recurrence.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("gatedrnn::min_gru_inference", mutates_args=())
+def min_gru_inference(xw: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """The MinGRU's h (T, B, H) from its input projection ``xw`` (T, B, 2H) = [k | x_n] in one
+    pass, for calls that need no gradient (``csrc/linear.cpp``); it has no autograd formula."""
+    dtype = compute_dtype(xw, h0)
+    (h,) = call_kernel(kernels(xw.device).min_gru_inference, dtype, xw, h0, reverse)
+    return h.to(torch.promote_types(xw.dtype, h0.dtype))
+
+
+@min_gru_inference.register_fake
+def _(xw, h0, reverse):
+    return xw.new_empty((*xw.shape[:2], h0.shape[1]), dtype=torch.promote_types(xw.dtype, h0.dtype))

@@ -229,6 +229,12 @@ def linear_recurrence(a, b, h0, reverse):
     return [torch.stack(out)]
 
 
+def min_gru_inference(xw, h0, reverse):
+    k, x_n = xw.chunk(2, dim=-1)
+    z = torch.sigmoid(k)
+    cand = torch.where(x_n >= 0, x_n + 0.5, torch.sigmoid(x_n))
+    return (linear_recurrence(1 - z, z * cand, h0, reverse)[0],)
+
 # -- the gate math alone over rows (the convolutional layers' pixels) ---------------------
 
 

@@ -22,6 +22,7 @@ std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, con
 std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                  bool, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> linear_recurrence(const Tensor&, const Tensor&, const Tensor&, bool);
+std::vector<Tensor> min_gru_inference(const Tensor&, const Tensor&, bool);
 std::vector<Tensor> lstm_rows_forward(const Tensor&, const OT&, const Tensor&, bool);
 std::vector<Tensor> lstm_rows_backward(const Tensor&, const Tensor&, const OT&, const Tensor&, const Tensor&,
                                        const Tensor&);
@@ -46,6 +47,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", flushed(&gatedrnn::rnn_forward));
   m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
+  m.def("min_gru_inference", flushed(&gatedrnn::min_gru_inference));
   // the gate math alone over rows (the convolutional layers' pixels)
   m.def("lstm_rows_forward", flushed(&gatedrnn::lstm_rows_forward));
   m.def("lstm_rows_backward", flushed(&gatedrnn::lstm_rows_backward));
