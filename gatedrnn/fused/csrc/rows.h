@@ -1,5 +1,6 @@
 // What the time loop (loop.h) and the cells' row math share: the rows a cell reads and writes,
-// zoneout, and the pointwise helpers around the recurrent products.
+// zoneout, the end of a forward step (carry past a sequence's end, zoneout), and the pointwise
+// helpers around the recurrent products.
 #pragma once
 
 #include "common.h"
@@ -115,6 +116,38 @@ inline void h_prev_grad(T* __restrict__ to, const T* __restrict__ through, const
     std::memcpy(to, through, sizeof(T) * n);
   }
   if (direct) add_into(to, direct, n);
+}
+
+// The end of a forward step for row b: past its sequence's end the states are carried and the
+// activations zeroed (the new h and c too: the weight gradients read them); else zoneout
+// mixes the new states s~ (h_new, c_new) with the previous ones into h_t, c_t.
+template <bool kTwoStates, typename T>
+inline void finish_row(int64_t b, int64_t t, const T* h_prev, T* h_new, T* h_t, T* act_t, T* c_t, const T* c_prev,
+                       T* c_new, const Zoneout& zh, const Zoneout& zc, const Lengths& len, int64_t P, int64_t H,
+                       int64_t A) {
+  if (!len.valid(t, b)) {
+    std::memcpy(h_t + b * P, h_prev + b * P, sizeof(T) * P);
+    if constexpr (kTwoStates) std::memcpy(c_t + b * H, c_prev + b * H, sizeof(T) * H);
+    if (A) std::memset(act_t + b * A, 0, sizeof(T) * A);
+    if (zh.on) std::memset(h_new + b * P, 0, sizeof(T) * P);
+    if constexpr (kTwoStates)
+      if (zc.on) std::memset(c_new + b * H, 0, sizeof(T) * H);
+    return;
+  }
+  const T* k = nullptr;
+  T k_const = 0;
+  if (zh.on) {
+    zh.row(t, b, P, k, k_const);
+    std::memcpy(h_t + b * P, h_new + b * P, sizeof(T) * P);
+    zone_out(h_t + b * P, h_prev + b * P, k, k_const, P);
+  }
+  if constexpr (kTwoStates) {
+    if (zc.on) {
+      zc.row(t, b, H, k, k_const);
+      std::memcpy(c_t + b * H, c_new + b * H, sizeof(T) * H);
+      zone_out(c_t + b * H, c_prev + b * H, k, k_const, H);
+    }
+  }
 }
 
 inline bool given(const optional<Tensor>& t) { return t.has_value() && t->defined(); }
