@@ -176,7 +176,7 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
 def normalize_input(xw, gain_ih, bias_ih):
     """The layer-norm cells' input side for all steps at once, ``γ_x LN(W_ih x) + b_ih``, and
     ``(γ_x[, b_ih])`` stacked as the ops take them to rebuild the step."""
-    xw = F.layer_norm(xw, xw.shape[-1:], gain_ih, eps=1e-5)
+    xw = F.layer_norm(xw, xw.shape[-1:], gain_ih, bias_ih, eps=1e-5)  # + b_ih inside: no pass of its own
     if bias_ih is None:
         return xw, gain_ih[None]
-    return xw + bias_ih, torch.stack([gain_ih, bias_ih])
+    return xw, torch.stack([gain_ih, bias_ih])
