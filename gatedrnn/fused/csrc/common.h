@@ -237,14 +237,6 @@ void write_output_row(scalar_t* out_t, const scalar_t* h_t, const Lengths& len, 
     std::memset(out_t + b * n, 0, sizeof(scalar_t) * n);
 }
 
-// Rows past a sequence's end take `from`'s row unchanged (a carried state or gradient).
-template <typename scalar_t>
-void carry_invalid_rows(scalar_t* to, const scalar_t* from, const Lengths& len, int64_t t, int64_t B, int64_t n) {
-  if (!len.any()) return;
-  for (int64_t b = 0; b < B; ++b)
-    if (!len.valid(t, b)) std::memcpy(to + b * n, from + b * n, sizeof(scalar_t) * n);
-}
-
 // sum_t d_pre[t]^T h_prev[t] as one GEMM over all T*B rows (plus one for the first step),
 // h_prev being h0 at the first step read and the carried state of the step before after it.
 inline Tensor recurrent_weight_grad(const Tensor& d_pre, const Tensor& hs, const Tensor& h0, bool reverse) {
