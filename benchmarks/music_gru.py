@@ -14,9 +14,10 @@ on validation:
 - ``chrono-T``: chrono initialization of the update gate up to T steps;
 - ``lr-X``, ``reset-before``: the learning rate, and Cho et al.'s candidate;
 - ``layer-norm``: the layer-norm GRU;
-- ``hidden-N``, ``dropout-P``, ``zoneout-P``, ``recurrent-dropout-P``: the size, and the
-  regularizers (JSB has 13.8k training frames: the GRU's validation-test gap is twice the
-  LSTM's).
+- ``hidden-N``, ``dropout-P``, ``zoneout-P``, ``recurrent-dropout-P``, ``weight-decay-W``: the
+  size, and the regularizers (JSB has 13.8k training frames: the GRU's validation-test gap is
+  twice the LSTM's);
+- ``patience-N``, ``batch-N``: early stopping and the batch size.
 
     python benchmarks/music_gru.py --preset jsb --seeds 0 1 2
     python benchmarks/music_gru.py --preset nottingham --variants gru update-bias-1 --seeds 0
@@ -90,7 +91,9 @@ def variant(name):
     if name == "reset-before":
         return {"cell": "gru", "reset_after": False}, None
     for prefix, field, kind in (("hidden-", "hidden_size", int), ("dropout-", "dropout", float),
-                                ("zoneout-", "zoneout", float), ("recurrent-dropout-", "recurrent_dropout", float)):
+                                ("zoneout-", "zoneout", float), ("recurrent-dropout-", "recurrent_dropout", float),
+                                ("weight-decay-", "weight_decay", float), ("patience-", "patience", int),
+                                ("batch-", "batch_size", int)):
         if name.startswith(prefix):
             return {"cell": "gru", field: kind(name[len(prefix):])}, None
     raise ValueError(f"unknown variant {name!r}")
