@@ -302,14 +302,16 @@ def test_op_arguments_read_the_step_back():
     assert fused.op_arguments(lambda xw, state, w_hh, b_hh, w_hr=None: None) is None  # a step it does not know
 
 
-@pytest.mark.parametrize("path", ["packed", "split", "packed+split"])
+@pytest.mark.parametrize("path", ["packed", "split", "packed+split", "cached"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
     """Every per-step product from a weight packed once (csrc/packed.h), and every step's rows
     split across two threads, each block running its own products and gate math
     (common.h, for_row_blocks); both forced on at these small sizes, where the rules leave
     them off: the recurrent products forward and backward, the two-stage cells' second
-    product, the LSTM's projection, zoneout, recurrent dropout, lengths."""
+    product, the LSTM's projection, zoneout, recurrent dropout, lengths. ``cached``: every
+    buffer from the cache of freed blocks (csrc/buffers.h), run twice so that the second run
+    takes the blocks the first one freed."""
     kernels = fused.kernels()
     if "packed" in path and not kernels.packed_gemm_available():
         pytest.skip("this torch does not export MKL's packed GEMM")
@@ -324,11 +326,16 @@ def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
     torch.set_num_threads(2)
     kernels.use_packed_gemm(1 if "packed" in path else -1)
     kernels.set_min_shared_work(0 if "split" in path else work)
+    min_bytes = kernels.buffer_cache_min_bytes()
+    kernels.set_buffer_cache_min_bytes(1 if path == "cached" else min_bytes)
     try:
-        out_o, finals_o, grads_o, result_o = _run(ours, case, 3, trace=True)
+        for _ in range(2 if path == "cached" else 1):
+            out_o, finals_o, grads_o, result_o = _run(ours, case, 3, trace=True)
     finally:
         kernels.use_packed_gemm(0)
         kernels.set_min_shared_work(work)
+        kernels.set_buffer_cache_min_bytes(min_bytes)
+        kernels.empty_buffer_cache()
         torch.set_num_threads(threads)
     out_r, finals_r, grads_r, result_r = _run(ref, case, 3, trace=True)
     assert_close(out_o, out_r, torch.float32, f"{cell} output")

@@ -1,6 +1,7 @@
 // Python bindings of the native time loops.
 #include <torch/extension.h>
 
+#include "buffers.h"
 #include "common.h"
 #include "packed.h"
 
@@ -59,6 +60,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
   m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
   m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });
+  // the cache of large per-call buffers (buffers.h): its limit in bytes (0: off), what it holds
+  m.def("buffer_cache_limit", []() { return gatedrnn::BufferCache::instance().limit(); });
+  m.def("set_buffer_cache_limit", [](size_t bytes) { gatedrnn::BufferCache::instance().set_limit(bytes); });
+  m.def("buffer_cache_bytes", []() { return gatedrnn::BufferCache::instance().cached(); });
+  m.def("empty_buffer_cache", []() { gatedrnn::BufferCache::instance().clear(); });
+  m.def("buffer_cache_min_bytes", []() { return gatedrnn::BufferCache::instance().min_bytes(); });
+  m.def("set_buffer_cache_min_bytes", [](size_t bytes) { gatedrnn::BufferCache::instance().set_min_bytes(bytes); });
   // a step's rows split across threads from this many multiply-adds a step (common.h)
   m.def("min_shared_work", []() { return gatedrnn::min_shared_work(); });
   m.def("set_min_shared_work", [](int64_t work) { gatedrnn::min_shared_work() = work; });

@@ -2,6 +2,7 @@
 // the minimal cells (MinGRU, MinLSTM), whose gates see the input alone, so that a and b come
 // for all steps at once and only this pass is sequential. Its gradient is the same recurrence
 // run backwards (fused/linear.py), so no backward kernel is needed.
+#include "buffers.h"
 #include "common.h"
 
 namespace gatedrnn {
@@ -50,7 +51,7 @@ std::vector<Tensor> min_gru_inference(const Tensor& xw_in, const Tensor& h0_in, 
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1);
   TORCH_CHECK(xw.dim() == 3 && xw.size(2) == 2 * H && h0.size(0) == B,
               "gatedrnn: min_gru_inference wants xw (T, B, 2H) and h0 (B, H)");
-  Tensor h = at::empty({T, B, H}, xw.options());
+  Tensor h = buffer_empty({T, B, H}, xw.options());
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "min_gru_inference", [&] {
     using S = scalar_t;
     const S* xp = xw.const_data_ptr<S>();

@@ -35,6 +35,7 @@
 
 #include <vector>
 
+#include "buffers.h"
 #include "common.h"
 #include "packed.h"
 #include "rows.h"
@@ -70,12 +71,12 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   }
   const Tensor w_hr_t = proj ? w_hr->t().contiguous() : Tensor();  // (H, P)
   const Tensor mask = dropped ? rmask->contiguous() : Tensor();
-  Tensor out = at::empty({steps, B, P}, opts);
-  Tensor hs = len.any() ? at::empty({steps, B, P}, opts) : out;
-  Tensor cs = Cell::kTwoStates ? at::empty({save ? steps : 2, B, H}, opts) : empty0(xw);  // two rolling slots unsaved
-  Tensor act = at::empty({save ? steps : 1, B, A}, opts);
-  Tensor hf = zh.on ? at::empty({save && Cell::kNeedsFreshH ? steps : 1, B, P}, opts) : empty0(xw);
-  Tensor cf = Cell::kTwoStates && zc.on ? at::empty({save ? steps : 1, B, H}, opts) : empty0(xw);
+  Tensor out = buffer_empty({steps, B, P}, opts);
+  Tensor hs = len.any() ? buffer_empty({steps, B, P}, opts) : out;
+  Tensor cs = Cell::kTwoStates ? buffer_empty({save ? steps : 2, B, H}, opts) : empty0(xw);  // two rolling slots unsaved
+  Tensor act = buffer_empty({save ? steps : 1, B, A}, opts);
+  Tensor hf = zh.on ? buffer_empty({save && Cell::kNeedsFreshH ? steps : 1, B, P}, opts) : empty0(xw);
+  Tensor cf = Cell::kTwoStates && zc.on ? buffer_empty({save ? steps : 1, B, H}, opts) : empty0(xw);
   Tensor gh = at::empty({B, cell.R1}, opts);
   Tensor gh2 = Cell::kTwoStage ? at::empty({B, cell.R2}, opts) : Tensor();
   Tensor h_in = dropped ? at::empty({B, P}, opts) : Tensor();
@@ -206,11 +207,11 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   const int64_t S = cell.S;
   TORCH_CHECK((S == R && R == cell.G) || (!Cell::kTwoStage && S >= 0 && S < R),
               "gatedrnn: a cell's shared gradient columns");
-  Tensor d_xw = at::empty({steps, B, cell.G}, opts);
-  Tensor d_gh_own = S == R ? Tensor() : at::empty({steps, B, R - S}, opts);
+  Tensor d_xw = buffer_empty({steps, B, cell.G}, opts);
+  Tensor d_gh_own = S == R ? Tensor() : buffer_empty({steps, B, R - S}, opts);
   Tensor d_gh_step = S > 0 && S < R ? at::empty({B, R}, opts) : Tensor();
-  Tensor d_extra = at::empty({steps, B, cell.E}, opts);
-  Tensor d_hs = proj ? at::zeros({steps, B, P}, opts) : Tensor();  // gradient of each projected h, for d_w_hr
+  Tensor d_extra = buffer_empty({steps, B, cell.E}, opts);
+  Tensor d_hs = proj ? buffer_empty({steps, B, P}, opts).zero_() : Tensor();  // gradient of each projected h, for d_w_hr
   Tensor d_h = d_h_n.contiguous().clone(), d_h_next = at::empty({B, P}, opts);
   Tensor d_c = Cell::kTwoStates ? d_c_n->contiguous().clone() : Tensor();
   Tensor d_c_next = Cell::kTwoStates ? at::empty({B, H}, opts) : Tensor();

@@ -316,8 +316,8 @@ std::vector<Tensor> lstm_rows_forward(const Tensor& xg, const optional<Tensor>& 
   const int64_t N = cp.size(0), H = cp.size(1);
   TORCH_CHECK(x.dim() == 2 && x.size(0) == N && x.size(1) == 4 * H && (!g.defined() || g.sizes() == x.sizes()),
               "gatedrnn: lstm_rows_forward wants xg, hg (N, 4H) and c_prev (N, H)");
-  Tensor h = at::empty({N, H}, x.options()), c = at::empty({N, H}, x.options());
-  Tensor act = save ? at::empty({N, 4 * H}, x.options()) : empty0(x);
+  Tensor h = buffer_empty({N, H}, x.options()), c = buffer_empty({N, H}, x.options());
+  Tensor act = save ? buffer_empty({N, 4 * H}, x.options()) : empty0(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_rows_forward", [&] {
     using T = scalar_t;
     const LstmCell<T, false, false> cell(H, nullptr);
@@ -343,7 +343,7 @@ std::vector<Tensor> lstm_rows_backward(const Tensor& d_h, const Tensor& d_c, con
   const Tensor dh = d_h.contiguous(), dc = d_c.contiguous(), a = act.contiguous(), cn = c.contiguous();
   const Tensor cp = c_prev.contiguous(), da = given(d_act) ? d_act->contiguous() : Tensor();
   const int64_t N = cp.size(0), H = cp.size(1);
-  Tensor d_pre = at::empty({N, 4 * H}, a.options()), d_c_prev = at::empty({N, H}, a.options());
+  Tensor d_pre = buffer_empty({N, 4 * H}, a.options()), d_c_prev = buffer_empty({N, H}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_rows_backward", [&] {
     using T = scalar_t;
     const LstmCell<T, false, false> cell(H, nullptr);
