@@ -91,6 +91,38 @@ def test_fused_traces_and_their_gradients_equal_reference(loops, name, kw, dtype
         torch.testing.assert_close(a, b, **TOL[dtype])
 
 
+@pytest.mark.parametrize("name,kw", [("LSTM", {}), ("LSTM", {"layer_norm": True}), ("LSTM", {"zoneout": 0.3}),
+                                     ("GRU", {}), ("GRU", {"layer_norm": True}), ("MGU", {}), ("RNN", {})])  # fmt: skip
+@pytest.mark.parametrize("read", ["output", "final", "first gate", "cell"])
+def test_a_loss_on_one_output_alone_gets_the_reference_gradients(name, kw, read):
+    """The ops leave the gradients of the outputs a loss does not read as None (not
+    zero-filled): each output read alone, the others unused."""
+    if read == "cell" and name != "LSTM":
+        pytest.skip("only the LSTM has a cell state")
+    if name == "MGU":
+        torch.manual_seed(0)
+        reference = gatedrnn.MGU(3, 4, num_layers=2, bidirectional=True, backend="reference").double()
+        other = gatedrnn.MGU(3, 4, num_layers=2, bidirectional=True, backend="fused").double()
+        other.load_state_dict(reference.state_dict())
+    else:
+        reference, other = _layer_pair(name, **kw)
+    x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for layer in (reference, other):
+        layer.train()
+        xs = x.clone().requires_grad_()
+        torch.manual_seed(2)  # the same zoneout masks
+        out, final, trace = layer(xs, lengths=torch.tensor([5, 3]), return_trace=True)
+        value = {"output": out, "final": final[0] if isinstance(final, tuple) else final,
+                 "first gate": next(iter(trace.values())), "cell": trace.get("cell") if name == "LSTM" else None}[read]
+        results.append(torch.autograd.grad(value.tanh().sum(), [xs] + list(layer.parameters()), allow_unused=True))
+    for a, b in zip(*results):
+        if a is None or b is None:
+            assert a is None and b is None or torch.count_nonzero(a if a is not None else b) == 0
+            continue
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+
+
 def _gradcheck_inputs(G, B=2, T=4, I=None, H=3, P=None):
     g = torch.Generator().manual_seed(0)
     P = P or H

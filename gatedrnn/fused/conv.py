@@ -87,6 +87,7 @@ def _lstm_setup(ctx, inputs, output):
     ctx.save_for_backward(act, c, c_prev)
     ctx.dtypes = xg.dtype, None if hg is None else hg.dtype, c_prev.dtype
     ctx.saved = save
+    ctx.set_materialize_grads(False)  # an unused gate output's gradient stays None, not a zero-filled tensor
 
 
 def _lstm_backward(ctx, d_h, d_c, d_act):
@@ -138,6 +139,7 @@ def _gru_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1], h_prev)
     ctx.dtypes = xg.dtype, hg.dtype, h_prev.dtype
     ctx.saved = save
+    ctx.set_materialize_grads(False)  # an unused gate output's gradient stays None, not a zero-filled tensor
 
 
 def _gru_backward(ctx, d_h, d_act):

@@ -88,6 +88,7 @@ def _setup_context(ctx, inputs, output):
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, act, h0, w_hh, rmask, keep_h, ln_ih, ln_hh, lengths, x, w_ih, b_ih, b_hh)
     ctx.reverse, ctx.form, ctx.has_bias = reverse, form, b_hh is not None
+    ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, not zero-filled (T, B, n) tensors
 
 
 def _backward(ctx, d_out, d_h_n, d_hs, d_act):

@@ -102,6 +102,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, ln_ih, ln_hh, ln_c,
                           lengths, x, w_ih, b_ih, b_hh)  # fmt: skip
     ctx.reverse, ctx.coupled, ctx.has_bias = reverse, coupled, b_hh is not None
+    ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, not zero-filled (T, B, n) tensors
 
 
 def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
