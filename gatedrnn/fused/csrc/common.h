@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 #include <type_traits>
+#include <vector>
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -227,6 +228,57 @@ inline void for_rows(int64_t B, int64_t row_size, const F& f) {
 }
 
 inline Tensor empty0(const Tensor& like) { return at::empty({0}, like.options()); }
+
+// Rows r0..r1 of gain_and_bias_grads, added into dot and sum.
+template <typename T>
+void add_column_sums(const T* __restrict__ g, int64_t ldg, const T* __restrict__ y, int64_t ldy, int64_t r0,
+                     int64_t r1, int64_t n, double* __restrict__ dot, double* __restrict__ sum) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* __restrict__ gr = g + r * ldg;
+    const T* __restrict__ yr = y + r * ldy;
+    for (int64_t k = 0; k < n; ++k) {
+      dot[k] += double(gr[k]) * double(yr[k]);
+      sum[k] += double(gr[k]);
+    }
+  }
+}
+
+// The gradients of a layer norm's gain and of a bias added after it, from the per-row
+// gradient g (T, B, n) of γ LN(v) + β and the normalized values, columns offset..offset + n of
+// y (T, B, m): {Σ g ⊙ LN(v), Σ g} over every step and row. One pass over both, each thread a
+// block of rows summed in double, the blocks added after; as tensor ops (a product, then two
+// sums) it read and wrote three times as much (1.1 ms a layer-norm LSTM backward at
+// (16, 500, 32, 64)).
+inline std::vector<Tensor> gain_and_bias_grads(const Tensor& g_in, const Tensor& y, int64_t offset) {
+  const Tensor g = g_in.contiguous();
+  TORCH_CHECK(y.is_contiguous() && y.size(0) == g.size(0) && y.size(1) == g.size(1), "gain_and_bias_grads: shapes");
+  const int64_t N = g.size(0) * g.size(1), n = g.size(2), m = y.size(2);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 256));
+  std::vector<double> part(size_t(blocks * 2 * n), 0.0);
+  Tensor dot = at::empty({n}, g.options()), sum = at::empty({n}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gain_and_bias_grads", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>() + offset;
+    at::parallel_for(0, blocks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double* d = part.data() + c * 2 * n;
+        add_column_sums(gp, n, yp, m, N * c / blocks, N * (c + 1) / blocks, n, d, d + n);
+      }
+    });
+    scalar_t* dp = dot.data_ptr<scalar_t>();
+    scalar_t* sp = sum.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      double a = 0, b = 0;
+      for (int64_t c = 0; c < blocks; ++c) {
+        a += part[c * 2 * n + k];
+        b += part[c * 2 * n + n + k];
+      }
+      dp[k] = scalar_t(a);
+      sp[k] = scalar_t(b);
+    }
+  });
+  return {dot, sum};
+}
 
 // Row b of out[t]: hs[t]'s on a valid step, zeros past the sequence's end. Rows are (B, n).
 template <typename scalar_t>

@@ -333,8 +333,9 @@ std::vector<Tensor> gru_backward(const optional<Tensor>& d_out, const Tensor& d_
   });
   Tensor d_ln_hh = empty0(act);
   if (given(ln_hh)) {  // γ_h's and b_hh's gradients from the kept gradients of a_h
-    r[4] = r[6].sum(kStepsAndRows);
-    d_ln_hh = (r[6] * act.narrow(2, 4 * H, 3 * H)).sum(kStepsAndRows);
+    const std::vector<Tensor> hh = gain_and_bias_grads(r[6], act, 4 * H);
+    d_ln_hh = hh[0];
+    r[4] = hh[1];
   }
   return {r[0], r[1], r[3], r[4], d_ln_hh};
 }

@@ -296,11 +296,12 @@ std::vector<Tensor> lstm_backward(const optional<Tensor>& d_out, const Tensor& d
   }
   Tensor d_ln_hh = empty0(gates), d_ln_c = empty0(gates);
   if (given(ln_hh)) {  // the gains' and biases' gradients from the kept per-step gradients
-    const Tensor& d_a = r[0];  // the pre-activations' gradient: b_hh's, and γ_h's times LN(W_hh h)
-    r[4] = d_a.sum(kStepsAndRows);
-    d_ln_hh = (d_a * gates.narrow(2, 4 * H, 4 * H)).sum(kStepsAndRows);
-    const Tensor& d_y = r[6];
-    d_ln_c = at::stack({(d_y * gates.narrow(2, 8 * H, H)).sum(kStepsAndRows), d_y.sum(kStepsAndRows)});
+    // the pre-activations' gradient d_a (r[0]): γ_h's times LN(W_hh h), and b_hh's
+    const std::vector<Tensor> hh = gain_and_bias_grads(r[0], gates, 4 * H);
+    d_ln_hh = hh[0];
+    r[4] = hh[1];
+    const std::vector<Tensor> c = gain_and_bias_grads(r[6], gates, 8 * H);  // d_y: γ_c's and β_c's
+    d_ln_c = at::stack({c[0], c[1]});
   }
   return {r[0], r[1], r[2], r[3], r[4], r[5], d_peephole, d_ln_hh, d_ln_c};
 }
