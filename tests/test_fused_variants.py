@@ -345,3 +345,46 @@ def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
         assert_close(result_o[2][name], result_r[2][name], torch.float32, f"{cell} trace {name}")
     for a, b in zip(grads_o, grads_r):
         assert_close(a, b, torch.float32, f"{cell} gradient")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["ln-lstm", "ln-gru"]),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_layer_norm_inference_normalizes_the_input_rows_in_the_loop(cell, dtype, bias, bidirectional, with_lengths,
+                                                                      T, B, seed):  # fmt: skip
+    """In inference the layer-norm loops take ``W_ih x`` without its norm and normalize each row
+    themselves (``raw_input``): the same outputs and states as the reference path, with and
+    without biases, lengths, two layers, both directions."""
+    cls, config = CELLS[cell]
+    config = config | {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bias": bias,
+                       "bidirectional": bidirectional}  # fmt: skip
+    ours, ref = _twins(cls, config, dtype, seed % 1000)
+    ours.eval(), ref.eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, 3, generator=g, dtype=dtype)
+    lengths = torch.randint(1, T + 1, (B,), generator=g) if with_lengths else None
+    with torch.no_grad():
+        out_o, state_o = ours(x, lengths=lengths)
+        out_r, state_r = ref(x, lengths=lengths)
+    assert_close(out_o, out_r, dtype, f"{cell} output")
+    for a, b in zip(state_o if isinstance(state_o, tuple) else (state_o,),
+                    state_r if isinstance(state_r, tuple) else (state_r,)):  # fmt: skip
+        assert_close(a, b, dtype, f"{cell} final state")
+
+
+def test_layer_norm_raw_input_is_refused_when_activations_are_saved():
+    from gatedrnn.fused import gru as fused_gru
+
+    H = 2
+    xw, h0, w_hh = torch.randn(3, 1, 3 * H), torch.zeros(1, H), torch.randn(3 * H, H)
+    with pytest.raises(RuntimeError, match="inference only"):
+        fused_gru.gru_forward(xw, h0, w_hh, None, None, False, True, 0, None, None, torch.ones(1, 3 * H),
+                              torch.ones(3 * H), raw_input=True)  # fmt: skip

@@ -37,12 +37,13 @@ def gru_forward(
     xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
     save: bool, form: int = 0, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
     ln_ih: Optional[Tensor] = None, ln_hh: Optional[Tensor] = None, x: Optional[Tensor] = None,
-    w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None,
+    w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, raw_input: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, hs, act); see ``csrc/gru.cpp``."""
+    """(out, h_n, hs, act); see ``csrc/gru.cpp``. ``raw_input`` (inference, layer norm): ``xw``
+    comes without the input side's norm, which the loop applies with ``ln_ih``."""
     dtype = compute_dtype(xw, h0, w_hh)
     out, h_n, hs, act = call_kernel(kernels(xw.device).gru_forward, dtype, xw, h0, w_hh, b_hh, form, rmask, keep_h,
-                                    ln_hh, lengths, reverse, save)  # fmt: skip
+                                    ln_hh, ln_ih if raw_input else None, lengths, reverse, save)  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
         hs = out  # the backward reads each h at the compute precision, not the output's
@@ -51,7 +52,7 @@ def gru_forward(
 
 @gru_forward.register_fake
 def _(xw, h0, w_hh, b_hh, lengths, reverse, save, form=0, rmask=None, keep_h=None, ln_ih=None, ln_hh=None, x=None,
-      w_ih=None, b_ih=None):  # fmt: skip
+      w_ih=None, b_ih=None, raw_input=False):  # fmt: skip
     T, B, _ = xw.shape
     H = h0.shape[1]
     result, dtype = torch.promote_types(xw.dtype, h0.dtype), compute_dtype(xw, h0, w_hh)
@@ -83,7 +84,7 @@ def _(d_out, d_h_n, d_act, hs, act, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, 
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, ln_ih, ln_hh, x, w_ih, b_ih = inputs
+    xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, ln_ih, ln_hh, x, w_ih, b_ih, _ = inputs
     out, h_n, hs, act = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, act, h0, w_hh, rmask, keep_h, ln_ih, ln_hh, lengths, x, w_ih, b_ih, b_hh)
@@ -139,10 +140,10 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
     (h0,) = state
     ln_ih = ln_hh = None
     if layer_norm is not None:
-        xw, ln_ih = normalize_input(xw, layer_norm["gain_ih"], layer_norm["bias_ih"])
+        xw, ln_ih = normalize_input(xw, layer_norm["gain_ih"], layer_norm["bias_ih"], in_loop=not save)
         ln_hh = layer_norm["gain_hh"]
     out, h_n, _, act = gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, *keep, ln_ih, ln_hh, x,
-                                   w_ih, b_ih)  # fmt: skip
+                                   w_ih, b_ih, raw_input=layer_norm is not None and not save)  # fmt: skip
     if not want_trace:
         return out, (h_n,), None
     gates = act.to(out.dtype).split(h0.shape[1], dim=2)[: 2 if form == 2 else 3]  # (T, B, H) each

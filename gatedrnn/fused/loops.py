@@ -62,8 +62,8 @@ def _weight_grad(d_pre, hs, h0, reverse):
 # -- LSTM ------------------------------------------------------------------------------
 
 
-def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, ln_hh, ln_c, lengths, reverse,
-                 save):  # fmt: skip
+def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, ln_hh, ln_c, ln_ih, lengths,
+                 reverse, save):  # fmt: skip
     _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c, layer_norm=ln_hh)
     T = xw.shape[0]
     H = c0.shape[1]
@@ -132,7 +132,7 @@ def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0,
 # -- GRU -------------------------------------------------------------------------------
 
 
-def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, lengths, reverse, save):
+def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, ln_ih, lengths, reverse, save):
     _plain_only(form=form, rmask=rmask, keep_h=keep_h, layer_norm=ln_hh)
     T = xw.shape[0]
     H = h0.shape[1]

@@ -9,7 +9,9 @@ dropout mask; ``keep_h`` (T, B, P) and ``keep_c`` (T, B, H) the zoneout masks, o
 each in eval (the probability: the expectation); layer norm: ``ln_hh`` (4H) the recurrent
 product's gain and ``ln_c`` (2, H) the cell state's gain and bias (``xw`` then comes
 normalized, ``b_hh`` is added after the norm), ``ln_ih`` (1 or 2, 4H) the input side's gain
-and bias, used only to rebuild the step for double backward.
+and bias, used to rebuild the step for double backward, and in inference (``save`` false,
+``raw_input``) by the loop itself, which then takes ``xw`` without the input side's norm and
+normalizes each row as it reads it (one pass over all T·B rows fewer).
 
 float16 and bfloat16 tensors are computed in float32 (outputs come back in the inputs'
 dtype; the saved activations stay float32). ``x, w_ih, b_ih`` (the operands of ``xw``)
@@ -38,13 +40,13 @@ def lstm_forward(
     coupled: bool = False, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
     keep_c: Optional[Tensor] = None, ln_ih: Optional[Tensor] = None, ln_hh: Optional[Tensor] = None,
     ln_c: Optional[Tensor] = None, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None,
-    b_ih: Optional[Tensor] = None,
+    b_ih: Optional[Tensor] = None, raw_input: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``."""
     dtype = compute_dtype(xw, h0, c0, w_hh)
     out, h_n, c_n, hs, cs, gates, cf = call_kernel(
         kernels(xw.device).lstm_forward, dtype, xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h,
-        keep_c, ln_hh, ln_c, lengths, reverse, save,
+        keep_c, ln_hh, ln_c, ln_ih if raw_input else None, lengths, reverse, save,
     )  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
@@ -54,7 +56,7 @@ def lstm_forward(
 
 @lstm_forward.register_fake
 def _(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole=None, coupled=False, rmask=None, keep_h=None,
-      keep_c=None, ln_ih=None, ln_hh=None, ln_c=None, x=None, w_ih=None, b_ih=None):  # fmt: skip
+      keep_c=None, ln_ih=None, ln_hh=None, ln_c=None, x=None, w_ih=None, b_ih=None, raw_input=False):  # fmt: skip
     T, B, _ = xw.shape
     P, H = h0.shape[1], c0.shape[1]
     result = torch.promote_types(xw.dtype, h0.dtype)
@@ -96,7 +98,7 @@ def _(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr,
 
 def _setup_context(ctx, inputs, output):
     (xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole, coupled, rmask, keep_h, keep_c, ln_ih, ln_hh,
-     ln_c, x, w_ih, b_ih) = inputs  # fmt: skip
+     ln_c, x, w_ih, b_ih, _) = inputs  # fmt: skip
     out, h_n, c_n, hs, cs, gates, cf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, ln_ih, ln_hh, ln_c,
@@ -162,10 +164,11 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
         peephole = torch.stack([torch.zeros_like(w_cf) if w_ci is None else w_ci, w_cf, w_co])
     ln_ih = ln_hh = ln_c = None
     if layer_norm is not None:
-        xw, ln_ih = normalize_input(xw, layer_norm["gain_ih"], layer_norm["bias_ih"])
+        xw, ln_ih = normalize_input(xw, layer_norm["gain_ih"], layer_norm["bias_ih"], in_loop=not save)
         ln_hh, ln_c = layer_norm["gain_hh"], torch.stack([layer_norm["gain_c"], layer_norm["bias_c"]])
     out, h_n, c_n, _, cs, gates, _ = lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole,
-                                                  coupled, rmask, *keep, ln_ih, ln_hh, ln_c, x, w_ih, b_ih)  # fmt: skip
+                                                  coupled, rmask, *keep, ln_ih, ln_hh, ln_c, x, w_ih, b_ih,
+                                                  raw_input=layer_norm is not None and not save)  # fmt: skip
     if not want_trace:
         return out, (h_n, c_n), None
     gates, cs = gates.to(out.dtype), cs.to(out.dtype)
@@ -174,10 +177,11 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
     return out, (h_n, c_n), (i, f, g, o, cell, out)
 
 
-def normalize_input(xw, gain_ih, bias_ih):
+def normalize_input(xw, gain_ih, bias_ih, in_loop=False):
     """The layer-norm cells' input side for all steps at once, ``γ_x LN(W_ih x) + b_ih``, and
-    ``(γ_x[, b_ih])`` stacked as the ops take them to rebuild the step."""
-    xw = F.layer_norm(xw, xw.shape[-1:], gain_ih, bias_ih, eps=1e-5)  # + b_ih inside: no pass of its own
-    if bias_ih is None:
-        return xw, gain_ih[None]
-    return xw, torch.stack([gain_ih, bias_ih])
+    ``(γ_x[, b_ih])`` stacked as the ops take them (to rebuild the step, or, ``in_loop``, for
+    the loop to normalize each row of ``xw`` itself: ``xw`` then comes back as it is)."""
+    stacked = gain_ih[None] if bias_ih is None else torch.stack([gain_ih, bias_ih])
+    if in_loop:
+        return xw, stacked
+    return F.layer_norm(xw, xw.shape[-1:], gain_ih, bias_ih, eps=1e-5), stacked  # + b_ih inside: no pass of its own

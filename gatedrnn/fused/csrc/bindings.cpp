@@ -9,13 +9,13 @@ namespace gatedrnn {
 using OT = optional<Tensor>;
 std::vector<Tensor> lstm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OT&, const OT&,
                                  const OT&, bool, const OT&, const OT&, const OT&, const OT&, const OT&, const OT&,
-                                 bool, bool);
+                                 const OT&, bool, bool);
 std::vector<Tensor> lstm_backward(const OT&, const Tensor&, const Tensor&, const OT&, const OT&, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                   const Tensor&, const OT&, const OT&, bool, const OT&, const OT&, const OT&,
                                   const OT&, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> gru_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, int64_t, const OT&, const OT&,
-                                const OT&, const OT&, bool, bool);
+                                const OT&, const OT&, const OT&, bool, bool);
 std::vector<Tensor> gru_backward(const OT&, const Tensor&, const OT&, const Tensor&, const Tensor&, const Tensor&,
                                  const Tensor&, const OT&, int64_t, const OT&, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, bool, const OT&, const OT&,

@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
@@ -92,16 +93,33 @@ inline float tanh_<float>(float x) {
 // The sums are `omp simd` reductions (built with -fopenmp-simd, no OpenMP runtime): reassociated
 // into vector lanes, which a plain sum loop does not allow the compiler to do.
 template <typename scalar_t>
-inline scalar_t normalize(const scalar_t* __restrict__ v, scalar_t* __restrict__ y, int64_t n) {
+inline std::pair<scalar_t, scalar_t> mean_and_rstd(const scalar_t* __restrict__ v, int64_t n) {
   scalar_t mean = 0, var = 0;
 #pragma omp simd reduction(+ : mean)
   for (int64_t k = 0; k < n; ++k) mean += v[k];
   mean /= n;
 #pragma omp simd reduction(+ : var)
   for (int64_t k = 0; k < n; ++k) var += (v[k] - mean) * (v[k] - mean);
-  const scalar_t rstd = scalar_t(1) / std::sqrt(var / n + scalar_t(1e-5));
+  return {mean, scalar_t(1) / std::sqrt(var / n + scalar_t(1e-5))};
+}
+
+template <typename scalar_t>
+inline scalar_t normalize(const scalar_t* __restrict__ v, scalar_t* __restrict__ y, int64_t n) {
+  const auto [mean, rstd] = mean_and_rstd(v, n);
   for (int64_t k = 0; k < n; ++k) y[k] = (v[k] - mean) * rstd;
   return rstd;
+}
+
+// y = γ LN(v) + β (β may be null): a layer norm with its gain and bias, in one row.
+template <typename scalar_t>
+inline void layer_norm_row(const scalar_t* __restrict__ v, const scalar_t* __restrict__ gain,
+                           const scalar_t* __restrict__ bias, scalar_t* __restrict__ y, int64_t n) {
+  const auto [mean, rstd] = mean_and_rstd(v, n);
+  if (bias) {
+    for (int64_t k = 0; k < n; ++k) y[k] = gain[k] * ((v[k] - mean) * rstd) + bias[k];
+  } else {
+    for (int64_t k = 0; k < n; ++k) y[k] = gain[k] * ((v[k] - mean) * rstd);
+  }
 }
 
 // The gradient of v from that of y = normalize(v), in place in d (d_y in, d_v out):

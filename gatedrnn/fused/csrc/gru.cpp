@@ -212,7 +212,8 @@ struct MguCell {
 
 // Layer norm: a_h = γ_h LN(W_hh h_in) + b_hh (x arrives as γ_x LN(W_ih x) + b_ih), then
 // torch's GRU on x and a_h. Saves r, z, n, the n block of a_h | LN(W_hh h_in) (3H) | 1/std;
-// keeps the gradient of a_h per step for γ_h and b_hh.
+// keeps the gradient of a_h per step for γ_h and b_hh. In inference (nothing saved) x may
+// arrive as W_ih x alone, with gain_ih (and bias_ih): the row then normalizes it itself.
 template <typename T>
 struct LnGruCell {
   using scalar_t = T;
@@ -220,20 +221,30 @@ struct LnGruCell {
   int64_t H, G, R1, R2 = 0, S = 0, A, E, gated = 0;  // the products' gradient goes through the norm
   const T* gain_hh;
   const T* bias_hh;  // null without biases
-  LnGruCell(int64_t H, const Tensor& gain_hh, const Tensor& bias_hh)
+  const T* gain_ih = nullptr;  // given: x is W_ih x, normalized here (inference only)
+  const T* bias_ih = nullptr;
+  LnGruCell(int64_t H, const Tensor& gain_hh, const Tensor& bias_hh, const Tensor& ln_ih = Tensor())
       : H(H),
         G(3 * H),
         R1(3 * H),
         A(7 * H + 1),
         E(3 * H),
         gain_hh(gain_hh.data_ptr<T>()),
-        bias_hh(bias_hh.defined() ? bias_hh.data_ptr<T>() : nullptr) {}
+        bias_hh(bias_hh.defined() ? bias_hh.data_ptr<T>() : nullptr),
+        gain_ih(ln_ih.defined() ? ln_ih.data_ptr<T>() : nullptr),
+        bias_ih(ln_ih.defined() && ln_ih.size(0) == 2 ? ln_ih.data_ptr<T>() + 3 * H : nullptr) {}
 
-  void forward(const StepRow<T>& row) const { forward_row(row.x, row.gh, row.h_prev, row.act, row.act + 4 * H, row.h); }
+  void forward(const StepRow<T>& row) const {
+    if (gain_ih) {  // inference: γ_x LN(W_ih x) + b_ih into gn once a_h is formed (nothing keeps gn then)
+      forward_row(row.x, row.gh, row.h_prev, row.act, row.act + 4 * H, row.act + 4 * H, row.h);
+    } else {
+      forward_row(row.x, row.gh, row.h_prev, row.act, row.act + 4 * H, nullptr, row.h);
+    }
+  }
 
-  void forward_row(const T* __restrict__ x, const T* __restrict__ gh, const T* __restrict__ h_prev,
-                   T* __restrict__ act, T* __restrict__ gn, T* __restrict__ h) const {
-    const T one = 1;
+  // xn: where the normalized input goes when x comes without its norm (then gn's place)
+  void forward_row(const T* x, const T* __restrict__ gh, const T* __restrict__ h_prev, T* __restrict__ act, T* gn,
+                   T* xn, T* __restrict__ h) const {
     act[7 * H] = normalize(gh, gn, 3 * H);
     // a_h in act until the gates replace it; two branch-free loops, so that both vectorize
     // (a ternary on the bias inside the gate loop kept GCC from vectorizing it: 2.3x slower)
@@ -242,6 +253,16 @@ struct LnGruCell {
     } else {
       for (int64_t k = 0; k < 3 * H; ++k) act[k] = gain_hh[k] * gn[k];
     }
+    if (xn) {
+      layer_norm_row(x, gain_ih, bias_ih, xn, 3 * H);
+      x = xn;
+    }
+    gates_row(x, h_prev, act, h);
+  }
+
+  void gates_row(const T* __restrict__ x, const T* __restrict__ h_prev, T* __restrict__ act,
+                 T* __restrict__ h) const {
+    const T one = 1;
     for (int64_t j = 0; j < H; ++j) {
       const T a_n = act[2 * H + j];
       const T r = sigmoid(x[j] + act[j]);
@@ -288,18 +309,22 @@ void with_cell(int64_t H, int64_t form, const F& f) {
 // xw (T, B, G) input projections (G = 3H, or 2H for the MGU); h0 (B, H); w_hh (G, H); b_hh (G);
 // form 0 torch's GRU, 1 Cho et al.'s, 2 the MGU; rmask (B, H) recurrent dropout; keep_h (T, B, H)
 // zoneout (one value: eval); ln_hh (3H) the recurrent product's layer-norm gain (form 0 only; xw
-// then comes normalized, and b_hh is added after the norm). Returns out (T, B, H), h_n and,
+// then comes normalized, and b_hh is added after the norm, unless ln_ih (1 or 2, 3H), the input
+// side's gain (and bias), is given: then xw is W_ih x, normalized row by row in the loop, and
+// save must be false). Returns out (T, B, H), h_n and,
 // when save, hs (empty without lengths: out is hs) and act (T, B, A): r, z, n, W_hn h + b_hn
 // (form 0); r, z, n, r h_in (1); f, n, f h_in (2); r, z, n, a_hn, LN(W_hh h), 1/std (layer
 // norm); zero past each length.
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
                                 int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
-                                const optional<Tensor>& ln_hh, const optional<Tensor>& lengths, bool reverse,
-                                bool save) {
+                                const optional<Tensor>& ln_hh, const optional<Tensor>& ln_ih,
+                                const optional<Tensor>& lengths, bool reverse, bool save) {
   std::vector<Tensor> r;
+  TORCH_CHECK(!given(ln_ih) || !save, "gru_forward: xw without its norm (ln_ih given) is for inference only");
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
     if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
-      const LnGruCell<scalar_t> cell(h0.size(1), ln_hh->contiguous(), given(b_hh) ? b_hh->contiguous() : Tensor());
+      const LnGruCell<scalar_t> cell(h0.size(1), ln_hh->contiguous(), given(b_hh) ? b_hh->contiguous() : Tensor(),
+                                     given(ln_ih) ? ln_ih->contiguous() : Tensor());
       r = loop_forward(cell, xw, h0, {}, w_hh, {}, {}, rmask, keep_h, {}, lengths, reverse, save);
       return;
     }

@@ -115,6 +115,8 @@ struct LstmCell {
 // Layer norm: a = x + γ_h LN(W_hh h_in) + b_hh (x arrives as γ_x LN(W_ih x) + b_ih), gates as
 // torch's, c = f c_prev + i g, m = o tanh(γ_c LN(c) + β_c). Saves i, f, g, o | LN(W_hh h_in)
 // (4H) | LN(c) (H) | the two 1/std; keeps d(γ_c LN(c) + β_c) per step for γ_c and β_c.
+// In inference (nothing saved) x may arrive as W_ih x alone, with gain_ih (and bias_ih) given:
+// the row then applies the input side's norm itself, saving a pass over all T·B rows.
 template <typename T>
 struct LnLstmCell {
   using scalar_t = T;
@@ -124,9 +126,12 @@ struct LnLstmCell {
   const T* bias_hh;  // added after the norm; null without biases
   const T* gain_c;
   const T* bias_c;
+  const T* gain_ih = nullptr;  // given: x is W_ih x, normalized here (inference only)
+  const T* bias_ih = nullptr;
   Tensor gain_c_t, bias_c_t;
 
-  LnLstmCell(int64_t H, const Tensor& gain_hh, const optional<Tensor>& bias_hh, const Tensor& ln_c)
+  LnLstmCell(int64_t H, const Tensor& gain_hh, const optional<Tensor>& bias_hh, const Tensor& ln_c,
+             const Tensor& ln_ih = Tensor())
       : H(H),
         G(4 * H),
         R1(4 * H),
@@ -136,6 +141,8 @@ struct LnLstmCell {
         bias_hh(given(bias_hh) ? bias_hh->data_ptr<T>() : nullptr),
         gain_c(ln_c.data_ptr<T>()),
         bias_c(ln_c.data_ptr<T>() + H),
+        gain_ih(ln_ih.defined() ? ln_ih.data_ptr<T>() : nullptr),
+        bias_ih(ln_ih.defined() && ln_ih.size(0) == 2 ? ln_ih.data_ptr<T>() + 4 * H : nullptr),
         gain_c_t(ln_c[0]),
         bias_c_t(ln_c[1]) {}
 
@@ -148,8 +155,17 @@ struct LnLstmCell {
                    T* __restrict__ act, T* __restrict__ gn, T* __restrict__ cn, T* __restrict__ c,
                    T* __restrict__ m) const {
     act[9 * H] = normalize(gh, gn, 4 * H);
-    for (int64_t k = 0; k < 4 * H; ++k) {  // the pre-activations, in act until the gates replace them
-      act[k] = x[k] + gain_hh[k] * gn[k] + (bias_hh ? bias_hh[k] : T(0));
+    // the pre-activations, in act until the gates replace them; branch-free loops, so they vectorize
+    if (bias_hh) {
+      for (int64_t k = 0; k < 4 * H; ++k) act[k] = gain_hh[k] * gn[k] + bias_hh[k];
+    } else {
+      for (int64_t k = 0; k < 4 * H; ++k) act[k] = gain_hh[k] * gn[k];
+    }
+    if (gain_ih) {  // inference: γ_x LN(W_ih x) + b_ih into gn, which nothing keeps then
+      layer_norm_row(x, gain_ih, bias_ih, gn, 4 * H);
+      for (int64_t k = 0; k < 4 * H; ++k) act[k] += gn[k];
+    } else {
+      for (int64_t k = 0; k < 4 * H; ++k) act[k] += x[k];
     }
     for (int64_t j = 0; j < H; ++j) {
       const T i = sigmoid(act[j]), f = sigmoid(act[H + j]), g = tanh_(act[2 * H + j]), o = sigmoid(act[3 * H + j]);
@@ -231,7 +247,9 @@ Tensor contiguous_or_undefined(const optional<Tensor>& t) { return given(t) ? t-
 // b_hh; w_hr (P, H) when projecting; peephole (3, H) rows w_ci (zeros when coupled), w_cf, w_co;
 // rmask (B, P) recurrent dropout; keep_h (T, B, P), keep_c (T, B, H) zoneout (one value: eval);
 // layer norm: ln_hh (4H) the recurrent product's gain, ln_c (2, H) the cell state's gain and
-// bias (xw then comes normalized, and b_hh is added after the norm). Returns out (T, B, P), h_n,
+// bias (xw then comes normalized, and b_hh is added after the norm), unless ln_ih (1 or 2, 4H)
+// the input side's gain (and bias) is given: then xw is W_ih x and each row is normalized in
+// the loop (save must be false). Returns out (T, B, P), h_n,
 // c_n and, when save, hs, cs (T, B, H) carried cell states, gates (T, B, 4H, or 9H + 2 with
 // layer norm) i, f, g, o first (zero past each length), cf (T, B, H) new c before zoneout
 // (empty without zoneout on c); see loop_forward.
@@ -240,13 +258,15 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
                                  const optional<Tensor>& peephole, bool coupled, const optional<Tensor>& rmask,
                                  const optional<Tensor>& keep_h, const optional<Tensor>& keep_c,
                                  const optional<Tensor>& ln_hh, const optional<Tensor>& ln_c,
-                                 const optional<Tensor>& lengths, bool reverse, bool save) {
+                                 const optional<Tensor>& ln_ih, const optional<Tensor>& lengths, bool reverse,
+                                 bool save) {
   std::vector<Tensor> r;
   const Tensor peep = contiguous_or_undefined(peephole);
+  TORCH_CHECK(!given(ln_ih) || !save, "lstm_forward: xw without its norm (ln_ih given) is for inference only");
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
       const LnLstmCell<scalar_t> cell(c0.size(1), ln_hh->contiguous(), contiguous_or_undefined(b_hh),
-                                      ln_c->contiguous());
+                                      ln_c->contiguous(), contiguous_or_undefined(ln_ih));
       r = loop_forward(cell, xw, h0, c0, w_hh, {}, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
       return;
     }
