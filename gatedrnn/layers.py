@@ -296,7 +296,8 @@ class RNNBase(RefusesScript, nn.RNNBase):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = regularizers.between_layers(x, self.dropout, lengths)
         final = tuple(torch.stack(s) for s in zip(*finals))
-        values = tuple(torch.stack(v) for v in zip(*traces)) if want_trace else None
+        # one layer and direction: its trace values as they are, not copied into a stack of one
+        values = tuple(torch.stack(v) if len(v) > 1 else v[0][None] for v in zip(*traces)) if want_trace else None
         return x, final, values
 
     # -- argument checks -------------------------------------------------------------
