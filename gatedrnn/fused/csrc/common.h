@@ -90,8 +90,8 @@ inline float tanh_<float>(float x) {
 
 // Layer normalization of n values (Ba et al. 2016, eps as torch's layer_norm): writes
 // y = (v - mean) / sqrt(var + eps) to y and returns 1 / sqrt(var + eps).
-// The sums are `omp simd` reductions (built with -fopenmp-simd, no OpenMP runtime): reassociated
-// into vector lanes, which a plain sum loop does not allow the compiler to do.
+// The sums are `omp simd` reductions (honoured under -fopenmp-simd and -fopenmp alike):
+// reassociated into vector lanes, which a plain sum loop does not allow the compiler to do.
 template <typename scalar_t>
 inline std::pair<scalar_t, scalar_t> mean_and_rstd(const scalar_t* __restrict__ v, int64_t n) {
   scalar_t mean = 0, var = 0;
