@@ -47,6 +47,8 @@ def configs(args):
                             values[name] = getattr(args, name)
                     if values.get("chrono") and cell not in ("lstm", "gru"):
                         values["chrono"] = 0.0  # chrono sets gate biases: the vanilla RNN row runs without
+                    if values.get("layer_norm") and cell not in ("lstm", "gru"):
+                        values["layer_norm"] = False  # the gated cells' variant: the vanilla RNN row runs without
                     extra = dict(values.get("extra", {}))
                     if args.solved is not None:
                         extra["solved_mse" if task == "adding" else "solved_loss"] = args.solved

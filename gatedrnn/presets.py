@@ -44,6 +44,12 @@ PRESETS: dict[str, dict] = {
     # GPU check; the LSTM needs --hidden-size 256 --lr 3e-3)
     "copy-100": dict(task="copy", length=100, hidden_size=128, lr=1e-2, chrono=100, steps=12000,
                      stop_when_solved=True, max_minutes=20),
+    # Bai et al. 2018's copy memory at T = 1000 (every recurrent row there at the baseline, 0.02): layer norm,
+    # chrono initialization up to T and a curriculum on the delay (100, 200, 400, then 1000), the training
+    # batches' length growing once the loss is 15% of that length's baseline; validation and test at T = 1000
+    "copy-1000": dict(task="copy", length=1000, hidden_size=128, lr=3e-3, chrono=1000, layer_norm=True, steps=20000,
+                      eval_every=250, stop_when_solved=True, max_minutes=15,
+                      extra={"solved_loss": 0.002, "curriculum": "100,200,400"}),
     # Bai et al. 2018's adding problem at T = 600 (their LSTM failed, 0.164): chrono initialization up
     # to T makes the LSTM and the GRU solve it to MSE < 1e-3 in minutes (--chrono 0 for the RNN row)
     "adding-600": dict(task="adding", length=600, hidden_size=128, lr=1e-2, chrono=600, steps=6000,
@@ -142,6 +148,7 @@ PRESETS: dict[str, dict] = {
 ABOUT: dict[str, str] = {  # one line each, for ``gatedrnn presets``
     "adding-200": "adding problem at T = 200, until solved (Le et al. 2015's benchmark)",
     "copy-100": "copy task with a 100-step delay, until 99% recall, chrono initialization (Arjovsky et al. 2016)",
+    "copy-1000": "copy task with a 1,000-step delay (Bai et al. 2018), layer norm, chrono, a curriculum on the delay",
     "adding-600": "adding problem at T = 600 to MSE < 1e-3, chrono initialization (Bai et al. 2018's length)",
     "shakespeare-quick": "tiny Shakespeare, characters: ~1 minute, beats nanoGPT's CPU quick start",
     "shakespeare": "tiny Shakespeare, characters: the 30-minute budget",

@@ -260,6 +260,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
     if resume:  # the checkpoint's random state replaces the seeded one
         state, carry, best_weights = checkpoint.load_training_state(run_dir, model, optimizer, scheduler, run,
                                                                     world.rank)  # fmt: skip
+        if task.curriculum is not None:
+            task.curriculum.load_state_dict(state["curriculum"])
         carry = world.shard_state(carry)  # the checkpoint holds the whole batch's state
     world.check_resume(state["step"] if resume else None, run_dir)
     if resume and world.main:
@@ -316,6 +318,10 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
             optimizer.step()
             scheduler.step()
             step += 1
+            trained_at = task.curriculum.length if task.curriculum is not None else None  # this batch's length
+            if task.curriculum is not None and task.curriculum.observe(batch_loss.item()) and log_lines:
+                print(f"step {step}: curriculum stage at length {trained_at} done; training at length "
+                      f"{task.curriculum.length} from here", flush=True)  # fmt: skip
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:
@@ -323,6 +329,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
             if step % 10 == 0 or step == config.steps:
                 row = {"step": step, "split": "train", "loss": batch_loss.item(), "grad_norm": float(grad_norm),
                        "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}  # fmt: skip
+                if trained_at is not None:
+                    row["length"] = trained_at
                 log.write(json.dumps(row) + "\n")
                 history.append(row)
                 if board is not None:
@@ -347,6 +355,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
+                if task.curriculum is not None:
+                    state["curriculum"] = task.curriculum.state_dict()
                 _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
                 checkpointed = True
                 if board is not None:
@@ -374,6 +384,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
+        if task.curriculum is not None:
+            state["curriculum"] = task.curriculum.state_dict()
         _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
     elif checkpointed and world.main:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
+from gatedrnn.tasks.curriculum import Curriculum, parse_lengths
 
 SOLVED_MSE = 0.01
 
@@ -40,21 +41,26 @@ class Adding(Task):
     metric = "mse"
     lower_is_better = True
     baseline = 1.0 / 6.0
-    options = {"solved_mse": (float, SOLVED_MSE, "adding task: the validation MSE below which the task is solved")}
+    options = {"solved_mse": (float, SOLVED_MSE, "adding task: the validation MSE below which the task is solved"),
+               "curriculum": (str, "", "adding task: train first on these shorter lengths, e.g. 100,200,400, each "
+                                       "until the training MSE is 15% of the baseline")}  # fmt: skip
 
-    def __init__(self, length: int = 100, test_size: int = 2000, solved_mse: float = SOLVED_MSE):
+    def __init__(self, length: int = 100, test_size: int = 2000, solved_mse: float = SOLVED_MSE,
+                 curriculum: str = ""):  # fmt: skip
         if length < 2:
             raise ValueError(f"length must be at least 2 for the adding problem, got {length}")
         if not 0 < solved_mse < self.baseline:
             raise ValueError(f"--solved-mse must be in (0, {self.baseline:.4f}) (the baseline), got {solved_mse}")
         self.length, self.test_size, self.solved_mse = length, test_size, solved_mse
+        if curriculum:
+            self.curriculum = Curriculum(parse_lengths(curriculum, length), lambda _: self.baseline)
 
     @classmethod
     def from_config(cls, config):
         return cls(length=config.length, **cls.option_values(config))
 
     def train_batch(self, step, batch_size, seed):
-        return adding_batch(batch_size, self.length, batch_generator(seed, step))
+        return adding_batch(batch_size, self.train_length, batch_generator(seed, step))
 
     def split(self, name, seed):
         stream = {"valid": 1, "test": 2}[name]

@@ -32,6 +32,7 @@ class Task:
 
     options: dict = {}
     stateful: bool = False
+    curriculum = None  # a synthetic task's Curriculum (tasks/curriculum.py): training lengths that grow
     cells: tuple = ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm")  # the --cell values the task's model takes
 
     @classmethod
@@ -59,6 +60,11 @@ class Task:
             forget_bias=config.forget_bias, dropout=config.dropout, tie_weights=config.tie_weights,
             adaptive_softmax=tuple(config.adaptive_softmax), cell_options=config.cell_options(),
         )  # fmt: skip
+
+    @property
+    def train_length(self) -> int:
+        """The length of the next training batch: the curriculum's stage, else the task's length."""
+        return self.curriculum.length if self.curriculum is not None else self.length
 
     def forward(self, model, inputs):
         """The model's output for a batch of this task's inputs."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
+from gatedrnn.tasks.curriculum import Curriculum, parse_lengths
 
 BLANK, DELIMITER = 0, 9  # symbols are 1..8
 NUM_SYMBOLS, RECALL = 8, 10
@@ -44,23 +45,33 @@ class Copy(Task):
     metric = "loss"
     lower_is_better = True
     options = {"solved_loss": (float, 0.0, "copy task: solved also needs a validation cross-entropy below this "
-                                           "(0: 99% recall alone)")}  # fmt: skip
+                                           "(0: 99% recall alone)"),
+               "curriculum": (str, "", "copy task: train first on these shorter delays, e.g. 100,200,400, each until "
+                                       "the training loss is 15% of that length's baseline; validation and test use "
+                                       "--length")}  # fmt: skip
 
-    def __init__(self, length: int = 100, test_size: int = 1000, solved_loss: float = 0.0):
+    def __init__(self, length: int = 100, test_size: int = 1000, solved_loss: float = 0.0, curriculum: str = ""):
         if length < 1:
             raise ValueError(f"length must be at least 1 for the copy task, got {length}")
         self.length, self.test_size = length, test_size
-        self.baseline = RECALL * math.log(NUM_SYMBOLS) / (length + 2 * RECALL)
+        self.baseline = self.baseline_at(length)
         if not 0 <= solved_loss < self.baseline:
             raise ValueError(f"--solved-loss must be in [0, {self.baseline:.4f}) (the baseline), got {solved_loss}")
         self.solved_loss = solved_loss
+        if curriculum:
+            self.curriculum = Curriculum(parse_lengths(curriculum, length), self.baseline_at)
+
+    @staticmethod
+    def baseline_at(length: int) -> float:
+        """The memoryless predictor's cross-entropy at delay ``length``."""
+        return RECALL * math.log(NUM_SYMBOLS) / (length + 2 * RECALL)
 
     @classmethod
     def from_config(cls, config):
         return cls(length=config.length, **cls.option_values(config))
 
     def train_batch(self, step, batch_size, seed):
-        return copy_batch(batch_size, self.length, batch_generator(seed, step))
+        return copy_batch(batch_size, self.train_length, batch_generator(seed, step))
 
     def split(self, name, seed):
         stream = {"valid": 1, "test": 2}[name]
