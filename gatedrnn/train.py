@@ -89,7 +89,8 @@ class TrainConfig:
         if self.chrono and self.chrono < 2:
             raise ValueError(f"--chrono must be at least 2 (the longest time constant, in steps), got {self.chrono}")
         if self.layer_norm and self.cell not in ("lstm", "gru"):
-            raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell}")
+            raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell} "
+                             "(--no-layer-norm turns it off, as a preset that sets it needs for other cells)")
         for flag in ("peephole", "coupled"):
             if getattr(self, flag) and self.cell != "lstm":
                 raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")

@@ -65,6 +65,10 @@ def test_demo_writes_its_report(tmp_path):
         (["train", "--steps", "0", "--out", "x"], "expected a positive integer, got 0"),
         (["train", "--frobnicate", "--out", "x"], "unrecognized arguments: --frobnicate"),
         (["evaluate", "nowhere"], "nowhere holds no run"),
+        (["train", "--task", "text", "--curriculum", "100", "--out", "x"],
+         "--curriculum is an option of the adding and copy tasks, not of --task text"),
+        (["train", "--task", "copy", "--solved-mse", "0.01", "--out", "x"],
+         "--solved-mse is an option of the adding task, not of --task copy"),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(args, message, tmp_path, capsys):
@@ -74,6 +78,23 @@ def test_usage_errors_exit_2_without_traceback(args, message, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_bad_curriculum_is_a_one_line_error_naming_the_option(tmp_path, capsys):
+    code = main(["train", "--task", "copy", "--length", "50", "--curriculum", "20,100", "--steps", "2",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--curriculum lengths must be below --length 50" in err and "Traceback" not in err
+
+
+def test_a_preset_layer_norm_is_turned_off_for_the_vanilla_rnn(tmp_path, capsys):
+    args = ["train", "--preset", "copy-1000", "--cell", "rnn", "--chrono", "0", "--steps", "2", "--eval-every", "2",
+            "--no-report"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "--no-layer-norm turns it off" in capsys.readouterr().err
+    assert main([*args, "--no-layer-norm", "--out", str(tmp_path / "run")]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["layer_norm"] is False and config["cell"] == "rnn" and config["extra"]["curriculum"] == "100,200,400"
 
 
 def test_run_folder_of_another_task_is_refused(tmp_path, capsys):
@@ -179,7 +200,8 @@ def test_bad_music_rolls_and_paths_name_the_file(tmp_path, capsys):
 @pytest.mark.parametrize("task", ["text", "music", "timeseries", "qa"])
 def test_missing_data_says_so(task, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--task", task, "--target", "y", "--steps", "2", "--out", str(run)]) == 2
+    target = ["--target", "y"] if task == "timeseries" else []  # another task's option is refused
+    assert main(["train", "--task", task, *target, "--steps", "2", "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"the {task} task needs --data" in err and "'.'" not in err and ". " not in err.split("needs")[0], err
     assert not run.exists()

@@ -77,8 +77,9 @@ def add_parser(sub) -> None:
                    help="DropConnect on the recurrent weights W_hh, once per forward (AWD-LSTM; default 0)")
     p.add_argument("--zoneout", type=float, metavar="P",
                    help="each unit keeps its previous state with probability P in training (default 0)")
-    p.add_argument("--layer-norm", action="store_true", default=None,
-                   help="LSTM, GRU: layer normalization of the pre-activations (and the LSTM's cell) (Ba et al. 2016)")
+    p.add_argument("--layer-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="LSTM, GRU: layer normalization of the pre-activations (and the LSTM's cell) (Ba et al. 2016; "
+                        "--no-layer-norm turns off a preset's)")
     p.add_argument("--coupled", action="store_true", default=None,
                    help="LSTM: input gate = 1 - forget gate, no input-gate weights (CIFG, Greff et al. 2017)")
     p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
@@ -140,6 +141,16 @@ def add_task_options(p) -> None:
             else:
                 metavar = {int: "N", float: "X"}.get(kind, name.upper())
                 groups[task.name].add_argument(flag, type=kind, dest=dest, metavar=metavar, help=help_text)
+
+
+def _check_task_options(extra: dict, task: str) -> None:
+    """Each task option given on the command line belongs to ``task``: another task's option
+    (``--curriculum`` with ``--task text``) would otherwise be ignored without a word."""
+    for name in extra:
+        if name not in TASKS[task].options:
+            owners = [other for other, cls in TASKS.items() if name in cls.options]
+            raise UsageError(f"--{name.replace('_', '-')} is an option of the {' and '.join(owners)} "
+                             f"task{'s' if len(owners) > 1 else ''}, not of --task {task}")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -207,6 +218,7 @@ def run(args) -> int:
         config = TrainConfig(**given)
     if args.config:
         config_file.check_extra(from_file.get("extra", {}), config.task, args.config)
+    _check_task_options(_given(args).get("extra", {}), config.task)
     try:
         config.validate()
     except ValueError as error:
