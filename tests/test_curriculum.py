@@ -22,7 +22,8 @@ def test_lengths_are_parsed_and_end_at_the_task_length():
 
 @pytest.mark.parametrize("text,message", [
     ("100;200", "comma-separated lengths"), ("a,b", "comma-separated lengths"), ("", "comma-separated lengths"),
-    ("200,100", "positive and increasing"), ("100,100", "positive and increasing"), ("0,10", "positive and increasing"),
+    ("200,100", "must be increasing"), ("100,100", "must be increasing"), ("0,10", "at least 1 for this task"),
+    ("-5,10", "at least 1 for this task"),
     ("100,1000", "below --length 1000"), ("2000", "below --length 1000"),
 ])  # fmt: skip
 def test_bad_lengths_name_the_option_and_what_was_given(text, message):
@@ -74,6 +75,12 @@ def test_training_batches_follow_the_stage_and_evaluation_keeps_the_full_length(
     assert task.split("valid", 0)[0].shape[1:] == shape(40)[1:]
     assert task_class(length=40).curriculum is None
     assert task_class(length=40).train_batch(0, 6, seed=0)[0].shape == shape(40)
+
+
+def test_the_adding_problem_needs_two_steps_in_every_stage():
+    with pytest.raises(ValueError, match="--curriculum lengths must be at least 2 for this task"):
+        Adding(length=40, curriculum="1,10")
+    assert Adding(length=40, curriculum="2,10").train_batch(0, 4, seed=0)[0].shape == (4, 2, 2)
 
 
 def test_a_config_error_names_the_option():

@@ -53,7 +53,7 @@ class Adding(Task):
             raise ValueError(f"--solved-mse must be in (0, {self.baseline:.4f}) (the baseline), got {solved_mse}")
         self.length, self.test_size, self.solved_mse = length, test_size, solved_mse
         if curriculum:
-            self.curriculum = Curriculum(parse_lengths(curriculum, length), lambda _: self.baseline)
+            self.curriculum = Curriculum(parse_lengths(curriculum, length, minimum=2), lambda _: self.baseline)
 
     @classmethod
     def from_config(cls, config):

@@ -15,15 +15,17 @@ from typing import Callable
 FRACTION, WINDOW = 0.15, 50
 
 
-def parse_lengths(text: str, final: int) -> list[int]:
-    """The stages of ``--curriculum`` ("100,200,400"): increasing lengths below ``final``,
-    which is appended as the last stage."""
+def parse_lengths(text: str, final: int, minimum: int = 1) -> list[int]:
+    """The stages of ``--curriculum`` ("100,200,400"): increasing lengths of at least
+    ``minimum`` and below ``final``, which is appended as the last stage."""
     try:
         lengths = [int(part) for part in text.split(",")]
     except ValueError:
         raise ValueError(f"--curriculum takes comma-separated lengths such as 100,200,400; got {text!r}") from None
-    if any(n < 1 for n in lengths) or any(a >= b for a, b in zip(lengths, lengths[1:])):
-        raise ValueError(f"--curriculum lengths must be positive and increasing; got {text!r}")
+    if any(a >= b for a, b in zip(lengths, lengths[1:])):
+        raise ValueError(f"--curriculum lengths must be increasing; got {text!r}")
+    if lengths[0] < minimum:
+        raise ValueError(f"--curriculum lengths must be at least {minimum} for this task; got {text!r}")
     if lengths[-1] >= final:
         raise ValueError(f"--curriculum lengths must be below --length {final} (its last stage); got {text!r}")
     return lengths + [final]
