@@ -242,8 +242,10 @@ def _batch_loss(task, model, inputs, targets, carry):
     return task.loss(task.forward(model, inputs), targets), None
 
 
-def _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run) -> None:
+def _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run) -> None:
     """The checkpoint, written by rank 0 with every rank's carried rows and random state."""
+    if task.curriculum is not None:  # where the training lengths stand, for a resumed run
+        state["curriculum"] = task.curriculum.state_dict()
     carry, rng_states = world.gather_state(carry), world.rng_states()
     if world.main:
         checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run, rng_states)
@@ -356,9 +358,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                 else:
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
-                if task.curriculum is not None:
-                    state["curriculum"] = task.curriculum.state_dict()
-                _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+                _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run)
                 checkpointed = True
                 if board is not None:
                     board.evaluation(step, metrics, model)
@@ -385,9 +385,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         model.load_state_dict(best_weights)
     if status != "nan":
         state["step"], state["seconds"] = step, time.perf_counter() - started
-        if task.curriculum is not None:
-            state["curriculum"] = task.curriculum.state_dict()
-        _save(world, run_dir, model, optimizer, scheduler, state, carry, best_weights, run)
+        _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run)
     elif checkpointed and world.main:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
     test = world.from_main(lambda: evaluate(task, model, "test", config.seed, config.device))
