@@ -59,14 +59,25 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
     if zoneout is not None:
         variant["keep"] = tuple(keep_tensor(k, x) for k in zoneout)
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
-    xw = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): every step's input projection at once
     # torch.jit.trace checks its graph by tracing again under no_grad: the graph must not depend on it
     needs_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
-        t is not None and t.requires_grad for t in (xw, *state, weight_hh, bias_hh, weight_hr)
+        t is not None and t.requires_grad for t in (x, *state, *weights, *_tensors_of(variant))
     )
     save = want_trace or needs_grad  # keep the activations only for a backward or a trace
+    # without a gradient the native loop takes x and projects each step's rows itself where that
+    # is faster (csrc/input.h); a layer norm's trace wants xw normalized before the loop
+    project = not needs_grad and native_available_for(x.device) and not (save and "layer_norm" in variant)
+    xw = x if project else F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): every step's input projection at once
     return RUNS[mode](xw, state, weight_hh, bias_hh, weight_hr, lengths, reverse, save, want_trace, x, weight_ih,
-                      bias_ih, **variant)  # fmt: skip
+                      bias_ih, **variant, **({"project": True} if project else {}))  # fmt: skip
+
+
+def _tensors_of(variant: dict):
+    """The tensors among a variant's arguments (peepholes, masks, a layer norm's gains), nested
+    one level in tuples and dicts."""
+    for value in variant.values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+        yield from (item for item in items if isinstance(item, torch.Tensor))
 
 
 def native_available_for(device) -> bool:

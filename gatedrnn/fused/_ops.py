@@ -91,3 +91,11 @@ def zeros_if_none(grad, like: torch.Tensor) -> torch.Tensor:
 def valid_steps(lengths, T: int, device) -> torch.Tensor:
     """(T, B, 1) booleans: step t of sequence b is valid when t < lengths[b]."""
     return (torch.arange(T, device=device)[:, None] < lengths.to(device)[None, :])[..., None]
+
+
+def refuse_gradient_when_projected(project: bool) -> None:
+    """The ops project the input inside the loop (``project``: their ``xw`` holds x) only where
+    no gradient is wanted (:func:`gatedrnn.fused.run_direction` decides); their backward gives
+    xw's gradient, so recording one for a projected call is a defect, stopped here."""
+    if project:
+        raise RuntimeError("gatedrnn: a fused op projected its input in the loop while a gradient was wanted")

@@ -25,7 +25,7 @@ from gatedrnn.cells.layernorm import ln_gru_step
 from gatedrnn.cells.mgu import mgu_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 reference_zoneout, zeros_if_none)  # fmt: skip
+                                 reference_zoneout, refuse_gradient_when_projected, zeros_if_none)  # fmt: skip
 from gatedrnn.fused.lstm import normalize_input
 
 FORMS = {"GRU": 0, "GRU_reset_before": 1, "MGU": 2}
@@ -37,13 +37,15 @@ def gru_forward(
     xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
     save: bool, form: int = 0, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
     ln_ih: Optional[Tensor] = None, ln_hh: Optional[Tensor] = None, x: Optional[Tensor] = None,
-    w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, raw_input: bool = False,
+    w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, raw_input: bool = False, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(out, h_n, hs, act); see ``csrc/gru.cpp``. ``raw_input`` (inference, layer norm): ``xw``
-    comes without the input side's norm, which the loop applies with ``ln_ih``."""
+    comes without the input side's norm, which the loop applies with ``ln_ih``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
+    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, w_hh)
     out, h_n, hs, act = call_kernel(kernels(xw.device).gru_forward, dtype, xw, h0, w_hh, b_hh, form, rmask, keep_h,
-                                    ln_hh, ln_ih if raw_input else None, lengths, reverse, save)  # fmt: skip
+                                    ln_hh, ln_ih if raw_input else None, lengths, reverse, save,
+                                    *((w_ih, b_ih) if project else (None, None)))  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
         hs = out  # the backward reads each h at the compute precision, not the output's
@@ -52,7 +54,7 @@ def gru_forward(
 
 @gru_forward.register_fake
 def _(xw, h0, w_hh, b_hh, lengths, reverse, save, form=0, rmask=None, keep_h=None, ln_ih=None, ln_hh=None, x=None,
-      w_ih=None, b_ih=None, raw_input=False):  # fmt: skip
+      w_ih=None, b_ih=None, raw_input=False, project=False):  # fmt: skip
     T, B, _ = xw.shape
     H = h0.shape[1]
     result, dtype = torch.promote_types(xw.dtype, h0.dtype), compute_dtype(xw, h0, w_hh)
@@ -84,7 +86,8 @@ def _(d_out, d_h_n, d_act, hs, act, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, 
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, ln_ih, ln_hh, x, w_ih, b_ih, _ = inputs
+    xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, ln_ih, ln_hh, x, w_ih, b_ih, _, project = inputs
+    refuse_gradient_when_projected(project)
     out, h_n, hs, act = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, act, h0, w_hh, rmask, keep_h, ln_ih, ln_hh, lengths, x, w_ih, b_ih, b_hh)
@@ -112,14 +115,15 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_act):
         d_x, d_w_ih, d_b_ih, d_h0, d_w_hh, d_b_hh, _, d_ln_ih, d_ln_hh = grads_by_recompute(
             mode, ctx.reverse, inputs, pairs, step=step, zoneout=reference_zoneout(keep_h), extra=(ln_ih, ln_hh)
         )  # fmt: skip
-        return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_ln_ih, d_ln_hh, d_x, d_w_ih, d_b_ih
+        return (None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_ln_ih, d_ln_hh, d_x, d_w_ih, d_b_ih,
+                None, None)  # fmt: skip
     d_xw, d_h0, d_w_hh, d_b_hh, d_ln_hh = gru_backward(
         d_out, zeros_if_none(d_h_n, h0), d_act, hs, act, h0, w_hh, b_hh, ctx.form, rmask, keep_h, ln_hh, lengths,
         ctx.reverse,
     )  # fmt: skip
     d_ln_hh = d_ln_hh if ln_hh is not None else None  # ln_ih's gradient reaches it through xw
     return (d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, d_ln_hh,
-            None, None, None)  # fmt: skip
+            None, None, None, None, None)  # fmt: skip
 
 
 gru_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -133,17 +137,19 @@ def step_of(form: int, rmask):
 
 
 def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None, *,
-        form=0, rmask=None, keep=(None,), layer_norm=None):  # fmt: skip
+        form=0, rmask=None, keep=(None,), layer_norm=None, project=False):  # fmt: skip
     """Output (T, B, H), final (h,), and the trace values when ``want_trace``: r, z, n, h
     (f, n, h for the MGU). ``layer_norm``: the keywords
-    :func:`~gatedrnn.cells.layernorm.ln_gru_step` binds (``xw`` then comes without ``b_ih``)."""
+    :func:`~gatedrnn.cells.layernorm.ln_gru_step` binds (``xw`` then comes without ``b_ih``).
+    ``project``: ``xw`` is the input x, projected in the loop (no gradient, no trace with layer norm)."""
     (h0,) = state
     ln_ih = ln_hh = None
     if layer_norm is not None:
         xw, ln_ih = normalize_input(xw, layer_norm["gain_ih"], layer_norm["bias_ih"], in_loop=not save)
         ln_hh = layer_norm["gain_hh"]
     out, h_n, _, act = gru_forward(xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, *keep, ln_ih, ln_hh, x,
-                                   w_ih, b_ih, raw_input=layer_norm is not None and not save)  # fmt: skip
+                                   w_ih, b_ih, raw_input=layer_norm is not None and not save,
+                                   project=project)  # fmt: skip
     if not want_trace:
         return out, (h_n,), None
     gates = act.to(out.dtype).split(h0.shape[1], dim=2)[: 2 if form == 2 else 3]  # (T, B, H) each

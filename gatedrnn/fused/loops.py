@@ -9,6 +9,7 @@ its names ``d_`` plus the forward's, and ends with one weight-gradient GEMM over
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _steps(T, reverse):
@@ -48,6 +49,12 @@ def _plain_only(**variant):
         raise NotImplementedError(f"the Python loops have no {', '.join(given)}; the reference loop runs them")
 
 
+def _projected(xw, w_ih, b_ih):
+    """The input projections: ``xw`` itself, or ``W_ih x + b_ih`` when ``w_ih`` is given (``xw``
+    then holds the input x, as the native loops take it to project in the loop)."""
+    return xw if w_ih is None else F.linear(xw, w_ih, b_ih)
+
+
 def _weight_grad(d_pre, hs, h0, reverse):
     """sum_t d_pre[t]^T h_prev[t], h_prev being h0 then the carried states before t."""
     T = d_pre.shape[0]
@@ -63,8 +70,9 @@ def _weight_grad(d_pre, hs, h0, reverse):
 
 
 def lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h, keep_c, ln_hh, ln_c, ln_ih, lengths,
-                 reverse, save):  # fmt: skip
+                 reverse, save, w_ih=None, b_ih=None):  # fmt: skip
     _plain_only(peephole=peephole, coupled=coupled, rmask=rmask, keep_h=keep_h, keep_c=keep_c, layer_norm=ln_hh)
+    xw = _projected(xw, w_ih, b_ih)
     T = xw.shape[0]
     H = c0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -132,8 +140,9 @@ def lstm_backward(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0,
 # -- GRU -------------------------------------------------------------------------------
 
 
-def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, ln_ih, lengths, reverse, save):
+def gru_forward(xw, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, ln_ih, lengths, reverse, save, w_ih=None, b_ih=None):
     _plain_only(form=form, rmask=rmask, keep_h=keep_h, layer_norm=ln_hh)
+    xw = _projected(xw, w_ih, b_ih)
     T = xw.shape[0]
     H = h0.shape[1]
     valid = _valid(lengths, T, xw)
@@ -187,8 +196,9 @@ def gru_backward(d_out, d_h_n, d_act, hs, act, h0, w_hh, b_hh, form, rmask, keep
 # -- vanilla RNN -------------------------------------------------------------------------
 
 
-def rnn_forward(xw, h0, w_hh, b_hh, relu, rmask, keep_h, lengths, reverse, save):
+def rnn_forward(xw, h0, w_hh, b_hh, relu, rmask, keep_h, lengths, reverse, save, w_ih=None, b_ih=None):
     _plain_only(rmask=rmask, keep_h=keep_h)
+    xw = _projected(xw, w_ih, b_ih)
     T = xw.shape[0]
     valid = _valid(lengths, T, xw)
     w_hh_t = w_hh.t()

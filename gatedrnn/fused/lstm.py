@@ -30,7 +30,8 @@ from gatedrnn.cells.layernorm import ln_lstm_step
 from gatedrnn.cells.lstm import lstm_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 reference_zoneout, valid_steps, zeros_if_none)  # fmt: skip
+                                 reference_zoneout, refuse_gradient_when_projected, valid_steps,
+                                 zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::lstm_forward", mutates_args=())
@@ -40,13 +41,15 @@ def lstm_forward(
     coupled: bool = False, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
     keep_c: Optional[Tensor] = None, ln_ih: Optional[Tensor] = None, ln_hh: Optional[Tensor] = None,
     ln_c: Optional[Tensor] = None, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None,
-    b_ih: Optional[Tensor] = None, raw_input: bool = False,
+    b_ih: Optional[Tensor] = None, raw_input: bool = False, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``."""
+    """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
+    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, c0, w_hh)
     out, h_n, c_n, hs, cs, gates, cf = call_kernel(
         kernels(xw.device).lstm_forward, dtype, xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h,
         keep_c, ln_hh, ln_c, ln_ih if raw_input else None, lengths, reverse, save,
+        *((w_ih, b_ih) if project else (None, None)),
     )  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
@@ -56,7 +59,8 @@ def lstm_forward(
 
 @lstm_forward.register_fake
 def _(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole=None, coupled=False, rmask=None, keep_h=None,
-      keep_c=None, ln_ih=None, ln_hh=None, ln_c=None, x=None, w_ih=None, b_ih=None, raw_input=False):  # fmt: skip
+      keep_c=None, ln_ih=None, ln_hh=None, ln_c=None, x=None, w_ih=None, b_ih=None, raw_input=False,
+      project=False):  # fmt: skip
     T, B, _ = xw.shape
     P, H = h0.shape[1], c0.shape[1]
     result = torch.promote_types(xw.dtype, h0.dtype)
@@ -98,7 +102,8 @@ def _(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr,
 
 def _setup_context(ctx, inputs, output):
     (xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole, coupled, rmask, keep_h, keep_c, ln_ih, ln_hh,
-     ln_c, x, w_ih, b_ih, _) = inputs  # fmt: skip
+     ln_c, x, w_ih, b_ih, _, project) = inputs  # fmt: skip
+    refuse_gradient_when_projected(project)
     out, h_n, c_n, hs, cs, gates, cf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, ln_ih, ln_hh, ln_c,
@@ -129,7 +134,7 @@ def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
                                extra=(peephole, ln_ih, ln_hh, ln_c))
         )  # fmt: skip
         return (None, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, None, None, None, d_peephole, None, None, None, None,
-                d_ln_ih, d_ln_hh, d_ln_c, d_x, d_w_ih, d_b_ih)  # fmt: skip
+                d_ln_ih, d_ln_hh, d_ln_c, d_x, d_w_ih, d_b_ih, None, None)  # fmt: skip
     d_xw, d_h0, d_c0, d_w_hh, d_b_hh, d_w_hr, d_peephole, d_ln_hh, d_ln_c = lstm_backward(
         d_out, zeros_if_none(d_h_n, h0), zeros_if_none(d_c_n, c0), d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh,
         w_hr, peephole, ctx.coupled, rmask, keep_h, keep_c, ln_hh, ln_c, b_hh, lengths, ctx.reverse,
@@ -137,7 +142,7 @@ def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
     ln = ln_hh is not None  # ln_ih's gradient reaches it through xw, which it normalized
     return (d_xw, d_h0, d_c0, d_w_hh, d_b_hh if ctx.has_bias else None, d_w_hr if w_hr is not None else None,
             None, None, None, d_peephole if peephole is not None else None, None, None, None, None,
-            None, d_ln_hh if ln else None, d_ln_c if ln else None, None, None, None)  # fmt: skip
+            None, d_ln_hh if ln else None, d_ln_c if ln else None, None, None, None, None, None)  # fmt: skip
 
 
 lstm_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -153,11 +158,12 @@ def _peephole_tuple(peephole, coupled):
 
 
 def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None, *,
-        peephole=None, coupled=False, rmask=None, keep=(None, None), layer_norm=None):  # fmt: skip
+        peephole=None, coupled=False, rmask=None, keep=(None, None), layer_norm=None, project=False):  # fmt: skip
     """Output (T, B, P), final (h, c), and the trace values when ``want_trace``. ``peephole``
     is ``(w_ci, w_cf, w_co)`` (``w_ci`` None when coupled); ``keep`` the zoneout of h and c;
     ``layer_norm`` the keywords :func:`~gatedrnn.cells.layernorm.ln_lstm_step` binds (``xw``
-    then comes without ``b_ih``, which is added after the input side's norm here)."""
+    then comes without ``b_ih``, which is added after the input side's norm here); ``project``:
+    ``xw`` is the input x, projected in the loop (no gradient, no trace with layer norm)."""
     h0, c0 = state
     if peephole is not None:
         w_ci, w_cf, w_co = peephole
@@ -168,7 +174,8 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
         ln_hh, ln_c = layer_norm["gain_hh"], torch.stack([layer_norm["gain_c"], layer_norm["bias_c"]])
     out, h_n, c_n, _, cs, gates, _ = lstm_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole,
                                                   coupled, rmask, *keep, ln_ih, ln_hh, ln_c, x, w_ih, b_ih,
-                                                  raw_input=layer_norm is not None and not save)  # fmt: skip
+                                                  raw_input=layer_norm is not None and not save,
+                                                  project=project)  # fmt: skip
     if not want_trace:
         return out, (h_n, c_n), None
     gates, cs = gates.to(out.dtype), cs.to(out.dtype)

@@ -16,20 +16,21 @@ from torch import Tensor
 
 from gatedrnn.cells.rnn import rnn_relu_step, rnn_tanh_step
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 reference_zoneout, zeros_if_none)  # fmt: skip
+from gatedrnn.fused._ops import (refuse_gradient_when_projected, call_kernel, compute_dtype, forbid_double_backward,
+                                 grads_by_recompute, reference_zoneout, zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::rnn_forward", mutates_args=())
 def rnn_forward(
     xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
     save: bool, relu: bool, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
-    x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None,
+    x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, hs, hf); see ``csrc/rnn.cpp``."""
+    """(out, h_n, hs, hf); see ``csrc/rnn.cpp``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
+    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, w_hh)
     out, h_n, hs, hf = call_kernel(kernels(xw.device).rnn_forward, dtype, xw, h0, w_hh, b_hh, relu, rmask, keep_h,
-                                   lengths, reverse, save)  # fmt: skip
+                                   lengths, reverse, save, *((w_ih, b_ih) if project else (None, None)))  # fmt: skip
     result = torch.promote_types(xw.dtype, h0.dtype)
     if save and lengths is None and result != dtype:
         hs = out  # the backward reads each h at the compute precision, not the output's
@@ -37,8 +38,9 @@ def rnn_forward(
 
 
 @rnn_forward.register_fake
-def _(xw, h0, w_hh, b_hh, lengths, reverse, save, relu, rmask=None, keep_h=None, x=None, w_ih=None, b_ih=None):
-    T, B, H = xw.shape
+def _(xw, h0, w_hh, b_hh, lengths, reverse, save, relu, rmask=None, keep_h=None, x=None, w_ih=None, b_ih=None,
+      project=False):  # fmt: skip
+    T, B, H = *xw.shape[:2], h0.shape[1]
     result, dtype = torch.promote_types(xw.dtype, h0.dtype), compute_dtype(xw, h0, w_hh)
     hs = xw.new_empty((T, B, H) if save and (lengths is not None or result != dtype) else (0,), dtype=dtype)
     hf = xw.new_empty((T, B, H) if save and keep_h is not None else (0,), dtype=dtype)
@@ -62,7 +64,8 @@ def _(d_out, d_h_n, hs, hf, h0, w_hh, relu, rmask, keep_h, lengths, reverse):
 
 
 def _setup_context(ctx, inputs, output):
-    xw, h0, w_hh, b_hh, lengths, reverse, save, relu, rmask, keep_h, x, w_ih, b_ih = inputs
+    xw, h0, w_hh, b_hh, lengths, reverse, save, relu, rmask, keep_h, x, w_ih, b_ih, project = inputs
+    refuse_gradient_when_projected(project)
     out, h_n, hs, hf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, hf, h0, w_hh, rmask, keep_h, lengths, x, w_ih, b_ih, b_hh)
@@ -82,10 +85,11 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_hf):
         d_x, d_w_ih, d_b_ih, d_h0, d_w_hh, d_b_hh, _ = grads_by_recompute(
             mode, ctx.reverse, inputs, pairs, step=step, zoneout=reference_zoneout(keep_h)
         )  # fmt: skip
-        return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_x, d_w_ih, d_b_ih
+        return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_x, d_w_ih, d_b_ih, None
     d_xw, d_h0, d_w_hh, d_b_hh = rnn_backward(d_out, zeros_if_none(d_h_n, h0), hs, hf, h0, w_hh, ctx.relu, rmask,
                                               keep_h, lengths, ctx.reverse)  # fmt: skip
-    return d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, None, None
+    return (d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, None, None,
+            None)  # fmt: skip
 
 
 rnn_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -93,8 +97,9 @@ forbid_double_backward(rnn_backward)
 
 
 def _run(relu, xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None, w_ih=None, b_ih=None, *,
-         rmask=None, keep=(None,)):  # fmt: skip
-    out, h_n, _, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, relu, rmask, *keep, x, w_ih, b_ih)
+         rmask=None, keep=(None,), project=False):  # fmt: skip
+    out, h_n, _, _ = rnn_forward(xw, state[0], w_hh, b_hh, lengths, reverse, save, relu, rmask, *keep, x, w_ih, b_ih,
+                                 project)  # fmt: skip
     return out, (h_n,), (out,) if want_trace else None
 
 

@@ -3,23 +3,24 @@
 
 #include "buffers.h"
 #include "common.h"
+#include "input.h"
 #include "packed.h"
 
 namespace gatedrnn {
 using OT = optional<Tensor>;
 std::vector<Tensor> lstm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OT&, const OT&,
                                  const OT&, bool, const OT&, const OT&, const OT&, const OT&, const OT&, const OT&,
-                                 const OT&, bool, bool);
+                                 const OT&, bool, bool, const OT&, const OT&);
 std::vector<Tensor> lstm_backward(const OT&, const Tensor&, const Tensor&, const OT&, const OT&, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                   const Tensor&, const OT&, const OT&, bool, const OT&, const OT&, const OT&,
                                   const OT&, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> gru_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, int64_t, const OT&, const OT&,
-                                const OT&, const OT&, const OT&, bool, bool);
+                                const OT&, const OT&, const OT&, bool, bool, const OT&, const OT&);
 std::vector<Tensor> gru_backward(const OT&, const Tensor&, const OT&, const Tensor&, const Tensor&, const Tensor&,
                                  const Tensor&, const OT&, int64_t, const OT&, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> rnn_forward(const Tensor&, const Tensor&, const Tensor&, const OT&, bool, const OT&, const OT&,
-                                const OT&, bool, bool);
+                                const OT&, bool, bool, const OT&, const OT&);
 std::vector<Tensor> rnn_backward(const OT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                  bool, const OT&, const OT&, const OT&, bool);
 std::vector<Tensor> linear_recurrence(const Tensor&, const Tensor&, const Tensor&, bool);
@@ -60,6 +61,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
   m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
   m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });
+  // the input projections in the loop, inference (input.h): -1 never, 0 by the rule, 1 always
+  m.def("use_input_projection_in_loop", [](int mode) { gatedrnn::input_projection_mode() = mode; });
+  m.def("input_projection_in_loop", [](int64_t B, int64_t I, int64_t G, int64_t steps) {
+    return gatedrnn::projects_in_loop(B, I, G, steps);
+  });
   // the cache of large per-call buffers (buffers.h): its limit in bytes (0: off), what it holds
   m.def("buffer_cache_limit", []() { return gatedrnn::BufferCache::instance().limit(); });
   m.def("set_buffer_cache_limit", [](size_t bytes) { gatedrnn::BufferCache::instance().set_limit(bytes); });

@@ -315,21 +315,24 @@ void with_cell(int64_t H, int64_t form, const F& f) {
 // when save, hs (empty without lengths: out is hs) and act (T, B, A): r, z, n, W_hn h + b_hn
 // (form 0); r, z, n, r h_in (1); f, n, f h_in (2); r, z, n, a_hn, LN(W_hh h), 1/std (layer
 // norm); zero past each length.
+// w_ih (G, I) given: xw is the layer's input x (T, B, I), projected with w_ih and b_ih by the loop
+// (input.h).
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
                                 int64_t form, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
                                 const optional<Tensor>& ln_hh, const optional<Tensor>& ln_ih,
-                                const optional<Tensor>& lengths, bool reverse, bool save) {
+                                const optional<Tensor>& lengths, bool reverse, bool save, const optional<Tensor>& w_ih,
+                                const optional<Tensor>& b_ih) {
   std::vector<Tensor> r;
   TORCH_CHECK(!given(ln_ih) || !save, "gru_forward: xw without its norm (ln_ih given) is for inference only");
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
     if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
       const LnGruCell<scalar_t> cell(h0.size(1), ln_hh->contiguous(), given(b_hh) ? b_hh->contiguous() : Tensor(),
                                      given(ln_ih) ? ln_ih->contiguous() : Tensor());
-      r = loop_forward(cell, xw, h0, {}, w_hh, {}, {}, rmask, keep_h, {}, lengths, reverse, save);
+      r = loop_forward(cell, xw, w_ih, b_ih, h0, {}, w_hh, {}, {}, rmask, keep_h, {}, lengths, reverse, save);
       return;
     }
     with_cell<scalar_t>(h0.size(1), form, [&](const auto& cell) {
-      r = loop_forward(cell, xw, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
+      r = loop_forward(cell, xw, w_ih, b_ih, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
     });
   });
   return {r[0], r[1], r[3], r[5]};

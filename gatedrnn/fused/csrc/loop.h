@@ -37,39 +37,39 @@
 
 #include "buffers.h"
 #include "common.h"
+#include "input.h"
 #include "packed.h"
 #include "rows.h"
 
 namespace gatedrnn {
 
-// Forward of one layer and direction. xw (T, B, G); h0 (B, P); c0 (B, H) for two-state cells;
+// Forward of one layer and direction. xw (T, B, G), or the input x (T, B, I) when w_ih (G, I) is
+// given, with b_ih (input.h: the loop may then project each step's rows itself); h0 (B, P); c0 (B, H) for two-state cells;
 // w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P); keep_h, keep_c zoneout.
 // Returns out (T, B, P) (zero past each length), h_n, c_n (empty for one state) and, when
 // save: hs (T, B, P) carried h (empty without lengths: out is hs), cs (T, B, H) carried c,
 // act (T, B, A) (zero past each length), hf (T, B, P) new h before zoneout (kNeedsFreshH with
 // zoneout on h, else empty), cf (T, B, H) new c before zoneout (with zoneout on c, else empty).
 template <class Cell>
-std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Tensor& h0, const optional<Tensor>& c0,
+std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const optional<Tensor>& w_ih,
+                                 const optional<Tensor>& b_ih, const Tensor& h0, const optional<Tensor>& c0,
                                  const Tensor& w_hh, const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
                                  const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
                                  const optional<Tensor>& keep_c, const optional<Tensor>& lengths, bool reverse,
                                  bool save) {
   using T = typename Cell::scalar_t;
-  const Tensor xw = xw_in.contiguous();
+  const Tensor& xw = xw_in;  // for options and empty results; the rows come from input
+  const InputRows<T> input(xw_in, w_ih, b_ih, cell.G);
   const int64_t steps = xw.size(0), B = xw.size(1), P = h0.size(1), H = cell.H, A = cell.A;
   const bool proj = given(w_hr), dropped = given(rmask);
   const Zoneout zh(keep_h), zc(keep_c);
   const Lengths len(lengths);
   const auto opts = xw.options();
-  const Tensor w1_t = w_hh.narrow(0, 0, cell.R1).t().contiguous();  // (P, R1)
   const optional<Tensor> b1 = given(b_hh) ? optional<Tensor>(b_hh->narrow(0, 0, cell.R1)) : optional<Tensor>();
-  Tensor w2_t;
   optional<Tensor> b2;
   if constexpr (Cell::kTwoStage) {
-    w2_t = w_hh.narrow(0, cell.R1, cell.R2).t().contiguous();  // (H, R2)
     if (given(b_hh)) b2 = b_hh->narrow(0, cell.R1, cell.R2);
   }
-  const Tensor w_hr_t = proj ? w_hr->t().contiguous() : Tensor();  // (H, P)
   const Tensor mask = dropped ? rmask->contiguous() : Tensor();
   Tensor out = buffer_empty({steps, B, P}, opts);
   Tensor hs = len.any() ? buffer_empty({steps, B, P}, opts) : out;
@@ -86,12 +86,8 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   const Tensor b1c = b1.has_value() ? b1->contiguous() : Tensor();
   const Tensor b2c = b2.has_value() ? b2->contiguous() : Tensor();
   // every per-step buffer as a raw pointer: a tensor view per step costs a dispatcher call
-  const T* xw_p = xw.const_data_ptr<T>();
-  const T* w1_p = w1_t.const_data_ptr<T>();
-  const T* w2_p = Cell::kTwoStage ? w2_t.const_data_ptr<T>() : nullptr;
   const T* b1_p = b1c.defined() ? b1c.const_data_ptr<T>() : nullptr;
   const T* b2_p = b2c.defined() ? b2c.const_data_ptr<T>() : nullptr;
-  const T* wr_p = proj ? w_hr_t.const_data_ptr<T>() : nullptr;
   const T* mask_p = dropped ? mask.const_data_ptr<T>() : nullptr;
   const T* h0_p = h0c.const_data_ptr<T>();
   const T* c0_p = Cell::kTwoStates ? c0c.const_data_ptr<T>() : nullptr;
@@ -106,9 +102,15 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
   T* h_in_p = dropped ? h_in.data_ptr<T>() : nullptr;
   T* m_p = proj ? m.data_ptr<T>() : nullptr;
   // the weights of the per-step products, packed once where that pays (packed.h)
-  const PackedRight<T> w1_packed(B, P, cell.R1, w1_p, cell.R1, steps);
-  const PackedRight<T> w2_packed(B, Cell::kTwoStage ? H : 0, cell.R2, w2_p, cell.R2, Cell::kTwoStage ? steps : 0);
-  const PackedRight<T> wr_packed(B, proj ? H : 0, proj ? P : 0, wr_p, P, proj ? steps : 0);
+  // from the weights as torch stores them, (out, in): the products multiply by their transposes
+  const Tensor w_hh_c = w_hh.contiguous();
+  const auto packed_from = [&](bool used, const Tensor& w) {
+    return used ? PackedRight<T>::transposed(B, w.size(1), w.size(0), w, steps)
+                : PackedRight<T>::transposed(B, 0, 0, at::empty({0, 0}, opts), 0);
+  };
+  const auto w1_packed = packed_from(true, w_hh_c.narrow(0, 0, cell.R1));                   // h_in (P) -> R1
+  const auto w2_packed = packed_from(Cell::kTwoStage, w_hh_c.narrow(0, cell.R1, cell.R2));  // gated (H) -> R2
+  const auto wr_packed = packed_from(proj, proj ? w_hr->contiguous() : Tensor());           // m (H) -> P
 
   int64_t t_prev = -1, c_slot_prev = -1;
   for (int64_t s = 0; s < steps; ++s) {
@@ -120,7 +122,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
     T* h_t = hs_p + t * B * P;
     T* h_new = zh.on ? hf_p + (save && Cell::kNeedsFreshH ? t : 0) * B * P : h_t;  // before zoneout
     StepRow<T> row0{};
-    row0.x = xw_p + t * B * cell.G;
+    row0.x = input.rows(t);
     row0.gh = gh_p;
     row0.h_in = h_input;
     row0.h_prev = h_prev;
@@ -149,8 +151,9 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const Te
     };
     // rows b0..b1 of the step, all of it: every part is row-local, so one parallel region
     // holds the products and the gate math (common.h, for_row_blocks)
-    for_row_blocks(B, B * P * cell.G, [&](int64_t b0, int64_t b1) {
+    for_row_blocks(B, B * (P + input.input_size()) * cell.G, [&](int64_t b0, int64_t b1) {
       const int64_t M = b1 - b0;
+      input.project(t, b0, b1);
       if (dropped)
         for (int64_t j = b0 * P; j < b1 * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
       w1_packed.linear(M, h_input + b0 * P, P, b1_p, gh_p + b0 * cell.R1, cell.R1, opts);

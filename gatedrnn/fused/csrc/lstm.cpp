@@ -253,13 +253,15 @@ Tensor contiguous_or_undefined(const optional<Tensor>& t) { return given(t) ? t-
 // c_n and, when save, hs, cs (T, B, H) carried cell states, gates (T, B, 4H, or 9H + 2 with
 // layer norm) i, f, g, o first (zero past each length), cf (T, B, H) new c before zoneout
 // (empty without zoneout on c); see loop_forward.
+// w_ih (G, I) given: xw is the layer's input x (T, B, I), projected with w_ih and b_ih by the loop
+// (input.h).
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const optional<Tensor>& b_hh, const optional<Tensor>& w_hr,
                                  const optional<Tensor>& peephole, bool coupled, const optional<Tensor>& rmask,
                                  const optional<Tensor>& keep_h, const optional<Tensor>& keep_c,
                                  const optional<Tensor>& ln_hh, const optional<Tensor>& ln_c,
                                  const optional<Tensor>& ln_ih, const optional<Tensor>& lengths, bool reverse,
-                                 bool save) {
+                                 bool save, const optional<Tensor>& w_ih, const optional<Tensor>& b_ih) {
   std::vector<Tensor> r;
   const Tensor peep = contiguous_or_undefined(peephole);
   TORCH_CHECK(!given(ln_ih) || !save, "lstm_forward: xw without its norm (ln_ih given) is for inference only");
@@ -267,11 +269,11 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
     if (given(ln_hh)) {  // b_hh is added after the norm, by the cell
       const LnLstmCell<scalar_t> cell(c0.size(1), ln_hh->contiguous(), contiguous_or_undefined(b_hh),
                                       ln_c->contiguous(), contiguous_or_undefined(ln_ih));
-      r = loop_forward(cell, xw, h0, c0, w_hh, {}, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
+      r = loop_forward(cell, xw, w_ih, b_ih, h0, c0, w_hh, {}, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
       return;
     }
     with_cell<scalar_t>(c0.size(1), peep, coupled, [&](const auto& cell) {
-      r = loop_forward(cell, xw, h0, c0, w_hh, b_hh, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
+      r = loop_forward(cell, xw, w_ih, b_ih, h0, c0, w_hh, b_hh, w_hr, rmask, keep_h, keep_c, lengths, reverse, save);
     });
   });
   return {r[0], r[1], r[2], r[3], r[4], r[5], r[7]};

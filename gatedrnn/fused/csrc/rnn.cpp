@@ -49,14 +49,17 @@ struct RnnCell {
 // nonlinearity (else tanh); rmask (B, H) recurrent dropout; keep_h (T, B, H) zoneout (one value:
 // eval). Returns out (T, B, H), h_n and, when save, hs (empty without lengths: out is hs) and
 // hf (T, B, H) the new h before zoneout (empty without zoneout).
+// w_ih (G, I) given: xw is the layer's input x (T, B, I), projected with w_ih and b_ih by the loop
+// (input.h).
 std::vector<Tensor> rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh, const optional<Tensor>& b_hh,
                                 bool relu, const optional<Tensor>& rmask, const optional<Tensor>& keep_h,
-                                const optional<Tensor>& lengths, bool reverse, bool save) {
+                                const optional<Tensor>& lengths, bool reverse, bool save, const optional<Tensor>& w_ih,
+                                const optional<Tensor>& b_ih) {
   std::vector<Tensor> r;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     const int64_t H = h0.size(1);
     auto run = [&](const auto& cell) {
-      r = loop_forward(cell, xw, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
+      r = loop_forward(cell, xw, w_ih, b_ih, h0, {}, w_hh, b_hh, {}, rmask, keep_h, {}, lengths, reverse, save);
     };
     relu ? run(RnnCell<scalar_t, true>(H)) : run(RnnCell<scalar_t, false>(H));
   });
