@@ -1,5 +1,9 @@
 """Where the time goes: one layer's forward (or forward + backward) split into GEMM time and
-the rest (pointwise work, copies, overhead), for torch.nn and gatedrnn's fused backend.
+the rest (pointwise work, copies, overhead), for torch.nn and gatedrnn's fused backend, and
+set against the floor: every multiply-add of the row at the machine's GEMM ceiling for its
+shape (speed.py's probe). The fused loops' products run inside one op, which the profiler sees
+whole; the floor bounds them instead. A target ratio r is out of reach where r × torch.nn's
+time is below the floor.
 
     python benchmarks/breakdown.py --cell GRU --shape 128 50 512 512
     python benchmarks/breakdown.py --cell LSTM --shape 64 100 256 256 --train
@@ -13,6 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import gatedrnn
+from speed import GATES, ceiling_gflops, forward_flops, target
 
 GEMMS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul", "aten::mkldnn_rnn_layer",
          "aten::mkldnn_rnn_layer_backward")  # fmt: skip
@@ -52,12 +57,24 @@ def main(argv=None):
     ours = getattr(gatedrnn, args.cell).from_torch(theirs, backend="fused")
     x = torch.randn(T, B, I)
     print(f"{args.cell} B={B} T={T} I={I} H={H} {'training' if args.train else 'inference'}")
+    flops = forward_flops(args.cell, B, T, I, H) * (3 if args.train else 1)
+    ceiling = ceiling_gflops(args.cell, B, T, I, H)
+    floor = flops / ceiling / 1e6
+    print(f"  floor: {flops / 1e9:.2f} GFLOP at the ceiling of {ceiling:.0f} GFLOPS "
+          f"((T·B, I + H) x (I + H, {GATES[args.cell]}H)) = {floor:.2f} ms")  # fmt: skip
+    totals = {}
     for name, module in (("torch.nn", theirs), ("fused", ours)):
         total, gemm, top = run(module, x, args.train)
+        totals[name] = total
         print(f"  {name:9s} total {total:8.2f} ms   GEMM {gemm:8.2f} ms ({100 * gemm / total:.0f}%)   "
               f"other {total - gemm:8.2f} ms")  # fmt: skip
         for key, ms in top:
             print(f"      {key:40s} {ms:8.2f} ms")
+    goal = target(args.cell, B, H, args.train)
+    allowed = goal * totals["torch.nn"]
+    print(f"  target {goal} x torch.nn = {allowed:.2f} ms: "
+          + (f"below the floor ({floor:.2f} ms), out of reach" if allowed < floor else
+             f"{allowed / floor:.2f}x the floor; fused is at {totals['fused'] / floor:.2f}x"))  # fmt: skip
 
 
 if __name__ == "__main__":

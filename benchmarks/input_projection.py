@@ -1,7 +1,7 @@
-"""The fused loops in inference with each step's input projection computed inside the loop
-(``csrc/input.h``: x's rows times a packed W_ih, per block of rows) against one GEMM for all
-steps before it, per cell and shape; plain and traced, the two ways timed in alternation
-(medians). The rule in ``input.h`` is read off this table.
+"""The fused loops with each step's input projection computed inside the loop (``csrc/input.h``:
+x's rows times a packed W_ih, per block of rows) against one GEMM for all steps before it, per
+cell and shape: inference (plain and traced) and training (forward + backward), the two ways
+timed in alternation (medians). The rule in ``input.h`` is read off this table.
 
     python benchmarks/input_projection.py
 """
@@ -34,7 +34,7 @@ def main(argv=None):
     if not fused.native_available():
         raise SystemExit("input_projection.py: needs the native kernels")
     print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}\n")
-    print("| cell | B, T, I, H | trace | before ms | in loop ms | in loop ÷ before | rule |\n|---|---|---|---|---|---|---|")
+    print("| cell | B, T, I, H | mode | before ms | in loop ms | in loop ÷ before | rule |\n|---|---|---|---|---|---|---|")
     rows = []
     try:
         for cell in args.cells:
@@ -43,8 +43,11 @@ def main(argv=None):
                 layer = getattr(gatedrnn, cell)(I, H, backend="fused")
                 x = torch.randn(T, B, I)
                 G = {"RNN": 1, "GRU": 3, "LSTM": 4}[cell] * H
-                for trace in (False, True):
-                    def step():
+                for mode_name in ("inference", "traced inference", "training"):
+                    def step(trace=mode_name == "traced inference", train=mode_name == "training"):
+                        if train:
+                            layer(x)[0].sum().backward()
+                            return
                         with torch.no_grad():
                             layer(x, return_trace=trace)
 
@@ -61,10 +64,10 @@ def main(argv=None):
                     kernels.use_input_projection_in_loop(0)
                     rule = "in loop" if kernels.input_projection_in_loop(B, I, G, T) else "before"
                     before, inside = (statistics.median(times[m]) * 1e3 for m in (-1, 1))
-                    row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "trace": trace, "before_ms": before,
+                    row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": mode_name, "before_ms": before,
                            "in_loop_ms": inside, "ratio": inside / before, "rule": rule}  # fmt: skip
                     rows.append(row)
-                    print(f"| {cell} | {B}, {T}, {I}, {H} | {'yes' if trace else 'no'} | {before:.2f} | {inside:.2f} "
+                    print(f"| {cell} | {B}, {T}, {I}, {H} | {mode_name} | {before:.2f} | {inside:.2f} "
                           f"| {inside / before:.2f} | {rule} |", flush=True)  # fmt: skip
     finally:
         kernels.use_input_projection_in_loop(0)

@@ -5,6 +5,13 @@ For RNN (tanh), LSTM and GRU on a grid of (B, T, I, H): inference (no_grad) and 
 fused with return_trace=True. Medians after warm-up, the two timed in alternation, threads
 fixed. Prints a markdown table (ms, ratio gatedrnn / torch.nn, GFLOPS) and writes JSON.
 
+Each row also gets the machine's GEMM ceiling for its shape: the GFLOPS of one product with the
+forward's multiply-adds, (T·B, I + H) x (I + H, G), the faster of torch.mm and oneDNN with a
+packed weight. The recurrence splits that product into T dependent ones, never faster than the
+one, so no float32 implementation doing these FLOPs beats the ceiling. Against issue 13's target
+ratio for the row, "needs" is the GFLOPS gatedrnn would have to reach; above the ceiling, the
+target is out of this machine's reach ("beyond ceiling").
+
     python benchmarks/speed.py                       # the whole grid, ~15 min on 2 cores
     python benchmarks/speed.py --cells GRU --shapes 0 1 --json out.json
 """
@@ -42,6 +49,42 @@ def forward_flops(cell, B, T, I, H):
     return 2 * T * B * GATES[cell] * H * (I + H)
 
 
+# issue 13's targets, gatedrnn ÷ torch.nn for (inference, training): the LSTM's on our own kernel
+TARGETS = {"GRU": (0.6, 0.5), "RNN": (0.7, 0.6)}
+LSTM_TARGETS = {"large": (1.0, 0.9), "small": (1.5, 1.3)}  # large: B·H >= 64 x 256
+TRACE_TARGET, AUTO_TARGET, TIE = 1.1, 1.0, 0.05  # within TIE of a target: a tie on this noisy machine
+
+
+def target(cell, B, H, train):
+    if cell == "LSTM":
+        return LSTM_TARGETS["large" if B * H >= 64 * 256 else "small"][train]
+    return TARGETS[cell][train]
+
+
+def verdict(ratio, goal, needs, ceiling):
+    if ratio <= goal:
+        return "met"
+    if ratio <= goal + TIE:
+        return "tie"
+    return "missed, beyond ceiling" if needs > ceiling else "missed"
+
+
+def ceiling_gflops(cell, B, T, I, H, reps=10):
+    """GFLOPS of one (T·B, I + H) x (I + H, G) product, the faster of torch.mm and oneDNN with a
+    pre-packed weight (where this torch has it)."""
+    M, K, N = T * B, I + H, GATES[cell] * H
+    a, w, out = torch.randn(M, K), torch.randn(N, K), torch.empty(M, N)
+    ways = [lambda: torch.mm(a, w.t(), out=out)]
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, M)
+        ways.append(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
+        ways[-1]()
+    except (RuntimeError, AttributeError):  # a build without oneDNN
+        ways = ways[:1]
+    best = min(time_pair([way], 0.0, min_reps=reps, max_reps=reps)[0] for way in ways)
+    return 2 * M * K * N / best / 1e9
+
+
 def make_step(module, x, train, trace=False):
     kwargs = {"return_trace": True} if trace else {}
     if not train:
@@ -63,8 +106,10 @@ def make_step(module, x, train, trace=False):
     return step
 
 
-def time_pair(steps, budget_s, min_reps=3, max_reps=50):
-    """Median seconds of each step, run in alternation after one warm-up each."""
+def time_pair(steps, budget_s, min_reps=3, max_reps=50, ratios=False):
+    """Median seconds of each step, run in alternation after one warm-up each; ``ratios``: also
+    the median over rounds of each step's time over the first step's in the same round (a drift
+    in the machine's speed moves both sides of a round alike: steadier than a ratio of medians)."""
     for step in steps:
         step()
     t0 = time.perf_counter()
@@ -78,7 +123,10 @@ def time_pair(steps, budget_s, min_reps=3, max_reps=50):
             t = time.perf_counter()
             step()
             times[k].append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
+    medians = [statistics.median(ts) for ts in times]
+    if not ratios:
+        return medians
+    return medians, [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
 
 
 def main(argv=None):
@@ -96,8 +144,9 @@ def main(argv=None):
     native = fused.native_available()
     rows = []
     print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, native kernels: {native}\n")
-    print("| cell | B, T, I, H | mode | torch.nn ms | fused ms | ratio | auto ratio | trace ratio | torch GFLOPS | fused GFLOPS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| cell | B, T, I, H | mode | torch.nn ms | fused ms | ratio | auto ratio | trace ratio | torch GFLOPS "
+          "| fused GFLOPS | ceiling GFLOPS | target | needs GFLOPS | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in args.cells:
         for index in args.shapes:
             B, T, I, H = GRID[index]
@@ -105,24 +154,35 @@ def main(argv=None):
             ours = {v: getattr(gatedrnn, cell).from_torch(theirs, backend="auto" if v == "auto" else "fused")
                     for v in VARIANTS}  # fmt: skip
             x = torch.randn(T, B, I)
+            ceiling = ceiling_gflops(cell, B, T, I, H)
             for train in (False, True):
                 steps = [make_step(theirs, x, train)] + [make_step(ours[v], x, train, v == "trace") for v in VARIANTS]
-                t_torch, *t_ours = time_pair(steps, args.budget)
+                (t_torch, *t_ours), (_, *r_ours) = time_pair(steps, args.budget, ratios=True)
                 flops = forward_flops(cell, B, T, I, H) * (3 if train else 1)
                 row = {
                     "cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                     "torch_ms": t_torch * 1e3,
                     **{f"{v}_ms": t * 1e3 for v, t in zip(VARIANTS, t_ours)},
-                    **{f"{v}_ratio": t / t_torch for v, t in zip(VARIANTS, t_ours)},
+                    **{f"{v}_ratio": r for v, r in zip(VARIANTS, r_ours)},
                     "torch_gflops": flops / t_torch / 1e9, "fused_gflops": flops / t_ours[0] / 1e9,
+                    "ceiling_gflops": ceiling, "target": target(cell, B, H, train),
                 }  # fmt: skip
+                row["needs_gflops"] = flops / (row["target"] * t_torch) / 1e9
+                row["verdict"] = verdict(row["fused_ratio"], row["target"], row["needs_gflops"], ceiling)
                 rows.append(row)
                 print(
                     f"| {cell} | {B}, {T}, {I}, {H} | {row['mode']} | {row['torch_ms']:.2f} | {row['fused_ms']:.2f} "
                     f"| {row['fused_ratio']:.2f} | {row['auto_ratio']:.2f} | {row['trace_ratio']:.2f} "
-                    f"| {row['torch_gflops']:.0f} | {row['fused_gflops']:.0f} |",
+                    f"| {row['torch_gflops']:.0f} | {row['fused_gflops']:.0f} | {ceiling:.0f} | {row['target']} "
+                    f"| {row['needs_gflops']:.0f} | {row['verdict']} |",
                     flush=True,
                 )
+    lstm = [r for r in rows if r["cell"] == "LSTM"]
+    if lstm:
+        trace = [r["trace_ratio"] / r["fused_ratio"] for r in lstm if r["mode"] == "inference"]
+        auto = [r["auto_ratio"] for r in lstm]
+        print(f"\nLSTM trace ÷ fused, inference (target <= {TRACE_TARGET}): " + ", ".join(f"{v:.2f}" for v in trace))
+        print(f"LSTM auto ratio, every row (target <= {AUTO_TARGET}): " + ", ".join(f"{v:.2f}" for v in auto))
     meta = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "native": native}
     if args.json:
         write_json(args.json, {"meta": meta, "rows": rows})

@@ -1,15 +1,15 @@
-"""Each step's input projection computed inside the native loop (csrc/input.h) where no
-gradient is wanted: against the reference loop over hypothesis-drawn cells and variants, with
-the projection forced into the loop and forced before it (outputs, final states, traces); the
-rule; the choice between the two ways left to gradients (a layer with only some parameters
-trainable, all frozen with the input wanting one); the Python loops' twin of the contract;
-torch.compile's fake shapes."""
+"""Each step's input projection computed inside the native loop (csrc/input.h): against the
+reference loop over hypothesis-drawn cells and variants, with the projection forced into the
+loop and forced before it, in inference (outputs, final states, traces) and in training (every
+gradient); gradcheck and double backward of the ops when they project; the rule; layers with
+only some parameters trainable; the Python loops' twin of the contract; torch.compile's fake
+shapes."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
-from hypothesis import given, settings
+from helpers import Case, assert_close
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_fused_variants import CELLS, _twins, variant_configurations
 
@@ -148,9 +148,9 @@ def test_a_variant_with_only_its_own_parameters_trainable_gets_their_gradients(c
 
 
 @pytest.mark.parametrize("cls", [gatedrnn.LSTM, gatedrnn.GRU, gatedrnn.RNN])
-def test_frozen_weights_with_an_input_that_wants_a_gradient_project_before_the_loop(cls):
+def test_frozen_weights_with_an_input_that_wants_a_gradient(cls):
     """All parameters frozen, the input wanting a gradient (an attack, an input saliency map):
-    the projection must stay an autograd op before the loop, whatever the rule says."""
+    the ops hand xw's gradient on to x alone."""
     torch.manual_seed(0)
     ours = cls(3, 4, num_layers=2, backend="fused", dtype=torch.float64)
     ref = cls(3, 4, num_layers=2, backend="reference", dtype=torch.float64)
@@ -167,17 +167,82 @@ def test_frozen_weights_with_an_input_that_wants_a_gradient_project_before_the_l
     assert_close(grads[0], grads[1], torch.float64, "gradient of the input")
 
 
-def test_an_op_refuses_a_gradient_through_a_projected_call():
-    """The ops' backward gives xw's gradient; a projected call (xw holding x) that autograd
-    recorded would hand it to x: refused at the record, not answered wrongly."""
+def _projected_op(name, T=4, B=3, I=2, H=3):
+    """One op called as run_direction calls it when the loop projects: x in the xw slot and in
+    x's, with w_ih and b_ih; float64 inputs for gradcheck."""
+    from gatedrnn.fused import gru as fused_gru
+    from gatedrnn.fused import lstm as fused_lstm
     from gatedrnn.fused import rnn as fused_rnn
 
-    x = torch.randn(4, 2, 3)
-    w_ih = torch.randn(5, 3)
-    w_hh = torch.randn(5, 5, requires_grad=True)
-    with pytest.raises(RuntimeError, match="projected its input in the loop while a gradient was wanted"):
-        fused_rnn.rnn_forward(x, torch.zeros(2, 5), w_hh, None, None, False, False, False, None, None, x, w_ih,
-                              None, True)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[name] * H
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    inputs = (r(T, B, I), r(G, I), r(G), r(B, H), r(G, H), r(G))  # x, w_ih, b_ih, h0, w_hh, b_hh
+    lengths = torch.tensor([4, 2, 3])[:B]
+
+    def f(x, w_ih, b_ih, h0, w_hh, b_hh):
+        if name == "lstm":
+            out, h_n, c_n, _, cs, gates, _ = fused_lstm.lstm_forward(
+                x, h0, h0 * 0.5, w_hh, b_hh, None, lengths, False, True, x=x, w_ih=w_ih, b_ih=b_ih, project=True)
+            return out, h_n, c_n, cs, gates  # fmt: skip
+        if name == "gru":
+            out, h_n, _, act = fused_gru.gru_forward(x, h0, w_hh, b_hh, lengths, True, True, x=x, w_ih=w_ih,
+                                                     b_ih=b_ih, project=True)  # fmt: skip
+            return out, h_n, act[..., : 3 * H]
+        out, h_n, _, _ = fused_rnn.rnn_forward(x, h0, w_hh, b_hh, lengths, False, True, False, x=x, w_ih=w_ih,
+                                               b_ih=b_ih, project=True)  # fmt: skip
+        return out, h_n
+
+    return f, inputs
+
+
+@pytest.mark.parametrize("mode", [1, -1])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_gradcheck_of_the_ops_when_the_loop_projects(name, mode):
+    """The ops' backward hands xw's gradient on to x, W_ih and b_ih when their loop projected x
+    (float64, both ways of projecting forced)."""
+    f, inputs = _projected_op(name)
+    with _forced(mode):
+        assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_double_backward_when_the_loop_projects():
+    f, inputs = _projected_op("lstm", T=3, B=2, I=2, H=2)
+    with _forced(1):
+        assert torch.autograd.gradgradcheck(lambda *a: f(*a)[0], inputs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    variant_configurations(),
+    st.sampled_from([1, -1]),
+    st.booleans(),
+    st.sampled_from(["padded", "lengths", "packed"]),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_training_equals_the_reference_loop_either_way(config, mode, split, kind, T, B, seed):
+    """Forward and backward with the projection forced into the loop and before it: outputs,
+    final states and every gradient (the input's, W_ih's and b_ih's through the ops' own
+    backward now)."""
+    cell, cls, config = config
+    assume(not config.get("layer_norm"))  # float64 below; the layer norm keeps its activations: never projected
+    ours, ref = _twins(cls, config, torch.float64, seed)
+    case = Case(ours, kind, T, B, True, seed)
+    with _forced(mode, split):
+        torch.manual_seed(seed)  # the same weight dropout, recurrent dropout and zoneout masks
+        out_o, finals_o, grads_o, _ = case.run(ours)
+    torch.manual_seed(seed)
+    out_r, finals_r, grads_r, _ = case.run(ref)
+    assert_close(out_o, out_r, torch.float64, f"{cell} output")
+    for a, b in zip(finals_o, finals_r):
+        assert_close(a, b, torch.float64, f"{cell} final state")
+    names = ["input", "hx"] + [n for n, _ in ours.named_parameters()]
+    for what, a, b in zip(names, grads_o, grads_r):
+        assert (a is None) == (b is None), what
+        if a is not None:
+            assert_close(a, b, torch.float64, f"{cell} gradient of {what}")
 
 
 @pytest.mark.parametrize("name", ["lstm_forward", "gru_forward", "rnn_forward"])

@@ -93,9 +93,14 @@ def valid_steps(lengths, T: int, device) -> torch.Tensor:
     return (torch.arange(T, device=device)[:, None] < lengths.to(device)[None, :])[..., None]
 
 
-def refuse_gradient_when_projected(project: bool) -> None:
-    """The ops project the input inside the loop (``project``: their ``xw`` holds x) only where
-    no gradient is wanted (:func:`gatedrnn.fused.run_direction` decides); their backward gives
-    xw's gradient, so recording one for a projected call is a defect, stopped here."""
-    if project:
-        raise RuntimeError("gatedrnn: a fused op projected its input in the loop while a gradient was wanted")
+def projection_grads(needs: tuple[bool, bool, bool], d_xw, x, w_ih, b_ih):
+    """``(d_x, d_w_ih, d_b_ih)`` of ``xw = x W_ih' + b_ih`` from ``d_xw`` (T, B, G), each only where
+    ``needs`` says so: what autograd gives ``F.linear``, for an op whose loop projected x itself
+    (``project``: its ``xw`` argument holds x). In ``d_xw``'s dtype (float32 for half layers:
+    autograd casts each to its input's dtype)."""
+    G, I = w_ih.shape
+    d = d_xw.reshape(-1, G)  # (T*B, G)
+    d_x = (d @ w_ih.to(d.dtype)).reshape(*x.shape[:-1], I) if needs[0] else None
+    d_w_ih = d.t() @ x.reshape(-1, I).to(d.dtype) if needs[1] else None
+    d_b_ih = d.sum(0) if needs[2] and b_ih is not None else None
+    return d_x, d_w_ih, d_b_ih

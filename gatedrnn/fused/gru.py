@@ -25,7 +25,7 @@ from gatedrnn.cells.layernorm import ln_gru_step
 from gatedrnn.cells.mgu import mgu_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 reference_zoneout, refuse_gradient_when_projected, zeros_if_none)  # fmt: skip
+                                 projection_grads, reference_zoneout, zeros_if_none)  # fmt: skip
 from gatedrnn.fused.lstm import normalize_input
 
 FORMS = {"GRU": 0, "GRU_reset_before": 1, "MGU": 2}
@@ -40,8 +40,9 @@ def gru_forward(
     w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, raw_input: bool = False, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(out, h_n, hs, act); see ``csrc/gru.cpp``. ``raw_input`` (inference, layer norm): ``xw``
-    comes without the input side's norm, which the loop applies with ``ln_ih``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
-    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
+    comes without the input side's norm, which the loop applies with ``ln_ih``. ``project``:
+    ``xw`` holds the input x (T, B, I) and the loop projects each step's rows with ``w_ih`` and
+    ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, w_hh)
     out, h_n, hs, act = call_kernel(kernels(xw.device).gru_forward, dtype, xw, h0, w_hh, b_hh, form, rmask, keep_h,
                                     ln_hh, ln_ih if raw_input else None, lengths, reverse, save,
@@ -87,11 +88,10 @@ def _(d_out, d_h_n, d_act, hs, act, h0, w_hh, b_hh, form, rmask, keep_h, ln_hh, 
 
 def _setup_context(ctx, inputs, output):
     xw, h0, w_hh, b_hh, lengths, reverse, save, form, rmask, keep_h, ln_ih, ln_hh, x, w_ih, b_ih, _, project = inputs
-    refuse_gradient_when_projected(project)
     out, h_n, hs, act = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, act, h0, w_hh, rmask, keep_h, ln_ih, ln_hh, lengths, x, w_ih, b_ih, b_hh)
-    ctx.reverse, ctx.form, ctx.has_bias = reverse, form, b_hh is not None
+    ctx.reverse, ctx.form, ctx.has_bias, ctx.project = reverse, form, b_hh is not None, project
     ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, not zero-filled (T, B, n) tensors
 
 
@@ -122,8 +122,12 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_act):
         ctx.reverse,
     )  # fmt: skip
     d_ln_hh = d_ln_hh if ln_hh is not None else None  # ln_ih's gradient reaches it through xw
-    return (d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, d_ln_hh,
-            None, None, None, None, None)  # fmt: skip
+    d_input, d_w_ih, d_b_ih = d_xw, None, None
+    if ctx.project:  # xw held x, projected in the loop: xw's gradient goes on to x, W_ih and b_ih
+        needs = ctx.needs_input_grad
+        d_input, d_w_ih, d_b_ih = projection_grads((needs[0], needs[13], needs[14]), d_xw, x, w_ih, b_ih)
+    return (d_input, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None,
+            d_ln_hh, None, d_w_ih, d_b_ih, None, None)  # fmt: skip
 
 
 gru_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -141,7 +145,8 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
     """Output (T, B, H), final (h,), and the trace values when ``want_trace``: r, z, n, h
     (f, n, h for the MGU). ``layer_norm``: the keywords
     :func:`~gatedrnn.cells.layernorm.ln_gru_step` binds (``xw`` then comes without ``b_ih``).
-    ``project``: ``xw`` is the input x, projected in the loop (no gradient, no trace with layer norm)."""
+    ``project``: ``xw`` is the input x, projected in the loop (not with layer norm where activations
+    are kept)."""
     (h0,) = state
     ln_ih = ln_hh = None
     if layer_norm is not None:

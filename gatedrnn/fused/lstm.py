@@ -30,8 +30,7 @@ from gatedrnn.cells.layernorm import ln_lstm_step
 from gatedrnn.cells.lstm import lstm_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 reference_zoneout, refuse_gradient_when_projected, valid_steps,
-                                 zeros_if_none)  # fmt: skip
+                                 projection_grads, reference_zoneout, valid_steps, zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::lstm_forward", mutates_args=())
@@ -43,8 +42,8 @@ def lstm_forward(
     ln_c: Optional[Tensor] = None, x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None,
     b_ih: Optional[Tensor] = None, raw_input: bool = False, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
-    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
+    """(out, h_n, c_n, hs, cs, gates, cf); see ``csrc/lstm.cpp``. ``project``: ``xw`` holds the input x (T, B, I) and the loop projects each step's
+    rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, c0, w_hh)
     out, h_n, c_n, hs, cs, gates, cf = call_kernel(
         kernels(xw.device).lstm_forward, dtype, xw, h0, c0, w_hh, b_hh, w_hr, peephole, coupled, rmask, keep_h,
@@ -103,12 +102,11 @@ def _(d_out, d_h_n, d_c_n, d_gates, d_cs, hs, cs, gates, cf, h0, c0, w_hh, w_hr,
 def _setup_context(ctx, inputs, output):
     (xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse, save, peephole, coupled, rmask, keep_h, keep_c, ln_ih, ln_hh,
      ln_c, x, w_ih, b_ih, _, project) = inputs  # fmt: skip
-    refuse_gradient_when_projected(project)
     out, h_n, c_n, hs, cs, gates, cf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, cs, gates, cf, h0, c0, w_hh, w_hr, peephole, rmask, keep_h, keep_c, ln_ih, ln_hh, ln_c,
                           lengths, x, w_ih, b_ih, b_hh)  # fmt: skip
-    ctx.reverse, ctx.coupled, ctx.has_bias = reverse, coupled, b_hh is not None
+    ctx.reverse, ctx.coupled, ctx.has_bias, ctx.project = reverse, coupled, b_hh is not None, project
     ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, not zero-filled (T, B, n) tensors
 
 
@@ -140,9 +138,13 @@ def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
         w_hr, peephole, ctx.coupled, rmask, keep_h, keep_c, ln_hh, ln_c, b_hh, lengths, ctx.reverse,
     )  # fmt: skip
     ln = ln_hh is not None  # ln_ih's gradient reaches it through xw, which it normalized
-    return (d_xw, d_h0, d_c0, d_w_hh, d_b_hh if ctx.has_bias else None, d_w_hr if w_hr is not None else None,
+    d_input, d_w_ih, d_b_ih = d_xw, None, None
+    if ctx.project:  # xw held x, projected in the loop: xw's gradient goes on to x, W_ih and b_ih
+        needs = ctx.needs_input_grad
+        d_input, d_w_ih, d_b_ih = projection_grads((needs[0], needs[18], needs[19]), d_xw, x, w_ih, b_ih)
+    return (d_input, d_h0, d_c0, d_w_hh, d_b_hh if ctx.has_bias else None, d_w_hr if w_hr is not None else None,
             None, None, None, d_peephole if peephole is not None else None, None, None, None, None,
-            None, d_ln_hh if ln else None, d_ln_c if ln else None, None, None, None, None, None)  # fmt: skip
+            None, d_ln_hh if ln else None, d_ln_c if ln else None, None, d_w_ih, d_b_ih, None, None)  # fmt: skip
 
 
 lstm_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -163,7 +165,7 @@ def run(xw, state, w_hh, b_hh, w_hr, lengths, reverse, save, want_trace, x=None,
     is ``(w_ci, w_cf, w_co)`` (``w_ci`` None when coupled); ``keep`` the zoneout of h and c;
     ``layer_norm`` the keywords :func:`~gatedrnn.cells.layernorm.ln_lstm_step` binds (``xw``
     then comes without ``b_ih``, which is added after the input side's norm here); ``project``:
-    ``xw`` is the input x, projected in the loop (no gradient, no trace with layer norm)."""
+    ``xw`` is the input x, projected in the loop (not with layer norm where activations are kept)."""
     h0, c0 = state
     if peephole is not None:
         w_ci, w_cf, w_co = peephole

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from gatedrnn.cells.rnn import rnn_relu_step, rnn_tanh_step
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import (refuse_gradient_when_projected, call_kernel, compute_dtype, forbid_double_backward,
-                                 grads_by_recompute, reference_zoneout, zeros_if_none)  # fmt: skip
+from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
+                                 projection_grads, reference_zoneout, zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::rnn_forward", mutates_args=())
@@ -26,8 +26,8 @@ def rnn_forward(
     save: bool, relu: bool, rmask: Optional[Tensor] = None, keep_h: Optional[Tensor] = None,
     x: Optional[Tensor] = None, w_ih: Optional[Tensor] = None, b_ih: Optional[Tensor] = None, project: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(out, h_n, hs, hf); see ``csrc/rnn.cpp``. ``project`` (no gradient wanted): ``xw`` holds the input x (T, B, I) and the loop projects
-    each step's rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
+    """(out, h_n, hs, hf); see ``csrc/rnn.cpp``. ``project``: ``xw`` holds the input x (T, B, I) and the loop projects each step's
+    rows with ``w_ih`` and ``b_ih`` itself (``csrc/input.h``)."""
     dtype = compute_dtype(xw, h0, w_hh)
     out, h_n, hs, hf = call_kernel(kernels(xw.device).rnn_forward, dtype, xw, h0, w_hh, b_hh, relu, rmask, keep_h,
                                    lengths, reverse, save, *((w_ih, b_ih) if project else (None, None)))  # fmt: skip
@@ -65,11 +65,10 @@ def _(d_out, d_h_n, hs, hf, h0, w_hh, relu, rmask, keep_h, lengths, reverse):
 
 def _setup_context(ctx, inputs, output):
     xw, h0, w_hh, b_hh, lengths, reverse, save, relu, rmask, keep_h, x, w_ih, b_ih, project = inputs
-    refuse_gradient_when_projected(project)
     out, h_n, hs, hf = output
     hs = hs if lengths is not None or hs.dtype != out.dtype else out  # h at every step, for the backward
     ctx.save_for_backward(hs, hf, h0, w_hh, rmask, keep_h, lengths, x, w_ih, b_ih, b_hh)
-    ctx.reverse, ctx.relu, ctx.has_bias = reverse, relu, b_hh is not None
+    ctx.reverse, ctx.relu, ctx.has_bias, ctx.project = reverse, relu, b_hh is not None, project
     ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, not zero-filled (T, B, n) tensors
 
 
@@ -88,8 +87,12 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_hf):
         return None, d_h0, d_w_hh, d_b_hh, None, None, None, None, None, None, d_x, d_w_ih, d_b_ih, None
     d_xw, d_h0, d_w_hh, d_b_hh = rnn_backward(d_out, zeros_if_none(d_h_n, h0), hs, hf, h0, w_hh, ctx.relu, rmask,
                                               keep_h, lengths, ctx.reverse)  # fmt: skip
-    return (d_xw, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, None, None,
-            None)  # fmt: skip
+    d_input, d_w_ih, d_b_ih = d_xw, None, None
+    if ctx.project:  # xw held x, projected in the loop: xw's gradient goes on to x, W_ih and b_ih
+        needs = ctx.needs_input_grad
+        d_input, d_w_ih, d_b_ih = projection_grads((needs[0], needs[11], needs[12]), d_xw, x, w_ih, b_ih)
+    return (d_input, d_h0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None, None, None, None, d_w_ih,
+            d_b_ih, None)  # fmt: skip
 
 
 rnn_forward.register_autograd(_backward, setup_context=_setup_context)
