@@ -1,6 +1,6 @@
-"""The fused backend: per cell, the input projections of all steps in one GEMM, then a
-native time loop (one recurrent GEMM and one pointwise pass per step) with a hand-written
-backward through time, registered as torch.library custom ops.
+"""The fused backend: per cell, a native time loop (the recurrent GEMM and one pointwise pass
+per step; the input projections inside it, or as one GEMM for all steps before it: csrc/input.h)
+with a hand-written backward through time, registered as torch.library custom ops.
 
 The variants and regularizers the layers express as a reference step function with its own
 tensors bound in (``functools.partial(lstm_step, peephole=..., coupled=..., recurrent_mask=...)``)
