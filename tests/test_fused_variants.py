@@ -302,6 +302,23 @@ def test_op_arguments_read_the_step_back():
     assert fused.op_arguments(lambda xw, state, w_hh, b_hh, w_hr=None: None) is None  # a step it does not know
 
 
+def test_the_packing_rule_packs_large_weights_from_8_rows_and_large_products():
+    kernels = fused.kernels()
+    assert kernels.packs_weight(64, 256, 256, 100)  # a 2^16 weight, 64 rows
+    assert kernels.packs_weight(8, 256, 1024, 200)
+    assert not kernels.packs_weight(64, 128, 384, 50)  # a smaller weight
+    assert not kernels.packs_weight(4, 256, 1024, 200)  # too few rows for the weight clause
+    assert kernels.packs_weight(1, 2048, 8192, 100)  # 2^24 multiply-adds a product
+    assert not kernels.packs_weight(64, 256, 256, 7)  # too few products to repay the packing
+    try:
+        kernels.use_packed_gemm(1)
+        assert kernels.packs_weight(1, 2, 3, 1)
+        kernels.use_packed_gemm(-1)
+        assert not kernels.packs_weight(64, 1024, 4096, 1000)
+    finally:
+        kernels.use_packed_gemm(0)
+
+
 @pytest.mark.parametrize("path", ["packed", "split", "packed+split", "cached"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):

@@ -61,6 +61,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
   m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
   m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });
+  m.def("packs_weight", [](int64_t M, int64_t K, int64_t N, int64_t uses) {
+    return gatedrnn::packs_weight(M, K, N, uses);
+  });
   // the input projections in the loop, inference (input.h): -1 never, 0 by the rule, 1 always
   m.def("use_input_projection_in_loop", [](int mode) { gatedrnn::input_projection_mode() = mode; });
   m.def("input_projection_in_loop", [](int64_t B, int64_t I, int64_t G, int64_t steps) {

@@ -29,14 +29,27 @@ inline bool packed_gemm_available() {
   return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
 }
 
-// Packing rule, in one place: 0 packs where it pays (at least kMinSteps products of at least
-// kMinWork multiply-adds each), 1 packs every product (tests: the packed path at small sizes),
-// -1 never. Whole loops, plain → packed (benchmarks/packed_gemm.py): 2-5% faster from
-// (64, 100, 256, 256) up; at (16, 500, 32, 64) the GRU's inference took 19% longer and at
-// (32, 100, 64, 128) 3-4% (the packed call costs more per call than it saves on a small product).
+// Packing rule, in one place (packs_weight): 0 packs where it pays, 1 packs every product
+// (tests: the packed path at small sizes), -1 never. It pays for at least 8 products, each of
+// 2^23 multiply-adds or more, or with at least 8 rows and a weight of 2^16 values or more. Whole
+// loops, plain → packed (benchmarks/packed_gemm.py): 2-5% faster from (64, 100, 256, 256) up; at
+// (16, 500, 32, 64) the GRU's inference took 19% longer and at (32, 100, 64, 128) 3-4% (the
+// packed call costs more per call than it saves on a small product). The second clause came
+// with the input projections in the loop (two products a step of one weight each), measured
+// with every product packed against the first clause alone, inference: the tanh RNN 0.85 at
+// (64, 100, 256, 256) (training 0.92), 0.95 at (32, 200, 128, 512); the LSTM at (8, 200, 256, 256)
+// and the GRU at (16, 100, 256, 256) 0.96; 1.02-1.04 at B = 1 and 1.07 for the GRU at
+// (64, 50, 128, 128) (a 128 x 384 weight), which it leaves unpacked.
 inline int& packed_gemm_mode() {
   static int mode = 0;
   return mode;
+}
+
+inline bool packs_weight(int64_t M, int64_t K, int64_t N, int64_t uses) {
+  const int mode = packed_gemm_mode();
+  if (mode != 0) return mode == 1;
+  constexpr int64_t kMinSteps = 8, kMinWork = int64_t(1) << 23, kMinRows = 8, kMinWeight = int64_t(1) << 16;
+  return uses >= kMinSteps && (M * K * N >= kMinWork || (M >= kMinRows && K * N >= kMinWeight));
 }
 
 // The right operand b (K, N; row stride ldb) of `uses` products with up to M rows each, packed
@@ -96,10 +109,8 @@ class PackedRight {
   // Packs b (K, N; ldb), or b given as its transpose (N, K; ldb), where the rule says it pays.
   void pack(int64_t M, const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
     if constexpr (std::is_same_v<T, float>) {
-      constexpr int64_t kMinSteps = 8, kMinWork = int64_t(1) << 23, kMax = std::numeric_limits<int>::max();
-      const int mode = packed_gemm_mode();
-      const bool pays = mode == 1 || (mode == 0 && uses >= kMinSteps && M * K_ * N_ >= kMinWork);
-      if (!pays || !direct_blas_enabled() || !packed_gemm_available() || M == 0 || N_ == 0 || K_ == 0) return;
+      constexpr int64_t kMax = std::numeric_limits<int>::max();
+      if (!packs_weight(M, K_, N_, uses) || !direct_blas_enabled() || !packed_gemm_available() || M == 0 || N_ == 0 || K_ == 0) return;
       if (M > kMax || N_ > kMax || K_ > kMax || ldb > kMax) return;
       // row-major out (M, N) = a b is column-major out' (N, M) = b' a': b' is the left operand,
       // stored column-major (N, K) as b is row-major, or transposed (K, N) as w' is
