@@ -212,17 +212,20 @@ struct Lengths {
   bool valid(int64_t t, int64_t b) const { return data == nullptr || t < data[b]; }
 };
 
-// f(b0, b1) over blocks of a step's B rows, one block per thread, once the step holds enough
-// work (multiply-adds) to share; else f(0, B) on the calling thread. A block runs its own
-// products (BLAS called inside a parallel region runs on its one thread), so a step's
-// products and gate math share one parallel region: measured here, one thread on half the
-// rows took 78 µs where two threads on all of them took 86 (64 x 256 x 1024), 2.2 against
-// 3.7 (16 x 64 x 256), and the barrier between product and gate math goes. Below 2^17
-// multiply-adds a step the parallel region costs more than it shares: the tanh RNN at
-// (16, 500, 32, 64) (2^16) took 2.0 ms split against 1.3 unsplit. Tests lower the bound to run
-// the split at small sizes.
+// f(b0, b1) over blocks of B rows, one block per thread, once a step holds enough work
+// (multiply-adds) to share; else f(0, B) on the calling thread. The loops hand it a whole time
+// loop: row b of a step needs only row b of the step before, so each block runs every step of
+// its rows, its own products (BLAS called inside a parallel region runs on its one thread) and
+// gate math, with no barrier between steps. Measured here, one thread on half the rows took
+// 78 µs where two threads on all of them took 86 (64 x 256 x 1024), 2.2 against 3.7
+// (16 x 64 x 256). With a parallel region per step, sharing steps below 2^17 multiply-adds
+// cost more than it saved (the tanh RNN at (16, 500, 32, 64) took 2.0 ms split against 1.3);
+// with one region per call, split against unsplit: 0.94-0.95 for that RNN (inference,
+// training), 0.85 for the GRU at (8, 200, 32, 64), 0.94-0.95 at (16, 100, 16, 16), 1.00 for the
+// RNN at (4, 200, 16, 32) (6,144 a step), so the bound is now 2^13. Tests lower it to 0 to run
+// the split at the smallest sizes.
 inline int64_t& min_shared_work() {
-  static int64_t work = int64_t(1) << 17;
+  static int64_t work = int64_t(1) << 13;
   return work;
 }
 
