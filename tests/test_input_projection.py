@@ -91,6 +91,42 @@ def test_inference_equals_the_reference_loop_either_way(config, dtype, mode, spl
     _compare(result_o, result_r, dtype, f"{cell} ({'in loop' if mode == 1 else 'before'})")
 
 
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "cho-gru", "mgu", "rnn-tanh", "peephole", "ln-gru"])
+def test_chunks_of_steps_projected_at_once_equal_the_reference_loop(cell, split):
+    """Chunks of 3 steps of 7 (3, 3, then a short one), both directions, lengths: each block
+    projects a chunk's rows in one product, in (row, step) order (csrc/input.h)."""
+    cls, config = CELLS[cell]
+    config = config | {"input_size": 4, "hidden_size": 5, "num_layers": 2, "bidirectional": True}
+    ours, ref = _twins(cls, config, torch.float64, seed=4)
+    kernels = fused.kernels()
+    for training in (False, True):
+        case = Case(ours, "lengths", 7, 5, True, seed=4)
+        kernels.set_input_chunk_steps(3)
+        try:
+            with _forced(1, split):
+                if training:
+                    out_o, finals_o, grads_o, _ = case.run(ours)
+                else:
+                    result_o = _inference(ours, case.x, case.lengths, 0, True)
+        finally:
+            kernels.set_input_chunk_steps(0)
+        if training:
+            out_r, finals_r, grads_r, _ = case.run(ref)
+            assert_close(out_o, out_r, torch.float64, f"{cell} output")
+            for a, b in zip(grads_o, grads_r):
+                if a is not None or b is not None:
+                    assert_close(a, b, torch.float64, f"{cell} gradient")
+        else:
+            _compare(result_o, _inference(ref, case.x, case.lengths, 0, True), torch.float64, cell)
+
+
+def test_the_chunk_rule_gives_a_product_up_to_128_rows_and_8_steps():
+    kernels = fused.kernels()
+    assert [kernels.input_chunk_steps(rows, 100) for rows in (1, 16, 32, 64, 128, 256)] == [8, 8, 4, 2, 1, 1]
+    assert kernels.input_chunk_steps(32, 3) == 3  # never more steps than the sequence has
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh", "ln-lstm"])
 def test_half_precision_inference_is_computed_in_float32_either_way(cell):
     cls, config = CELLS[cell]

@@ -66,6 +66,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   // the input projections in the loop, inference (input.h): -1 never, 0 by the rule, 1 always
   m.def("use_input_projection_in_loop", [](int mode) { gatedrnn::input_projection_mode() = mode; });
+  m.def("set_input_chunk_steps", [](int64_t k) { gatedrnn::input_chunk_override() = k; });
+  m.def("input_chunk_steps", [](int64_t rows, int64_t steps) { return gatedrnn::input_chunk_steps(rows, steps); });
   m.def("input_projection_in_loop", [](int64_t B, int64_t I, int64_t G, int64_t steps) {
     return gatedrnn::projects_in_loop(B, I, G, steps);
   });

@@ -61,7 +61,8 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const op
                                  bool save) {
   using T = typename Cell::scalar_t;
   const Tensor& xw = xw_in;  // for options and empty results; the rows come from input
-  const InputRows<T> input(xw_in, w_ih, b_ih, cell.G);
+  const InputRows<T> input(xw_in, w_ih, b_ih, cell.G, reverse);
+  const int64_t x_stride = input.row_stride();
   const int64_t steps = xw.size(0), B = xw.size(1), P = h0.size(1), H = cell.H, A = cell.A;
   const bool proj = given(w_hr), dropped = given(rmask);
   const Zoneout zh(keep_h), zc(keep_c);
@@ -131,7 +132,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const op
       T* h_t = hs_p + t * B * P;
       T* h_new = zh.on ? hf_p + (save && Cell::kNeedsFreshH ? t : 0) * B * P : h_t;  // before zoneout
       StepRow<T> row0{};
-      row0.x = input.rows(t);
+      row0.x = input.rows(s, t);
       row0.gh = gh_p;
       row0.h_in = h_input;
       row0.h_prev = h_prev;
@@ -146,7 +147,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const op
       }
       auto row_of = [&](int64_t b) {
         StepRow<T> r = row0;
-        r.x += b * cell.G;
+        r.x += b * x_stride;
         r.gh += b * cell.R1;
         r.h_in += b * P;
         r.h_prev += b * P;
@@ -158,7 +159,7 @@ std::vector<Tensor> loop_forward(const Cell& cell, const Tensor& xw_in, const op
         }
         return r;
       };
-      input.project(t, b0, b1);
+      input.project(s, b0, b1);
       if (dropped)
         for (int64_t j = b0 * P; j < b1 * P; ++j) h_in_p[j] = h_prev[j] * mask_p[j];
       w1_packed.linear(M, h_input + b0 * P, P, b1_p, gh_p + b0 * cell.R1, cell.R1, opts);
