@@ -141,18 +141,18 @@ def test_half_precision_inference_is_computed_in_float32_either_way(cell):
     torch.testing.assert_close(outs[0], outs[1])  # the same float32 sums, rounded once at the end
 
 
-def test_the_rule_projects_in_the_loop_from_16_rows_a_block():
+def test_the_rule_projects_in_the_loop_from_8_rows_a_block():
     kernels = fused.kernels()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         assert kernels.input_projection_in_loop(64, 256, 1024, 100)  # 32 rows a block
-        assert kernels.input_projection_in_loop(32, 64, 512, 100)  # 16
-        assert not kernels.input_projection_in_loop(16, 32, 256, 500)  # 8
+        assert kernels.input_projection_in_loop(16, 32, 256, 500)  # 8
+        assert not kernels.input_projection_in_loop(8, 32, 256, 500)  # 4
         assert not kernels.input_projection_in_loop(1, 32, 512, 1000)
         assert not kernels.input_projection_in_loop(64, 256, 1024, 4)  # too few steps to pack W_ih for
         torch.set_num_threads(1)
-        assert kernels.input_projection_in_loop(16, 32, 256, 500)  # one block of 16
+        assert kernels.input_projection_in_loop(8, 32, 256, 500)  # one block of 8
         with _forced(1):
             assert kernels.input_projection_in_loop(1, 32, 512, 1)
         with _forced(-1):

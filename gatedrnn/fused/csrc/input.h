@@ -22,17 +22,17 @@ inline int& input_projection_mode() {
   return mode;
 }
 
-// The rule: in the loop once each block's products have 16 rows or more (B / threads). Measured
-// here both ways forced (benchmarks/input_projection.py, 2 threads, in loop / before):
-// 0.81-0.94 for the LSTM and GRU from (64, 100, 256, 256) up, 0.94-0.97 for the RNN; 0.95-0.98 at
-// (32, 100, 64, 128); 1.04-1.14 for the gated cells at B = 16 and B = 1, where a block's product
-// is a few rows and the one GEMM over all T·B rows is the better way. Training (forward and
-// backward, where only the forward changes): 0.93-0.98 for the gated cells from
-// (128, 50, 512, 512) up, 0.98-1.04 elsewhere (the machine's noise).
+// The rule: in the loop once each block has 8 rows or more (B / threads). Measured here both
+// ways forced (benchmarks/input_projection.py, 2 threads, in loop / before), first one step at
+// a time: 0.81-0.94 for the LSTM and GRU from (64, 100, 256, 256) up, 0.94-0.97 for the RNN,
+// 0.95-0.98 at (32, 100, 64, 128), 1.04-1.14 for the gated cells at B = 16 and B = 1; then with
+// chunks of steps (input_chunk_steps) and one parallel region per call: 0.75-0.95 at B = 16
+// (8 rows a block), 0.96-1.04 at B = 1, which stays before the loop. Training, where only the
+// forward changes: 0.91-1.00.
 inline bool projects_in_loop(int64_t B, int64_t I, int64_t G, int64_t steps) {
   const int mode = input_projection_mode();
   if (mode != 0) return mode == 1;
-  constexpr int64_t kMinRows = 16, kMinSteps = 8;
+  constexpr int64_t kMinRows = 8, kMinSteps = 8;
   const int64_t rows = B / std::max<int64_t>(1, at::get_num_threads());
   return steps >= kMinSteps && rows >= kMinRows && I > 0 && G > 0;
 }
