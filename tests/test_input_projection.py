@@ -321,3 +321,22 @@ def test_torch_compile_traces_a_projected_inference_with_an_input_of_another_wid
 class Output(torch.nn.Module):
     def forward(self, result):
         return result[0]
+
+
+def test_torch_compile_as_the_first_call_of_a_fresh_process():
+    """The first forward of a process under torch.compile(fullgraph=True): nothing in the traced
+    code may load or build the kernels (the projection's decision once asked which kernels run,
+    and torch.backends.cpu.get_cpu_capability() inside the trace stopped Dynamo)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, gatedrnn\n"
+        "model = torch.nn.Sequential(gatedrnn.GRU(3, 8, backend='fused'))\n"
+        "x = torch.randn(12, 32, 3)\n"
+        "out = torch.compile(model, backend='aot_eager', fullgraph=True)(x)[0]\n"
+        "torch.testing.assert_close(out, model(x)[0])\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

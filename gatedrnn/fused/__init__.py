@@ -64,9 +64,11 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
         t is not None and t.requires_grad for t in (x, *state, *weights, *_tensors_of(variant))
     )
     save = want_trace or needs_grad  # keep the activations only for a backward or a trace
-    # the native loop takes x and projects each step's rows itself where that is faster
-    # (csrc/input.h); a layer norm that keeps its activations wants xw normalized before the loop
-    project = native_available_for(x.device) and not (save and "layer_norm" in variant)
+    # the ops take x and project it themselves: the native loop each step's rows where that is
+    # faster (csrc/input.h), the Python loops with one F.linear. Decided without asking which
+    # kernels run: under torch.compile a first call would otherwise build them inside the trace.
+    # A layer norm that keeps its activations wants xw normalized before the loop.
+    project = not (save and "layer_norm" in variant)
     xw = x if project else F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): every step's input projection at once
     return RUNS[mode](xw, state, weight_hh, bias_hh, weight_hr, lengths, reverse, save, want_trace, x, weight_ih,
                       bias_ih, **variant, **({"project": True} if project else {}))  # fmt: skip
