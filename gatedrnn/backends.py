@@ -4,8 +4,9 @@
 - ``"fused"``: :mod:`gatedrnn.fused`, native time loops with a hand-written backward.
 - ``"auto"`` (default): the fastest one that supports the configuration. That is torch's own
   kernel (oneDNN's LSTM primitive, the one torch.nn.LSTM calls) for a float32 LSTM on the CPU
-  without projection, trace or lengths, outside torch.compile; on other devices, torch's kernel
-  (cuDNN) whenever no trace or lengths are asked for; the fused backend everywhere else.
+  without projection, trace or lengths, outside torch.compile, when no gradient is wanted; on
+  other devices, torch's kernel (cuDNN) whenever no trace or lengths are asked for; the fused
+  backend everywhere else.
 
 While a graph is captured (:func:`capture_backend`) the backend is one whose graph runs at
 every sequence length: under ``torch.export`` and ONNX's dynamo exporter the reference step
@@ -132,8 +133,15 @@ def auto_backend(layer, x, lengths, want_trace) -> str:
     if plain and x.device.type != "cpu":
         return "torch"
     if plain and layer.mode == "LSTM" and not layer.proj_size and x.dtype == torch.float32:
-        return "torch"
+        # torch's kernel (oneDNN's LSTM primitive) in inference, where it ties with ours or wins
+        # at some shapes; ours where a gradient is wanted, faster at every shape measured
+        # (benchmarks/speed.py, training: 0.66-0.91 of torch.nn's time)
+        return "fused" if _wants_grad(layer, x) else "torch"
     return "fused"
+
+
+def _wants_grad(layer, x) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
 def run_torch(layer, x, states, lengths, want_trace):

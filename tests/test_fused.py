@@ -231,11 +231,19 @@ def test_native_kernels_flush_subnormals_and_restore_the_mode(name):
     assert subnormals_survive(), "the native kernel left flush-to-zero on"
 
 
-def test_auto_picks_torch_kernel_only_where_it_is_exact():
+def test_auto_picks_torch_kernel_for_a_plain_lstm_without_gradients_only():
+    """torch's kernel (oneDNN's LSTM primitive) in inference; ours where a gradient is wanted,
+    faster at every shape of benchmarks/speed.py; ours for everything torch's kernel lacks."""
     from gatedrnn.backends import auto_backend
 
     x = torch.randn(3, 2, 4)
-    assert auto_backend(gatedrnn.LSTM(4, 5), x, None, False) == "torch"
+    layer = gatedrnn.LSTM(4, 5)
+    assert auto_backend(layer, x, None, False) == "fused"  # its parameters want gradients
+    with torch.no_grad():
+        assert auto_backend(layer, x, None, False) == "torch"
+    frozen = gatedrnn.LSTM(4, 5).requires_grad_(False)
+    assert auto_backend(frozen, x, None, False) == "torch"
+    assert auto_backend(frozen, x.clone().requires_grad_(), None, False) == "fused"  # the input's
     assert auto_backend(gatedrnn.LSTM(4, 5), x, None, True) == "fused"
     assert auto_backend(gatedrnn.LSTM(4, 5), x, torch.tensor([3, 1]), False) == "fused"
     assert auto_backend(gatedrnn.LSTM(4, 5, proj_size=2), x, None, False) == "fused"
