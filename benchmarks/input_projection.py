@@ -9,15 +9,13 @@ timed in alternation (medians). The rule in ``input.h`` is read off this table.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
 import gatedrnn
 from gatedrnn import fused
 from results_io import write_json
 from speed import GRID, cpu_name
+from timing import alternated_medians
 
 
 def main(argv=None):
@@ -51,19 +49,10 @@ def main(argv=None):
                         with torch.no_grad():
                             layer(x, return_trace=trace)
 
-                    times = {-1: [], 1: []}
-                    for mode in times:  # warm-up
-                        kernels.use_input_projection_in_loop(mode)
-                        step()
-                    for _ in range(args.reps):
-                        for mode in times:
-                            kernels.use_input_projection_in_loop(mode)
-                            t = time.perf_counter()
-                            step()
-                            times[mode].append(time.perf_counter() - t)
+                    medians = alternated_medians(step, (-1, 1), kernels.use_input_projection_in_loop, args.reps)
                     kernels.use_input_projection_in_loop(0)
                     rule = "in loop" if kernels.input_projection_in_loop(B, I, G, T) else "before"
-                    before, inside = (statistics.median(times[m]) * 1e3 for m in (-1, 1))
+                    before, inside = medians[-1] * 1e3, medians[1] * 1e3
                     row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": mode_name, "before_ms": before,
                            "in_loop_ms": inside, "ratio": inside / before, "rule": rule}  # fmt: skip
                     rows.append(row)

@@ -8,15 +8,13 @@ whole-loop times, inference and training, the two timed in alternation (medians)
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
 import gatedrnn
 from gatedrnn import fused
 from results_io import write_json
 from speed import GRID, cpu_name
+from timing import alternated_medians
 
 
 def step_of(layer, x, train):
@@ -52,18 +50,8 @@ def main(argv=None):
                 layer = getattr(gatedrnn, cell)(I, H, backend="fused")
                 x = torch.randn(T, B, I)
                 for train in (False, True):
-                    step = step_of(layer, x, train)
-                    times = {-1: [], 1: []}
-                    for mode in times:  # warm-up
-                        kernels.use_packed_gemm(mode)
-                        step()
-                    for _ in range(args.reps):
-                        for mode in times:
-                            kernels.use_packed_gemm(mode)
-                            t = time.perf_counter()
-                            step()
-                            times[mode].append(time.perf_counter() - t)
-                    plain, packed = (statistics.median(times[m]) * 1e3 for m in (-1, 1))
+                    medians = alternated_medians(step_of(layer, x, train), (-1, 1), kernels.use_packed_gemm, args.reps)
+                    plain, packed = medians[-1] * 1e3, medians[1] * 1e3
                     row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                            "plain_ms": plain, "packed_ms": packed, "ratio": packed / plain}  # fmt: skip
                     rows.append(row)

@@ -15,3 +15,19 @@ def median_seconds(fn, repeats: int = 30, warmup: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return sorted(times)[repeats // 2]
+
+
+def alternated_medians(step, modes, set_mode, repeats: int) -> dict:
+    """Median seconds of ``step()`` under each of ``modes`` (``set_mode(mode)`` switches), the
+    modes run in alternation, one call each per round, after one warm-up call each."""
+    times = {mode: [] for mode in modes}
+    for mode in modes:
+        set_mode(mode)
+        step()
+    for _ in range(repeats):
+        for mode in modes:
+            set_mode(mode)
+            started = time.perf_counter()
+            step()
+            times[mode].append(time.perf_counter() - started)
+    return {mode: sorted(ts)[len(ts) // 2] for mode, ts in times.items()}
