@@ -113,7 +113,6 @@ class InputRows {
   }
   int64_t row_stride() const { return packed_ ? k_ * G_ : G_; }
 
-  bool in_loop() const { return packed_.has_value(); }
   int64_t input_size() const { return packed_ ? I_ : 0; }
 
  private:

@@ -46,8 +46,9 @@
 namespace gatedrnn {
 
 // Forward of one layer and direction. xw (T, B, G), or the input x (T, B, I) when w_ih (G, I) is
-// given, with b_ih (input.h: the loop may then project each step's rows itself); h0 (B, P); c0 (B, H) for two-state cells;
-// w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P); keep_h, keep_c zoneout.
+// given, with b_ih (input.h: the loop may then project each step's rows itself); h0 (B, P);
+// c0 (B, H) for two-state cells; w_hh (R1 + R2, P); b_hh; w_hr (P, H) projection; rmask (B, P);
+// keep_h, keep_c zoneout.
 // Returns out (T, B, P) (zero past each length), h_n, c_n (empty for one state) and, when
 // save: hs (T, B, P) carried h (empty without lengths: out is hs), cs (T, B, H) carried c,
 // act (T, B, A) (zero past each length), hf (T, B, P) new h before zoneout (kNeedsFreshH with

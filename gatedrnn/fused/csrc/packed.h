@@ -110,7 +110,8 @@ class PackedRight {
   void pack(int64_t M, const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
     if constexpr (std::is_same_v<T, float>) {
       constexpr int64_t kMax = std::numeric_limits<int>::max();
-      if (!packs_weight(M, K_, N_, uses) || !direct_blas_enabled() || !packed_gemm_available() || M == 0 || N_ == 0 || K_ == 0) return;
+      if (!packs_weight(M, K_, N_, uses) || !direct_blas_enabled() || !packed_gemm_available()) return;
+      if (M == 0 || N_ == 0 || K_ == 0) return;
       if (M > kMax || N_ > kMax || K_ > kMax || ldb > kMax) return;
       // row-major out (M, N) = a b is column-major out' (N, M) = b' a': b' is the left operand,
       // stored column-major (N, K) as b is row-major, or transposed (K, N) as w' is
