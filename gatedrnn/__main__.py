@@ -12,7 +12,7 @@ import os
 import sys
 
 from gatedrnn.cli import main
-from gatedrnn.distributed import under_torchrun
+from gatedrnn.torchrun import under_torchrun
 
 if under_torchrun():
     from torch.distributed.elastic.multiprocessing.errors import record

@@ -22,7 +22,7 @@ import numbers
 
 import torch
 
-from gatedrnn.exportable import exporting
+from gatedrnn.capture import exporting
 
 
 class ShapeError(ValueError, RuntimeError):

@@ -30,7 +30,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-from gatedrnn import exportable, fused, reference
+from gatedrnn import capture, exportable, fused, reference
 
 BACKENDS = ("auto", "reference", "fused")
 
@@ -61,7 +61,7 @@ def capture_backend(layer, name, x, lengths, want_trace) -> str:
 
     Outside a capture, ``name`` unchanged.
     """
-    if exportable.exporting():
+    if capture.exporting():
         if exportable.scan_op is None:
             warn_unrolled(type(layer).__name__, {}, x.shape[0], "this torch has no scan operator")
             return "reference"
@@ -87,7 +87,7 @@ def capture_backend(layer, name, x, lengths, want_trace) -> str:
 
 def warn_unrolled(what: str, why: dict, T: int, remedy: str | None = None) -> None:
     """Says that a captured graph holds the time loop unrolled: it runs at the traced T only."""
-    if exportable.exporting():
+    if capture.exporting():
         exporter = "torch.export"
     else:
         exporter = "torch.onnx.export(..., dynamo=False)" if torch.onnx.is_in_onnx_export() else "torch.jit.trace"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatedrnn import _checks, exportable, fused
+from gatedrnn import _checks, capture, fused
 from gatedrnn.backends import BACKENDS, needs_reference_for
 from gatedrnn.cells.conv import (CONV_TRACE_NAMES, NUM_GATES, conv_gru_step, conv_lstm_step, kernel_pair,
                                  reset_conv_parameters)  # fmt: skip
@@ -117,7 +117,7 @@ class ConvRNNBase(nn.Module):
     def _fused(self, x, states) -> bool:
         """Whether this call takes the fused path (see the module's docstring)."""
         backend = getattr(self, "backend", "auto")  # a module pickled before the attribute existed
-        if backend == "reference" or exportable.exporting() or torch.jit.is_tracing():
+        if backend == "reference" or capture.exporting() or torch.jit.is_tracing():
             return False
         if needs_reference_for([x, *states, *self.parameters()]):
             return False

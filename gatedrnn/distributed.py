@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-TIMEOUT_MINUTES = 30.0  # torch's own default; rank 0 evaluates while the others wait this long at most
+from gatedrnn.torchrun import TIMEOUT_MINUTES, under_torchrun  # noqa: F401  (TIMEOUT_MINUTES: the default of session)
 
 
 class PeerLost(Exception):
@@ -53,10 +53,6 @@ class PeerLost(Exception):
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s random stream: ``seed`` itself for rank 0 (as one process)."""
     return seed + rank * 1_000_003
-
-
-def under_torchrun() -> bool:
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
 def main_process() -> bool:

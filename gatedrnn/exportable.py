@@ -25,23 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
+from gatedrnn.capture import RefusesScript, exporting  # noqa: F401  (re-exported from their old home)
+from gatedrnn.reference import STEPS
+
 try:
     from torch._higher_order_ops.scan import scan, scan_op
 except ImportError:  # a torch without the scan operator: the layers unroll their loop (with a warning)
     scan = scan_op = None
 
 
-def exporting() -> bool:
-    """Whether ``torch.export`` (or ONNX's dynamo exporter, built on it) is capturing the call."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)  # absent from older torch: never exporting
-    return bool(is_exporting is not None and is_exporting())
-
-
 def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=None, zoneout=None):
     """Runs one layer in one direction; the contract of :func:`gatedrnn.reference.run_direction`
     (same arguments, same results), as a scan over time."""
-    from gatedrnn.reference import STEPS  # (here: the cells import this module for RefusesScript)
-
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
     step = STEPS[mode] if step is None else step
     T = x.shape[0]
@@ -89,17 +84,3 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
         result = scan_op(body, init, xs, tuple(given))
     final, values = tuple(result[:n_state]), [v.flip(0) if reverse else v for v in result[n_state:]]
     return values[-1], final, (tuple(values) if want_trace else None)
-
-
-class RefusesScript:
-    """What every gatedrnn layer and cell is, beside its torch.nn base: ``torch.jit.script``
-    calls ``__prepare_scriptable__`` first, and meets an error that says what to use instead."""
-
-    def __prepare_scriptable__(self):
-        raise RuntimeError(
-            f"torch.jit.script cannot compile gatedrnn's {type(self).__name__}: TorchScript (deprecated in "
-            "torch 2.x) takes neither its Python time loop and variants nor its argument checks. Capture the "
-            "model with torch.export.export(model, (x,)) instead (every cell and variant, any T and B; "
-            "torch.onnx.export(model, (x,), dynamo=True) for ONNX), or torch.jit.trace(model, (x,)) for a "
-            "plain cell"
-        )

@@ -19,7 +19,7 @@ from gatedrnn.cells.base import CellBase
 from gatedrnn.cells.gru import gru_step
 from gatedrnn.cells.layernorm import ln_gru_step, ln_lstm_step
 from gatedrnn.cells.lstm import PEEPHOLES, forget_block, lstm_step, peephole_names
-from gatedrnn.exportable import RefusesScript, exporting
+from gatedrnn.capture import RefusesScript, exporting
 from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks, exportable, reference
+from gatedrnn import _checks, capture, exportable, reference
 from gatedrnn.backends import warn_unrolled
-from gatedrnn.exportable import RefusesScript
+from gatedrnn.capture import RefusesScript
 from gatedrnn.fused import native_available_for
 from gatedrnn.fused.linear import linear_recurrence, min_gru_inference
 from gatedrnn.scan import log_linear_scan
@@ -276,7 +276,7 @@ class MinRNNBase(RefusesScript, nn.Module):
         (:mod:`gatedrnn.exportable`), under ``torch.jit.trace`` (and the legacy ONNX exporter)
         the parallel scan, whose operations take T from the input. The legacy ONNX exporter
         has no ``logcumsumexp``: there the reference loop is unrolled, with a warning."""
-        if exportable.exporting():
+        if capture.exporting():
             if exportable.scan_op is None:
                 warn_unrolled(type(self).__name__, {}, x.shape[0], "this torch has no scan operator")
                 return "reference"

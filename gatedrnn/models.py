@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gatedrnn
+from gatedrnn.layers import GRU, LSTM, MGU, RNN
+from gatedrnn.minimal import MinGRU, MinLSTM
 
-CELLS = {"rnn": gatedrnn.RNN, "lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU, "mgu": gatedrnn.MGU,
-         "mingru": gatedrnn.MinGRU, "minlstm": gatedrnn.MinLSTM}  # fmt: skip
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU, "mingru": MinGRU, "minlstm": MinLSTM}
 
 
 class SequenceModel(nn.Module):

@@ -6,7 +6,6 @@ DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -16,117 +15,11 @@ from pathlib import Path
 
 import torch
 
-from gatedrnn import checkpoint, distributed, init, lock
-from gatedrnn.tasks import TASKS, task_from_config
+from gatedrnn import checkpoint, distributed, lock, runs
+from gatedrnn.config import TrainConfig
+from gatedrnn.runs import CONFIG, METRICS, MODEL, RESULT, build, identity, load_config  # noqa: F401  (their old home)
 from gatedrnn.tasks.base import to_device
-from gatedrnn.tasks.data import fingerprint
-
-CONFIG = "config.json"
-MODEL = "model.json"  # the task's sizes the model is built from (Task.model_spec)
-REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
-METRICS = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    task: str = "adding"
-    cell: str = "lstm"
-    length: int = 100  # sequence length T of the synthetic tasks
-    data: str = ""  # a data file or folder, for the tasks that read one
-    hidden_size: int = 64
-    layers: int = 1
-    embedding_size: int = 0  # token embedding size; 0: the task's default
-    dropout: float = 0.0  # on embeddings, outputs and between layers
-    tie_weights: bool = False  # token tasks: the readout reuses the embedding matrix
-    adaptive_softmax: list = field(default_factory=list)  # language models: cutoffs of an adaptive softmax
-    backend: str = "auto"
-    forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
-    chrono: float = 0.0  # LSTM, GRU: chrono initialization up to this many steps (Tallec & Ollivier 2018); 0: off
-    peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
-    coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
-    layer_norm: bool = False  # LSTM and GRU: layer normalization as haste's LayerNormLSTM/GRU (Ba et al. 2016)
-    reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
-    recurrent_dropout: float = 0.0  # variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani)
-    weight_dropout: float = 0.0  # DropConnect on W_hh, once per forward (Merity et al. 2017)
-    zoneout: float = 0.0  # each unit keeps its previous state with this probability (Krueger et al. 2017)
-    optimizer: str = "adam"  # or "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # or "cosine" (to lr * min_lr_ratio at the last step)
-    warmup: int = 0  # steps of linear warm-up
-    min_lr_ratio: float = 0.1
-    batch_size: int = 64
-    steps: int = 2000
-    clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    eval_every: int = 100
-    patience: int = 0  # evaluations without improvement before stopping (0: never); ends on the best weights
-    stop_when_solved: bool = False
-    max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # torch.set_num_threads during the run; 0: torch's own choice
-    extra: dict = field(default_factory=dict)  # task-specific options
-
-    def cell_options(self) -> dict:
-        """The variant keywords of the recurrent layer (none for the plain cell)."""
-        options = {"peephole": True} if self.peephole else {}
-        options |= {"coupled": True} if self.coupled else {}
-        options |= {"layer_norm": True} if self.layer_norm else {}
-        options |= {name: getattr(self, name) for name in REGULARIZERS if getattr(self, name)}
-        return options | ({} if self.reset_after else {"reset_after": False})
-
-    def validate(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        for name in REGULARIZERS:
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
-            if getattr(self, name) and self.cell.startswith("conv"):
-                raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
-        if self.chrono and self.cell not in ("lstm", "gru"):
-            raise ValueError(f"--chrono initializes the gates of the LSTM and the GRU, got --cell {self.cell} "
-                             "(--chrono 0 turns it off, as a preset that sets it needs for other cells)")
-        if self.chrono and self.chrono < 2:
-            raise ValueError(f"--chrono must be at least 2 (the longest time constant, in steps), got {self.chrono}")
-        if self.layer_norm and self.cell not in ("lstm", "gru"):
-            raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell} "
-                             "(--no-layer-norm turns it off, as a preset that sets it needs for other cells)")
-        for flag in ("peephole", "coupled"):
-            if getattr(self, flag) and self.cell != "lstm":
-                raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")
-        if not self.reset_after and self.cell != "gru":
-            raise ValueError(f"--no-reset-after is a variant of the GRU, got --cell {self.cell}")
-        cells = TASKS[self.task].cells
-        if self.cell not in cells:
-            raise ValueError(f"--cell for the {self.task} task must be one of {', '.join(cells)}, got {self.cell!r}")
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"--schedule must be constant or cosine, got {self.schedule!r}")
-        for name in ("length", "hidden_size", "layers", "batch_size", "steps", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("lr",):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        cutoffs = self.adaptive_softmax
-        if not isinstance(cutoffs, (list, tuple)) or not all(isinstance(c, int) and c > 0 for c in cutoffs) \
-                or list(cutoffs) != sorted(set(cutoffs)):  # fmt: skip
-            raise ValueError(f"--adaptive-softmax must be increasing positive integers, got {cutoffs!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**values)
+from gatedrnn.threads import flush_denormals, torch_threads
 
 
 @dataclass
@@ -140,25 +33,6 @@ class RunResult:
     status: str  # "done", "early-stopped", "solved", "time-limit", "nan"
     message: str = ""
     baselines: dict = field(default_factory=dict)  # the task's named baselines on the test split
-
-
-def build(config: TrainConfig, run_dir=None):
-    """The task and a freshly initialized model (seeded) for a config; with ``run_dir``, the
-    task reuses what the run saved (a text run's vocab.json) instead of rebuilding it."""
-    task = task_from_config(config, run_dir)
-    torch.manual_seed(config.seed)
-    model = task.make_model(config)
-    if config.chrono:  # after the layers' own initialization, from the same seeded generator
-        init.chrono_(model, config.chrono)
-    return task, model.to(config.device)
-
-
-def identity(config: TrainConfig, data: bool = True) -> dict:
-    """What a checkpoint belongs to: task, cell and, with ``data``, the data's fingerprint."""
-    run = {"task": config.task, "cell": config.cell}
-    if data:
-        run.update(data=fingerprint(config.data), data_path=config.data)
-    return run
 
 
 def make_optimizer(config: TrainConfig, model):
@@ -197,7 +71,8 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     config.validate()
     run_dir = Path(run_dir)
     with torch_threads(config.threads), flush_denormals(), distributed.session(config, timeout_minutes) as world:
-        task, model = build(config, run_dir if resume else None)  # the data first: bad data leaves no run folder
+        # The data first: bad data leaves no run folder. The config's task is the caller's to trust.
+        task, model = build(config, run_dir if resume else None, task=config.task)
         if progress and world.main:
             for line in task.notes:  # how the data was read (a timeseries CSV's time axis, ignored columns)
                 print(line, flush=True)
@@ -206,33 +81,6 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         with lock.held(run_dir) if world.main else contextlib.nullcontext():  # one job at a time in a run folder
             return _train(config, run_dir, task, model, resume, progress and world.main, stop_at, on_eval,
                           tensorboard and world.main, world)  # fmt: skip
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """``torch.set_num_threads(threads)`` inside the block (nothing for 0), the previous number after it."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if threads:
-            torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def flush_denormals():
-    """Subnormal floats flushed to zero in the block (``torch.set_flush_denormal``), off after
-    it. Gradients vanishing over a long sequence pass through the subnormal range, where each
-    operation is many times slower: a GRU training step at T = 600 took 3.4x longer at
-    initialization. The native kernels flush on their own; this covers torch's operations
-    around them (and torch.nn's LSTM, which ``auto`` calls)."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _batch_loss(task, model, inputs, targets, carry):
@@ -268,14 +116,12 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         carry = world.shard_state(carry)  # the checkpoint holds the whole batch's state
     world.check_resume(state["step"] if resume else None, run_dir)
     if resume and world.main:
-        _truncate_log(run_dir / METRICS, state["step"])
-        checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))  # an extension (--steps, --max-minutes) stays
+        runs.truncate_log(run_dir / METRICS, state["step"])
+        runs.write_files(run_dir, config)  # an extension (--steps, --max-minutes) stays
     elif world.main:
-        checkpoint.write_json(run_dir / CONFIG, dataclasses.asdict(config))
-        for name, value in {**task.artifacts(), MODEL: task.model_spec()}.items():
-            checkpoint.write_json(run_dir / name, value)
+        runs.write_files(run_dir, config, task)
         (run_dir / METRICS).write_text("")
-    history = _read_log(run_dir / METRICS) if world.main else []
+    history = runs.read_log(run_dir / METRICS) if world.main else []
     checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
     # The loss through DDP (an adaptive softmax leaves the clusters no target of the batch falls in unused).
     compute = world.wrap(model, lambda m, *batch: _batch_loss(task, m, *batch),
@@ -391,7 +237,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
     test = world.from_main(lambda: evaluate(task, model, "test", config.seed, config.device))
     baselines = task.baseline_results("test") if world.main else None  # on the same test rows, beside the model's
     if world.main:
-        checkpoint.write_json(run_dir / "result.json", {"step": state["step"], "test": test, "status": status,
+        checkpoint.write_json(run_dir / RESULT, {"step": state["step"], "test": test, "status": status,
                                                         "solved_at": state["solved_at"], "seconds": state["seconds"],
                                                         "message": message,
                                                         **({"baselines": baselines} if baselines else {})})  # fmt: skip
@@ -426,31 +272,3 @@ def stop_reason(result: "RunResult") -> str:
     """Why a run ended, in words."""
     config = result.config
     return STOPPED[result.status].format(steps=config.steps, patience=config.patience, max_minutes=config.max_minutes)
-
-
-def load_config(run_dir) -> TrainConfig:
-    path = Path(run_dir) / CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} holds no run (no {CONFIG}); give the folder a run was trained into")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValueError, TypeError) as error:
-        raise ValueError(f"{path} is not a gatedrnn run config ({error})") from None
-
-
-def _read_log(path: Path) -> list:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: drop it and what follows
-    return rows
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keeps the log rows up to the checkpoint's step, so a resumed run logs no step twice."""
-    rows = [r for r in _read_log(path) if r["step"] <= step]
-    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows)))

@@ -1,25 +1,55 @@
-"""``gatedrnn.load(RUN)``: a trained run's model, ready to use, in one call.
+"""A trained run, used without its training data: ``gatedrnn.load(RUN)`` gives its model, ready
+to use, in one call; ``gatedrnn.predict(RUN, FILE)`` applies it to a new file.
 
 The model is rebuilt from the run's ``config.json`` and ``model.json`` (the task's sizes,
 saved when the run was trained) and its checkpoint, without reading the training data; the
 checkpoint must belong to that run (task and cell) and pass its checksums.
+
+What a run predicts is its task's to say (:meth:`gatedrnn.tasks.base.Task.predict`):
+
+- a forecaster (``timeseries``) reads the CSV's last ``window`` rows and forecasts the
+  ``horizon`` steps after its end, with the training rows' statistics saved in the run
+  (``normalization.json``), dated when the CSV has a regular time axis;
+- a classifier (``classify``) labels each sequence (row) of a CSV, scaled by the training
+  maximum saved in the run; where the rows also hold a label, the accuracy against it;
+- a language model (``text``) scores a text file: the mean cross-entropy per token in nats,
+  bits per character and perplexity, in total and, with ``per_line``, for each line;
+- a video predictor (``video``) predicts the frames after a clip (.npy or .gif).
+
+The command ``gatedrnn predict`` calls :func:`predict` and writes the
+:class:`~gatedrnn.tasks.prediction.Prediction` as CSV or JSON (or what the task offers beside
+them, such as a GIF); bad input raises :class:`gatedrnn.tasks.data.DataError` with a one-line
+message.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
+
+from gatedrnn import checkpoint, runs
+from gatedrnn.tasks.data import DataError
+from gatedrnn.tasks.prediction import Prediction
 
 
 @dataclass
 class TrainedRun:
-    """What :func:`load` returns: ``model`` (in eval mode), its ``config`` (a
-    :class:`gatedrnn.train.TrainConfig`), ``task`` (its name), ``result`` (``result.json``: test
-    metrics, status; None for a run still training), for text runs ``vocab`` (to encode
-    and decode tokens), ``run_dir``, the folder it was loaded from, and, for a classifier trained
-    on named labels, ``classes`` (the name of each output, in id order)."""
+    """What :func:`load` returns.
+
+    Attributes:
+        model: the trained model, in eval mode.
+        config: its :class:`gatedrnn.config.TrainConfig`.
+        task: the task's name (``"adding"``), or the import path of a task of your own.
+        result: ``result.json`` (test metrics, status); None for a run still training.
+        vocab: a text run's vocabulary (to encode and decode tokens), else None.
+        run_dir: the folder it was loaded from.
+        classes: for a classifier trained on named labels, the name of each output in id order.
+        restored_task: the task object as the run saved it, without its data
+            (:meth:`gatedrnn.tasks.base.Task.restore`): what ``predict`` and ``generate`` run on.
+        notes: how the run was read (a run from an earlier version rebuilt from its data).
+    """
 
     model: torch.nn.Module
     config: object
@@ -28,33 +58,56 @@ class TrainedRun:
     vocab: object = None
     run_dir: Path | None = None
     classes: list | None = None
+    restored_task: object = None
+    notes: list = field(default_factory=list)
 
 
-def load(run_dir) -> TrainedRun:
+def load(run_dir, task=None) -> TrainedRun:
     """The trained model of the run in ``run_dir`` (a folder ``gatedrnn train`` wrote)::
 
         run = gatedrnn.load("runs/adding-lstm")
         prediction = run.model(torch.rand(1, 100, 2))  # the task's inputs: (B, T, 2) for adding
         run.result["test"], run.config.cell
-    """
-    from gatedrnn import checkpoint
-    from gatedrnn.tasks import TASKS
-    from gatedrnn.tasks.text import Vocabulary
-    from gatedrnn.train import MODEL, build, identity, load_config
 
+    ``task``: for a run of a task of your own, its import path (``"my_tasks:Parity"``) or
+    class, which must be the one the run names: a run folder never picks the code to import.
+    """
     run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    spec_path = run_dir / MODEL
-    if spec_path.exists():  # the sizes the model was built with: no data to read
-        cls = TASKS[config.task]
-        sized = cls.__new__(cls)  # the task's class holding only its sizes, not its data
-        sized.__dict__.update(json.loads(spec_path.read_text()))
-        model = sized.make_model(config).to(config.device)
-    else:  # a run trained before model.json existed: the task is rebuilt from its data
-        sized, model = build(config, run_dir)
-    checkpoint.load_model(run_dir, model, expect=identity(config, data=False))
-    result_path = run_dir / "result.json"
-    result = json.loads(result_path.read_text()) if result_path.exists() else None
-    vocab_path = run_dir / "vocab.json"
-    vocab = Vocabulary.from_json(json.loads(vocab_path.read_text())) if vocab_path.exists() else None
-    return TrainedRun(model.eval(), config, config.task, result, vocab, run_dir, getattr(sized, "classes", None))
+    config = runs.load_config(run_dir)
+    restored, notes, read_data = runs.restore(config, run_dir, task)
+    model = restored.make_model(config).to(config.device)
+    # A task rebuilt from its data is checked against the data it was trained on.
+    checkpoint.load_model(run_dir, model, expect=runs.identity(config, data=read_data))
+    result_path = run_dir / runs.RESULT
+    result = runs.read_json(result_path) if result_path.exists() else None
+    return TrainedRun(model.eval(), config, config.task, result, getattr(restored, "vocab", None), run_dir,
+                      getattr(restored, "classes", None), restored, notes)  # fmt: skip
+
+
+def predict(run, input, per_line: bool = False, task=None) -> Prediction:
+    """The prediction of ``run`` (a run folder, or what :func:`gatedrnn.load` returned) for
+    the file ``input``: a forecast, labels, a text score or frames, by the run's task::
+
+        forecast = gatedrnn.predict("runs/airline", "passengers.csv")
+        forecast.rows      # [{'step': 1, 'Date': '1961-01', 'Passengers': 441.2}]
+        forecast.write("forecast.csv")
+
+    ``per_line``: a row per line of a text file. ``task``: for a run of a task of your own,
+    its import path or class (see :func:`gatedrnn.load`).
+    """
+    run = run if isinstance(run, TrainedRun) else load(run, task)
+    restored = run.restored_task
+    if not restored.defines("predict"):
+        raise DataError(f"{run.run_dir} holds a run of the {run.task} task; predict works on runs of tasks that read "
+                        "new input (a forecaster, a classifier of CSV sequences, a language model, a video "
+                        "predictor)")  # fmt: skip
+    path = Path(input)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file")
+    prediction = restored.predict(run.model, path, device=run.config.device, per_line=per_line)
+    prediction.task = run.task
+    prediction.summary = {"run": str(run.run_dir), "input": str(path), "task": run.task, **prediction.summary}
+    prediction.notes = run.notes + prediction.notes
+    return prediction

@@ -431,8 +431,9 @@ def test_resume_extends_a_run_in_steps_and_in_time(tmp_path):
 def test_learning_curves_show_the_training_loss_and_no_unknown_length(tmp_path, monkeypatch):
     from gatedrnn.diagnostics import report
     from gatedrnn.diagnostics.report import RunView, learning_curves
+    from gatedrnn.tasks import base
 
-    class Task:  # a task without a sequence length, scored by accuracy
+    class Task(base.Task):  # a task without a sequence length, scored by accuracy
         name, metric, lower_is_better, baseline = "classify", "accuracy", False, 0.1
 
     history = [{"step": s, "split": "train", "loss": 1.0 / s} for s in (10, 20, 30)]

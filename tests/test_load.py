@@ -29,14 +29,16 @@ def test_loaded_model_is_the_trained_one_and_reads_no_data(tmp_path, monkeypatch
         _, model = build(load_config(run), run)
         checkpoint.load_model(run, model)
         references.append(model.eval())
-    import gatedrnn.tasks
-    import gatedrnn.train
+    import gatedrnn.runs
+    import gatedrnn.tasks.base
+    import gatedrnn.tasks.text
 
     def no_data(*args, **kwargs):
         raise AssertionError("gatedrnn.load read the training data")
 
-    monkeypatch.setattr(gatedrnn.tasks, "task_from_config", no_data)
-    monkeypatch.setattr(gatedrnn.train, "task_from_config", no_data)
+    monkeypatch.setattr(gatedrnn.runs, "build", no_data)  # the task with its data, and a model
+    monkeypatch.setattr(gatedrnn.tasks.base.Task, "from_config", no_data)
+    monkeypatch.setattr(gatedrnn.tasks.text.Text, "from_config", no_data)
     monkeypatch.setattr(gatedrnn.tasks.text, "load_splits", no_data)
     adding, textrun = (gatedrnn.load(run) for run in runs)
     assert not adding.model.training and adding.task == "adding" and adding.result["status"] == "done"

@@ -160,7 +160,7 @@ def test_text_score_is_the_one_pass_cross_entropy(tmp_path, monkeypatch, capsys)
                  "--out", str(run)]) == 0  # fmt: skip
     scored = tmp_path / "new.txt"
     scored.write_text("a lazy fox.\nthe dog jumps\nover")
-    monkeypatch.setattr(sys.modules["gatedrnn.predict"], "CHUNK", 5)  # several chunks, the state carried across them
+    monkeypatch.setattr(sys.modules["gatedrnn.tasks.text"], "CHUNK", 5)  # several chunks, the state carried across them
     out = tmp_path / "score.csv"
     assert main(["predict", str(run), "--input", str(scored), "--out", str(out), "--per-line"]) == 0
     trained = gatedrnn.load(run)
@@ -287,3 +287,40 @@ def test_a_column_that_is_not_a_time_axis_is_named_ignored(tmp_path, capsys, no_
     printed = capsys.readouterr().out
     assert "no column of increasing dates or numbers: the time axis is the row number" in printed
     assert "ignored (neither --target, --features nor a time axis): 'when'" in printed
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda stats: stats.update(mean="x"), "normalization.json: 'mean' must hold a number per column"),
+    (lambda stats: stats.update(std=[1.0]), "normalization.json: 'std' must hold a number per column (2)"),
+    (lambda stats: stats.update(columns=[]), "normalization.json: 'columns' must be a list of column names"),
+    (lambda stats: stats.clear(), "normalization.json: 'columns' must be a list"),
+])  # fmt: skip
+def test_saved_statistics_of_the_wrong_shape_are_a_one_line_error(edit, message, tmp_path, capsys, no_sarima):
+    data, run = train_forecaster(tmp_path)
+    path = run / "normalization.json"
+    stats = json.loads(path.read_text())
+    edit(stats)
+    path.write_text(json.dumps(stats))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(data), "--out", str(tmp_path / "f.csv")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(run) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("vocab,message", [
+    ({"level": "char", "tokens": []}, "'tokens' must be a non-empty list of strings"),
+    ({"level": "char", "tokens": ["a", "a"]}, "'tokens' holds a token twice"),
+    ({"level": "bytes", "tokens": ["a"]}, "'level' must be 'char' or 'word'"),
+    ([], "'level' must be 'char' or 'word'"),
+])  # fmt: skip
+def test_a_vocabulary_that_is_not_one_is_a_one_line_error(vocab, message, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcab\n" * 20)
+    run = tmp_path / "text"
+    assert main(["train", "--task", "text", "--data", str(corpus), "--cell", "gru", "--bptt", "8", *TINY,
+                 "--out", str(run)]) == 0  # fmt: skip
+    (run / "vocab.json").write_text(json.dumps(vocab))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(corpus), "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "vocab.json: not a gatedrnn vocabulary" in err and message in err and "Traceback" not in err

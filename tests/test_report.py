@@ -87,7 +87,9 @@ def test_evaluate_names_a_length_only_for_the_synthetic_tasks(text_run, tmp_path
 
 
 def test_learning_curves_use_a_log_axis_only_across_decades(monkeypatch, tmp_path):
-    class Task:
+    from gatedrnn.tasks import base
+
+    class Task(base.Task):
         name, metric, lower_is_better, baseline = "text", "loss", True, None
 
     figures = _figures(monkeypatch)
@@ -146,7 +148,7 @@ def test_gradient_flow_skips_subnormals_but_keeps_every_drawn_value(monkeypatch)
     loss = torch.nn.functional.mse_loss
     flushed = gradflow.hidden_gradient_norms(model, inputs, targets, loss)
     assert (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() > 0  # subnormals are back
-    monkeypatch.setattr(gradflow, "flushed_denormals", contextlib.nullcontext)
+    monkeypatch.setattr(gradflow, "flush_denormals", contextlib.nullcontext)
     plain = gradflow.hidden_gradient_norms(model, inputs, targets, loss)
     drawn = plain > 1e-30
     assert 5 < int(drawn.sum()) < 60  # some steps drawn, the earliest underflowed

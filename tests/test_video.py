@@ -181,3 +181,61 @@ def test_gif_refuses_changed_digits(digit_file, tmp_path, capsys):
     _digit_file(digit_file, seed=1)  # other digits under the same name
     assert main(["generate", str(run)]) == 2
     assert "has changed since the run was trained" in capsys.readouterr().err
+
+
+def _tiny_run(digit_file, run):
+    args = ["train", "--task", "video", "--cell", "convlstm", "--data", str(digit_file), "--hidden-size", "2",
+            "--kernel-size", "1", "--frame-size", "32", "--patch", "8", "--frames-in", "3", "--frames-out", "2",
+            "--valid-size", "2", "--test-size", "2", "--steps", "2", "--eval-every", "2", "--batch-size", "2",
+            "--no-report", "--out", str(run)]  # fmt: skip
+    assert main(args) == 0
+    return run
+
+
+def test_predict_gives_the_frames_after_a_clip_without_the_data(digit_file, tmp_path, capsys):
+    import gatedrnn
+    from PIL import Image
+
+    run = _tiny_run(digit_file, tmp_path / "run")
+    digit_file.unlink()  # predict reads what the run saved, not its training data
+    clip = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32)).astype(np.uint8)  # 0-255: read as /255
+    np.save(tmp_path / "clip.npy", clip)
+    prediction = gatedrnn.predict(run, tmp_path / "clip.npy")
+    # the model applied by hand to the clip's last 3 frames, in [0, 1], through its patches
+    model = gatedrnn.load(run).model
+    seen = torch.from_numpy(clip[-3:].astype(np.float32) / 255)[None]  # (1, 3, 32, 32)
+    with torch.no_grad():
+        expected = from_patches(torch.sigmoid(model(to_patches(seen, 8))), 8)[0]  # (2, 32, 32)
+    torch.testing.assert_close(prediction.frames, expected)
+    assert [row["frame"] for row in prediction.rows] == [6, 7]
+    assert prediction.rows[0]["mean"] == pytest.approx(float(expected[0].mean()))
+    for name, frames in (("next.gif", 5), ("next.npy", None), ("next.csv", None)):
+        assert main(["predict", str(run), "--input", str(tmp_path / "clip.npy"), "--out", str(tmp_path / name)]) == 0
+        if name.endswith(".gif"):
+            assert Image.open(tmp_path / name).n_frames == frames  # the 3 frames read, then the 2 predicted
+        if name.endswith(".npy"):
+            np.testing.assert_allclose(np.load(tmp_path / name), expected.numpy(), rtol=0, atol=1e-6)
+    assert (tmp_path / "next.csv").read_text().splitlines()[0] == "frame,mean,max"
+    # a .gif clip reads the same as its frames
+    Image.fromarray(clip[0]).save(tmp_path / "clip.gif", save_all=True,
+                                  append_images=[Image.fromarray(f) for f in clip[1:]])  # fmt: skip
+    from_gif = gatedrnn.predict(run, tmp_path / "clip.gif").frames
+    torch.testing.assert_close(from_gif, expected)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((2, 32, 32))), "2 frames; the model reads the last 3"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((4, 16, 16))), "the model reads frames of 32 x 32 pixels"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.full((4, 32, 32), np.nan)), "must hold finite numbers"),
+    (lambda p: p.with_suffix(".npy").write_bytes(b"not numpy"), "cannot be read as a npy clip"),
+    (lambda p: p.with_suffix(".txt").write_text("1,2"), "a clip is a .npy array (T, S, S) or a .gif"),
+])  # fmt: skip
+def test_a_bad_clip_is_a_one_line_error_naming_the_file(make, message, digit_file, tmp_path, capsys):
+    run = _tiny_run(digit_file, tmp_path / "run")
+    make(tmp_path / "clip")
+    clip = next(tmp_path.glob("clip.*"))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(clip), "--out", str(tmp_path / "out.gif")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(clip) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.gif").exists()

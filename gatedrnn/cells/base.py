@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gatedrnn import _checks
-from gatedrnn.exportable import RefusesScript
+from gatedrnn.capture import RefusesScript
 
 
 class CellBase(RefusesScript, nn.RNNCellBase):

@@ -1,4 +1,9 @@
-"""The ``gatedrnn`` command: one module per subcommand."""
+"""The ``gatedrnn`` command: one module per subcommand.
+
+The command parses first and imports the work after: every subcommand module is light to
+import (torch, the layers and the tasks are imported inside ``run``), so ``gatedrnn --help``,
+``--version``, ``presets`` and each subcommand's ``--help`` answer without starting torch.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,62 @@ import os
 import sys
 
 from gatedrnn.cli import demo, evaluate, export, generate, predict, presets, report, train
-from gatedrnn.cli.errors import UsageError
+from gatedrnn.cli.errors import Parser, UsageError
 
 SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "predict": predict,
                "report": report, "presets": presets, "export": export}  # fmt: skip
 
 
 def version() -> str:
-    """What ``gatedrnn --version`` prints: this package's version and the torch and Python it runs on."""
+    """What ``gatedrnn --version`` prints: this package's version and the torch and Python it
+    runs on (torch's as installed, read without importing it)."""
     import platform
-
-    import torch
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
     from gatedrnn import __version__
 
-    return f"gatedrnn {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    try:
+        torch = installed("torch")
+    except PackageNotFoundError:
+        torch = "not installed"
+    return f"gatedrnn {__version__} (torch {torch}, Python {platform.python_version()})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The command's parser and its subcommands' parsers by name. ``argv`` tells ``train``
+    which task's own options to offer (the one its command line names)."""
+    parser = Parser(
         prog="gatedrnn",
         description="Gated recurrent networks: train, evaluate and look inside LSTM, GRU and RNN cells.",
     )
     parser.add_argument("--version", action="version", version=version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    subparsers = {}
     for name, module in SUBCOMMANDS.items():
-        module.add_parser(sub)
-    return parser
+        if name == "train":  # offers the options of the task it trains, when the command is train
+            subparsers[name] = module.add_parser(sub, train.named_task(argv[1:]) if argv[:1] == ["train"] else None)
+        else:
+            subparsers[name] = module.add_parser(sub)
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser, subparsers = build_parser(argv)
+    except UsageError as error:  # the task named on the command line cannot be imported
+        print(f"gatedrnn train: error: {error}", file=sys.stderr)
+        return 2
+    args, extras = parser.parse_known_args(argv)
     if args.command is None:
+        if extras:
+            parser.unrecognized(extras)
         parser.print_help()
         return 2
+    if extras:
+        explain = getattr(SUBCOMMANDS[args.command], "explain_unknown", None)  # whose option it is, if any
+        subparsers[args.command].unrecognized(extras, explain and (lambda flag: explain(flag, args)))
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a broken pipe shows here, where it is handled, not at exit

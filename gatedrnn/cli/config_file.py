@@ -59,7 +59,7 @@ def _check(value, kind, key: str, path: Path):
 def read(path) -> dict:
     """The options in ``path`` (a ``TrainConfig`` field: value mapping, task options under ``extra``),
     each key known and each value of its field's type; the task options are checked by :func:`check_extra`."""
-    from gatedrnn.train import TrainConfig
+    from gatedrnn.config import TrainConfig
 
     path = Path(path)
     values = _parse(path)
@@ -80,11 +80,12 @@ def read(path) -> dict:
 
 def check_extra(extra: dict, task: str, path) -> None:
     """Each key of ``extra`` (from the file at ``path``) an option of ``task``, of its type."""
-    from gatedrnn.tasks import TASKS
+    from gatedrnn.tasks import task_class
 
-    if task not in TASKS:
+    try:
+        options = task_class(task).options
+    except ValueError:
         return  # TrainConfig.validate names the task
-    options = TASKS[task].options
     for key, value in extra.items():
         if key not in options:
             known = ", ".join(options) or "none"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
-from gatedrnn.models import CELLS
+from gatedrnn.tasks.presets import PRESETS
 
 EXAMPLES = """examples:
   gatedrnn demo                                   # ~3 minutes on 2 CPU cores
@@ -17,12 +17,12 @@ EXAMPLES = """examples:
   gatedrnn demo --seed 1 --out runs/demo-seed1
 """
 
-# The demo's settings: the RNN fails the adding problem at T = 150, the gated cells solve it
-# within 2,000 steps at this learning rate (measured; see README).
-LENGTH, STEPS, HIDDEN, LR, BATCH = 150, 2000, 64, 1e-2, 64
+SETTINGS = PRESETS["demo"]  # the task and its settings, where the vanilla RNN fails and the gated cells do not
+CELLS = ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm")  # gatedrnn.models.CELLS (a test checks they agree)
+LENGTH, STEPS, HIDDEN = SETTINGS["length"], SETTINGS["steps"], SETTINGS["hidden_size"]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
     p = sub.add_parser("demo", help="RNN vs LSTM vs GRU on the adding problem, with a report (~3 min)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--cells", nargs="+", choices=list(CELLS), default=["rnn", "lstm", "gru"])
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="train into --out even if it holds an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
+    return p
 
 
 def _out_folder(out: Path | None, force: bool) -> Path:
@@ -60,18 +61,22 @@ def run(args) -> int:
     import copy
 
     from gatedrnn import checkpoint
+    from gatedrnn.config import TrainConfig
     from gatedrnn.diagnostics.report import RunView, write_report
-    from gatedrnn.train import TrainConfig, build, train
+    from gatedrnn.runs import build
+    from gatedrnn.train import train
 
     if args.length < 2:
         raise UsageError(f"--length must be at least 2, got {args.length}")
     args.out = _out_folder(args.out, args.force)
-    print(f"The adding problem at T = {args.length}: two of {args.length} values are marked; predict their sum.")
-    print("Predicting 1 whatever the input scores MSE 0.167; 'solved' means test MSE < 0.01.\n")
+    settings = {**SETTINGS, "length": args.length, "hidden_size": args.hidden_size, "steps": args.steps,
+                "seed": args.seed}  # fmt: skip
+    task = build(TrainConfig(**settings))[0]
+    print("\n".join(task.introduction()) + "\n")
+    metric = task.metric.upper() if len(task.metric) <= 4 else task.metric  # MSE, RMSE; accuracy
     rows, views = [], []
     for cell in args.cells:
-        config = TrainConfig(task="adding", cell=cell, length=args.length, hidden_size=args.hidden_size, lr=LR,
-                             batch_size=BATCH, steps=args.steps, eval_every=100, seed=args.seed)  # fmt: skip
+        config = TrainConfig(**settings, cell=cell)
         task, initial = build(config)
         initial = copy.deepcopy(initial)
         started = time.perf_counter()
@@ -79,10 +84,10 @@ def run(args) -> int:
         seconds = time.perf_counter() - started
         _, model = build(config)
         checkpoint.load_model(args.out / cell, model)
-        mse = result.test["mse"]
         row = {"cell": cell.upper(), "parameters": sum(p.numel() for p in model.parameters()),
-               "test MSE": f"{mse:.4f}", "baseline": "0.167", "solved": "yes" if mse < 0.01 else "no",
-               "steps to solve": result.solved_at or "-", "time (s)": f"{seconds:.0f}"}  # fmt: skip
+               f"test {metric}": f"{result.test[task.metric]:.4f}", "baseline": f"{task.baseline:.3f}",
+               "solved": "yes" if task.solved(result.test) else "no", "steps to solve": result.solved_at or "-",
+               "time (s)": f"{seconds:.0f}"}  # fmt: skip
         rows.append(row)
         views.append(RunView(cell.upper(), cell, task, model, result.history, args.seed, initial, row))
         if result.status == "nan":
@@ -91,9 +96,9 @@ def run(args) -> int:
     print("\n" + "  ".join(k.ljust(widths[k]) for k in rows[0]))
     for row in rows:
         print("  ".join(str(v).ljust(widths[k]) for k, v in row.items()))
-    path = write_report(args.out, views, f"gatedrnn demo: the adding problem at T = {args.length}",
-                        "A vanilla RNN, an LSTM and a GRU with the same hidden size, trained with the same "
-                        "settings and seed. The figures show why the gated cells learn the task and the "
-                        "vanilla RNN does not.")  # fmt: skip
+    path = write_report(args.out, views, f"gatedrnn demo: {task.describe()}",
+                        " ".join(task.introduction()) + " A vanilla RNN, an LSTM and a GRU with the same hidden "
+                        "size, trained with the same settings and seed. The figures show why the gated cells learn "
+                        "the task and the vanilla RNN does not.")  # fmt: skip
     print(f"\nreport: {path}")
     return 0

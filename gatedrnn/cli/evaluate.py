@@ -14,24 +14,25 @@ EXAMPLES = """examples:
 """
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
     p = sub.add_parser("evaluate", help="report a trained run's test metric", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder gatedrnn train wrote")
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
     p.set_defaults(run=run)
+    return p
 
 
 @run_errors
 def run(args) -> int:
-    from gatedrnn import checkpoint
-    from gatedrnn.train import build, evaluate, identity, load_config
+    from gatedrnn import checkpoint, runs
 
-    config = load_config(args.run_dir)
-    task, model = build(config, args.run_dir)  # a text run keeps its vocab.json
-    state = checkpoint.load_model(args.run_dir, model, expect=identity(config))  # the same task, cell and data
-    metrics = evaluate(task, model, args.split, config.seed, config.device)
+    config = runs.load_config(args.run_dir)
+    task, model = runs.build(config, args.run_dir, args.task)  # a text run keeps its vocab.json
+    state = checkpoint.load_model(args.run_dir, model, expect=runs.identity(config))  # the same task, cell and data
+    metrics = task.evaluate(model, args.split, config.seed, config.device)
     baselines = task.baseline_results(args.split)  # on the same rows, beside the model's numbers
     if args.json:
         print(json.dumps({"step": state["step"], "split": args.split, **metrics,
@@ -40,7 +41,7 @@ def run(args) -> int:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         solved = " (solved)" if task.solved(metrics) else ""
         length = f" (T={task.length})" if getattr(task, "length", None) else ""  # the synthetic tasks' T only
-        print(f"{config.cell} on {config.task}{length} at step {state['step']}: {args.split} {shown}{solved}")
+        print(f"{config.cell} on {task.name}{length} at step {state['step']}: {args.split} {shown}{solved}")
         if baselines:
             print(baselines_line(baselines, args.split, task.metric))
     return 0

@@ -25,7 +25,7 @@ torch.export.load(FILE).module(); run an ONNX file with onnxruntime.InferenceSes
 FORMATS = ("onnx", "exported-program")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
     p = sub.add_parser("export", help="export a trained model to ONNX or a torch.export program",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder gatedrnn train wrote")
@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write")
     p.add_argument("--stateful", action="store_true",
                    help="take and return the recurrent state as well (streaming: out, state = f(chunk, state))")
+    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
     p.set_defaults(run=run)
+    return p
 
 
 @contextlib.contextmanager
@@ -56,8 +58,8 @@ def quiet_torch():
 def run(args) -> int:
     import torch
 
-    import gatedrnn
     from gatedrnn import export as exporting
+    from gatedrnn.trained import load
 
     if args.format == "onnx":
         missing = exporting.missing_packages(("onnx", "onnxscript"))
@@ -66,7 +68,7 @@ def run(args) -> int:
                              "pip install 'gatedrnn[export]' (onnx, onnxscript, onnxruntime)")  # fmt: skip
     if not args.out.parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
-    trained = gatedrnn.load(args.run_dir)
+    trained = load(args.run_dir, args.task)
     try:
         module, example = exporting.prepare(trained.model, args.stateful)
     except TypeError as error:

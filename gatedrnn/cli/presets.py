@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, run_errors
-from gatedrnn.presets import ABOUT, BUILT_IN, DATA_ENV, PRESETS, resolve
+from gatedrnn.tasks.presets import ABOUT, BUILT_IN, DATA_ENV, PRESETS, resolve
 
 EXAMPLES = f"""examples:
   gatedrnn presets                                  # one line each
@@ -17,7 +17,7 @@ EXAMPLES = f"""examples:
 """
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
     p = sub.add_parser("presets", help="list the presets, or show one's settings", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("name", nargs="?", metavar="NAME", help="a preset to show (default: list them all)")
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
                         "checkout)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the settings as a JSON file for train --config")
     p.set_defaults(run=run)
+    return p
 
 
 def flags(settings: dict) -> list[tuple[str, str]]:
@@ -67,9 +68,11 @@ def run(args) -> int:
     data = settings.get("data", "")
     if data and data not in BUILT_IN and not Path(data).exists():
         print(f"  ({data} is absent: point --data-dir or ${DATA_ENV} at the folder holding the data sets)")
-    from gatedrnn.tasks import TASKS
+    from gatedrnn.tasks import task_class
 
-    cell = "convlstm" if "convlstm" in TASKS[settings["task"]].cells else "lstm"
+    cells = task_class(settings["task"]).cells
+    cell = "lstm" if "lstm" in cells else cells[0]
+    cell = "convlstm" if "convlstm" in cells else cell  # a video preset's model is convolutional
     print(f"train it: gatedrnn train --preset {args.name} --cell {cell} --out runs/{args.name}   "
           "(options given beside --preset override it)")
     return 0

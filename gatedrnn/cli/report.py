@@ -13,45 +13,51 @@ EXAMPLES = """examples:
 """
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
     p = sub.add_parser("report", help="write an HTML report of one or several runs", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="folders gatedrnn train wrote")
     p.add_argument("--out", type=Path, help="report folder (default: the run folder, when there is one)")
+    p.add_argument("--task", metavar="MODULE:CLASS", help="the runs' task, where it is one of your own")
     p.set_defaults(run=run)
+    return p
 
 
-def report_runs(run_dirs, out: Path) -> Path:
+def report_runs(run_dirs, out: Path, task=None) -> Path:
+    """Writes the report of the runs in ``run_dirs`` (all of one task) into ``out``; returns
+    its ``report.html``. ``task``: the runs' task, where it is one of your own."""
     import copy
-    import json
 
-    from gatedrnn import checkpoint
-    from gatedrnn.diagnostics.report import RunView, describe, write_report
-    from gatedrnn.train import METRICS, _read_log, build, identity, load_config
+    from gatedrnn import checkpoint, runs
+    from gatedrnn.diagnostics.report import RunView, write_report
 
-    views, tasks = [], set()
+    views, tasks = [], {}
     for run_dir in run_dirs:
-        config = load_config(run_dir)
-        tasks.add((config.task, config.length))
-        task, initial = build(config, run_dir)  # the data read once; the model at initialization, for gradient flow
+        config = runs.load_config(run_dir)
+        # the data read once; the model at initialization, for gradient flow
+        built, initial = runs.build(config, run_dir, task)
+        tasks.setdefault((config.task, config.length), built.describe(config.data))
         model = copy.deepcopy(initial)
-        state = checkpoint.load_model(run_dir, model, expect=identity(config))
-        result_path = Path(run_dir) / "result.json"
-        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        state = checkpoint.load_model(run_dir, model, expect=runs.identity(config))
+        result_path = Path(run_dir) / runs.RESULT
+        result = runs.read_json(result_path) if result_path.exists() else {}
         summary = {"run": str(run_dir), "cell": config.cell, "step": state["step"],
                    **{f"test {k}": f"{v:.4f}" for k, v in result.get("test", {}).items()},
                    "solved at": state.get("solved_at") or "no", "status": result.get("status", "-"),
                    "wall time": f"{result['seconds'] / 60:.1f} min" if "seconds" in result else "-"}  # fmt: skip
-        views.append(RunView(f"{config.cell} ({Path(run_dir).name})", config.cell, task, model,
-                             _read_log(Path(run_dir) / METRICS), config.seed, initial, summary, config.data))  # fmt: skip
+        views.append(RunView(f"{config.cell} ({Path(run_dir).name})", config.cell, built, model,
+                             runs.read_log(Path(run_dir) / runs.METRICS), config.seed, initial, summary,
+                             config.data))  # fmt: skip
     if len(tasks) > 1:
-        raise UsageError(f"runs of different tasks cannot share a report: {sorted(tasks)}")
-    return write_report(out, views, f"gatedrnn report: {describe(views[0].task, views[0].data)}")
+        raise UsageError(f"runs of different tasks cannot share a report: {' and '.join(tasks.values())}")
+    first = views[0]
+    return write_report(out, views, f"gatedrnn report: {first.task.describe(first.data)}",
+                        " ".join(first.task.introduction()))
 
 
 @run_errors
 def run(args) -> int:
     if args.out is None and len(args.run_dirs) > 1:
         raise UsageError("several runs need --out for their shared report")
-    print(report_runs(args.run_dirs, args.out or args.run_dirs[0]))
+    print(report_runs(args.run_dirs, args.out or args.run_dirs[0], args.task))
     return 0

@@ -8,11 +8,11 @@ import errno
 import sys
 from pathlib import Path
 
+from gatedrnn import tasks
 from gatedrnn.cli import config_file
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
-from gatedrnn.distributed import TIMEOUT_MINUTES
-from gatedrnn.presets import BUILT_IN, DATA_ENV, PRESETS, resolve
-from gatedrnn.tasks import ALL_CELLS, TASKS
+from gatedrnn.tasks.presets import BUILT_IN, DATA_ENV, PRESETS, resolve
+from gatedrnn.torchrun import TIMEOUT_MINUTES
 
 EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --length 150 --steps 3000 --out runs/adding-lstm
@@ -29,7 +29,86 @@ EXAMPLES = """examples:
   gatedrnn train --preset video-quick --cell convlstm --out runs/video
   gatedrnn train --task adding --cell lstm --tensorboard --out runs/adding-tb   # tensorboard --logdir runs/adding-tb/tensorboard
   torchrun --nproc_per_node 2 -m gatedrnn train --task adding --cell lstm --batch-size 64 --out runs/adding-ddp
+  gatedrnn train --task my_tasks:Parity --cell gru --out runs/parity   # a task of your own (MODULE:CLASS)
+
+Each task has options of its own: gatedrnn train --task NAME --help lists them.
 """
+
+
+def task_spec(text: str) -> str:
+    """``--task``: a built-in task's name, or MODULE:CLASS / FILE.py:CLASS for a task of your own."""
+    if text in tasks.BUILT_IN:
+        return text
+    if tasks.is_import_path(text):  # a file is kept by its absolute path: the run is usable from anywhere
+        where, _, name = text.rpartition(":")
+        return f"{Path(where).expanduser().resolve()}:{name}" if where.endswith(".py") else text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(tasks.BUILT_IN)}, "
+                                     "or MODULE:CLASS for a task of your own)")  # fmt: skip
+
+
+def _cell_name(task):
+    """``--cell``'s check: a cell of ``task``, or of another task (then TrainConfig.validate says
+    which cells this task takes); else "invalid choice"."""
+
+    def check(text: str) -> str:
+        if task is not None and text in task.cells:
+            return text
+        every = list(dict.fromkeys(cell for cls in tasks.TASKS.values() for cell in cls.cells))  # imports them all
+        if text in every:
+            return text
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
+                                         f"{', '.join(task.cells if task is not None else every)})")  # fmt: skip
+
+    return check
+
+
+def named_task(argv: list[str]):
+    """The task class a ``train`` command line trains (its ``--task``, else its config file's,
+    preset's or resumed run's, else the default), imported to offer its own options and cells;
+    None for a bare ``--help``, which lists no task's options and so imports none."""
+    peek = argparse.ArgumentParser(add_help=False)
+    for flag in ("--task", "--preset", "--config", "--out"):
+        peek.add_argument(flag)
+    peek.add_argument("--resume", action="store_true")
+    peek.add_argument("-h", "--help", action="store_true")
+    known, _ = peek.parse_known_args(argv)
+    spec = known.task
+    if spec is None and known.config:
+        spec = _task_in_file(Path(known.config))
+    if spec is None and known.preset in PRESETS:
+        spec = PRESETS[known.preset]["task"]
+    if spec is None and known.resume and known.out:
+        spec = _task_in_file(Path(known.out) / "config.json")
+    if spec is None and known.help:
+        return None
+    spec = spec or tasks.DEFAULT
+    if spec not in tasks.BUILT_IN and not tasks.is_import_path(spec):
+        return None  # --task's own check names it
+    if tasks.is_import_path(spec) and known.task is None:
+        return None  # a file's import path is imported only when --task gives it (run() says so)
+    try:
+        return tasks.task_class(spec)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _task_in_file(path: Path):
+    """The "task" of a JSON or TOML options file, or None (the full parse reports what is wrong)."""
+    import json
+
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    task = values.get("task") if isinstance(values, dict) else None
+    return task if isinstance(task, str) else None
 
 
 def cutoffs(text: str) -> list[int]:
@@ -40,8 +119,10 @@ def cutoffs(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected increasing integers separated by commas, got {text!r}") from None
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, task=None):
+    """The ``train`` subcommand's parser, with ``task``'s own options and cells (a Task class), if given."""
     p = sub.add_parser("train", help="train a cell on a task", epilog=EXAMPLES,
+                       usage="%(prog)s [--task TASK | --preset NAME | --config FILE] [options] --out RUN_DIR",
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                    help="named settings of README's results tables (gatedrnn presets lists them)")
@@ -51,9 +132,12 @@ def add_parser(sub) -> None:
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="options from a JSON or TOML file, as a run's config.json holds them (over --preset; "
                         "options given here override it)")  # fmt: skip
-    p.add_argument("--task", choices=list(TASKS), help="the task (default adding)")
-    p.add_argument("--cell", choices=list(ALL_CELLS),
-                   help="the recurrent cell (default lstm; convlstm and convgru for --task video)")
+    p.add_argument("--task", type=task_spec, metavar="TASK",
+                   help=f"the task: {', '.join(tasks.BUILT_IN)}, or MODULE:CLASS for one of your own "
+                        f"(default {tasks.DEFAULT})")
+    p.add_argument("--cell", type=_cell_name(task), metavar="CELL",
+                   help="the recurrent cell (default lstm; convlstm and convgru for --task video; gatedrnn train "
+                        "--task NAME --help lists a task's cells)")  # fmt: skip
     p.add_argument("--length", type=positive_int, help="sequence length T of a synthetic task (default 100)")
     p.add_argument("--data", metavar="PATH", help="the data file or folder of a task that reads one")
     p.add_argument("--hidden-size", type=positive_int, help="hidden units (default 64)")
@@ -103,7 +187,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads torch uses for the run (torch.set_num_threads; default: torch's choice)")
-    add_task_options(p)
+    if task is not None:
+        add_task_options(p, task)
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
@@ -114,43 +199,31 @@ def add_parser(sub) -> None:
                    help="under torchrun: how long a process waits for the others (rank 0 evaluates while the "
                         f"others wait) before it gives them up as hung (default {TIMEOUT_MINUTES:g})")  # fmt: skip
     p.set_defaults(run=run)
+    return p
 
 
-def add_task_options(p) -> None:
-    """Each task's own options (``Task.options``), a group per task; an option two tasks share
-    is listed once, with each task's meaning and default."""
-    owners: dict[str, list] = {}
-    for task in TASKS.values():
-        for name, option in task.options.items():
-            owners.setdefault(name, []).append(option)
-    groups, seen = {}, set()
-    for task in TASKS.values():
-        for name in task.options:
-            if name in seen:
-                continue
-            seen.add(name)
-            if task.name not in groups:
-                groups[task.name] = p.add_argument_group(f"{task.name} task options")
-            kind = owners[name][0][0]
-            texts = [text + ("" if kind is bool or default in ("", None) or "default" in text else
-                             f" (default {default})") for _, default, text in owners[name]]  # fmt: skip
-            help_text = "; ".join(texts).replace("%", "%%")  # argparse formats help strings with %
-            flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
-            if kind is bool:
-                groups[task.name].add_argument(flag, action="store_true", default=None, dest=dest, help=help_text)
-            else:
-                metavar = {int: "N", float: "X"}.get(kind, name.upper())
-                groups[task.name].add_argument(flag, type=kind, dest=dest, metavar=metavar, help=help_text)
+def add_task_options(p, task) -> None:
+    """The task's own options (``Task.options``), as a group of their own."""
+    group = p.add_argument_group(f"{task.name} task options")
+    for name, (kind, default, text) in task.options.items():
+        help_text = text + ("" if kind is bool or default in ("", None) or "default" in text else f" (default {default})")
+        help_text = help_text.replace("%", "%%")  # argparse formats help strings with %
+        flag, dest = f"--{name.replace('_', '-')}", f"extra.{name}"
+        if kind is bool:
+            group.add_argument(flag, action="store_true", default=None, dest=dest, help=help_text)
+        else:
+            metavar = {int: "N", float: "X"}.get(kind, name.upper())
+            group.add_argument(flag, type=kind, dest=dest, metavar=metavar, help=help_text)
 
 
-def _check_task_options(extra: dict, task: str) -> None:
-    """Each task option given on the command line belongs to ``task``: another task's option
-    (``--curriculum`` with ``--task text``) would otherwise be ignored without a word."""
-    for name in extra:
-        if name not in TASKS[task].options:
-            owners = [other for other, cls in TASKS.items() if name in cls.options]
-            raise UsageError(f"--{name.replace('_', '-')} is an option of the {' and '.join(owners)} "
-                             f"task{'s' if len(owners) > 1 else ''}, not of --task {task}")
+def explain_unknown(flag: str, args) -> str | None:
+    """An unknown ``--flag`` that is another built-in task's option: which tasks it belongs to."""
+    name = flag[2:].replace("-", "_")
+    owners = [key for key, cls in tasks.TASKS.items() if name in cls.options]
+    if not owners:
+        return None
+    return (f"{flag} is an option of the {' and '.join(owners)} task{'s' if len(owners) > 1 else ''}, "
+            f"not of --task {args.task or tasks.DEFAULT}")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -162,7 +235,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _given(args) -> dict:
-    from gatedrnn.train import TrainConfig
+    from gatedrnn.config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -175,8 +248,10 @@ def _given(args) -> dict:
 @run_errors
 def run(args) -> int:
     from gatedrnn.checkpoint import CHECKPOINT
+    from gatedrnn.config import TrainConfig
     from gatedrnn.distributed import PeerLost, main_process
-    from gatedrnn.train import CONFIG, TrainConfig, load_config, stop_reason, train
+    from gatedrnn.runs import CONFIG, load_config
+    from gatedrnn.train import stop_reason, train
 
     given = _given(args)
     settings = {}  # what --preset and --config set, under what the command line gives
@@ -216,9 +291,12 @@ def run(args) -> int:
             raise UsageError(f"{out} already holds {what} (task {existing.task}, cell {existing.cell}); "
                              "pass --resume to continue it or choose another --out")  # fmt: skip
         config = TrainConfig(**given)
+    if tasks.is_import_path(config.task) and args.task is None:
+        where = f"{out}'s run" if args.resume else f"--config {args.config}"
+        raise UsageError(f"{where} names the task {config.task}, a task of your own: give --task {config.task} "
+                         "to import it (its code runs)")  # fmt: skip
     if args.config:
         config_file.check_extra(from_file.get("extra", {}), config.task, args.config)
-    _check_task_options(_given(args).get("extra", {}), config.task)
     try:
         config.validate()
     except ValueError as error:
@@ -249,11 +327,11 @@ def run(args) -> int:
     if result.baselines:
         from gatedrnn.cli.evaluate import baselines_line
 
-        print(baselines_line(result.baselines, "test", TASKS[config.task].metric))
+        print(baselines_line(result.baselines, "test", tasks.task_class(config.task).metric))
     if not args.no_report:
         from gatedrnn.cli.report import report_runs
 
-        print(f"report: {report_runs([out], out)}")
+        print(f"report: {report_runs([out], out, args.task)}")
     if result.status == "nan":
         print(f"gatedrnn train: {result.message}")
         return 1
@@ -263,7 +341,7 @@ def run(args) -> int:
 def _write_error(out: Path, error: OSError) -> str:
     """One line: the file that could not be written, why, what was kept and how to go on."""
     from gatedrnn import checkpoint
-    from gatedrnn.train import CONFIG
+    from gatedrnn.runs import CONFIG
 
     step = checkpoint.saved_step(out)
     kept = "no checkpoint was written yet" if step is None else f"the checkpoint of step {step} is kept"

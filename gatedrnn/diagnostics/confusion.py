@@ -23,7 +23,7 @@ def confusion(task, model, split: str = "test", seed: int = 0, batch_size: int =
 
 
 def confusion_matrices(runs, path: Path) -> bool:
-    from gatedrnn.diagnostics.report import _plt, _save, describe
+    from gatedrnn.diagnostics.report import _plt, _save
 
     plt = _plt()
     task = runs[0].task
@@ -48,7 +48,7 @@ def confusion_matrices(runs, path: Path) -> bool:
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     fig.colorbar(image, ax=axes[0, -1], fraction=0.046, label="share of the true class")
-    fig.suptitle(f"Confusion on the test split: {describe(task, runs[0].data)}")
+    fig.suptitle(f"Confusion on the test split: {task.describe(runs[0].data)}")
     _save(fig, path)
     return True
 

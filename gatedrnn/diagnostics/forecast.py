@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatedrnn.tasks.timeseries import error_metrics
-
 CONTEXT = 2  # test periods of the series drawn before the test rows
 
 
@@ -33,10 +31,10 @@ def forecast_against_actual(runs, path: Path) -> bool:
                 label="actual (before the test rows)")  # fmt: skip
         ax.plot(when, actual.numpy(), color="black", linewidth=2, label="actual")
         for (name, values), style in zip(baselines.items(), (":", "--", "-.")):
-            rmse = error_metrics(values[:, k], actual)["rmse"]
+            rmse = task.error_metrics(values[:, k], actual)["rmse"]
             ax.plot(when, values[:, k].numpy(), linestyle=style, color="0.35", label=f"{name} (RMSE {rmse:.4g})")
         for run, values in zip(runs, forecasts):
-            rmse = error_metrics(values[:, k], actual)["rmse"]
+            rmse = task.error_metrics(values[:, k], actual)["rmse"]
             ax.plot(when, values[:, k].numpy(), color=COLORS.get(run.cell), marker="o", markersize=3,
                     label=f"{run.label} (RMSE {rmse:.4g})")  # fmt: skip
         ax.axvspan(when[0], when[-1], color="0.93", zorder=0)

@@ -8,25 +8,10 @@ state through ``z_t``, so with gates near 1 it survives over long distances.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
-
-@contextlib.contextmanager
-def flushed_denormals():
-    """Float32 values below 1.2e-38 (subnormals) read as 0 inside the block. A vanishing gradient
-    passes through that range on its way to underflow, and x86 CPUs compute on subnormals up to
-    ~100x slower: the gradient flow of the demo's three trained cells took 5.5 s without this,
-    0.2 s with it (measured). Every value this changes lies far below the 1e-30 the report draws
-    underflow at. The flag is off again after the block."""
-    changed = torch.set_flush_denormal(True)  # False where the CPU cannot (then nothing changes)
-    try:
-        yield
-    finally:
-        if changed:
-            torch.set_flush_denormal(False)
+from gatedrnn.threads import flush_denormals
 
 
 def hidden_gradient_norms(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn) -> torch.Tensor:
@@ -50,7 +35,7 @@ def hidden_gradient_norms(model, inputs: torch.Tensor, targets: torch.Tensor, lo
     h = x.new_zeros(B, rnn.proj_size or rnn.hidden_size)
     state = (h, x.new_zeros(B, rnn.hidden_size)) if rnn.mode == "LSTM" else (h,)
     hs = []
-    with torch.enable_grad(), flushed_denormals():
+    with torch.enable_grad(), flush_denormals():
         for t in range(T):
             state, _ = rnn.step(0, 0)(xw[t], state, weight_hh, bias_hh, weight_hr)
             hs.append(state[0])

@@ -13,7 +13,7 @@ import torch
 from gatedrnn.checkpoint import atomic_write
 from gatedrnn.diagnostics.gates import ewma_time_constants, gate_trace
 from gatedrnn.diagnostics.gradflow import hidden_gradient_norms
-from gatedrnn.train import torch_threads
+from gatedrnn.threads import torch_threads
 
 COLORS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c"}
 
@@ -56,14 +56,6 @@ def reference_loop(model):
     finally:
         if before is not None:
             rnn.backend = before
-
-
-def describe(task, data: str = "") -> str:
-    """The task in a few words for titles: "adding, T = 150", "text, tinyshakespeare.txt"."""
-    length = getattr(task, "length", None)  # the synthetic tasks' sequence length
-    if length:
-        return f"{task.name}, T = {length}"
-    return f"{task.name}, {Path(str(data)).name}" if str(data).strip() else task.name
 
 
 def _plt():
@@ -112,7 +104,7 @@ def learning_curves(runs, path: Path) -> None:
         axis.set_xlabel("training step")
         axis.set_ylabel(label)
         axis.legend()
-    fig.suptitle(f"Learning curves: {describe(task, runs[0].data)}")
+    fig.suptitle(f"Learning curves: {task.describe(runs[0].data)}")
     _save(fig, path)
 
 
@@ -185,7 +177,7 @@ def gate_heatmaps(runs, path: Path) -> bool:
                           fontsize=6 if words or len(labels) > 80 else 7, rotation=90 if words else 0)  # fmt: skip
             ax.tick_params(axis="x", length=0, pad=2)
         ax.set_ylabel("unit (sorted)")
-        ax.set_title(f"{run.label}: {name} gate over one test sequence ({describe(run.task, run.data)})" +
+        ax.set_title(f"{run.label}: {name} gate over one test sequence ({run.task.describe(run.data)})" +
                      ("; dotted red: marked inputs" if marked else ""))  # fmt: skip
         fig.colorbar(image, ax=ax, fraction=0.02)
     axes[-1, 0].set_xlabel("time step t, labelled with the input token read at t" if tokens else "time step t")

@@ -64,8 +64,8 @@ def horizon(runs, path: Path) -> bool:
             output = torch.cat([run.model(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
         run.model.train(was_training)
         curves[run.label] = (run.task.per_frame(output, targets), COLORS.get(run.cell.replace("conv", "")), "-")
-    for name, values in task.baselines("test").items():
-        curves[name] = (values, "gray", "--" if name.startswith("copy") else ":")
+    for (name, values), style in zip(task.baselines("test").items(), ("--", ":", "-.")):
+        curves[name] = (values, "gray", style)
     for ax, metric, title in ((axes[0], "mse", "MSE per frame (summed over pixels)"), (axes[1], "ssim", "SSIM")):
         for label, (values, color, style) in curves.items():
             steps = torch.arange(1, len(values[metric]) + 1)
@@ -118,17 +118,23 @@ FIGURES = [
 ]  # fmt: skip
 
 
-def write_gif(path: Path, inputs: torch.Tensor, truth: torch.Tensor, predicted: torch.Tensor, ms: int = 250) -> None:
+def write_gif(path: Path, inputs: torch.Tensor, truth: torch.Tensor | None, predicted: torch.Tensor,
+              ms: int = 250) -> None:  # fmt: skip
     """An animated GIF: the input frames, then the predicted frames beside the true ones
-    (left: prediction, right: truth), frames (T, S, S) in [0, 1]."""
+    (left: prediction, right: truth; the prediction alone where ``truth`` is None), frames
+    (T, S, S) in [0, 1]."""
     from PIL import Image
 
-    def image(left, right):
-        both = torch.cat([left, torch.ones(left.shape[0], 2), right], dim=1)  # a white bar between
+    def image(*panels):
+        bar = torch.ones(panels[0].shape[0], 2)  # a white bar between two panels
+        both = torch.cat([panels[0], bar, panels[1]], dim=1) if len(panels) == 2 else panels[0]
         return Image.fromarray((both.clamp(0, 1) * 255).to(torch.uint8).numpy(), mode="L").resize(
             (both.shape[1] * 3, both.shape[0] * 3), Image.NEAREST)  # fmt: skip
 
-    frames = [image(x, x) for x in inputs] + [image(p, t) for p, t in zip(predicted, truth)]
+    if truth is None:
+        frames = [image(x) for x in inputs] + [image(p) for p in predicted]
+    else:
+        frames = [image(x, x) for x in inputs] + [image(p, t) for p, t in zip(predicted, truth)]
 
     def write(tmp):
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)

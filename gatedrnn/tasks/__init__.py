@@ -1,34 +1,122 @@
-"""Sequence tasks: each module holds one task's data, loss and metric."""
+"""Sequence tasks: each module holds one task, a subclass of :class:`gatedrnn.tasks.base.Task`
+that owns its data end to end (the protocol is written down there, the video task its worked
+example).
+
+``TASKS`` maps the built-in tasks' names to their classes. It is read without importing
+them (so ``gatedrnn --help`` starts without torch): a class is imported when first looked up.
+A task of your own is named by its import path, ``MODULE:CLASS`` or ``FILE.py:CLASS``
+(``gatedrnn train --task my_tasks:Parity``); :func:`task_class` resolves either form.
+"""
 
 from __future__ import annotations
 
-from gatedrnn.tasks.adding import Adding
-from gatedrnn.tasks.base import Task
-from gatedrnn.tasks.classify import Classify
-from gatedrnn.tasks.copy import Copy
-from gatedrnn.tasks.music import Music
-from gatedrnn.tasks.qa import QA
-from gatedrnn.tasks.text import Text
-from gatedrnn.tasks.timeseries import TimeSeries
-from gatedrnn.tasks.video import Video
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-TASKS = {"adding": Adding, "copy": Copy, "text": Text, "timeseries": TimeSeries, "classify": Classify, "music": Music,
-         "qa": QA, "video": Video}  # fmt: skip
-ALL_CELLS = tuple(dict.fromkeys(cell for task in TASKS.values() for cell in task.cells))
+BUILT_IN = {  # name: where its class lives
+    "adding": "gatedrnn.tasks.adding:Adding",
+    "copy": "gatedrnn.tasks.copy:Copy",
+    "text": "gatedrnn.tasks.text:Text",
+    "timeseries": "gatedrnn.tasks.timeseries:TimeSeries",
+    "classify": "gatedrnn.tasks.classify:Classify",
+    "music": "gatedrnn.tasks.music:Music",
+    "qa": "gatedrnn.tasks.qa:QA",
+    "video": "gatedrnn.tasks.video:Video",
+}
 
-__all__ = ["TASKS", "Task", "make_task"]
+DEFAULT = "adding"  # the task of a run that names none
+
+__all__ = ["BUILT_IN", "DEFAULT", "TASKS", "Task", "is_import_path", "make_task", "task_class", "task_from_config"]
 
 
-def make_task(name: str, **options) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name](**options)
+def __getattr__(name):  # ``from gatedrnn.tasks import Task``: the protocol, imported when asked for
+    if name == "Task":
+        from gatedrnn.tasks.base import Task
+
+        return Task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def task_from_config(config, run_dir=None) -> Task:
-    """The task of ``config``; with ``run_dir``, rebuilt from what that run saved beside its
-    checkpoint (``Task.from_run``)."""
-    if config.task not in TASKS:
-        raise ValueError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
-    cls = TASKS[config.task]
-    return cls.from_config(config) if run_dir is None else cls.from_run(config, run_dir)
+def is_import_path(spec: str) -> bool:
+    """Whether ``spec`` names a task by import path (``MODULE:CLASS``, ``FILE.py:CLASS``), not by a built-in name."""
+    return ":" in str(spec)
+
+
+def _import(spec: str) -> type:
+    """The class at ``MODULE:CLASS`` or ``FILE.py:CLASS``."""
+    from gatedrnn.tasks.base import Task
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ValueError(f"--task {spec!r}: expected a built-in task ({', '.join(BUILT_IN)}) or MODULE:CLASS")
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"--task {spec!r}: no such file {where}")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        module_name = f"gatedrnn_task_{path.stem}_{digest}"  # one module per file, however it is spelled
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[module_name] = module  # before running it: dataclasses and pickling look it up
+            try:
+                loader_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as error:
+            raise ValueError(f"--task {spec!r}: cannot import {where} ({error})") from None
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"--task {spec!r}: {where} has no Task subclass named {name} "
+                         "(a task subclasses gatedrnn.tasks.base.Task)")  # fmt: skip
+    return cls
+
+
+def task_class(spec: str) -> type:
+    """The task class a name or import path gives: ``"adding"`` → :class:`~gatedrnn.tasks.adding.Adding`,
+    ``"my_tasks:Parity"`` → that class. An unknown name is a ``ValueError`` listing the built-in ones."""
+    if spec in BUILT_IN:
+        return _import(BUILT_IN[spec])
+    if is_import_path(spec):
+        return _import(spec)
+    raise ValueError(f"--task must be one of {', '.join(BUILT_IN)} (or MODULE:CLASS for a task of your own), "
+                     f"got {spec!r}")  # fmt: skip
+
+
+class _Registry(Mapping):
+    """The built-in tasks, name → class, each class imported at its first lookup."""
+
+    def __getitem__(self, name):
+        if name not in BUILT_IN:
+            raise KeyError(name)
+        return task_class(name)
+
+    def __iter__(self):
+        return iter(BUILT_IN)
+
+    def __len__(self):
+        return len(BUILT_IN)
+
+
+TASKS: Mapping = _Registry()
+
+
+def make_task(name: str, **options):
+    """A task built from its name (or import path) and its constructor's options."""
+    return task_class(name)(**options)
+
+
+def task_from_config(config, spec=None, saved=None):
+    """The task of ``config`` with its data; with ``saved`` (a trained run's files, see
+    :func:`gatedrnn.runs.saved_files`), rebuilt reusing them (``Task.from_run``)."""
+    cls = task_class(config.task)
+    return cls.from_config(config) if saved is None else cls.from_run(config, spec, saved)

@@ -35,6 +35,7 @@ def adding_batch(batch_size: int, length: int, generator: torch.Generator):
 
 class Adding(Task):
     name = "adding"
+    about = "the adding problem: sum the two marked values of a long sequence (Hochreiter & Schmidhuber 1997)"
     input_size = 2
     output_size = 1
     readout = "last"
@@ -75,6 +76,12 @@ class Adding(Task):
 
     def solved(self, metrics):
         return metrics["mse"] < self.solved_mse
+
+    def introduction(self):
+        T = self.length
+        return [f"The adding problem at T = {T}: two of {T} values are marked; predict their sum.",
+                f"Predicting 1 whatever the input scores MSE {self.baseline:.3f}; 'solved' means test MSE < "
+                f"{self.solved_mse:g}."]  # fmt: skip
 
     def marked_positions(self, inputs):
         return torch.nonzero(inputs[:, 1] > 0).flatten().tolist()

@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gatedrnn.diagnostics import confusion
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, finite_number
+from gatedrnn.tasks.prediction import Prediction
 
 SPLIT_SEED = 1234  # the example order behind the splits: fixed, whatever the run's seed
 NORMALIZATION = "normalization.json"  # the training maximum the values are divided by, and their count
@@ -153,6 +155,8 @@ def sequences(x: torch.Tensor, scale: float, mode: str, permute: bool) -> torch.
 
 class Classify(Task):
     name = "classify"
+    about = "label sequences: the rows of a CSV, or images read row by row or pixel by pixel"
+    saves = (NORMALIZATION,)
     readout = "last"
     metric = "accuracy"
     lower_is_better = False
@@ -167,6 +171,7 @@ class Classify(Task):
         if mode not in ("row", "pixel"):
             raise ValueError(f"--mode must be 'row' or 'pixel', got {mode!r}")
         self.classes = None  # the class names of a CSV labelled by name, in id order
+        self.mode, self.permute, self.label = mode, permute, label
         if data in ("", "digits"):
             x, y = load_digits()
         else:
@@ -180,6 +185,7 @@ class Classify(Task):
         x, y = x[order], y[order]
         self.scale = float(x[: int(0.8 * N)].max().clamp_min(1e-12))  # the training maximum
         self.x = sequences(x, self.scale, mode, permute)  # (N, T, I)
+        self.values = self.x.shape[1] * self.x.shape[2]  # per sequence
         self.y = y
         self.input_size, self.output_size = self.x.shape[2], len(self.classes) if self.classes else int(y.max()) + 1
         cut1, cut2 = int(0.8 * N), int(0.9 * N)
@@ -188,24 +194,84 @@ class Classify(Task):
         self.baseline = float(torch.bincount(test).max()) / len(test)
 
     def artifacts(self):
-        return {NORMALIZATION: {"scale": self.scale, "values": self.x.shape[1] * self.x.shape[2]}}
+        return {NORMALIZATION: {"scale": self.scale, "values": self.values}}
 
     @classmethod
-    def from_run(cls, config, run_dir):
+    def from_run(cls, config, spec, saved):
         """A trained run's task, its class names mapped to the ids the run was trained with."""
-        from gatedrnn.train import MODEL
-
-        path = Path(run_dir) / MODEL
-        classes = json.loads(path.read_text()).get("classes") if path.exists() else None
+        classes = spec.get("classes") if isinstance(spec, dict) else None
         return cls(config.data, classes=classes, **cls.option_values(config))
+
+    @classmethod
+    def restore(cls, config, spec, saved):
+        """A classifier as a trained run keeps it: the scale of its values, their count, its class names."""
+        task = super().restore(config, spec, saved)
+        options = cls.option_values(config)
+        task.mode, task.permute, task.label = options["mode"], options["permute"], options["label"]
+        stats = saved[NORMALIZATION]
+        scale, values = (stats.get(k) if isinstance(stats, dict) else None for k in ("scale", "values"))
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+            raise ValueError(f"{NORMALIZATION}: 'scale' must be a positive number, got {scale!r}")
+        if not (isinstance(values, int) and not isinstance(values, bool) and values > 0):
+            raise ValueError(f"{NORMALIZATION}: 'values' must be a positive integer, got {values!r}")
+        if task.classes is not None and not (isinstance(task.classes, list) and
+                                             all(isinstance(c, str) for c in task.classes)):  # fmt: skip
+            raise ValueError(f"model.json: 'classes' must be a list of class names, got {task.classes!r}")
+        task.scale, task.values = float(scale), values
+        return task
 
     def model_spec(self):
         return {**super().model_spec(), "classes": self.classes}
 
     def figures(self):
-        from gatedrnn.diagnostics import confusion
-
         return confusion.FIGURES
+
+    @torch.no_grad()
+    def predict(self, model, path, device="cpu", per_line=False):
+        """Labels each sequence (row) of a CSV, scaled by the training maximum; where the rows
+        also hold a label, the accuracy against it."""
+        V = self.values
+        rows = read_rows(path)
+        header = None
+        if sum(not is_number(cell) for cell in rows[0]) > len(rows[0]) / 2:  # mostly names, not values: a header
+            header, rows = [h.strip() for h in rows[0]], rows[1:]
+        if not rows:
+            raise DataError(f"{path}: holds a header and no sequence")
+        width = len(rows[0])
+        if width not in (V, V + 1):
+            raise DataError(f"{path}: {width} columns; the model reads {V} values per sequence (and optionally a "
+                            "label column)")  # fmt: skip
+        label_column = None
+        if width == V + 1:  # a label column: the trained --label, else the last
+            label_column = header.index(self.label) if header and self.label in header else V
+        first_line = 2 if header else 1
+        values, given = [], []
+        for line, row in enumerate(rows, start=first_line):
+            if len(row) != width:
+                raise DataError(f"{path}, line {line}: {len(row)} columns, the first row has {width}")
+            values.append([finite_number(cell.strip(), f"{path}, line {line}: column {c + 1}")
+                           for c, cell in enumerate(row) if c != label_column])  # fmt: skip
+            if label_column is not None:
+                given.append(row[label_column].strip())
+        x = sequences(torch.tensor(values, dtype=torch.float32), self.scale, self.mode, self.permute)
+        probabilities = torch.cat([torch.softmax(model(x[i : i + 500].to(device)).cpu(), -1)
+                                   for i in range(0, len(x), 500)])  # (N, K)  # fmt: skip
+        confidence, predicted = probabilities.max(-1)
+        names = self.classes  # a run trained on named labels predicts names
+        out = []
+        for i, (k, p) in enumerate(zip(predicted.tolist(), confidence.tolist())):
+            out.append({"line": first_line + i, "predicted": names[k] if names else k, "probability": round(p, 6),
+                        **({"label": given[i]} if given else {})})  # fmt: skip
+        summary = {"sequences": len(out), "classes": probabilities.shape[1]}
+        message = f"{path}: {len(out)} sequences labelled"
+        if given:
+            correct = sum(_same_label(row["predicted"], row["label"]) for row in out)
+            summary["accuracy"] = correct / len(out)
+            message += f"; accuracy {summary['accuracy']:.4f} against its label column"
+        counts = torch.bincount(predicted, minlength=probabilities.shape[1]).tolist()
+        message += " (predicted per class: " + ", ".join(f"{names[k] if names else k}: {n}"
+                                                         for k, n in enumerate(counts) if n) + ")"  # fmt: skip
+        return Prediction(self.name, out, summary, message)
 
     def train_batch(self, step, batch_size, seed):
         train = self.index["train"]
@@ -220,3 +286,12 @@ class Classify(Task):
 
     def metrics(self, output, target):
         return {"accuracy": (output.argmax(-1) == target).float().mean().item(), "loss": self.loss(output, target).item()}
+
+
+def _same_label(predicted, given: str) -> bool:
+    if isinstance(predicted, str):  # a class name
+        return given == predicted
+    try:
+        return float(given) == predicted
+    except ValueError:
+        return given == str(predicted)

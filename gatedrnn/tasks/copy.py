@@ -38,6 +38,7 @@ def copy_batch(batch_size: int, length: int, generator: torch.Generator):
 
 class Copy(Task):
     name = "copy"
+    about = "the copy memory task: recall a sequence of symbols after a long delay (Hochreiter & Schmidhuber 1997)"
     vocab_size = 10
     input_size = 10
     output_size = 10

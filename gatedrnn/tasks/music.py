@@ -10,11 +10,14 @@ Bernoullis with the training set's key frequencies, ignoring time.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, data_path
+from gatedrnn.tasks.midi import write_midi
 
 KEYS = 88
 SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
@@ -66,6 +69,7 @@ def pad(rolls: list[torch.Tensor]):
 
 class Music(Task):
     name = "music"
+    about = "polyphonic music: predict the next piano-roll frame (JSB chorales, Nottingham, ...)"
     input_size = KEYS
     output_size = KEYS
     readout = "all"
@@ -136,3 +140,26 @@ class Music(Task):
             steps += int(lengths.sum())
         model.train(was_training)
         return {"nll": total / steps}
+
+    def generate(self, model, out, *, run_dir, prompt="\n", length=500, temperature=1.0, top_k=0, seed=0,
+                 stream=None):  # fmt: skip
+        """Writes a MIDI file (``out``, default ``RUN_DIR/sample.mid``) of ``length`` piano-roll
+        frames sampled from silence, each key drawn on its own (Bernoulli) at ``temperature``."""
+        roll = sample_roll(model, length, temperature, seed)
+        try:
+            path = write_midi(roll, out or Path(run_dir) / "sample.mid")
+        except RuntimeError as error:  # mido is not installed
+            raise ValueError(str(error)) from None
+        return f"{path}: {length} steps, {int(roll.sum())} notes sounding"
+
+
+@torch.no_grad()
+def sample_roll(model, length: int, temperature: float, seed: int) -> torch.Tensor:
+    """A (length, 88) piano roll sampled from a music model, frame by frame from silence."""
+    generator = torch.Generator().manual_seed(seed)
+    frame, state, frames = torch.zeros(1, 1, KEYS), None, []
+    for _ in range(length):
+        logits, state = model(frame, state, return_state=True)
+        frame = torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
+        frames.append(frame[0, 0])
+    return torch.stack(frames)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatedrnn.models import CELLS
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, data_path, read_text
 
@@ -32,8 +33,6 @@ class QAModel(nn.Module):
     def __init__(self, cell, vocab_size, embedding_size, hidden_size, answers, backend="auto", forget_bias=1.0,
                  dropout=0.0, cell_options=None):  # fmt: skip
         super().__init__()
-        from gatedrnn.models import CELLS
-
         kwargs = ({"forget_bias": forget_bias} if cell == "lstm" else {}) | (cell_options or {})  # variants
         self.embed = nn.Embedding(vocab_size, embedding_size)
         self.question_rnn = CELLS[cell](embedding_size, embedding_size, batch_first=True, backend=backend, **kwargs)
@@ -88,6 +87,7 @@ def test_file(train_path: Path) -> Path:
 
 class QA(Task):
     name = "qa"
+    about = "question answering on the bAbI stories (Weston et al. 2015)"
     readout = "last"
     metric = "accuracy"
     lower_is_better = False

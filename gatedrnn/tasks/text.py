@@ -22,8 +22,11 @@ import torch.nn.functional as F
 
 from gatedrnn.tasks.base import Task
 from gatedrnn.tasks.data import DataError, data_path, read_text
+from gatedrnn.tasks.prediction import Prediction
 
 EOS, UNK = "<eos>", "<unk>"
+VOCAB = "vocab.json"
+CHUNK = 1024  # tokens a model scores per call when it predicts, its state carried from one call to the next
 
 
 def tokenize(text: str, level: str) -> list[str]:
@@ -74,7 +77,15 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, value):
-        return cls(value["tokens"], value["level"])
+        """The vocabulary ``to_json`` wrote; ``ValueError`` naming the field for anything else."""
+        tokens, level = (value.get(k) if isinstance(value, dict) else None for k in ("tokens", "level"))
+        if level not in ("char", "word"):
+            raise ValueError(f"'level' must be 'char' or 'word', got {level!r}")
+        if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) for t in tokens)):
+            raise ValueError("'tokens' must be a non-empty list of strings")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("'tokens' holds a token twice")
+        return cls(tokens, level)
 
 
 def load_splits(data, level: str, by_frequency: bool = False, vocab: Vocabulary | None = None):
@@ -110,6 +121,8 @@ def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 class Text(Task):
     name = "text"
+    about = "a language model of characters or words: learn a text file, score and generate text"
+    saves = (VOCAB,)
     readout = "all"
     metric = "loss"
     lower_is_better = True
@@ -140,17 +153,20 @@ class Text(Task):
                    **cls.option_values(config))  # fmt: skip
 
     @classmethod
-    def from_run(cls, config, run_dir):
+    def from_run(cls, config, spec, saved):
         """A trained run's task with the vocabulary it saved, whatever the data file now holds."""
-        path = Path(run_dir) / "vocab.json"
-        if not path.exists():
+        if VOCAB not in saved:
             return cls.from_config(config)
-        try:
-            vocab = Vocabulary.from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise DataError(f"{path}: not a gatedrnn vocabulary ({error})") from None
-        return cls(config.data, config.batch_size, by_frequency=bool(config.adaptive_softmax), vocab=vocab,
-                   **cls.option_values(config))  # fmt: skip
+        return cls(config.data, config.batch_size, by_frequency=bool(config.adaptive_softmax),
+                   vocab=_vocabulary(saved[VOCAB]), **cls.option_values(config))  # fmt: skip
+
+    @classmethod
+    def restore(cls, config, spec, saved):
+        """A language model as a trained run keeps it: its vocabulary."""
+        task = super().restore(config, spec, saved)
+        task.vocab = _vocabulary(saved[VOCAB])
+        task.level = task.vocab.level
+        return task
 
     def make_model(self, config):
         if not config.embedding_size:
@@ -158,7 +174,7 @@ class Text(Task):
         return super().make_model(config)
 
     def artifacts(self):
-        return {"vocab.json": self.vocab.to_json()}
+        return {VOCAB: self.vocab.to_json()}
 
     def starts_sequence(self, step):
         return step % self.batches_per_epoch == 0
@@ -209,3 +225,109 @@ class Text(Task):
             count += window[:, 1:].numel()
         model.train(was_training)
         return self._named(total / count)
+
+    @torch.no_grad()
+    def predict(self, model, path, device="cpu", per_line=False):
+        """Scores a text file: the mean cross-entropy per token in nats, bits per character and
+        perplexity, in total and, with ``per_line``, for each line. The file is read as if it
+        followed a line break (``\\n``, or ``<eos>`` for words), so every token is scored."""
+        vocab = self.vocab
+        text = read_text(path)
+        tokens, lines, unknown = [], [], 0  # each token, the line it is on
+        for number, line in enumerate(text.splitlines(keepends=True), start=1):
+            if vocab.level == "char":
+                for column, char in enumerate(line, start=1):
+                    if char not in vocab.index:
+                        raise DataError(f"{path}, line {number}, column {column}: {char!r} is not among the "
+                                        f"{len(vocab.tokens)} characters the model was trained on")  # fmt: skip
+                    tokens.append(vocab.index[char])
+                lines += [number] * len(line)
+            else:
+                words = line.split()
+                for word in words:
+                    if word not in vocab.index and UNK not in vocab.index:
+                        raise DataError(f"{path}, line {number}: the word {word!r} is not in the model's vocabulary "
+                                        f"of {len(vocab.tokens)} words, which has no {UNK}")  # fmt: skip
+                    unknown += word not in vocab.index
+                    tokens.append(vocab.index.get(word, vocab.index.get(UNK)))
+                if words:
+                    tokens.append(vocab.index[EOS])
+                    lines += [number] * (len(words) + 1)
+        start = vocab.index.get("\n" if vocab.level == "char" else EOS)  # what the file is read as following
+        ids = torch.tensor(([start] if start is not None else []) + tokens, dtype=torch.long)
+        lines = torch.tensor(lines[len(lines) - (len(ids) - 1) :], dtype=torch.long)  # the lines of the scored tokens
+        if len(ids) < 2:
+            raise DataError(f"{path}: holds {len(tokens)} {vocab.level} token, too few to score")
+        nll, state = [], None
+        for a in range(0, len(ids) - 1, CHUNK):
+            window = ids[a : a + CHUNK + 1][None].to(device)  # (1, L + 1)
+            h, state = model.hidden(window[:, :-1], state)
+            nll.append(model.token_nll(h, window[:, 1:])[0].double().cpu())
+        nll = torch.cat(nll)  # (N,) nats per scored token
+        totals = _scores(float(nll.mean()), len(nll), vocab.level)
+        rows = []
+        if per_line:
+            count = torch.bincount(lines)
+            summed = torch.zeros(len(count), dtype=torch.float64).index_add_(0, lines, nll)
+            rows = [{"line": number, **_scores(float(summed[number] / count[number]), int(count[number]), vocab.level)}
+                    for number in range(len(count)) if count[number]]  # fmt: skip
+        summary = {**totals, **({"unknown words": unknown} if vocab.level == "word" else {})}
+        unit = "bits per character" if vocab.level == "char" else "perplexity"
+        shown = totals["bpc"] if vocab.level == "char" else totals["perplexity"]
+        message = (f"{path}: {len(nll)} {vocab.level} tokens scored, {totals['loss']:.4f} nats per token "
+                   f"({unit} {shown:.4f})" + (f"; {unknown} unknown word{'s' if unknown > 1 else ''} read as {UNK}" if unknown else ""))  # fmt: skip
+        return Prediction(self.name, rows, summary, message, total={"line": "all", **totals})
+
+    def generate(self, model, out, *, run_dir, prompt="\n", length=500, temperature=1.0, top_k=0, seed=0,
+                 stream=None):  # fmt: skip
+        """Streams ``length`` tokens sampled after ``prompt`` to ``stream``."""
+        vocab = self.vocab
+        tokens = tokenize(prompt, vocab.level) if vocab.level == "word" else list(prompt)
+        if not tokens:
+            raise ValueError("--prompt holds no token")
+        for position, token in enumerate(tokens):
+            if token not in vocab.index and UNK not in vocab.index:
+                raise ValueError(f"--prompt: {token!r} (position {position}) is not in the model's vocabulary")
+        if vocab.level == "word" and tokens[-1] == EOS and not prompt.endswith("\n"):
+            tokens = tokens[:-1]
+        prompt_ids = vocab.encode(tokens, "--prompt")
+        stream.write(prompt)
+        for token_id in sample(model, prompt_ids, length, temperature, top_k, seed):
+            token = vocab.tokens[token_id]
+            stream.write(token if vocab.level == "char" else ("\n" if token == EOS else " " + token))
+            stream.flush()
+        stream.write("\n")
+        return None
+
+
+def sample(model, prompt_ids, length, temperature=1.0, top_k=0, seed=0):
+    """Yields ``length`` token ids sampled after the prompt (ids (L,)), at ``temperature``,
+    among the ``top_k`` likeliest (0: all)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        logits, state = model(prompt_ids[None], return_state=True)
+        logits = logits[0, -1]
+        for _ in range(length):
+            scaled = logits / max(temperature, 1e-6)
+            if top_k:
+                kth = torch.topk(scaled, min(top_k, scaled.numel())).values[-1]
+                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+            yield int(token)
+            logits, state = model(token[None], state, return_state=True)
+            logits = logits[0, -1]
+
+
+def _vocabulary(value) -> Vocabulary:
+    try:
+        return Vocabulary.from_json(value)
+    except ValueError as error:
+        raise DataError(f"{VOCAB}: not a gatedrnn vocabulary ({error})") from None
+
+
+def _scores(nats: float, tokens: int, level: str) -> dict:
+    out = {"tokens": tokens, "loss": nats}
+    if level == "char":
+        out["bpc"] = nats / math.log(2)
+    out["perplexity"] = math.exp(min(nats, 50))
+    return out

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from gatedrnn.diagnostics import forecast
 from gatedrnn.tasks.base import Task, batch_generator
 from gatedrnn.tasks.data import DataError, data_path, finite_number, read_text
+from gatedrnn.tasks.prediction import Prediction
 from gatedrnn.tasks.timeaxis import TimeAxis, time_axis
 
 NORMALIZATION = "normalization.json"  # the training rows' mean and std of each input column
@@ -121,6 +123,8 @@ def to_units(output: torch.Tensor, last: torch.Tensor, mean: float, std: float, 
 
 class TimeSeries(Task):
     name = "timeseries"
+    about = "forecast a column of any CSV file"
+    saves = (NORMALIZATION,)
     readout = "last"
     metric = "rmse"
     lower_is_better = True
@@ -175,6 +179,8 @@ class TimeSeries(Task):
         self._sarima_forecasts = {}  # split: SARIMA's forecasts (n, horizon), or None without statsmodels
         self.baseline = self.baselines("valid", sarima=False)["persistence"]["rmse"]  # what the validation curve beats
 
+    error_metrics = staticmethod(error_metrics)  # RMSE, MAE, MAPE of forecasts: for the report's figure
+
     def _windows(self, origins):
         """inputs (n, window, F) and targets (n, horizon) for forecasts made at ``origins``."""
         targets = self.target[origins[:, None] + torch.arange(self.horizon)]  # (n, horizon)
@@ -220,9 +226,64 @@ class TimeSeries(Task):
         return {NORMALIZATION: {"columns": self.columns, "mean": self.mean.tolist(), "std": self.std.tolist()}}
 
     def figures(self):
-        from gatedrnn.diagnostics import forecast
-
         return forecast.FIGURES
+
+    @classmethod
+    def restore(cls, config, spec, saved):
+        """A forecaster as a trained run keeps it: the columns and the training rows' statistics."""
+        task = super().restore(config, spec, saved)
+        options = cls.option_values(config)
+        task.window, task.horizon, task.log, task.difference = (options[k] for k in ("window", "horizon", "log",
+                                                                                     "difference"))  # fmt: skip
+        stats = saved[NORMALIZATION]
+        columns, mean, std = (stats.get(k) if isinstance(stats, dict) else None for k in ("columns", "mean", "std"))
+        if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"{NORMALIZATION}: 'columns' must be a list of column names, got {columns!r}")
+        for key, values in (("mean", mean), ("std", std)):
+            if not (isinstance(values, list) and len(values) == len(columns)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):  # fmt: skip
+                raise ValueError(f"{NORMALIZATION}: {key!r} must hold a number per column ({len(columns)}), "
+                                 f"got {values!r}")  # fmt: skip
+        task.columns = columns
+        task.mean, task.std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        return task
+
+    @torch.no_grad()
+    def predict(self, model, path, device="cpu", per_line=False):
+        """Reads the CSV's last ``window`` rows and forecasts the ``horizon`` steps after its end,
+        normalized and de-normalized with the training rows' statistics, dated when the CSV has a
+        regular time axis."""
+        target, features = self.columns[0], self.columns[1:]
+        series = read_series(path, target, features, min_rows=1)
+        values = series.columns[target]
+        if len(values) < self.window:
+            raise DataError(f"{path}: {len(values)} rows; the model reads the last {self.window} values of {target!r} "
+                            f"(the --window it was trained with), so give at least {self.window} rows")  # fmt: skip
+        if self.log and bool((values <= 0).any()):
+            raise DataError(f"{path}: the model reads the log of {target!r} (trained with --log), so it needs "
+                            "positive values")  # fmt: skip
+        model_space = values.log() if self.log else values
+        inputs = torch.stack([model_space] + [series.columns[f] for f in features], dim=1)  # (N, F)
+        mean, std = self.mean.double(), self.std.double()
+        z = ((inputs - mean) / std).float()  # (N, F), normalized as the training rows were
+        origin = torch.tensor([len(values)])  # forecasts for the rows after the last one
+        output = model(read_windows(z, origin, self.window, self.difference).to(device)).cpu()  # (1, horizon)
+        ahead = to_units(output, z[origin - 1, 0], float(mean[0]), float(std[0]), self.log,
+                         self.difference)[0]  # (horizon,) in the series' units  # fmt: skip
+        horizon, axis = self.horizon, series.axis
+        dates = axis.extend(horizon) if axis is not None else None
+        rows = [{"step": k + 1, **({axis.name: axis.label(dates[k])} if dates else {}), target: float(ahead[k])}
+                for k in range(horizon)]  # fmt: skip
+        last = axis.label(axis.values[-1]) if axis is not None else f"row {len(values)}"
+        notes = []
+        if axis is not None and dates is None:
+            notes.append(f"{path}: the steps of column {axis.name!r} are irregular, so the forecast is not dated")
+        summary = {"target": target, "horizon": horizon, "after": last}
+        shown = ", ".join(f"{row.get(axis.name) if dates else 'step ' + str(row['step'])}: {row[target]:.4g}"
+                          for row in rows[:6])  # fmt: skip
+        message = (f"{target} forecast {horizon} step{'s' if horizon > 1 else ''} past {last} (the end of {path}): "
+                   f"{shown}{', ...' if horizon > 6 else ''}")  # fmt: skip
+        return Prediction(self.name, rows, summary, message, notes)
 
     def baseline_results(self, split="test", fitted=True):
         return self.baselines(split, sarima=fitted)

@@ -18,16 +18,23 @@ copying the last input frame, and the mean training frame.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gatedrnn
+from gatedrnn.conv import ConvGRU, ConvLSTM
+from gatedrnn.diagnostics import video
+from gatedrnn.layers import GRU, LSTM
 from gatedrnn.tasks.base import Task, batch_generator
+from gatedrnn.tasks.data import DataError
 from gatedrnn.tasks.moving_digits import from_patches, load_digits, moving_digits, split_indices, to_patches
+from gatedrnn.tasks.prediction import Prediction
 
-CONV_CELLS = {"convlstm": gatedrnn.ConvLSTM, "convgru": gatedrnn.ConvGRU}
-FC_CELLS = {"lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU}
+CONV_CELLS = {"convlstm": ConvLSTM, "convgru": ConvGRU}
+FC_CELLS = {"lstm": LSTM, "gru": GRU}
 
 
 class Forecaster(nn.Module):
@@ -108,6 +115,9 @@ def frame_metrics(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, to
 
 class Video(Task):
     name = "video"
+    about = "predict the next frames of moving digits (Moving MNIST) with a ConvLSTM or ConvGRU"
+    generate_needs_data = True  # generate draws a test sequence
+    prediction_formats = ("gif", "npy", "csv", "json")  # FramesPrediction
     readout = "all"
     metric = "mse"
     lower_is_better = True
@@ -201,6 +211,104 @@ class Video(Task):
         return None  # the sequence figures (gradient flow, 1-D gate heatmaps) are for vector states
 
     def figures(self):
-        from gatedrnn.diagnostics import video
-
         return video.FIGURES
+
+    @classmethod
+    def restore(cls, config, spec, saved):
+        """A video predictor as a trained run keeps it: its frame sizes (``model.json``) and how
+        many frames it reads (its options)."""
+        task = super().restore(config, spec, saved)
+        task.frames_in = cls.option_values(config)["frames_in"]
+        return task
+
+    @torch.no_grad()
+    def predict(self, model, path, device="cpu", per_line=False):
+        """The ``frames_out`` frames after the last ``frames_in`` of a clip (a .npy array
+        (T, S, S) of values in [0, 1] or 0-255, or a grayscale .gif), as a
+        :class:`FramesPrediction`: written as a GIF (the clip's frames, then the predicted
+        ones), an .npy array of the predicted frames, or per-frame rows (CSV, JSON)."""
+        clip = read_clip(path, self.frame_size)  # (T, S, S) in [0, 1]
+        if len(clip) < self.frames_in:
+            raise DataError(f"{path}: {len(clip)} frames; the model reads the last {self.frames_in} (the "
+                            f"--frames-in it was trained with), so give at least {self.frames_in}")  # fmt: skip
+        seen = clip[-self.frames_in :]
+        maps = to_patches(seen[None], self.patch)  # (1, frames_in, p², h, w)
+        predicted = from_patches(torch.sigmoid(model(maps.to(device)).cpu()), self.patch)[0]  # (frames_out, S, S)
+        rows = [{"frame": len(clip) + k + 1, "mean": float(frame.mean()), "max": float(frame.max())}
+                for k, frame in enumerate(predicted)]  # fmt: skip
+        summary = {"frames in": self.frames_in, "frames out": len(predicted), "frame size": self.frame_size}
+        message = (f"{path}: {len(predicted)} frames predicted after frame {len(clip)} "
+                   f"(from the last {self.frames_in} of its {len(clip)})")  # fmt: skip
+        return FramesPrediction(self.name, rows, summary, message, seen=seen, frames=predicted)
+
+    def generate(self, model, out, *, run_dir, prompt="\n", length=500, temperature=1.0, top_k=0, seed=0,
+                 stream=None):  # fmt: skip
+        """Writes an animated GIF (``out``, default ``RUN_DIR/clip.gif``) of test sequence number
+        ``seed``: its input frames, then the prediction beside the truth."""
+        out = Path(out) if out is not None else Path(run_dir) / "clip.gif"
+        if out.suffix.lower() != ".gif":
+            raise ValueError(f"--out must name a .gif file for a video run, got {out}")
+        count = self.sizes["test"]
+        if not 0 <= seed < count:
+            raise ValueError(f"--seed picks a test sequence of a video run: 0 to {count - 1}, got {seed}")
+        inputs, truth, predicted = video.predict(self, model, seed + 1)
+        video.write_gif(out, inputs[seed], truth[seed], predicted[seed])
+        return f"{out}: a test sequence's input frames, then the prediction (left) beside the truth (right)"
+
+
+class FramesPrediction(Prediction):
+    """A video prediction: ``frames`` (T, S, S) predicted after ``seen``, the frames the model read."""
+
+    formats = Video.prediction_formats
+
+    def __init__(self, *args, seen: torch.Tensor, frames: torch.Tensor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen, self.frames = seen, frames
+
+    def write(self, path, format=None):
+        """A .gif (the frames read, then the predicted), an .npy array (the predicted frames),
+        or rows as CSV or JSON."""
+        from gatedrnn.checkpoint import atomic_write
+        from gatedrnn.tasks.prediction import output_format
+
+        path = Path(path)
+        format = format or output_format(path, self.formats)
+        if format == "gif":
+            video.write_gif(path, self.seen, None, self.frames)
+        elif format == "npy":
+            def save(tmp):
+                with open(tmp, "wb") as f:
+                    np.save(f, self.frames.numpy())
+
+            atomic_write(path, save)
+        else:
+            return super().write(path, format)
+        return path
+
+
+def read_clip(path, size: int) -> torch.Tensor:
+    """The frames of a .npy array (T, S, S) or a grayscale .gif as (T, S, S) floats in [0, 1];
+    a one-line :class:`DataError` naming the file for anything else."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".gif":
+            from PIL import Image, ImageSequence
+
+            with Image.open(path) as image:
+                array = np.stack([np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(image)])
+        else:
+            raise DataError(f"{path}: a clip is a .npy array (T, S, S) or a .gif, got {suffix or 'no suffix'}")
+    except (OSError, ValueError, SyntaxError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: cannot be read as a {suffix[1:]} clip ({error})") from None
+    if array.ndim != 3 or array.shape[1:] != (size, size):
+        raise DataError(f"{path}: frames of shape {tuple(array.shape)}; the model reads frames of "
+                        f"{size} x {size} pixels, (T, {size}, {size})")  # fmt: skip
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise DataError(f"{path}: the frames must hold finite numbers")
+    frames = torch.from_numpy(array.astype(np.float32))
+    return frames / 255 if frames.max() > 1 else frames

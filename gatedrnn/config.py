@@ -1,0 +1,115 @@
+"""The settings of a training run: :class:`TrainConfig`, saved as a run's ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from gatedrnn.tasks import DEFAULT, task_class
+
+REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run is, as saved in its ``config.json``: the task and its
+    options (``extra``), the cell and its variants, the optimization and the schedule."""
+
+    task: str = DEFAULT  # a built-in task's name, or MODULE:CLASS (gatedrnn.tasks.task_class)
+    cell: str = "lstm"
+    length: int = 100  # sequence length T of the synthetic tasks
+    data: str = ""  # a data file or folder, for the tasks that read one
+    hidden_size: int = 64
+    layers: int = 1
+    embedding_size: int = 0  # token embedding size; 0: the task's default
+    dropout: float = 0.0  # on embeddings, outputs and between layers
+    tie_weights: bool = False  # token tasks: the readout reuses the embedding matrix
+    adaptive_softmax: list = field(default_factory=list)  # language models: cutoffs of an adaptive softmax
+    backend: str = "auto"
+    forget_bias: float = 1.0  # LSTM only: Jozefowicz et al. 2015
+    chrono: float = 0.0  # LSTM, GRU: chrono initialization up to this many steps (Tallec & Ollivier 2018); 0: off
+    peephole: bool = False  # LSTM only: Gers & Schmidhuber 2000's peepholes
+    coupled: bool = False  # LSTM only: input gate = 1 - forget gate (CIFG, Greff et al. 2017)
+    layer_norm: bool = False  # LSTM and GRU: layer normalization as haste's LayerNormLSTM/GRU (Ba et al. 2016)
+    reset_after: bool = True  # GRU only: False is Cho et al. 2014's candidate (reset before the product)
+    recurrent_dropout: float = 0.0  # variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani)
+    weight_dropout: float = 0.0  # DropConnect on W_hh, once per forward (Merity et al. 2017)
+    zoneout: float = 0.0  # each unit keeps its previous state with this probability (Krueger et al. 2017)
+    optimizer: str = "adam"  # or "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # or "cosine" (to lr * min_lr_ratio at the last step)
+    warmup: int = 0  # steps of linear warm-up
+    min_lr_ratio: float = 0.1
+    batch_size: int = 64
+    steps: int = 2000
+    clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    eval_every: int = 100
+    patience: int = 0  # evaluations without improvement before stopping (0: never); ends on the best weights
+    stop_when_solved: bool = False
+    max_minutes: float = 0.0  # wall-clock budget of the run; 0: none
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch.set_num_threads during the run; 0: torch's own choice
+    extra: dict = field(default_factory=dict)  # task-specific options
+
+    def cell_options(self) -> dict:
+        """The variant keywords of the recurrent layer (none for the plain cell)."""
+        options = {"peephole": True} if self.peephole else {}
+        options |= {"coupled": True} if self.coupled else {}
+        options |= {"layer_norm": True} if self.layer_norm else {}
+        options |= {name: getattr(self, name) for name in REGULARIZERS if getattr(self, name)}
+        return options | ({} if self.reset_after else {"reset_after": False})
+
+    def validate(self) -> None:
+        """Checks every value, and the cell against the task's cells; ``ValueError`` naming the option."""
+        cells = task_class(self.task).cells  # an unknown task: a ValueError naming the built-in ones
+        for name in REGULARIZERS:
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+            if getattr(self, name) and self.cell.startswith("conv"):
+                raise ValueError(f"--{name.replace('_', '-')} is for the rnn, lstm and gru cells, got --cell {self.cell}")
+        if self.chrono and self.cell not in ("lstm", "gru"):
+            raise ValueError(f"--chrono initializes the gates of the LSTM and the GRU, got --cell {self.cell} "
+                             "(--chrono 0 turns it off, as a preset that sets it needs for other cells)")
+        if self.chrono and self.chrono < 2:
+            raise ValueError(f"--chrono must be at least 2 (the longest time constant, in steps), got {self.chrono}")
+        if self.layer_norm and self.cell not in ("lstm", "gru"):
+            raise ValueError(f"--layer-norm is a variant of the LSTM and the GRU, got --cell {self.cell} "
+                             "(--no-layer-norm turns it off, as a preset that sets it needs for other cells)")
+        for flag in ("peephole", "coupled"):
+            if getattr(self, flag) and self.cell != "lstm":
+                raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")
+        if not self.reset_after and self.cell != "gru":
+            raise ValueError(f"--no-reset-after is a variant of the GRU, got --cell {self.cell}")
+        if self.cell not in cells:
+            raise ValueError(f"--cell for the {self.task} task must be one of {', '.join(cells)}, got {self.cell!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"--schedule must be constant or cosine, got {self.schedule!r}")
+        for name in ("length", "hidden_size", "layers", "batch_size", "steps", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("lr",):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        cutoffs = self.adaptive_softmax
+        if not isinstance(cutoffs, (list, tuple)) or not all(isinstance(c, int) and c > 0 for c in cutoffs) \
+                or list(cutoffs) != sorted(set(cutoffs)):  # fmt: skip
+            raise ValueError(f"--adaptive-softmax must be increasing positive integers, got {cutoffs!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config of a dict such as a run's ``config.json``; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**values)
