@@ -26,19 +26,32 @@ from gatedrnn.capture import exporting
 
 
 class ShapeError(ValueError, RuntimeError):
-    """A tensor argument of the wrong shape."""
+    """A tensor argument of the wrong shape: a ``ValueError``, and a ``RuntimeError`` as
+    torch.nn raises.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> try:
+        ...     gatedrnn.GRU(4, 8)(torch.randn(5, 2, 3))
+        ... except gatedrnn.ShapeError as error:
+        ...     print(error)
+        input must have 4 features (input_size) in its last dimension, got 3 (shape (5, 2, 3))
+    """
 
 
 class DTypeError(TypeError, ValueError, RuntimeError):
-    """A tensor argument of the wrong dtype."""
+    """A tensor argument of the wrong dtype (an integer input, float64 states for float32
+    parameters): a ``TypeError``, and the ``ValueError`` or ``RuntimeError`` torch.nn raises."""
 
 
 class DeviceError(ValueError, RuntimeError):
-    """A tensor argument on another device than the parameters."""
+    """A tensor argument on another device than the parameters: a ``ValueError``, and the
+    ``RuntimeError`` torch.nn raises."""
 
 
 class ArgumentTypeError(TypeError, ValueError):
-    """A constructor argument of the wrong type where torch.nn raises ValueError."""
+    """A constructor argument of the wrong type where torch.nn raises ``ValueError`` (a
+    ``dropout`` that is not a number): a ``TypeError`` and a ``ValueError``."""
 
 
 def positive_int(name: str, value) -> int:

@@ -13,7 +13,74 @@ REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig
 @dataclass
 class TrainConfig:
     """Everything a training run is, as saved in its ``config.json``: the task and its
-    options (``extra``), the cell and its variants, the optimization and the schedule."""
+    options (``extra``), the cell and its variants, the optimization and the schedule.
+
+    ``gatedrnn train``'s options fill it (``--hidden-size 128`` is ``hidden_size=128``);
+    :meth:`validate` checks it, with errors that name the option.
+
+    Args:
+        task (str): a built-in task's name (``"adding"``, ``"copy"``, ``"text"``,
+            ``"timeseries"``, ``"classify"``, ``"music"``, ``"qa"``, ``"video"``) or the
+            import path of a task of your own, ``MODULE:CLASS``. Default: ``"adding"``.
+        cell (str): the recurrent cell: ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mgu"``,
+            ``"mingru"``, ``"minlstm"`` (the video task also ``"convlstm"``, ``"convgru"``).
+            Default: ``"lstm"``.
+        length (int): the sequence length ``T`` of the synthetic tasks. Default: ``100``.
+        data (str): the data file or folder of a task that reads one. Default: ``""``.
+        hidden_size (int): hidden units per layer. Default: ``64``.
+        layers (int): stacked layers. Default: ``1``.
+        embedding_size (int): the token embedding size; ``0`` takes the task's. Default: ``0``.
+        dropout (float): dropout on embeddings, outputs and between layers. Default: ``0.0``.
+        tie_weights (bool): token tasks: the readout reuses the embedding matrix.
+            Default: ``False``.
+        adaptive_softmax (list[int]): language models: the cutoffs of an adaptive softmax;
+            empty for a full softmax. Default: ``[]``.
+        backend (str): the layers' ``backend``, ``"auto"``, ``"fused"``, ``"reference"`` or
+            ``"scan"`` (MinGRU, MinLSTM). Default: ``"auto"``.
+        forget_bias (float): LSTM: added to the forget-gate bias at initialization
+            (Jozefowicz et al. 2015). Default: ``1.0``.
+        chrono (float): LSTM, GRU: chrono initialization (:func:`gatedrnn.init.chrono_`) up
+            to this many steps; ``0`` is off. Default: ``0.0``.
+        peephole (bool): LSTM: peepholes. Default: ``False``.
+        coupled (bool): LSTM: coupled input and forget gates (CIFG). Default: ``False``.
+        layer_norm (bool): LSTM, GRU: layer normalization. Default: ``False``.
+        reset_after (bool): GRU: ``False`` is Cho et al.'s candidate. Default: ``True``.
+        recurrent_dropout (float): variational dropout on ``h_{t-1}`` in the recurrent
+            product, in ``[0, 1)``. Default: ``0.0``.
+        weight_dropout (float): DropConnect on ``W_hh``, in ``[0, 1)``. Default: ``0.0``.
+        zoneout (float): zoneout probability, in ``[0, 1)``. Default: ``0.0``.
+        optimizer (str): ``"adam"`` or ``"adamw"``. Default: ``"adam"``.
+        lr (float): the learning rate. Default: ``1e-3``.
+        weight_decay (float): the optimizer's weight decay. Default: ``0.0``.
+        schedule (str): ``"constant"`` or ``"cosine"`` (down to ``lr * min_lr_ratio`` at the
+            last step). Default: ``"constant"``.
+        warmup (int): steps of linear warm-up. Default: ``0``.
+        min_lr_ratio (float): the cosine schedule's final learning rate over ``lr``.
+            Default: ``0.1``.
+        batch_size (int): sequences per training step. Default: ``64``.
+        steps (int): training steps. Default: ``2000``.
+        clip (float): the largest gradient norm; ``0`` turns clipping off. Default: ``1.0``.
+        eval_every (int): steps between evaluations (and checkpoints). Default: ``100``.
+        patience (int): evaluations without improvement before stopping, the run ending on
+            its best weights; ``0``: never. Default: ``0``.
+        stop_when_solved (bool): stop once the task counts as solved. Default: ``False``.
+        max_minutes (float): the run's wall-clock budget; ``0``: none. Default: ``0.0``.
+        seed (int): the seed of the weights and of every batch. Default: ``0``.
+        device (str): the torch device. Default: ``"cpu"``.
+        threads (int): ``torch.set_num_threads`` during the run; ``0``: torch's choice.
+            Default: ``0``.
+        extra (dict): the task's own options (:attr:`gatedrnn.tasks.base.Task.options`), by
+            name. Default: ``{}``.
+
+    Examples:
+        >>> from gatedrnn.config import TrainConfig
+        >>> config = TrainConfig(task="copy", cell="gru", length=50, steps=200)
+        >>> config.validate()
+        >>> TrainConfig.from_dict({"task": "adding", "cells": "gru"})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown config keys ['cells']
+    """
 
     task: str = DEFAULT  # a built-in task's name, or MODULE:CLASS (gatedrnn.tasks.task_class)
     cell: str = "lstm"
@@ -54,7 +121,8 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # task-specific options
 
     def cell_options(self) -> dict:
-        """The variant keywords of the recurrent layer (none for the plain cell)."""
+        """The variant keywords of the recurrent layer (none for the plain cell), e.g.
+        ``{"peephole": True, "zoneout": 0.1}``."""
         options = {"peephole": True} if self.peephole else {}
         options |= {"coupled": True} if self.coupled else {}
         options |= {"layer_norm": True} if self.layer_norm else {}
@@ -62,7 +130,12 @@ class TrainConfig:
         return options | ({} if self.reset_after else {"reset_after": False})
 
     def validate(self) -> None:
-        """Checks every value, and the cell against the task's cells; ``ValueError`` naming the option."""
+        """Checks every value, and the cell against the task's cells.
+
+        Raises:
+            ValueError: one line naming the option (``--hidden-size must be a positive
+                integer, got 0``).
+        """
         cells = task_class(self.task).cells  # an unknown task: a ValueError naming the built-in ones
         for name in REGULARIZERS:
             if not 0 <= getattr(self, name) < 1:
@@ -107,7 +180,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """The config of a dict such as a run's ``config.json``; unknown keys are an error."""
+        """The config of a dict such as a run's ``config.json``.
+
+        Args:
+            values (dict): field name to value; missing fields take their defaults.
+
+        Raises:
+            ValueError: for keys that are no field, naming them.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

@@ -25,7 +25,19 @@ from gatedrnn.trace import Trace
 class ConvRNNBase(nn.Module):
     """What ConvLSTM and ConvGRU share: parameters ``weight_ih_l{k} (G·C, C_in, kh, kw)``,
     ``weight_hh_l{k} (G·C, C, kh, kw)``, ``bias_ih_l{k}``, ``bias_hh_l{k} (G·C,)`` per layer
-    (``C_in`` is ``in_channels`` for the first layer, ``C`` after), and the forward."""
+    (``C_in`` is ``in_channels`` for the first layer, ``C`` after), and the forward.
+
+    Args:
+        in_channels (int): ``C_in``, the input frames' channels.
+        hidden_channels (int): ``C``, the state maps' channels.
+        kernel_size (int or tuple[int, int]): the odd kernel size of every convolution.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): whether the layers have biases. Default: ``True``.
+        batch_first (bool): batch-first input and output. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' dtype. Default: ``None``.
+        backend (str): ``"auto"``, ``"reference"`` or ``"fused"``. Default: ``"auto"``.
+    """
 
     mode: str
 
@@ -81,6 +93,15 @@ class ConvRNNBase(nn.Module):
         them are zero, final states those of each sequence's last valid step. With
         ``return_trace`` a :class:`~gatedrnn.Trace` of every gate as maps,
         ``(num_layers, T, B, C, H, W)`` (batch-first: ``(num_layers, B, T, C, H, W)``).
+
+        Args:
+            input (Tensor): the frames, ``(T, B, C_in, H, W)`` (``batch_first``:
+                ``(B, T, C_in, H, W)``) or ``(T, C_in, H, W)`` unbatched.
+            hx (Tensor or tuple, optional): ``h_0`` (ConvGRU) or ``(h_0, c_0)`` (ConvLSTM),
+                each ``(num_layers, B, C, H, W)``. Default: zeros.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's
+                valid steps. Keyword only. Default: ``None``, every sequence full.
+            return_trace (bool): also return the gate maps. Keyword only. Default: ``False``.
         """
         x, unbatched = self._check_input(input)
         T, B = x.shape[:2]
@@ -208,6 +229,52 @@ class ConvLSTM(ConvRNNBase):
     ``forget_bias`` is added to every layer's forget-gate input bias after initialization
     (1.0 is the usual choice for learning; 0.0, the default, leaves the seeded weights alone).
     See :meth:`ConvRNNBase.forward` for shapes, ``lengths`` and ``return_trace``.
+
+    Args:
+        in_channels (int): ``C_in``, the channels of each input frame.
+        hidden_channels (int): ``C``, the channels of every layer's state maps.
+        kernel_size (int or tuple[int, int]): ``(kh, kw)`` of every convolution, each odd
+            ("same" padding keeps the frame size).
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): if ``False``, no ``bias_ih_l{k}`` and ``bias_hh_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, C_in, H, W)`` input and output instead of
+            ``(T, B, C_in, H, W)``. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+        forget_bias (float): added to every layer's forget-gate input bias after
+            initialization; needs ``bias=True``. Keyword only. Default: ``0.0``.
+        backend (str): ``"reference"`` (the cell step as written), ``"fused"`` (channels last,
+            one native pass per step) or ``"auto"`` (fused on a CPU with the native kernels
+            built). Keyword only. Default: ``"auto"``.
+
+    Inputs:
+        - **input** (Tensor): ``(T, B, C_in, H, W)``, ``(B, T, C_in, H, W)`` with
+          ``batch_first``, or ``(T, C_in, H, W)`` unbatched.
+        - **hx** (tuple of two Tensors, optional): ``(h_0, c_0)``, each, ``(L, B, C, H, W)``. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)``, each sequence's valid steps. Keyword only.
+        - **return_trace** (bool): also return every gate map. Keyword only. Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, C, H, W)`` (``(B, T, C, H, W)`` with ``batch_first``), the last
+          layer's ``h`` at every step.
+        - **(h_n, c_n)**: each ``(L, B, C, H, W)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``input, forget, candidate, output, cell, hidden``, each ``(L, T, B, C, H, W)``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(4C, C_in, kh, kw)`` for ``k = 0``, ``(4C, C, kh, kw)``
+            after.
+        weight_hh_l{k} (Tensor): ``(4C, C, kh, kw)``.
+        bias_ih_l{k} (Tensor): ``(4C,)``.
+        bias_hh_l{k} (Tensor): ``(4C,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> layer = gatedrnn.ConvLSTM(1, 8, kernel_size=3, num_layers=2, batch_first=True)
+        >>> frames = torch.rand(2, 5, 1, 16, 16)  # (B, T, C_in, H, W)
+        >>> output, (h_n, c_n) = layer(frames)
+        >>> output.shape, h_n.shape
+        (torch.Size([2, 5, 8, 16, 16]), torch.Size([2, 2, 8, 16, 16]))
     """
 
     mode = "LSTM"
@@ -241,6 +308,51 @@ class ConvGRU(ConvRNNBase):
     :math:`h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}`). ``reset_after=True`` (default)
     applies the reset gate after the recurrent convolution, as torch.nn.GRU does;
     ``reset_after=False`` before it, as Ballas et al. do. See :meth:`ConvRNNBase.forward`.
+
+    Args:
+        in_channels (int): ``C_in``, the channels of each input frame.
+        hidden_channels (int): ``C``, the channels of every layer's state maps.
+        kernel_size (int or tuple[int, int]): ``(kh, kw)`` of every convolution, each odd
+            ("same" padding keeps the frame size).
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): if ``False``, no ``bias_ih_l{k}`` and ``bias_hh_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, C_in, H, W)`` input and output instead of
+            ``(T, B, C_in, H, W)``. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+        reset_after (bool): ``True`` applies ``r`` after the recurrent convolution, ``False``
+            before it. Keyword only. Default: ``True``.
+        backend (str): ``"reference"`` (the cell step as written), ``"fused"`` (channels last,
+            one native pass per step) or ``"auto"`` (fused on a CPU with the native kernels
+            built). Keyword only. Default: ``"auto"``.
+
+    Inputs:
+        - **input** (Tensor): ``(T, B, C_in, H, W)``, ``(B, T, C_in, H, W)`` with
+          ``batch_first``, or ``(T, C_in, H, W)`` unbatched.
+        - **hx** (Tensor, optional): ``h_0``, ``(L, B, C, H, W)``. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)``, each sequence's valid steps. Keyword only.
+        - **return_trace** (bool): also return every gate map. Keyword only. Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, C, H, W)`` (``(B, T, C, H, W)`` with ``batch_first``), the last
+          layer's ``h`` at every step.
+        - **h_n**: ``(L, B, C, H, W)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``reset, update, candidate, hidden``, each ``(L, T, B, C, H, W)``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(3C, C_in, kh, kw)`` for ``k = 0``, ``(3C, C, kh, kw)``
+            after.
+        weight_hh_l{k} (Tensor): ``(3C, C, kh, kw)``.
+        bias_ih_l{k} (Tensor): ``(3C,)``.
+        bias_hh_l{k} (Tensor): ``(3C,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> layer = gatedrnn.ConvGRU(1, 4, kernel_size=5)
+        >>> output, h_n, trace = layer(torch.rand(6, 2, 1, 12, 12), return_trace=True)
+        >>> trace.update.shape  # (L, T, B, C, H, W)
+        torch.Size([1, 6, 2, 4, 12, 12])
     """
 
     mode = "GRU"

@@ -52,6 +52,28 @@ def chrono_(module: nn.Module, t_max: float) -> nn.Module:
     and direction. Weights are left as they are. Draws from torch's global generator, so
     ``torch.manual_seed`` makes it reproducible. ``module`` may be a layer, a cell or any
     model holding them (torch.nn's or gatedrnn's); returns ``module``.
+
+    Args:
+        module (torch.nn.Module): a layer, a cell, or a model holding some; every LSTM and
+            GRU in it (torch.nn's or gatedrnn's, conv layers and cells included) is set.
+        t_max (float): the longest dependency expected, in steps, at least ``2``.
+
+    Returns:
+        ``module``, changed in place.
+
+    Raises:
+        ValueError: ``t_max`` below 2 or not a finite number; a layer built with
+            ``bias=False``.
+        TypeError: ``module`` holds no LSTM or GRU.
+
+    Examples:
+        >>> import math, torch, gatedrnn
+        >>> _ = torch.manual_seed(0)
+        >>> lstm = gatedrnn.init.chrono_(gatedrnn.LSTM(3, 16), t_max=100)
+        >>> b_f = lstm.bias_ih_l0[16:32]  # the forget gate's block (i, f, g, o)
+        >>> tau = 1 + b_f.exp()  # each unit's initial time constant, in steps
+        >>> bool((tau >= 2).all() and (tau <= 100).all())
+        True
     """
     if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not math.isfinite(t_max) or t_max < 2:
         raise ValueError(f"t_max must be a number of steps >= 2 (the longest dependency expected), got {t_max!r}")

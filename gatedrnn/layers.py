@@ -35,6 +35,45 @@ class RNNBase(RefusesScript, nn.RNNBase):
     ``_flat_weights``, ``all_weights``, ``flatten_parameters``, ``.to()`` and pickling are
     torch.nn's too. It is not a :class:`torch.nn.LSTM` (or GRU, RNN): torch.compile's
     Dynamo refuses to trace those (README, Differences from torch.nn).
+
+    Build :class:`LSTM`, :class:`GRU`, :class:`RNN` or :class:`MGU`, whose pages describe
+    each argument in full; the arguments below are theirs.
+
+    Args:
+        mode (str): the cell, as torch.nn names it: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or
+            ``"RNN_RELU"``.
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): whether the layers have the biases ``bias_ih_l{k}``, ``bias_hh_l{k}``.
+            Default: ``True``.
+        batch_first (bool): ``(B, T, *)`` input and output instead of ``(T, B, *)``.
+            Default: ``False``.
+        dropout (float): dropout probability on each layer's output but the last, in
+            training. Default: ``0.0``.
+        bidirectional (bool): run each layer in both directions. Default: ``False``.
+        proj_size (int): the LSTM's projected size of ``h`` (``0``: none; LSTM only).
+            Default: ``0``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' dtype. Default: ``None``.
+        backend (str): ``"auto"``, ``"reference"`` or ``"fused"``. Keyword only.
+            Default: ``"auto"``.
+        recurrent_dropout (float): variational dropout on ``h_{t-1}`` in the recurrent
+            products, in training. Keyword only. Default: ``0.0``.
+        weight_dropout (float): DropConnect on ``weight_hh_l{k}``, in training. Keyword only.
+            Default: ``0.0``.
+        zoneout (float or tuple[float, float]): zoneout probability (an LSTM also takes
+            ``(p_c, p_h)``). Keyword only. Default: ``0.0``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> layer = gatedrnn.LSTM(4, 8, num_layers=2, bidirectional=True)
+        >>> isinstance(layer, (gatedrnn.RNNBase, torch.nn.RNNBase)), isinstance(layer, torch.nn.LSTM)
+        (True, False)
+        >>> [w.shape for w in layer.weights(layer=1, direction=1)[:2]]  # weight_ih_l1_reverse, ...
+        [torch.Size([32, 16]), torch.Size([32, 8])]
+        >>> torch.nn.LSTM(4, 8).load_state_dict(gatedrnn.LSTM(4, 8).state_dict())  # no mapping
+        <All keys matched successfully>
     """
 
     def __init__(
@@ -96,7 +135,12 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
     def weights(self, layer: int, direction: int):
         """``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)`` of one layer and
-        direction; absent ones are ``None``."""
+        direction; absent ones are ``None``.
+
+        Args:
+            layer (int): the layer, ``0`` to ``num_layers - 1``.
+            direction (int): ``0`` forward, ``1`` reverse (``bidirectional`` layers only).
+        """
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(
             getattr(self, kind + suffix, None)
@@ -160,7 +204,25 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
     @classmethod
     def from_torch(cls, module: nn.Module, *, backend: str = "auto"):
-        """A copy of the matching torch.nn layer, with its weights, device, dtype and mode."""
+        """A copy of the matching torch.nn layer, with its weights, device, dtype and mode.
+
+        Args:
+            module (torch.nn.Module): a :class:`torch.nn.LSTM` for ``LSTM.from_torch`` (a
+                ``torch.nn.GRU`` for ``GRU``, a ``torch.nn.RNN`` for ``RNN``); anything else
+                is a ``TypeError``.
+            backend (str): the new layer's ``backend``. Keyword only. Default: ``"auto"``.
+
+        Returns:
+            The gatedrnn layer, in ``module``'s train or eval mode.
+
+        Examples:
+            >>> import torch, gatedrnn
+            >>> theirs = torch.nn.LSTM(4, 8, num_layers=2)
+            >>> ours = gatedrnn.LSTM.from_torch(theirs)
+            >>> x = torch.randn(7, 3, 4)
+            >>> torch.allclose(ours(x)[0], theirs(x)[0], atol=1e-6)
+            True
+        """
         torch_cls = getattr(nn, cls.__name__)
         if not isinstance(module, torch_cls):
             raise TypeError(f"module must be a torch.nn.{cls.__name__}, got {type(module).__name__}")
@@ -195,7 +257,11 @@ class RNNBase(RefusesScript, nn.RNNBase):
         return STEPS[self.mode]
 
     def to_torch(self) -> nn.Module:
-        """A torch.nn layer with a copy of this layer's weights."""
+        """A torch.nn layer with a copy of this layer's weights, device, dtype and mode.
+
+        A variant or zoneout has no torch.nn equivalent: converting such a layer is a
+        ``ValueError`` (the dropouts, active in training only, are left behind).
+        """
         if self.variant() or any(self.zoneout):  # zoneout changes the eval function too; the dropouts do not
             what = self.variant() | ({"zoneout": self.zoneout_given()} if any(self.zoneout) else {})
             raise ValueError(f"torch.nn.{type(self).__name__} has no {what}: this layer cannot be converted")
@@ -222,6 +288,28 @@ class RNNBase(RefusesScript, nn.RNNBase):
         parameters') before any kernel runs. ``lengths`` and ``return_trace`` may come by
         position too: ``torch.onnx.export(..., dynamo=False)`` passes every defaulted
         argument so.
+
+        Args:
+            input (Tensor or PackedSequence): the sequence, ``(T, B, I)``, ``(B, T, I)`` with
+                ``batch_first``, ``(T, I)`` unbatched, or packed.
+            hx (Tensor or tuple, optional): the initial state, ``h_0`` of shape
+                ``(L*D, B, H)`` (``(L*D, H)`` unbatched), or ``(h_0, c_0)`` for an LSTM
+                (``h_0`` with ``proj_size`` features when ``proj_size > 0``). Default: zeros.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's
+                number of valid steps; ``None`` with packed input. Default: ``None``, every
+                sequence full.
+            return_trace (bool): also return a :class:`~gatedrnn.Trace`. Default: ``False``.
+
+        Returns:
+            ``(output, h_n)`` (an LSTM: ``(output, (h_n, c_n))``), then the trace with
+            ``return_trace``: ``output`` ``(T, B, D*H_out)`` (batch-first ``(B, T, D*H_out)``),
+            each final state ``(L*D, B, *)``, each trace tensor ``(L*D, T, B, *)``.
+
+        Raises:
+            ShapeError: a tensor of the wrong shape (also a ``ValueError`` and a
+                ``RuntimeError``).
+            DTypeError: a tensor of another dtype than the parameters'.
+            DeviceError: a tensor on another device than the parameters.
         """
         dtype = autocast_dtype(self, input)
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
@@ -360,6 +448,74 @@ class RNN(RNNBase):
     ``nonlinearity`` :math:`\phi` ``'tanh'`` or ``'relu'``. Arguments and results are
     torch.nn.RNN's; see :meth:`RNNBase.forward` for ``lengths`` and ``return_trace``
     (the trace holds ``hidden``).
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        num_layers (int): how many layers are stacked; layer ``k > 0`` reads the output
+            sequence of layer ``k - 1``. Default: ``1``.
+        nonlinearity (str): :math:`\phi`, ``"tanh"`` or ``"relu"``. Default: ``"tanh"``.
+        bias (bool): if ``False``, the layer has no ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+            Default: ``True``.
+        batch_first (bool): if ``True``, ``input`` and ``output`` are ``(B, T, *)`` instead
+            of ``(T, B, *)``; ``h_0`` and ``h_n`` keep their layout. Default: ``False``.
+        dropout (float): in training, the probability with which each output of a layer is
+            zeroed before the next layer reads it (not after the last layer). Default: ``0.0``.
+        bidirectional (bool): if ``True``, each layer also runs over the reversed sequence
+            (parameters ending in ``_reverse``), ``D = 2``. Default: ``False``.
+        proj_size (int): only ``0``: it holds torch.nn.RNN's positional slot. Default: ``0``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        backend (str): ``"reference"`` (the cell's equations in a PyTorch loop), ``"fused"``
+            (native time loops with a hand-written backward) or ``"auto"``, the fastest
+            that supports the call. Keyword only. Default: ``"auto"``.
+        recurrent_dropout (float): in training, variational dropout (Gal & Ghahramani 2016):
+            one mask per sequence, layer and direction multiplies ``h_{t-1}`` where it enters
+            the recurrent products. Keyword only. Default: ``0.0``.
+        weight_dropout (float): in training, DropConnect on ``weight_hh_l{k}`` (Merity et al.
+            2017), one mask per forward call. Keyword only. Default: ``0.0``.
+        zoneout (float): zoneout (Krueger et al. 2017): in training each unit keeps its
+            previous ``h`` with this probability, in eval the expectation. Keyword only.
+            Default: ``0.0``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first=True``, ``(T, I)`` unbatched, or a packed sequence.
+        - **hx** (Tensor, optional): ``h_0``, ``(L*D, B, H)`` (``(L*D, H)`` unbatched), the
+          initial state. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``: each sequence's
+          valid steps (see :meth:`RNNBase.forward`).
+        - **return_trace** (bool): if ``True``, also return the gate trace.
+
+    Outputs:
+        - **output**: ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``, ``(T, D*H)``
+          unbatched, packed for packed input): the last layer's ``h_t`` at every step.
+        - **h_n**: ``(L*D, B, H)``, every layer's and direction's final ``h``.
+        - **trace**: a :class:`~gatedrnn.Trace` of ``hidden``, each ``(L*D, T, B, H)``
+          (``(L*D, B, T, H)`` with ``batch_first``).
+
+    Shape:
+        ``B`` batch size, ``T`` sequence length, ``I = input_size``, ``H = hidden_size``,
+        ``L = num_layers``, ``D = 2`` if ``bidirectional`` else ``1``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(H, I)`` for ``k = 0``, ``(H, D*H)`` after: ``W_ih``.
+        weight_hh_l{k} (Tensor): ``(H, H)``, ``W_hh``.
+        bias_ih_l{k} (Tensor): ``(H,)``, ``b_ih``.
+        bias_hh_l{k} (Tensor): ``(H,)``, ``b_hh``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's parameters (every name
+            above with ``_reverse``), when ``bidirectional``.
+
+    All are uniform in :math:`(-1/\sqrt{H}, 1/\sqrt{H})` at the start, as torch's.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> rnn = gatedrnn.RNN(10, 20, num_layers=2, nonlinearity="relu")
+        >>> output, h_n = rnn(torch.randn(5, 3, 10), torch.zeros(2, 3, 20))
+        >>> output.shape, h_n.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
@@ -389,6 +545,109 @@ class LSTM(RNNBase):
     (``_reverse`` for the reverse direction), zero at initialization. ``coupled=True`` is
     Greff et al.'s CIFG, :math:`i_t = 1 - f_t`: the gate weights and biases hold 3H rows, in
     the order f, g, o (no ``weight_ci`` with peepholes).
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h`` and of the
+            cell state ``c``.
+        num_layers (int): how many LSTM layers are stacked; layer ``k > 0`` reads the output
+            sequence of layer ``k - 1``. Default: ``1``.
+        bias (bool): if ``False``, the layer has no ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+            Default: ``True``.
+        batch_first (bool): if ``True``, ``input`` and ``output`` are ``(B, T, *)`` instead
+            of ``(T, B, *)``; the states ``h_0, c_0, h_n, c_n`` keep their layout.
+            Default: ``False``.
+        dropout (float): in training, the probability with which each output of a layer is
+            zeroed (the rest scaled by ``1 / (1 - p)``) before the next layer reads it; the
+            last layer's output is left alone. Default: ``0.0``.
+        bidirectional (bool): if ``True``, each layer also runs over the reversed sequence
+            (parameters ending in ``_reverse``) and its output holds both directions' features,
+            ``D = 2``. Default: ``False``.
+        proj_size (int): if ``> 0``, ``h_t`` is projected to ``proj_size`` features by
+            ``weight_hr_l{k}`` (Sak et al. 2014); must be smaller than ``hidden_size``.
+            Default: ``0`` (no projection).
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        backend (str): which implementation runs the layer: ``"reference"`` (the cell's
+            equations in a PyTorch loop), ``"fused"`` (native time loops with a hand-written
+            backward) or ``"auto"``, the fastest that supports the call (torch's own kernel
+            for a plain float32 LSTM where it can). Keyword only. Default: ``"auto"``.
+        forget_bias (float): a constant added to every layer's forget-gate input bias
+            ``b_if`` after torch's initialization; needs ``bias=True``. Keyword only.
+            Default: ``0.0``, so a seeded layer starts with torch.nn's weights.
+        peephole (bool): Gers & Schmidhuber's peepholes, parameters ``weight_ci_l{k}``,
+            ``weight_cf_l{k}``, ``weight_co_l{k}`` of shape ``(H,)``, zero at the start.
+            Keyword only. Default: ``False``.
+        coupled (bool): coupled input and forget gates (CIFG), ``i_t = 1 - f_t``, with 3H
+            gate rows in the order f, g, o. Keyword only. Default: ``False``.
+        layer_norm (bool): layer normalization (Ba et al. 2016) of the input and recurrent
+            pre-activations and of the cell state before its ``tanh``, with parameters
+            ``layer_norm_ih_l{k}``, ``layer_norm_hh_l{k}`` ``(4H,)`` and
+            ``layer_norm_c_weight_l{k}``, ``layer_norm_c_bias_l{k}`` ``(H,)``; does not
+            combine with ``peephole`` or ``coupled``. Keyword only. Default: ``False``.
+        recurrent_dropout (float): in training, variational dropout (Gal & Ghahramani 2016):
+            one mask per sequence, layer and direction multiplies ``h_{t-1}`` where it enters
+            the recurrent product. Keyword only. Default: ``0.0``.
+        weight_dropout (float): in training, DropConnect on ``weight_hh_l{k}`` (Merity et al.
+            2017), one mask per forward call. Keyword only. Default: ``0.0``.
+        zoneout (float or tuple[float, float]): zoneout (Krueger et al. 2017): in training
+            each unit keeps its previous value with this probability, in eval the
+            expectation; ``p`` for both states or ``(p_c, p_h)``. Keyword only.
+            Default: ``0.0``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first=True``, ``(T, I)`` unbatched, or a packed sequence.
+        - **hx** (tuple of two Tensors, optional): ``(h_0, c_0)``, the initial states,
+          ``(L*D, B, H_out)`` and ``(L*D, B, H)`` (without the ``B`` for unbatched input).
+          Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``, on the CPU or the
+          parameters' device: each sequence's valid steps, instead of packing. Outputs past
+          a length are zero and the final states are those of each sequence's last valid
+          step.
+        - **return_trace** (bool): if ``True``, also return the gate trace.
+
+    Outputs:
+        - **output**: ``(T, B, D*H_out)`` (``(B, T, D*H_out)`` with ``batch_first``,
+          ``(T, D*H_out)`` unbatched, packed for packed input): the last layer's ``h_t`` at
+          every step.
+        - **h_n**: ``(L*D, B, H_out)``, every layer's and direction's final ``h``.
+        - **c_n**: ``(L*D, B, H)``, every layer's and direction's final cell state.
+        - **trace**: a :class:`~gatedrnn.Trace` of ``input, forget, candidate, output, cell,
+          hidden``, each ``(L*D, T, B, H)`` (``(L*D, B, T, H)`` with ``batch_first``).
+
+    Shape:
+        ``B`` batch size, ``T`` sequence length, ``I = input_size``, ``H = hidden_size``,
+        ``H_out = proj_size`` if ``proj_size > 0`` else ``hidden_size``,
+        ``L = num_layers``, ``D = 2`` if ``bidirectional`` else ``1``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(4H, I)`` for ``k = 0``, ``(4H, D*H_out)`` after:
+            ``[W_ii; W_if; W_ig; W_io]`` of layer ``k`` (``3H`` rows, f, g, o, when coupled).
+        weight_hh_l{k} (Tensor): ``(4H, H_out)``, ``[W_hi; W_hf; W_hg; W_ho]``.
+        bias_ih_l{k} (Tensor): ``(4H,)``, ``[b_ii; b_if; b_ig; b_io]``.
+        bias_hh_l{k} (Tensor): ``(4H,)``, ``[b_hi; b_hf; b_hg; b_ho]``.
+        weight_hr_l{k} (Tensor): ``(H_out, H)``, the projection, when ``proj_size > 0``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's parameters (every name above
+            with ``_reverse``), when ``bidirectional``.
+
+    All are uniform in :math:`(-1/\sqrt{H}, 1/\sqrt{H})` at the start, as torch's.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> lstm = gatedrnn.LSTM(10, 20, num_layers=2)
+        >>> x = torch.randn(5, 3, 10)  # (T, B, I)
+        >>> output, (h_n, c_n) = lstm(x)
+        >>> output.shape, h_n.shape, c_n.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]), torch.Size([2, 3, 20]))
+        >>> lengths = torch.tensor([5, 2, 4])
+        >>> output, (h_n, c_n), trace = lstm(x, lengths=lengths, return_trace=True)
+        >>> trace.forget.shape  # (L*D, T, B, H)
+        torch.Size([2, 5, 3, 20])
+        >>> bool(output[2:, 1].eq(0).all())  # past sequence 1's length
+        True
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -475,6 +734,81 @@ class GRU(RNNBase):
     candidate, hidden``. ``reset_after=False`` is Cho et al. 2014's original candidate,
     :math:`n_t = \tanh(W_{in} x_t + b_{in} + W_{hn}(r_t \odot h_{t-1}) + b_{hn})`, with the same
     parameters (a state_dict loads either way; Keras' GRU with ``reset_after=False``).
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        num_layers (int): how many layers are stacked; layer ``k > 0`` reads the output
+            sequence of layer ``k - 1``. Default: ``1``.
+        bias (bool): if ``False``, the layer has no ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+            Default: ``True``.
+        batch_first (bool): if ``True``, ``input`` and ``output`` are ``(B, T, *)`` instead
+            of ``(T, B, *)``; ``h_0`` and ``h_n`` keep their layout. Default: ``False``.
+        dropout (float): in training, the probability with which each output of a layer is
+            zeroed before the next layer reads it (not after the last layer). Default: ``0.0``.
+        bidirectional (bool): if ``True``, each layer also runs over the reversed sequence
+            (parameters ending in ``_reverse``), ``D = 2``. Default: ``False``.
+        proj_size (int): only ``0``: it holds torch.nn.GRU's positional slot. Default: ``0``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        backend (str): ``"reference"`` (the cell's equations in a PyTorch loop), ``"fused"``
+            (native time loops with a hand-written backward) or ``"auto"``, the fastest
+            that supports the call. Keyword only. Default: ``"auto"``.
+        reset_after (bool): ``True`` applies ``r`` after the recurrent product (torch, cuDNN);
+            ``False`` before it (Cho et al. 2014). Keyword only. Default: ``True``.
+        layer_norm (bool): layer normalization (Ba et al. 2016) of the input and recurrent
+            pre-activations, with gains ``layer_norm_ih_l{k}``, ``layer_norm_hh_l{k}``
+            ``(3H,)``; needs ``reset_after=True``. Keyword only. Default: ``False``.
+        recurrent_dropout (float): in training, variational dropout (Gal & Ghahramani 2016):
+            one mask per sequence, layer and direction multiplies ``h_{t-1}`` where it enters
+            the recurrent products. Keyword only. Default: ``0.0``.
+        weight_dropout (float): in training, DropConnect on ``weight_hh_l{k}`` (Merity et al.
+            2017), one mask per forward call. Keyword only. Default: ``0.0``.
+        zoneout (float): zoneout (Krueger et al. 2017): in training each unit keeps its
+            previous ``h`` with this probability, in eval the expectation. Keyword only.
+            Default: ``0.0``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first=True``, ``(T, I)`` unbatched, or a packed sequence.
+        - **hx** (Tensor, optional): ``h_0``, ``(L*D, B, H)`` (``(L*D, H)`` unbatched), the
+          initial state. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``: each sequence's
+          valid steps (see :meth:`RNNBase.forward`).
+        - **return_trace** (bool): if ``True``, also return the gate trace.
+
+    Outputs:
+        - **output**: ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``, ``(T, D*H)``
+          unbatched, packed for packed input): the last layer's ``h_t`` at every step.
+        - **h_n**: ``(L*D, B, H)``, every layer's and direction's final ``h``.
+        - **trace**: a :class:`~gatedrnn.Trace` of ``reset, update, candidate, hidden``, each
+          ``(L*D, T, B, H)`` (``(L*D, B, T, H)`` with ``batch_first``).
+
+    Shape:
+        ``B`` batch size, ``T`` sequence length, ``I = input_size``, ``H = hidden_size``,
+        ``L = num_layers``, ``D = 2`` if ``bidirectional`` else ``1``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(3H, I)`` for ``k = 0``, ``(3H, D*H)`` after: ``[W_ir; W_iz; W_in]``.
+        weight_hh_l{k} (Tensor): ``(3H, H)``, ``[W_hr; W_hz; W_hn]``.
+        bias_ih_l{k} (Tensor): ``(3H,)``, ``[b_ir; b_iz; b_in]``.
+        bias_hh_l{k} (Tensor): ``(3H,)``, ``[b_hr; b_hz; b_hn]``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's parameters (every name
+            above with ``_reverse``), when ``bidirectional``.
+
+    All are uniform in :math:`(-1/\sqrt{H}, 1/\sqrt{H})` at the start, as torch's.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> gru = gatedrnn.GRU(10, 20, batch_first=True)
+        >>> output, h_n, trace = gru(torch.randn(3, 5, 10), return_trace=True)
+        >>> output.shape, h_n.shape, trace.update.shape
+        (torch.Size([3, 5, 20]), torch.Size([1, 3, 20]), torch.Size([1, 3, 5, 20]))
+        >>> theirs = gru.to_torch()  # a torch.nn.GRU with the same weights
+        >>> torch.allclose(theirs(torch.ones(3, 5, 10))[0], gru(torch.ones(3, 5, 10))[0], atol=1e-6)
+        True
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -523,6 +857,19 @@ def to_torch(module: nn.Module) -> nn.Module:
 
     For tools that match torch.nn's types exactly, such as dynamic quantization:
     ``torch.ao.quantization.quantize_dynamic(gatedrnn.to_torch(model), {nn.LSTM, nn.Linear})``.
+
+    Args:
+        module (torch.nn.Module): any module; it is copied, never changed.
+
+    Returns:
+        The copy (or the twin). A layer or cell with a variant torch.nn lacks (peepholes,
+        ``layer_norm``, zoneout, an MGU...) is a ``ValueError``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> model = torch.nn.Sequential(gatedrnn.GRUCell(4, 8), torch.nn.Linear(8, 2))
+        >>> type(gatedrnn.to_torch(model)[0]).__module__
+        'torch.nn.modules.rnn'
     """
     if isinstance(module, (RNNBase, CellBase)):
         return module.to_torch()
@@ -547,6 +894,73 @@ class MGU(RNNBase):
     regularizers); parameters named as torch names them with 2H rows (``[f; n]``). Runs on the
     native loop of the fused backend (``csrc/gru.cpp``), as the GRU does. The trace
     holds ``forget, candidate, hidden``.
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        num_layers (int): how many layers are stacked; layer ``k > 0`` reads the output
+            sequence of layer ``k - 1``. Default: ``1``.
+        bias (bool): if ``False``, the layer has no ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+            Default: ``True``.
+        batch_first (bool): if ``True``, ``input`` and ``output`` are ``(B, T, *)`` instead
+            of ``(T, B, *)``; ``h_0`` and ``h_n`` keep their layout. Default: ``False``.
+        dropout (float): in training, the probability with which each output of a layer is
+            zeroed before the next layer reads it (not after the last layer). Default: ``0.0``.
+        bidirectional (bool): if ``True``, each layer also runs over the reversed sequence
+            (parameters ending in ``_reverse``), ``D = 2``. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        backend (str): ``"reference"`` (the cell's equations in a PyTorch loop), ``"fused"``
+            (native time loops with a hand-written backward) or ``"auto"``, the fastest
+            that supports the call. Keyword only. Default: ``"auto"``.
+        recurrent_dropout (float): in training, variational dropout (Gal & Ghahramani 2016):
+            one mask per sequence, layer and direction multiplies ``h_{t-1}`` where it enters
+            the recurrent products. Keyword only. Default: ``0.0``.
+        weight_dropout (float): in training, DropConnect on ``weight_hh_l{k}`` (Merity et al.
+            2017), one mask per forward call. Keyword only. Default: ``0.0``.
+        zoneout (float): zoneout (Krueger et al. 2017): in training each unit keeps its
+            previous ``h`` with this probability, in eval the expectation. Keyword only.
+            Default: ``0.0``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first=True``, ``(T, I)`` unbatched, or a packed sequence.
+        - **hx** (Tensor, optional): ``h_0``, ``(L*D, B, H)`` (``(L*D, H)`` unbatched), the
+          initial state. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``: each sequence's
+          valid steps (see :meth:`RNNBase.forward`).
+        - **return_trace** (bool): if ``True``, also return the gate trace.
+
+    Outputs:
+        - **output**: ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``, ``(T, D*H)``
+          unbatched, packed for packed input): the last layer's ``h_t`` at every step.
+        - **h_n**: ``(L*D, B, H)``, every layer's and direction's final ``h``.
+        - **trace**: a :class:`~gatedrnn.Trace` of ``forget, candidate, hidden``, each ``(L*D, T, B, H)``
+          (``(L*D, B, T, H)`` with ``batch_first``).
+
+    Shape:
+        ``B`` batch size, ``T`` sequence length, ``I = input_size``, ``H = hidden_size``,
+        ``L = num_layers``, ``D = 2`` if ``bidirectional`` else ``1``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(2H, I)`` for ``k = 0``, ``(2H, D*H)`` after: ``[W_if; W_in]``.
+        weight_hh_l{k} (Tensor): ``(2H, H)``, ``[W_hf; W_hn]``.
+        bias_ih_l{k} (Tensor): ``(2H,)``, ``[b_if; b_in]``.
+        bias_hh_l{k} (Tensor): ``(2H,)``, ``[b_hf; b_hn]``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's parameters (every name
+            above with ``_reverse``), when ``bidirectional``.
+
+    All are uniform in :math:`(-1/\sqrt{H}, 1/\sqrt{H})` at the start, as torch's cells.
+    There is no torch.nn twin: ``from_torch`` and ``to_torch`` raise.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> mgu = gatedrnn.MGU(4, 8, bidirectional=True)
+        >>> output, h_n = mgu(torch.randn(6, 2, 4))
+        >>> output.shape, h_n.shape, mgu.weight_hh_l0.shape
+        (torch.Size([6, 2, 16]), torch.Size([2, 2, 8]), torch.Size([16, 8]))
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,

@@ -159,7 +159,21 @@ class MinRNNBase(RefusesScript, nn.Module):
     ``lengths=``; ``return_trace``. ``backend``: ``"reference"`` (the step function in the
     reference loop), ``"fused"`` (the gates of all steps at once, then the native sequential
     loop), ``"scan"`` (log-space parallel scan) or ``"auto"`` (fused on the CPU where the native
-    loops are built, the reference loop where not, the scan on other devices)."""
+    loops are built, the reference loop where not, the scan on other devices).
+
+    Args:
+        input_size (int): ``I``, the number of input features.
+        hidden_size (int): ``H``, the number of features of ``h``.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): whether the layers have ``bias_ih_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, *)`` input and output. Default: ``False``.
+        dropout (float): dropout between layers, in training. Default: ``0.0``.
+        bidirectional (bool): both directions. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' dtype. Default: ``None``.
+        backend (str): ``"auto"``, ``"reference"``, ``"fused"`` or ``"scan"``. Keyword only.
+            Default: ``"auto"``.
+    """
 
     mode: str
 
@@ -207,7 +221,18 @@ class MinRNNBase(RefusesScript, nn.Module):
     def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Returns the output ``(T, B, D·H)`` (``(B, T, D·H)`` batch-first, a
         ``PackedSequence`` for one) and ``h_n`` ``(L·D, B, H)``; with ``return_trace`` also a
-        :class:`~gatedrnn.Trace` of every gate, ``(L·D, T, B, H)`` (batch-first: ``(L·D, B, T, H)``)."""
+        :class:`~gatedrnn.Trace` of every gate, ``(L·D, T, B, H)`` (batch-first: ``(L·D, B, T, H)``).
+
+        Args:
+            input (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+                ``batch_first``, ``(T, I)`` unbatched, or packed.
+            hx (Tensor, optional): ``h_0``, ``(L·D, B, H)`` (``(L·D, H)`` unbatched).
+                Default: zeros.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's valid
+                steps; outputs past them are zero, ``h_n`` is each sequence's last valid state.
+                Default: ``None``.
+            return_trace (bool): also return the trace. Default: ``False``.
+        """
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
@@ -325,6 +350,50 @@ class MinGRU(MinRNNBase):
     ``weight_ih_l{k}`` ``(2H, I)`` = ``[W_z; W_n]``. As in the paper, ``z`` is the rate at
     which ``h`` moves to the candidate (gatedrnn's GRU writes the blend the other way round:
     its ``z`` keeps). The trace holds ``update, candidate, hidden``.
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): if ``False``, the layers have no ``bias_ih_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, *)`` input and output instead of ``(T, B, *)``.
+            Default: ``False``.
+        dropout (float): in training, dropout on each layer's output but the last.
+            Default: ``0.0``.
+        bidirectional (bool): run each layer in both directions (``_reverse`` parameters),
+            ``D = 2``. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+        backend (str): ``"reference"``, ``"fused"``, ``"scan"`` or ``"auto"`` (the module's docstring).
+            Keyword only. Default: ``"auto"``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first``, ``(T, I)`` unbatched, or packed.
+        - **hx** (Tensor, optional): ``h_0``, ``(L*D, B, H)``. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's
+          valid steps.
+        - **return_trace** (bool): also return the gate trace. Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``).
+        - **h_n**: ``(L*D, B, H)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``update, candidate, hidden``, each ``(L*D, T, B, H)``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(2H, I)`` for ``k = 0``, ``(2H, D*H)`` after: ``[W_z; W_n]``.
+        bias_ih_l{k} (Tensor): ``(2H,)``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's, when ``bidirectional``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> x = torch.randn(2, 50, 4)
+        >>> loop = gatedrnn.MinGRU(4, 8, batch_first=True, backend="reference")
+        >>> scan = gatedrnn.MinGRU(4, 8, batch_first=True, backend="scan")
+        >>> _ = scan.load_state_dict(loop.state_dict())
+        >>> torch.allclose(loop(x)[0], scan(x)[0], atol=1e-5)  # one recurrence, two ways
+        True
     """
 
     mode = "MinGRU"
@@ -341,6 +410,48 @@ class MinLSTM(MinRNNBase):
 
     ``weight_ih_l{k}`` ``(3H, I)`` = ``[W_f; W_i; W_n]``. The trace holds the normalized
     ``forget`` and ``input``, ``candidate``, ``hidden``.
+
+    Args:
+        input_size (int): ``I``, the number of features in each step of the input.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): if ``False``, the layers have no ``bias_ih_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, *)`` input and output instead of ``(T, B, *)``.
+            Default: ``False``.
+        dropout (float): in training, dropout on each layer's output but the last.
+            Default: ``0.0``.
+        bidirectional (bool): run each layer in both directions (``_reverse`` parameters),
+            ``D = 2``. Default: ``False``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+        backend (str): ``"reference"``, ``"fused"``, ``"scan"`` or ``"auto"`` (the module's docstring).
+            Keyword only. Default: ``"auto"``.
+
+    Inputs:
+        - **input** (Tensor or PackedSequence): ``(T, B, I)``, ``(B, T, I)`` with
+          ``batch_first``, ``(T, I)`` unbatched, or packed.
+        - **hx** (Tensor, optional): ``h_0``, ``(L*D, B, H)``. Default: zeros.
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's
+          valid steps.
+        - **return_trace** (bool): also return the gate trace. Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``).
+        - **h_n**: ``(L*D, B, H)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``forget, input, candidate, hidden``, each ``(L*D, T, B, H)``.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(3H, I)`` for ``k = 0``, ``(3H, D*H)`` after: ``[W_f; W_i; W_n]``.
+        bias_ih_l{k} (Tensor): ``(3H,)``.
+        weight_ih_l{k}_reverse (Tensor): the reverse direction's, when ``bidirectional``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> layer = gatedrnn.MinLSTM(4, 8)
+        >>> output, h_n, trace = layer(torch.randn(30, 2, 4), return_trace=True)
+        >>> torch.allclose(trace.forget + trace.input, torch.ones(1, 30, 2, 8))
+        True
     """
 
     mode = "MinLSTM"
@@ -384,12 +495,73 @@ class MinCellBase(RefusesScript, nn.Module):
 
 
 class MinGRUCell(MinCellBase):
-    """One MinGRU step (see :class:`MinGRU`)."""
+    """One MinGRU step (see :class:`MinGRU`): from the input alone, ``z = σ(W_z x + b_z)``,
+    ``h = (1 - z) ⊙ h_prev + z ⊙ g(W_n x + b_n)``.
+
+    Args:
+        input_size (int): ``I``, the number of input features.
+        hidden_size (int): ``H``, the number of features of ``h``.
+        bias (bool): whether the cell has ``bias_ih``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)`` or ``(I,)``.
+        - **hx** (Tensor, optional): ``h_0``, ``(B, H)`` or ``(H,)``. Default: zeros.
+        - **return_trace** (bool): also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**: ``(B, H)`` or ``(H,)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of ``update, candidate, hidden``.
+
+    Attributes:
+        weight_ih (Tensor): ``(2H, I)``, ``[W_z; W_n]``.
+        bias_ih (Tensor): ``(2H,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.MinGRUCell(4, 8)
+        >>> h_prev = torch.randn(2, 8)
+        >>> h, trace = cell(torch.randn(2, 4), h_prev, return_trace=True)
+        >>> z, n = trace.update, trace.candidate
+        >>> torch.allclose(h, (1 - z) * h_prev + z * n)
+        True
+    """
 
     mode = "MinGRU"
 
 
 class MinLSTMCell(MinCellBase):
-    """One MinLSTM step (see :class:`MinLSTM`)."""
+    """One MinLSTM step (see :class:`MinLSTM`): normalized forget and input gates from the
+    input alone, ``h = f' ⊙ h_prev + i' ⊙ g(W_n x + b_n)``.
+
+    Args:
+        input_size (int): ``I``, the number of input features.
+        hidden_size (int): ``H``, the number of features of ``h``.
+        bias (bool): whether the cell has ``bias_ih``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)`` or ``(I,)``.
+        - **hx** (Tensor, optional): ``h_0``, ``(B, H)`` or ``(H,)``. Default: zeros.
+        - **return_trace** (bool): also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**: ``(B, H)`` or ``(H,)``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``forget, input, candidate, hidden``.
+
+    Attributes:
+        weight_ih (Tensor): ``(3H, I)``, ``[W_f; W_i; W_n]``.
+        bias_ih (Tensor): ``(3H,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.MinLSTMCell(4, 8)
+        >>> h = cell(torch.randn(4))  # unbatched
+        >>> h.shape
+        torch.Size([8])
+    """
 
     mode = "MinLSTM"

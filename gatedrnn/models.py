@@ -21,6 +21,56 @@ CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU, "mingru": MinGRU, "mi
 
 
 class SequenceModel(nn.Module):
+    """The model of the built-in sequence tasks: an optional embedding, a gatedrnn layer
+    (batch first), dropout, and a linear readout of every step or of the last one.
+
+    Args:
+        cell (str): the layer: ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mgu"``, ``"mingru"`` or
+            ``"minlstm"``.
+        input_size (int): features per step (the embedding size for token inputs).
+        hidden_size (int): the layer's ``hidden_size``.
+        output_size (int): outputs per readout (classes, vocabulary, values).
+        num_layers (int): the layer's ``num_layers``. Default: ``1``.
+        vocab_size (int, optional): for token inputs, the embedding's number of rows;
+            ``None`` for real-valued inputs. Default: ``None``.
+        readout (str): ``"all"``, an output at every step, or ``"last"``, one per sequence
+            from its last valid step. Default: ``"all"``.
+        backend (str): the layer's ``backend``. Default: ``"auto"``.
+        forget_bias (float): the LSTM's ``forget_bias`` (other cells ignore it).
+            Default: ``1.0``.
+        dropout (float): dropout on the embedding, on the layer's output and between layers.
+            Default: ``0.0``.
+        tie_weights (bool): the readout reuses the embedding matrix (Press & Wolf 2017);
+            needs token inputs and ``input_size == hidden_size``. Default: ``False``.
+        adaptive_softmax (tuple[int, ...]): cutoffs of an adaptive softmax readout (Grave et
+            al. 2017) over a vocabulary sorted by frequency; empty for a linear readout.
+            Default: ``()``.
+        cell_options (dict, optional): more keywords for the layer (variants,
+            regularizers: ``{"peephole": True}``). Default: ``None``.
+
+    Inputs:
+        - **x** (Tensor): ``(B, T, I)`` features or ``(B, T)`` token ids.
+        - **hx** (optional): the layer's initial state. Default: zeros.
+        - **return_trace** (bool): also return the layer's trace. Default: ``False``.
+        - **return_state** (bool): also return the layer's final state. Default: ``False``.
+        - **lengths** (Tensor, optional): ``(B,)``, each sequence's valid steps.
+
+    Outputs:
+        - **output**: ``(B, T, O)`` logits (readout ``"all"``) or ``(B, O)`` (``"last"``);
+          log-probabilities with an adaptive softmax.
+        - **state** (with ``return_state=True``), then **trace** (with ``return_trace=True``).
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.models import SequenceModel
+        >>> model = SequenceModel("gru", input_size=2, hidden_size=16, output_size=1, readout="last")
+        >>> model(torch.rand(4, 30, 2)).shape
+        torch.Size([4, 1])
+        >>> lm = SequenceModel("lstm", 32, 32, output_size=100, vocab_size=100, tie_weights=True)
+        >>> lm(torch.randint(0, 100, (2, 10))).shape
+        torch.Size([2, 10, 100])
+    """
+
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
                  vocab_size: int | None = None, readout: str = "all", backend: str = "auto",
                  forget_bias: float = 1.0, dropout: float = 0.0, tie_weights: bool = False,
@@ -65,22 +115,44 @@ class SequenceModel(nn.Module):
         self.adaptive = bool(adaptive_softmax)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the layer reads: ``x`` itself, or for tokens ``(B, T)`` their embeddings
+        ``(B, T, I)`` after dropout.
+
+        Args:
+            x (Tensor): ``(B, T, I)`` features or ``(B, T)`` token ids.
+        """
         return self.drop(self.embed(x)) if self.embed is not None else x  # (B, T, I)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The readout: (..., H) → (..., O) logits (log-probabilities with an adaptive softmax)."""
+        """The readout: (..., H) → (..., O) logits (log-probabilities with an adaptive softmax).
+
+        Args:
+            h (Tensor): hidden outputs ``(..., H)``.
+        """
         if self.adaptive:
             return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1)
         return self.head(h) if self.head_bias is None else F.linear(h, self.embed.weight, self.head_bias)
 
     def hidden(self, x, hx=None, return_trace=False, lengths=None):
-        """The recurrent part: ((B, T, H) outputs after dropout, final state[, trace])."""
+        """The recurrent part: ((B, T, H) outputs after dropout, final state[, trace]).
+
+        Args:
+            x (Tensor): ``(B, T, I)`` features or ``(B, T)`` tokens.
+            hx (optional): the layer's initial state. Default: zeros.
+            return_trace (bool): also return the layer's trace. Default: ``False``.
+            lengths (Tensor, optional): ``(B,)``, each sequence's valid steps.
+        """
         result = self.rnn(self.features(x), hx, return_trace=return_trace, lengths=lengths)
         return (self.drop(result[0]),) + tuple(result[1:])
 
     def token_nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """−log p(target) per token, (B, T), from the hidden outputs: an adaptive softmax scores
-        only each target's cluster, never the whole vocabulary."""
+        only each target's cluster, never the whole vocabulary.
+
+        Args:
+            h (Tensor): hidden outputs ``(B, T, H)``.
+            targets (Tensor): token ids ``(B, T)``.
+        """
         if self.adaptive:
             return -self.head(h.reshape(-1, h.shape[-1]), targets.reshape(-1)).output.view(targets.shape)
         logits = self.project(h)
@@ -97,13 +169,37 @@ class SequenceModel(nn.Module):
         and the state after it. In eval mode, a sequence fed chunk by chunk gives what it gives
         in one call: the chunks' outputs concatenated are the whole sequence's (readout "last":
         the last chunk's is the whole's).
+
+        Args:
+            x (Tensor): the next chunk, ``(B, T_chunk, I)`` or ``(B, T_chunk)``.
+            state (optional): what the previous call returned; ``None`` to start.
+
+        Examples:
+            >>> import torch
+            >>> from gatedrnn.models import SequenceModel
+            >>> model = SequenceModel("lstm", 1, 8, 1).eval()
+            >>> x = torch.randn(1, 12, 1)
+            >>> out_a, state = model.stream(x[:, :5])
+            >>> out_b, state = model.stream(x[:, 5:], state)
+            >>> torch.allclose(torch.cat([out_a, out_b], 1), model(x), atol=1e-6)
+            True
         """
         return self(x, state, return_state=True)
 
     def forward(self, x, hx=None, return_trace=False, return_state=False, lengths=None):
         """x: (B, T, I) features or (B, T) tokens; ``lengths`` (B,) marks padded batches.
         Returns (B, T, O), or (B, O) with readout "last" (each sequence's last valid step);
-        with return_trace / return_state also the trace / final state."""
+        with return_trace / return_state also the trace / final state.
+
+        Args:
+            x (Tensor): ``(B, T, I)`` features or ``(B, T)`` token ids.
+            hx (optional): the layer's initial state. Default: zeros.
+            return_trace (bool): also return the layer's trace. Default: ``False``.
+            return_state (bool): also return the final state (before the trace).
+                Default: ``False``.
+            lengths (Tensor, optional): ``(B,)``, each sequence's valid steps.
+                Default: ``None``.
+        """
         result = self.hidden(x, hx, return_trace=return_trace, lengths=lengths)
         h = result[0]  # (B, T, H)
         if self.readout == "last":

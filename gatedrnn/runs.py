@@ -34,7 +34,11 @@ RESULT = "result.json"
 
 def load_config(run_dir) -> TrainConfig:
     """The :class:`TrainConfig` a run folder was trained with; ``FileNotFoundError`` or
-    ``ValueError`` naming the folder or file for anything else."""
+    ``ValueError`` naming the folder or file for anything else.
+
+    Args:
+        run_dir (str or Path): the run folder.
+    """
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} holds no run (no {CONFIG}); give the folder a run was trained into")
@@ -47,7 +51,16 @@ def load_config(run_dir) -> TrainConfig:
 def task_class(config: TrainConfig, run_dir, given=None) -> type:
     """The task class of a run. A built-in task's name resolves alone; an import path
     (``MODULE:CLASS``, a task of your own) only when ``given`` (the user's ``--task``, a
-    string or the class) names the same task."""
+    string or the class) names the same task.
+
+    Args:
+        config (TrainConfig): the run's config.
+        run_dir (str or Path): the run folder, named in errors.
+        given (str or type, optional): the task the user names. Default: ``None``.
+
+    Raises:
+        ValueError: the run's task is one of your own and ``given`` does not name it.
+    """
     spec = config.task
     if not tasks.is_import_path(spec):
         return tasks.task_class(spec)
@@ -68,7 +81,11 @@ def _same_task(given: str, spec: str) -> bool:
 
 
 def read_json(path: Path):
-    """A run file's JSON value; ``DataError`` naming the file when it is no JSON."""
+    """A run file's JSON value; ``DataError`` naming the file when it is no JSON.
+
+    Args:
+        path (Path): the file.
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -76,7 +93,12 @@ def read_json(path: Path):
 
 
 def saved_files(run_dir, cls) -> tuple[dict | None, dict]:
-    """(``model.json``'s value or None, ``{name: value}`` of the task's ``saves`` present)."""
+    """(``model.json``'s value or None, ``{name: value}`` of the task's ``saves`` present).
+
+    Args:
+        run_dir (str or Path): the run folder.
+        cls (type): the run's task class.
+    """
     run_dir = Path(run_dir)
     spec = read_json(run_dir / MODEL) if (run_dir / MODEL).exists() else None
     if spec is not None and not isinstance(spec, dict):
@@ -88,7 +110,17 @@ def saved_files(run_dir, cls) -> tuple[dict | None, dict]:
 def build(config: TrainConfig, run_dir=None, task=None):
     """The task (with its data) and a freshly initialized model (seeded) for a config; with
     ``run_dir``, the task reuses what the run saved (a text run's vocab.json) instead of
-    rebuilding it. ``task``: the import path of a task of your own, as in :func:`task_class`."""
+    rebuilding it. ``task``: the import path of a task of your own, as in :func:`task_class`.
+
+    Args:
+        config (TrainConfig): the run's config.
+        run_dir (str or Path, optional): a run folder whose saved files the task reuses.
+            Default: ``None``.
+        task (str or type, optional): the task of your own the config names. Default: ``None``.
+
+    Returns:
+        ``(task, model)``, the model on ``config.device``.
+    """
     if run_dir is None:
         cls = task_class(config, "the config", task or config.task)
         task = cls.from_config(config)
@@ -105,7 +137,13 @@ def build(config: TrainConfig, run_dir=None, task=None):
 def restore(config: TrainConfig, run_dir, task=None):
     """(the run's task without its data (``Task.restore``), notes, whether the data was read).
     A run trained before gatedrnn saved all its task needs (``model.json``, a task's
-    ``saves``) has its task rebuilt from its training data instead, with a note saying so."""
+    ``saves``) has its task rebuilt from its training data instead, with a note saying so.
+
+    Args:
+        config (TrainConfig): the run's config.
+        run_dir (str or Path): the run folder.
+        task (str or type, optional): the task of your own the run names. Default: ``None``.
+    """
     run_dir = Path(run_dir)
     cls = task_class(config, run_dir, task)
     spec, saved = saved_files(run_dir, cls)
@@ -130,7 +168,12 @@ def _data_present(config: TrainConfig) -> bool:
 
 
 def identity(config: TrainConfig, data: bool = True) -> dict:
-    """What a checkpoint belongs to: task, cell and, with ``data``, the data's fingerprint."""
+    """What a checkpoint belongs to: task, cell and, with ``data``, the data's fingerprint.
+
+    Args:
+        config (TrainConfig): the run's config.
+        data (bool): include the data file's fingerprint and path. Default: ``True``.
+    """
     run = {"task": config.task, "cell": config.cell}
     if data:
         run.update(data=fingerprint(config.data), data_path=config.data)
@@ -138,7 +181,14 @@ def identity(config: TrainConfig, data: bool = True) -> dict:
 
 
 def write_files(run_dir: Path, config: TrainConfig, task=None) -> None:
-    """The run's config and, for a new run (``task``), what its task saves and its sizes."""
+    """The run's config and, for a new run (``task``), what its task saves and its sizes.
+
+    Args:
+        run_dir (Path): the run folder.
+        config (TrainConfig): the config to write as ``config.json``.
+        task (Task, optional): a new run's task: its :meth:`~gatedrnn.tasks.base.Task.artifacts`
+            and ``model.json`` are written too. Default: ``None``.
+    """
     checkpoint.write_json(run_dir / CONFIG, config_dict(config))
     if task is not None:
         for name, value in {**task.artifacts(), MODEL: task.model_spec()}.items():
@@ -146,11 +196,20 @@ def write_files(run_dir: Path, config: TrainConfig, task=None) -> None:
 
 
 def config_dict(config: TrainConfig) -> dict:
+    """``config`` as the dict ``config.json`` holds.
+
+    Args:
+        config (TrainConfig): a config.
+    """
     return dataclasses.asdict(config)
 
 
 def read_log(path: Path) -> list:
-    """The rows of a run's ``metrics.jsonl``, up to a line cut by a kill."""
+    """The rows of a run's ``metrics.jsonl``, up to a line cut by a kill.
+
+    Args:
+        path (Path): the log file; an absent file gives ``[]``.
+    """
     if not path.exists():
         return []
     rows = []
@@ -163,6 +222,11 @@ def read_log(path: Path) -> list:
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Keeps the log rows up to the checkpoint's step, so a resumed run logs no step twice."""
+    """Keeps the log rows up to the checkpoint's step, so a resumed run logs no step twice.
+
+    Args:
+        path (Path): the log file, rewritten atomically.
+        step (int): the last step to keep.
+    """
     rows = [r for r in read_log(path) if r["step"] <= step]
     checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows)))

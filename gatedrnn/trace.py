@@ -24,6 +24,24 @@ class Trace(Mapping):
     (``(num_layers * num_directions, B, T, H)`` with ``batch_first``, and
     ``(num_layers * num_directions, T, H)`` for unbatched input), stacked in the
     order torch stacks ``h_n``. From a cell each tensor is one step: ``(B, H)``.
+
+    The names, by cell: LSTM ``input, forget, candidate, output, cell, hidden``; GRU
+    ``reset, update, candidate, hidden``; RNN ``hidden``; MGU ``forget, candidate, hidden``;
+    MinGRU ``update, candidate, hidden``; MinLSTM ``forget, input, candidate, hidden``. The
+    values are the gates after their activation, zero past a sequence's ``lengths``, and
+    differentiable. A trace is read-only.
+
+    Args:
+        tensors (dict[str, Tensor]): the tensors by name (layers and cells build it).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> lstm = gatedrnn.LSTM(3, 5, batch_first=True)
+        >>> _, _, trace = lstm(torch.randn(2, 7, 3), return_trace=True)
+        >>> list(trace)
+        ['input', 'forget', 'candidate', 'output', 'cell', 'hidden']
+        >>> trace.forget.shape, trace["cell"].shape  # (L*D, B, T, H) batch-first
+        (torch.Size([1, 2, 7, 5]), torch.Size([1, 2, 7, 5]))
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor]):

@@ -19,6 +19,7 @@ from gatedrnn import checkpoint, distributed, lock, runs
 from gatedrnn.config import TrainConfig
 from gatedrnn.runs import CONFIG, METRICS, MODEL, RESULT, build, identity, load_config  # noqa: F401  (their old home)
 from gatedrnn.tasks.base import to_device
+from gatedrnn.progress import progress_bar
 from gatedrnn.threads import flush_denormals, torch_threads
 
 
@@ -133,11 +134,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         board = tb.Board(run_dir, task, config.seed, config.device, purge_step=state["step"] + 1 if resume else 0)
 
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=state["step"], desc=f"{config.cell} {config.task}", unit="step",
-                   dynamic_ncols=True, disable=None)  # fmt: skip
+    if progress:  # names the cell; its speed and ETA leave out the first steps (Pace)
+        bar = progress_bar(config.steps, state["step"], f"{config.cell} on {config.task}")
     log_lines = progress and (bar is None or bar.disable)  # no terminal (a log file, CI, nohup): a line per evaluation
     first_step, first_seconds = state["step"], state["seconds"]  # where this process began: its own speed
     status, message = "done", ""
@@ -194,7 +192,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                     bar.set_postfix(loss=f"{batch_loss.item():.4f}", **{config.task + "_" + task.metric: f"{metrics[task.metric]:.4f}"})
                 if log_lines:
                     print(_evaluation_line(config, task, step, first_step, batch_loss.item(), metrics,
-                                           time.perf_counter() - started, first_seconds), flush=True)  # fmt: skip
+                                           time.perf_counter() - started, first_seconds, bar.pace.rate),
+                          flush=True)  # fmt: skip
                 if state["solved_at"] is None and task.solved(metrics):
                     state["solved_at"] = step
                 if _better(task, metrics[task.metric], state["best"]):
@@ -245,9 +244,12 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                      baselines or {})  # fmt: skip
 
 
-def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at) -> str:
-    """One line per evaluation when output is not a terminal, as Keras' ``verbose=2``."""
-    rate = (step - first_step) / max(elapsed - resumed_at, 1e-9)  # steps per second in this process
+def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at, rate=None) -> str:
+    """One line per evaluation when output is not a terminal, as Keras' ``verbose=2``, naming the
+    cell. ``rate``: steps per second after the warm-up (:class:`gatedrnn.progress.Pace`); where there is none yet,
+    the average over this process's steps."""
+    if rate is None:
+        rate = (step - first_step) / max(elapsed - resumed_at, 1e-9)  # steps per second in this process
     eta = (config.steps - step) / rate if rate > 0 else float("nan")
     if config.max_minutes:
         eta = min(eta, max(0.0, 60 * config.max_minutes - elapsed))
@@ -255,8 +257,9 @@ def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, res
     def clock(seconds):
         return "?" if seconds != seconds else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
-    return (f"step {step}/{config.steps}  train loss {loss:.4f}  valid {task.metric} {metrics[task.metric]:.4f}  "
-            f"{rate * config.batch_size:.1f} sequences/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")  # fmt: skip
+    return (f"step {step}/{config.steps} ({config.cell})  train loss {loss:.4f}  "
+            f"valid {task.metric} {metrics[task.metric]:.4f}  {rate * config.batch_size:.1f} sequences/s  "
+            f"elapsed {clock(elapsed)}  ETA {clock(eta)}")  # fmt: skip
 
 
 STOPPED = {  # what the end-of-run line says of each status

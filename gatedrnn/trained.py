@@ -49,6 +49,14 @@ class TrainedRun:
         restored_task: the task object as the run saved it, without its data
             (:meth:`gatedrnn.tasks.base.Task.restore`): what ``predict`` and ``generate`` run on.
         notes: how the run was read (a run from an earlier version rebuilt from its data).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> from gatedrnn.config import TrainConfig
+        >>> from gatedrnn.models import SequenceModel
+        >>> run = gatedrnn.TrainedRun(SequenceModel("gru", 2, 8, 1).eval(), TrainConfig(cell="gru"), "adding")
+        >>> run.model(torch.rand(1, 20, 2)).shape, run.result is None  # (B, T, O): readout "all"
+        (torch.Size([1, 20, 1]), True)
     """
 
     model: torch.nn.Module
@@ -71,6 +79,37 @@ def load(run_dir, task=None) -> TrainedRun:
 
     ``task``: for a run of a task of your own, its import path (``"my_tasks:Parity"``) or
     class, which must be the one the run names: a run folder never picks the code to import.
+
+    Args:
+        run_dir (str or Path): the run folder.
+        task (str or type, optional): the import path (``"MODULE:CLASS"``) or the class of
+            the run's task, needed (and checked against the run) only for a task of your
+            own. Default: ``None``.
+
+    Returns:
+        A :class:`TrainedRun`: the model in eval mode on the run's device, its config, result
+        and what its task saved.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no run.
+        ValueError: the run's config cannot be read, or its task is one of your own and
+            ``task`` does not name it.
+        gatedrnn.tasks.data.DataError: a file of the run is damaged, or the checkpoint
+            belongs to another run or fails its checksums (one line naming the file).
+
+    Examples:
+        A run of the adding problem, trained for a few steps:
+
+        >>> import subprocess, torch, gatedrnn
+        >>> _ = subprocess.run(["gatedrnn", "train", "--task", "adding", "--length", "20",
+        ...                     "--hidden-size", "8", "--steps", "10", "--eval-every", "10",
+        ...                     "--out", "runs/adding-lstm", "--no-report"],
+        ...                    check=True, capture_output=True)
+        >>> run = gatedrnn.load("runs/adding-lstm")
+        >>> run.model(torch.rand(1, 20, 2)).shape  # the task's inputs: (B, T, 2)
+        torch.Size([1, 1])
+        >>> run.config.cell, run.task, "mse" in run.result["test"]
+        ('lstm', 'adding', True)
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -94,6 +133,39 @@ def predict(run, input, per_line: bool = False, task=None) -> Prediction:
 
     ``per_line``: a row per line of a text file. ``task``: for a run of a task of your own,
     its import path or class (see :func:`gatedrnn.load`).
+
+    Args:
+        run (str, Path or TrainedRun): a run folder, or what :func:`load` returned.
+        input (str or Path): the new file: a CSV for a forecaster or a classifier, a text
+            file for a language model, a clip (``.npy``, ``.gif``) for a video predictor.
+        per_line (bool): a language model: a row per line of the text. Default: ``False``.
+        task (str or type, optional): the import path or class of a task of your own (see
+            :func:`load`). Default: ``None``.
+
+    Returns:
+        A :class:`~gatedrnn.tasks.prediction.Prediction`: ``rows``, ``summary``,
+        ``message``, ``notes``; ``write(path)`` saves it as CSV or JSON.
+
+    Raises:
+        gatedrnn.tasks.data.DataError: the run's task does not predict from files, or the
+            file is missing or does not hold what the task reads (one line naming the file).
+
+    Examples:
+        A forecaster of a sine wave, trained for a few steps, forecasts the step after the
+        file's end:
+
+        >>> import math, subprocess, gatedrnn
+        >>> rows = [f"{t},{10 + math.sin(t / 3):.3f}" for t in range(120)]
+        >>> _ = open("sine.csv", "w").write("t,value\\n" + "\\n".join(rows) + "\\n")
+        >>> _ = subprocess.run(["gatedrnn", "train", "--task", "timeseries", "--data", "sine.csv",
+        ...                     "--target", "value", "--window", "12", "--hidden-size", "8",
+        ...                     "--steps", "10", "--eval-every", "10", "--out", "runs/sine",
+        ...                     "--no-report"], check=True, capture_output=True)
+        >>> forecast = gatedrnn.predict("runs/sine", "sine.csv")
+        >>> forecast.rows[0]["step"], forecast.rows[0]["t"]
+        (1, '120')
+        >>> forecast.write("forecast.csv").name
+        'forecast.csv'
     """
     run = run if isinstance(run, TrainedRun) else load(run, task)
     restored = run.restored_task

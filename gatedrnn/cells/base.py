@@ -14,7 +14,15 @@ class CellBase(RefusesScript, nn.RNNCellBase):
     ``bias_hh (G*H)`` for ``G`` gate blocks, registered and initialized by
     :class:`torch.nn.RNNCellBase` as torch.nn's cells are: every parameter uniform in
     ``(-1/sqrt(H), 1/sqrt(H))``, in this order. Each cell also subclasses its torch.nn
-    twin (``LSTMCell(CellBase, torch.nn.LSTMCell)``), so type checks see what it is."""
+    twin (``LSTMCell(CellBase, torch.nn.LSTMCell)``), so type checks see what it is.
+
+    Args:
+        input_size (int): ``I``, the number of input features.
+        hidden_size (int): ``H``, the number of features of the hidden state.
+        bias (bool): whether the cell has ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+    """
 
     num_gates: int
 
@@ -59,7 +67,16 @@ class CellBase(RefusesScript, nn.RNNCellBase):
 
     @classmethod
     def from_torch(cls, module: nn.Module):
-        """A copy of torch.nn's matching cell, with its weights, device and dtype."""
+        """A copy of torch.nn's matching cell, with its weights, device, dtype and mode.
+
+        Args:
+            module (torch.nn.Module): a :class:`torch.nn.LSTMCell` for
+                ``LSTMCell.from_torch`` (``torch.nn.GRUCell``, ``torch.nn.RNNCell`` for the
+                others); anything else is a ``TypeError``.
+
+        Returns:
+            The gatedrnn cell.
+        """
         torch_cls = getattr(nn, cls.__name__)
         if not isinstance(module, torch_cls):
             raise TypeError(f"module must be a torch.nn.{cls.__name__}, got {type(module).__name__}")
@@ -72,7 +89,8 @@ class CellBase(RefusesScript, nn.RNNCellBase):
         return cell.train(module.training)
 
     def to_torch(self) -> nn.Module:
-        """A torch.nn cell with a copy of this cell's weights."""
+        """A torch.nn cell with a copy of this cell's weights, device, dtype and mode (a
+        variant torch.nn lacks, peepholes or ``reset_after=False``, is a ``ValueError``)."""
         w = self.weight_ih
         module = getattr(nn, type(self).__name__)(**self._config(), device=w.device, dtype=w.dtype)
         module.load_state_dict(self.state_dict())

@@ -191,6 +191,38 @@ class ConvLSTMCell(ConvCellBase):
 
     ``forward(input, hx=None, return_trace=False)`` returns ``(h, c)``; the trace holds
     ``input, forget, candidate, output, cell, hidden`` as maps.
+
+    Args:
+        in_channels (int): ``C_in``, the channels of each input frame.
+        hidden_channels (int): ``C``, the channels of the state maps ``h`` and ``c``.
+        kernel_size (int or tuple[int, int]): ``(kh, kw)`` of every convolution, each odd
+            (the "same" padding ``(k - 1) / 2`` keeps the frame's height and width).
+        bias (bool): if ``False``, no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, C_in, H, W)``, or ``(C_in, H, W)`` unbatched.
+        - **hx** (tuple of two Tensors, optional): ``(h, c)``, each ``(B, C, H, W)``. Default: zeros.
+        - **return_trace** (bool): also return the step's gate maps. Default: ``False``.
+
+    Outputs:
+        - **h**, **c**: the new states, each ``(B, C, H, W)`` (``(C, H, W)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``input, forget, candidate, output, cell, hidden``, each ``(B, C, H, W)``.
+
+    Attributes:
+        weight_ih (Tensor): ``(4C, C_in, kh, kw)``.
+        weight_hh (Tensor): ``(4C, C, kh, kw)``.
+        bias_ih (Tensor): ``(4C,)``.
+        bias_hh (Tensor): ``(4C,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.ConvLSTMCell(1, 8, kernel_size=3)
+        >>> h, c = cell(torch.randn(2, 1, 16, 16))
+        >>> h.shape, c.shape
+        (torch.Size([2, 8, 16, 16]), torch.Size([2, 8, 16, 16]))
     """
 
     mode = "LSTM"
@@ -219,6 +251,39 @@ class ConvGRUCell(ConvCellBase):
 
     ``forward(input, hx=None, return_trace=False)`` returns ``h``; the trace holds
     ``reset, update, candidate, hidden`` as maps.
+
+    Args:
+        in_channels (int): ``C_in``, the channels of each input frame.
+        hidden_channels (int): ``C``, the channels of the state map ``h``.
+        kernel_size (int or tuple[int, int]): ``(kh, kw)`` of every convolution, each odd
+            (the "same" padding ``(k - 1) / 2`` keeps the frame's height and width).
+        bias (bool): if ``False``, no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+        reset_after (bool): ``True`` applies ``r`` after the recurrent convolution (torch's
+            form), ``False`` before it (Ballas et al.'s). Keyword only. Default: ``True``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, C_in, H, W)``, or ``(C_in, H, W)`` unbatched.
+        - **hx** (Tensor, optional): ``h``, ``(B, C, H, W)``. Default: zeros.
+        - **return_trace** (bool): also return the step's gate maps. Default: ``False``.
+
+    Outputs:
+        - **h**: the new state, ``(B, C, H, W)`` (``(C, H, W)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``reset, update, candidate, hidden``, each ``(B, C, H, W)``.
+
+    Attributes:
+        weight_ih (Tensor): ``(3C, C_in, kh, kw)``.
+        weight_hh (Tensor): ``(3C, C, kh, kw)``.
+        bias_ih (Tensor): ``(3C,)``.
+        bias_hh (Tensor): ``(3C,)``.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.ConvGRUCell(3, 4, kernel_size=(3, 5), reset_after=False)
+        >>> cell(torch.randn(3, 10, 12)).shape  # unbatched
+        torch.Size([4, 10, 12])
     """
 
     mode = "GRU"

@@ -93,6 +93,36 @@ class GRUCell(CellBase, nn.GRUCell):
     ``forward(input, hx=None, return_trace=False)`` takes ``input`` of shape ``(B, I)``
     or ``(I,)``; it returns ``h``, and with ``return_trace`` also a
     :class:`~gatedrnn.Trace` of ``reset, update, candidate, hidden``.
+
+    Args:
+        input_size (int): ``I``, the number of features of the input ``x``.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        bias (bool): if ``False``, the cell has no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        reset_after (bool): ``True`` applies ``r`` after the recurrent product (torch's form);
+            ``False`` before it (Cho et al.'s). Keyword only. Default: ``True``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+        - **hx** (Tensor, optional): ``h_0``, ``(B, H)`` (``(H,)`` unbatched). Default: zeros.
+        - **return_trace** (bool): if ``True``, also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**: the new hidden state, ``(B, H)`` (``(H,)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``reset, update, candidate, hidden``, each ``(B, H)`` (``(H,)`` unbatched).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.GRUCell(10, 20)
+        >>> h_prev = torch.randn(3, 20)
+        >>> h, trace = cell(torch.randn(3, 10), h_prev, return_trace=True)
+        >>> z, n = trace.update, trace.candidate
+        >>> torch.allclose(h, (1 - z) * n + z * h_prev)
+        True
     """
 
     num_gates = 3
@@ -105,6 +135,8 @@ class GRUCell(CellBase, nn.GRUCell):
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
 
     def to_torch(self):
+        """A :class:`torch.nn.GRUCell` with a copy of this cell's weights (``reset_after=False``
+        is a ``ValueError``: torch.nn computes only the reset-after form)."""
         if not self.reset_after:
             raise ValueError("torch.nn.GRUCell has no reset_after=False (Cho et al.'s form); it cannot be converted")
         return super().to_torch()

@@ -116,6 +116,46 @@ class LSTMCell(CellBase, nn.LSTMCell):
     or ``(I,)`` and ``hx = (h, c)``; it returns ``(h, c)``, and with ``return_trace`` a
     third value, a :class:`~gatedrnn.Trace` of ``input, forget, candidate, output,
     cell, hidden`` (with peepholes, each gate with its peephole term inside).
+
+    Args:
+        input_size (int): ``I``, the number of features of the input ``x``.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h`` and of the
+            cell state ``c``.
+        bias (bool): if ``False``, the cell has no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+        forget_bias (float): a constant added to the forget gate's ``b_if`` after torch's
+            initialization; needs ``bias=True``. Keyword only. Default: ``0.0``.
+        peephole (bool): add the peepholes ``weight_ci``, ``weight_cf``, ``weight_co``
+            ``(H,)``, zero at the start. Keyword only. Default: ``False``.
+        coupled (bool): couple the input gate to the forget gate, ``i_t = 1 - f_t`` (CIFG),
+            with 3H gate rows (f, g, o). Keyword only. Default: ``False``.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+        - **hx** (tuple of two Tensors, optional): ``(h_0, c_0)``, each ``(B, H)`` (``(H,)``
+          unbatched). Default: zeros.
+        - **return_trace** (bool): if ``True``, also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**, **c**: the new states, each ``(B, H)`` (``(H,)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of ``input,
+          forget, candidate, output, cell, hidden``, each ``(B, H)`` (``(H,)`` unbatched).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.LSTMCell(10, 20, forget_bias=1.0)
+        >>> x = torch.randn(6, 3, 10)  # (T, B, I)
+        >>> h, c = torch.zeros(3, 20), torch.zeros(3, 20)
+        >>> for x_t in x:
+        ...     c_prev = c
+        ...     h, c, trace = cell(x_t, (h, c), return_trace=True)
+        >>> h.shape, trace.forget.shape
+        (torch.Size([3, 20]), torch.Size([3, 20]))
+        >>> torch.allclose(c, trace.forget * c_prev + trace.input * trace.candidate)
+        True
     """
 
     num_gates = 4
@@ -149,6 +189,8 @@ class LSTMCell(CellBase, nn.LSTMCell):
         return s + (", peephole=True" if self.peephole else "") + (", coupled=True" if self.coupled else "")
 
     def to_torch(self):
+        """A :class:`torch.nn.LSTMCell` with a copy of this cell's weights (a peephole or
+        coupled cell is a ``ValueError``: torch.nn has neither)."""
         if self.peephole or self.coupled:
             raise ValueError("torch.nn.LSTMCell has no peepholes or coupled gates: this cell cannot be converted")
         return super().to_torch()

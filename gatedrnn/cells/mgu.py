@@ -43,7 +43,35 @@ class MGUCell(CellBase):
     initialized as torch's cells. The paper writes the gate ``f`` for "forget"; it plays the
     GRU's reset gate and its update rate at once. ``forward(input, hx=None,
     return_trace=False)`` returns ``h`` (and a :class:`~gatedrnn.Trace` of ``forget,
-    candidate, hidden``).
+    candidate, hidden``). torch.nn has no MGU cell: ``from_torch`` and ``to_torch`` raise.
+
+    Args:
+        input_size (int): ``I``, the number of features of the input ``x``.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        bias (bool): if ``False``, the cell has no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+        - **hx** (Tensor, optional): ``h_0``, ``(B, H)`` (``(H,)`` unbatched). Default: zeros.
+        - **return_trace** (bool): if ``True``, also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**: the new hidden state, ``(B, H)`` (``(H,)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``forget, candidate, hidden``, each ``(B, H)`` (``(H,)`` unbatched).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.MGUCell(4, 8)
+        >>> h_prev = torch.randn(2, 8)
+        >>> h, trace = cell(torch.randn(2, 4), h_prev, return_trace=True)
+        >>> f, n = trace.forget, trace.candidate
+        >>> torch.allclose(h, (1 - f) * h_prev + f * n)
+        True
     """
 
     num_gates = 2

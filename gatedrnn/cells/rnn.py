@@ -62,6 +62,33 @@ class RNNCell(CellBase, nn.RNNCell):
 
     ``forward(input, hx=None, return_trace=False)`` returns ``h``, and with
     ``return_trace`` also a :class:`~gatedrnn.Trace` holding ``hidden``.
+
+    Args:
+        input_size (int): ``I``, the number of features of the input ``x``.
+        hidden_size (int): ``H``, the number of features of the hidden state ``h``.
+        bias (bool): if ``False``, the cell has no ``bias_ih`` and ``bias_hh``. Default: ``True``.
+        nonlinearity (str): :math:`\phi`, ``"tanh"`` or ``"relu"``. Default: ``"tanh"``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``,
+            torch's default device.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default:
+            ``None``, torch's default dtype.
+
+    Inputs:
+        - **input** (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+        - **hx** (Tensor, optional): ``h_0``, ``(B, H)`` (``(H,)`` unbatched). Default: zeros.
+        - **return_trace** (bool): if ``True``, also return the step's gates. Default: ``False``.
+
+    Outputs:
+        - **h**: the new hidden state, ``(B, H)`` (``(H,)`` unbatched).
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of
+          ``hidden``, each ``(B, H)`` (``(H,)`` unbatched).
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.RNNCell(10, 20, nonlinearity="relu")
+        >>> h = cell(torch.randn(3, 10))
+        >>> h.shape, bool((h >= 0).all())
+        (torch.Size([3, 20]), True)
     """
 
     num_gates = 1

@@ -75,8 +75,9 @@ def run(args) -> int:
     print("\n".join(task.introduction()) + "\n")
     metric = task.metric.upper() if len(task.metric) <= 4 else task.metric  # MSE, RMSE; accuracy
     rows, views = [], []
-    for cell in args.cells:
+    for number, cell in enumerate(args.cells, start=1):
         config = TrainConfig(**settings, cell=cell)
+        print(f"[{number}/{len(args.cells)}] training the {cell.upper()} ({config.steps} steps)", flush=True)
         task, initial = build(config)
         initial = copy.deepcopy(initial)
         started = time.perf_counter()
@@ -96,9 +97,11 @@ def run(args) -> int:
     print("\n" + "  ".join(k.ljust(widths[k]) for k in rows[0]))
     for row in rows:
         print("  ".join(str(v).ljust(widths[k]) for k, v in row.items()))
-    path = write_report(args.out, views, f"gatedrnn demo: {task.describe()}",
-                        " ".join(task.introduction()) + " A vanilla RNN, an LSTM and a GRU with the same hidden "
-                        "size, trained with the same settings and seed. The figures show why the gated cells learn "
-                        "the task and the vanilla RNN does not.")  # fmt: skip
+    names = [cell.upper() for cell in args.cells]
+    shown = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    path = write_report(args.out, views, f"gatedrnn demo: {task.describe()}",  # the task's introduction first
+                        f"Here: {shown}, each with {args.hidden_size} hidden units, trained with the same "
+                        "settings and seed. The figures show why a gated cell learns the task where a vanilla RNN "
+                        "does not.")  # fmt: skip
     print(f"\nreport: {path}")
     return 0

@@ -42,7 +42,12 @@ def __getattr__(name):  # ``from gatedrnn.tasks import Task``: the protocol, imp
 
 
 def is_import_path(spec: str) -> bool:
-    """Whether ``spec`` names a task by import path (``MODULE:CLASS``, ``FILE.py:CLASS``), not by a built-in name."""
+    """Whether ``spec`` names a task by import path (``MODULE:CLASS``, ``FILE.py:CLASS``), not by a
+    built-in name.
+
+    Args:
+        spec (str): a task's name or import path.
+    """
     return ":" in str(spec)
 
 
@@ -83,7 +88,21 @@ def _import(spec: str) -> type:
 
 def task_class(spec: str) -> type:
     """The task class a name or import path gives: ``"adding"`` → :class:`~gatedrnn.tasks.adding.Adding`,
-    ``"my_tasks:Parity"`` → that class. An unknown name is a ``ValueError`` listing the built-in ones."""
+    ``"my_tasks:Parity"`` → that class. An unknown name is a ``ValueError`` listing the built-in ones.
+
+    Args:
+        spec (str): a built-in task's name, or ``MODULE:CLASS`` / ``FILE.py:CLASS`` (the module
+            is imported: its code runs).
+
+    Examples:
+        >>> from gatedrnn.tasks import task_class
+        >>> task_class("adding").__name__, task_class("gatedrnn.tasks.copy:Copy").name
+        ('Adding', 'copy')
+        >>> task_class("addition")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --task must be one of adding, copy, ... got 'addition'
+    """
     if spec in BUILT_IN:
         return _import(BUILT_IN[spec])
     if is_import_path(spec):
@@ -111,12 +130,29 @@ TASKS: Mapping = _Registry()
 
 
 def make_task(name: str, **options):
-    """A task built from its name (or import path) and its constructor's options."""
+    """A task built from its name (or import path) and its constructor's options.
+
+    Args:
+        name (str): a built-in task's name or an import path (see :func:`task_class`).
+        **options: the task class's constructor arguments.
+
+    Examples:
+        >>> from gatedrnn.tasks import make_task
+        >>> task = make_task("adding", length=50)
+        >>> task.describe(), task.input_size, task.readout
+        ('adding, T = 50', 2, 'last')
+    """
     return task_class(name)(**options)
 
 
 def task_from_config(config, spec=None, saved=None):
     """The task of ``config`` with its data; with ``saved`` (a trained run's files, see
-    :func:`gatedrnn.runs.saved_files`), rebuilt reusing them (``Task.from_run``)."""
+    :func:`gatedrnn.runs.saved_files`), rebuilt reusing them (``Task.from_run``).
+
+    Args:
+        config (TrainConfig): the run's config.
+        spec (dict, optional): the run's ``model.json``. Default: ``None``.
+        saved (dict, optional): the run's saved files by name. Default: ``None``.
+    """
     cls = task_class(config.task)
     return cls.from_config(config) if saved is None else cls.from_run(config, spec, saved)

@@ -34,6 +34,24 @@ def adding_batch(batch_size: int, length: int, generator: torch.Generator):
 
 
 class Adding(Task):
+    """The adding problem (see the module's docstring): regression on the last step, MSE.
+
+    Args:
+        length (int): the sequence length ``T``. Default: ``100``.
+        test_size (int): sequences in the validation and in the test split. Default: ``2000``.
+        solved_mse (float): the validation MSE below which the task counts as solved.
+            Default: ``0.01``.
+        curriculum (str): shorter lengths to train on first, comma-separated
+            (``"100,200,400"``), each until the training MSE is 15% of the baseline; ``""``:
+            none. Default: ``""``.
+
+    Examples:
+        >>> from gatedrnn.tasks.adding import Adding
+        >>> task = Adding(length=50)
+        >>> inputs, targets = task.train_batch(step=1, batch_size=4, seed=0)
+        >>> inputs.shape, targets.shape  # (B, T, value and marker), (B, 1)
+        (torch.Size([4, 50, 2]), torch.Size([4, 1]))
+    """
     name = "adding"
     about = "the adding problem: sum the two marked values of a long sequence (Hochreiter & Schmidhuber 1997)"
     input_size = 2
@@ -78,10 +96,14 @@ class Adding(Task):
         return metrics["mse"] < self.solved_mse
 
     def introduction(self):
-        T = self.length
-        return [f"The adding problem at T = {T}: two of {T} values are marked; predict their sum.",
-                f"Predicting 1 whatever the input scores MSE {self.baseline:.3f}; 'solved' means test MSE < "
-                f"{self.solved_mse:g}."]  # fmt: skip
+        T, half = self.length, self.length // 2
+        return [f"The adding problem at T = {T}: each step reads a value in [0, 1] and a marker; two of the {T} steps "
+                "are marked, one in each half, and after the last step the model predicts the sum of the two marked "
+                "values.",
+                f"Predicting 1 whatever the input scores MSE {self.baseline:.3f} = Var(U + U'), the baseline: a model "
+                "there has learned nothing of the marked values.",
+                f"'Solved' means test MSE < {self.solved_mse:g}; it takes holding the first marked value for "
+                f"{T - half} to {T - 1} steps."]  # fmt: skip
 
     def marked_positions(self, inputs):
         return torch.nonzero(inputs[:, 1] > 0).flatten().tolist()

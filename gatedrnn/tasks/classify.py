@@ -154,6 +154,17 @@ def sequences(x: torch.Tensor, scale: float, mode: str, permute: bool) -> torch.
 
 
 class Classify(Task):
+    """Sequence classification (see the module's docstring): accuracy.
+
+    Args:
+        data (str): ``"digits"`` (scikit-learn's 8x8 digits) or a CSV of sequences, one per
+            row with its label. Default: ``"digits"``.
+        mode (str): read images ``"row"`` by row or ``"pixel"`` by pixel. Default: ``"row"``.
+        permute (bool): read the pixels in a fixed random order (permuted). Default: ``False``.
+        label (str): the label column of a CSV with a header; ``""``: the last. Default: ``""``.
+        classes (list[str], optional): the class names of a trained run, to map names to the
+            same ids; ``None`` sorts the names found. Default: ``None``.
+    """
     name = "classify"
     about = "label sequences: the rows of a CSV, or images read row by row or pixel by pixel"
     saves = (NORMALIZATION,)
@@ -192,6 +203,16 @@ class Classify(Task):
         self.index = {"train": torch.arange(cut1), "valid": torch.arange(cut1, cut2), "test": torch.arange(cut2, N)}
         test = self.y[self.index["test"]]
         self.baseline = float(torch.bincount(test).max()) / len(test)
+
+    def introduction(self):
+        T, I = self.x.shape[1], self.x.shape[2]  # steps, values per step
+        read = f"row by row, {T} rows of {I} values" if self.mode == "row" else f"one value a step, {T} steps"
+        order = ", its values in a fixed random order (the permuted variant)" if self.permute else ""
+        return [f"Sequence classification: each example is read {read}{order}, and the state after the last step "
+                f"picks one of {self.output_size} classes.",
+                f"The metric is the accuracy on the {len(self.index['test'])} test examples (an 80/10/10 split fixed "
+                f"once). The baseline {self.baseline:.3f} is the test share of the most frequent class, what always "
+                "predicting it scores. There is no 'solved' bar: higher is better."]  # fmt: skip
 
     def artifacts(self):
         return {NORMALIZATION: {"scale": self.scale, "values": self.values}}

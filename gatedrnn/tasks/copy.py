@@ -37,6 +37,16 @@ def copy_batch(batch_size: int, length: int, generator: torch.Generator):
 
 
 class Copy(Task):
+    """The copy task (see the module's docstring): recall 10 symbols after ``T`` blanks.
+
+    Args:
+        length (int): the delay ``T``; sequences are ``T + 20`` steps. Default: ``100``.
+        test_size (int): sequences in the validation and in the test split. Default: ``1000``.
+        solved_loss (float): solved also needs a validation cross-entropy below this; ``0``:
+            99% recall alone. Default: ``0.0``.
+        curriculum (str): shorter delays to train on first, comma-separated; ``""``: none.
+            Default: ``""``.
+    """
     name = "copy"
     about = "the copy memory task: recall a sequence of symbols after a long delay (Hochreiter & Schmidhuber 1997)"
     vocab_size = 10
@@ -89,6 +99,19 @@ class Copy(Task):
     def solved(self, metrics):
         low = not self.solved_loss or metrics["loss"] < self.solved_loss
         return metrics["accuracy"] >= SOLVED_ACCURACY and low
+
+    def introduction(self):
+        T, total = self.length, self.length + 2 * RECALL
+        solved = f"{SOLVED_ACCURACY:.0%} of them right" + (f" and a loss below {self.solved_loss:g}" if self.solved_loss
+                                                             else "")  # fmt: skip
+        return [f"The copy task at T = {T}: the model reads {RECALL} symbols drawn from {NUM_SYMBOLS}, then {T} blanks "
+                f"whose last is a delimiter, then {RECALL} more blanks ({total} steps); it must output blanks until "
+                f"the delimiter, then the {RECALL} symbols in order.",
+                f"The loss is the cross-entropy per step over all {total} steps. A model that remembers nothing "
+                f"predicts blanks, then guesses among {NUM_SYMBOLS}: loss {RECALL} ln {NUM_SYMBOLS} / {total} = "
+                f"{self.baseline:.4f}, the baseline.",
+                f"Accuracy counts the {RECALL} recalled symbols; 'solved' means {solved}, which takes holding the "
+                f"symbols for {T + RECALL} steps."]  # fmt: skip
 
     def marked_positions(self, inputs):
         return [RECALL - 1, self.length + RECALL - 1]  # last symbol shown, delimiter

@@ -68,6 +68,12 @@ def pad(rolls: list[torch.Tensor]):
 
 
 class Music(Task):
+    """Polyphonic music (see the module's docstring): negative log-likelihood per step.
+
+    Args:
+        data (str): a ``.mat`` file of piano rolls (``traindata``, ``validdata``, ``testdata``).
+        crop (int): the longest training excerpt, in time steps. Default: ``200``.
+    """
     name = "music"
     about = "polyphonic music: predict the next piano-roll frame (JSB chorales, Nottingham, ...)"
     input_size = KEYS
@@ -85,6 +91,17 @@ class Music(Task):
         p = frames.mean(0).clamp(1e-6, 1 - 1e-6)
         test = torch.cat([r[1:] for r in self.rolls["test"]])
         self.baseline = float(-(test * p.log() + (1 - test) * (1 - p).log()).sum(1).mean())
+
+    def introduction(self):
+        pieces = {split: len(rolls) for split, rolls in self.rolls.items()}
+        return [f"Polyphonic music: at every step of a piano roll the model predicts which of the {KEYS} keys sound at "
+                f"the next step, each key a yes-or-no (Bernoulli) output. Training reads excerpts of at most "
+                f"{self.crop} steps from {pieces['train']} pieces.",
+                f"The metric is the NLL: the negative log-likelihood of the next step in nats, summed over the {KEYS} "
+                f"keys and averaged over every predicted step of the {pieces['test']} test pieces.",
+                f"The baseline {self.baseline:.2f} is {KEYS} independent Bernoullis with the training pieces' key "
+                "frequencies, blind to time: the gap below it is what the model gains from the music so far. There "
+                "is no 'solved' bar: lower is better."]  # fmt: skip
 
     def train_batch(self, step, batch_size, seed):
         g = batch_generator(seed, step)

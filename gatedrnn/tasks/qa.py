@@ -86,6 +86,13 @@ def test_file(train_path: Path) -> Path:
 
 
 class QA(Task):
+    """bAbI question answering (see the module's docstring): accuracy.
+
+    Args:
+        data (str): a bAbI training file (``..._train.txt``; its ``_test`` twin is read too).
+        protocol (str): ``"1k"`` (the first 1,000 training questions) or ``"10k"`` (all).
+            Default: ``"1k"``.
+    """
     name = "qa"
     about = "question answering on the bAbI stories (Weston et al. 2015)"
     readout = "last"
@@ -119,6 +126,15 @@ class QA(Task):
         test_labels = self.data["test"][2]
         known = test_labels[test_labels >= 0]
         self.baseline = float(torch.bincount(known).max()) / len(test_labels) if len(known) else 0.0
+
+    def introduction(self):
+        count = {split: len(labels) for split, (_, _, labels) in self.data.items()}
+        return [f"Question answering on bAbI: the model reads a story and a question about it, and answers with one "
+                f"of the {self.output_size} answers seen in training (a word, or a comma-joined list). It trains on "
+                f"{count['train']} questions, validates on {count['valid']} and is tested on {count['test']}.",
+                f"The metric is the accuracy on the test questions. The baseline {self.baseline:.3f} is always giving "
+                "the most frequent test answer. There is no 'solved' bar in the task; Weston et al. (2015) count a "
+                "task as passed at 95% accuracy."]  # fmt: skip
 
     def make_model(self, config):
         return QAModel(config.cell, self.vocab_size, config.embedding_size or self.input_size, config.hidden_size,

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gatedrnn.diagnostics import explore
 from gatedrnn.tasks.base import Task
 from gatedrnn.tasks.data import DataError, data_path, read_text
 from gatedrnn.tasks.prediction import Prediction
@@ -120,6 +121,19 @@ def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 class Text(Task):
+    """Language modelling (see the module's docstring): the next token's cross-entropy.
+
+    Args:
+        data (str): a text file, or a folder holding ``train.txt``, ``valid.txt`` and
+            ``test.txt``.
+        batch_size (int): the parallel streams the training text is cut into.
+        level (str): ``"char"`` or ``"word"`` tokens. Default: ``"char"``.
+        bptt (int): tokens per truncated-backpropagation segment. Default: ``128``.
+        by_frequency (bool): number the vocabulary by frequency (an adaptive softmax needs
+            it). Default: ``False``.
+        vocab (Vocabulary, optional): a saved vocabulary to reuse (a trained run's); ``None``
+            builds one from the training text. Default: ``None``.
+    """
     name = "text"
     about = "a language model of characters or words: learn a text file, score and generate text"
     saves = (VOCAB,)
@@ -178,6 +192,34 @@ class Text(Task):
 
     def starts_sequence(self, step):
         return step % self.batches_per_epoch == 0
+
+    def figures(self):
+        """The gate explorer (``diagnostics/explore.py``) of the first run, on the start of the test
+        split: an HTML page of its own, which the report embeds. Characters only."""
+        if self.level != "char":
+            return []
+        text = self.explorer_text()
+        return [(explore.FILENAME, lambda runs, path: explore.draw(runs, path, text), explore.caption)]
+
+    def explorer_text(self) -> str:
+        """What the gate explorer reads by default: about 1000 characters of the test split,
+        from a line start."""
+        return explore.sample(self.vocab.decode(self.ids["test"][: 2 * explore.LENGTH].tolist()))
+
+    def introduction(self):
+        unit = "character" if self.level == "char" else "word"
+        lines = [f"A language model of {unit}s: at every step the model reads a {unit} and predicts the next one, "
+                 f"among the {self.vocab_size} {unit}s of its vocabulary. Training reads {self.bptt} {unit}s at a "
+                 "time, the state carried from one segment to the next (truncated backpropagation through time).",
+                 f"The loss is the cross-entropy in nats per {unit} ("
+                 + ("bits per character = nats / ln 2; " if unit == "character" else "")
+                 + "perplexity = e^nats)."]  # fmt: skip
+        if self.baseline is not None:
+            lines.append(f"The baseline {self.baseline:.3f} nats is the unigram entropy of the training text: "
+                         f"predicting every {unit} by its frequency alone, blind to context. There is no 'solved' "
+                         "bar: lower is better, and the gap below the baseline is what the model gains from "
+                         "context.")  # fmt: skip
+        return lines
 
     def token_labels(self, inputs):
         return [self.vocab.tokens[i] for i in inputs.tolist()]  # (T,) ids: a character or word each

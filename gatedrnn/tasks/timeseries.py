@@ -122,6 +122,21 @@ def to_units(output: torch.Tensor, last: torch.Tensor, mean: float, std: float, 
 
 
 class TimeSeries(Task):
+    """Forecasting a column of a CSV (see the module's docstring): RMSE, MAE, MAPE.
+
+    Args:
+        data (str): the CSV file.
+        target (str): the column to forecast (required: ``""`` is an error naming
+            ``--target``). Default: ``""``.
+        features (str): more input columns, comma-separated. Default: ``""``.
+        window (int): past steps the model reads. Default: ``24``.
+        horizon (int): steps ahead to forecast. Default: ``1``.
+        test_size (int): rows held out at the end; ``0``: the last 20%. Default: ``0``.
+        season (int): the season length of the seasonal-naive and SARIMA baselines.
+            Default: ``12``.
+        log (bool): model the log of the series. Default: ``False``.
+        difference (bool): predict the change from the window's last value. Default: ``False``.
+    """
     name = "timeseries"
     about = "forecast a column of any CSV file"
     saves = (NORMALIZATION,)
@@ -221,6 +236,21 @@ class TimeSeries(Task):
 
     def metrics(self, output, target):
         return {"rmse": float((output - target).pow(2).mean().sqrt())}
+
+    def introduction(self):
+        target, features = self.columns[0], self.columns[1:]
+        reads = f"the last {self.window} values of {target!r}" + (
+            f" and of {', '.join(map(repr, features))}" if features else "")  # fmt: skip
+        ahead = "the next value" if self.horizon == 1 else f"the next {self.horizon} values at once, one output a step"
+        how = (" in log space" if self.log else "") + (", as a change from the last value" if self.difference else "")
+        return [f"Forecasting {target!r}: from {reads}, the model predicts {ahead}{how}. The last {self.test_size} "
+                "rows are the test set, each forecast from the true values before it.",
+                "The metric is the RMSE in the series' own units, averaged over the steps ahead (MAE and MAPE are "
+                "reported too).",
+                f"The baseline {self.baseline:.4g} is the validation RMSE of persistence, forecasting the last value "
+                f"seen; seasonal naive (the value {self.season} rows earlier) and, with statsmodels, SARIMA are scored "
+                "on the same rows. There is no 'solved' bar: a forecaster earns its place where it beats "
+                "them."]  # fmt: skip
 
     def artifacts(self):
         return {NORMALIZATION: {"columns": self.columns, "mean": self.mean.tolist(), "std": self.std.tolist()}}

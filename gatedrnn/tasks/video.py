@@ -114,6 +114,20 @@ def frame_metrics(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, to
 
 
 class Video(Task):
+    """Next-frame prediction on moving digits (see the module's docstring): MSE, SSIM.
+
+    Args:
+        data (str): the MNIST CSV the digits are drawn from.
+        frames_in (int): frames the model sees. Default: ``10``.
+        frames_out (int): frames it predicts. Default: ``10``.
+        frame_size (int): frame height and width in pixels. Default: ``64``.
+        digits (int): digits per sequence. Default: ``2``.
+        patch (int): patch size ``p``: a frame becomes a map of ``p*p`` channels.
+            Default: ``4``.
+        kernel_size (int): the ConvLSTM/ConvGRU kernel size (odd). Default: ``5``.
+        valid_size (int): validation sequences. Default: ``256``.
+        test_size (int): test sequences. Default: ``512``.
+    """
     name = "video"
     about = "predict the next frames of moving digits (Moving MNIST) with a ConvLSTM or ConvGRU"
     generate_needs_data = True  # generate draws a test sequence
@@ -151,6 +165,16 @@ class Video(Task):
         self.input_size = self.output_size = patch * patch
         self._splits = {}
         self.baseline = self.baselines("valid")["copy last frame"]["mse"].mean().item()
+
+    def introduction(self):
+        S, digits = self.frame_size, f"{self.num_digits} digit{'s' if self.num_digits > 1 else ''}"
+        return [f"Next-frame prediction: the model sees {self.frames_in} frames of {digits} moving in a {S}×{S} "
+                f"frame and predicts the next {self.frames_out}, each predicted frame fed back as the next input.",
+                f"The metric is the MSE of a predicted frame: its squared error summed over the {S * S} pixels, "
+                "averaged over the predicted frames (as Srivastava et al. and Shi et al. report it); SSIM and the "
+                "binary cross-entropy are reported too.",
+                f"The baseline {self.baseline:.1f} is copying the last input frame (validation MSE); the mean training "
+                "frame is scored beside it. There is no 'solved' bar: lower is better."]  # fmt: skip
 
     def _sequences(self, split: str, count: int, generator) -> torch.Tensor:
         frames = self.frames_in + self.frames_out
