@@ -19,7 +19,6 @@ target is out of this machine's reach ("beyond ceiling").
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -27,22 +26,12 @@ import torch
 
 import gatedrnn
 from gatedrnn import fused
-from results_io import write_json
+from results_io import cpu_name, write_json
 
 GRID = [(1, 1000, 32, 128), (16, 500, 32, 64), (32, 100, 64, 128), (64, 100, 256, 256), (128, 50, 512, 512),
         (256, 35, 650, 650), (32, 200, 128, 512)]  # the last two: issue 13's (Zaremba's medium LM, a wide one)
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 VARIANTS = ("fused", "auto", "trace")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def forward_flops(cell, B, T, I, H):

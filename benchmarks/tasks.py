@@ -20,6 +20,7 @@ import torch
 
 from gatedrnn.presets import PRESETS, data_dir, resolve
 from gatedrnn.train import TrainConfig, train
+from results_io import machine, stamped
 
 ANCHORS = {
     "adding-200": "solved: test MSE < 0.01 (Le et al. 2015)",
@@ -106,14 +107,16 @@ def main(argv=None):
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Adds one row to the JSON list at ``path``, atomically (a killed run keeps every earlier
-    row) and under a lock (runs side by side on separate cores each add theirs)."""
+    """Adds one row, with this process's machine, to the "rows" of the JSON file at ``path``,
+    atomically (a killed run keeps every earlier row) and under a lock (runs side by side on
+    separate cores each add theirs). A new file gets this command and machine as its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = json.loads(path.read_text()) if path.exists() else []
+        results = json.loads(path.read_text()) if path.exists() else stamped([])
+        results["rows"].append({**row, "machine": machine()})
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows + [row], indent=1))
+        tmp.write_text(json.dumps(results, indent=1))
         os.replace(tmp, path)
 
 
