@@ -1,27 +1,60 @@
 """Checkpoints: one safetensors file (model weights, optimizer tensors, RNG states) whose
 metadata holds the step and the optimizer's other state as JSON; never a pickle. Every file
 is written to a temporary name and renamed over the old one, so a run killed at any moment
-leaves the last complete checkpoint in place. The metadata also keeps a SHA-256 of every
-tensor's bytes and of the other metadata: a flipped byte is refused, not loaded. A checkpoint
-written before checksums existed (no ``checksums`` entry) loads unchecked."""
+leaves the last complete checkpoint in place; a file that is a symbolic link is never
+written through, and the temporaries a killed save left are removed by the next save.
+
+The metadata keeps a SHA-256 of every tensor (its dtype and shape, as the header gives them,
+and its bytes) and of the other metadata, which holds the run's manifest (the digests of the
+files beside the checkpoint, ``gatedrnn/manifest.py``): a flipped byte anywhere, an edited
+dtype or metadata value, is refused, not loaded. A checkpoint written by an earlier version
+(format 1: checksums of the tensors' bytes alone, or none at all; no manifest) still loads,
+with a note saying what it lacks."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from gatedrnn import manifest
+
 CHECKPOINT = "checkpoint.safetensors"
+FORMAT = "gatedrnn-checkpoint-2"  # checksums over each tensor's dtype, shape and bytes; a manifest
+EARLIER = "gatedrnn-checkpoint-1"  # checksums over the tensors' bytes alone (or none), no manifest
 
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, truncated or does not fit the model."""
+
+
+class SymlinkError(ValueError):
+    """A file of a run folder that is a symbolic link, which gatedrnn does not write through."""
+
+
+def refuse_link(path: Path) -> None:
+    """Raises :class:`SymlinkError` where ``path`` is a symbolic link (dangling or not)."""
+    if Path(path).is_symlink():
+        raise SymlinkError(f"{path} is a symbolic link; gatedrnn writes no file through a link (it may point "
+                           "outside the folder): remove the link, then run again")  # fmt: skip
+
+
+_NOTED = set()
+
+
+def _note_once(text: str) -> None:
+    """Prints ``text`` on stderr, once in a process."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def _default_mode() -> int:
@@ -31,8 +64,11 @@ def _default_mode() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Calls ``write(temporary_path)``, then renames the temporary file onto ``path``."""
+    """Calls ``write(temporary_path)``, then renames the temporary file onto ``path``; refuses
+    a ``path`` that is a symbolic link. A failed write is an ``OSError`` naming ``path`` (a
+    full disk: ``ENOSPC``), safetensors' own error included."""
     path = Path(path)
+    refuse_link(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -46,7 +82,28 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
         if isinstance(error, OSError):  # named by the file it was meant for, not the temporary one
             raise OSError(error.errno, error.strerror, str(path)) from None
+        if isinstance(error, SafetensorError):  # "I/O error: No space left on device (os error 28)"
+            raise _os_error(error, path) from None
         raise
+
+
+def _os_error(error: SafetensorError, path: Path) -> OSError:
+    """safetensors' error as the ``OSError`` it wraps, named by ``path``."""
+    code = re.search(r"os error (\d+)", str(error))
+    if code is None:
+        return OSError(None, str(error), str(path))
+    return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path))
+
+
+def remove_stale_temporaries(folder: Path, names) -> list[Path]:
+    """Removes the temporaries :func:`atomic_write` made for the files ``names`` in ``folder``
+    and a killed process left (``.checkpoint.safetensors.k3j_a9x2.tmp``); returns them. Only
+    for a folder no other process writes in (a run folder, under its lock)."""
+    pattern = re.compile("|".join(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp" for name in names))
+    stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and not p.is_dir()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: Path, value) -> None:
@@ -58,15 +115,21 @@ def write_json(path: Path, value) -> None:
     atomic_write(path, write)
 
 
-def _digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+def _digest(tensor: torch.Tensor, header: bool = True) -> str:
+    """SHA-256 of a tensor's bytes and, with ``header``, of its dtype and shape first (format 2)."""
+    sha = hashlib.sha256(f"{tensor.dtype} {tuple(tensor.shape)};".encode() if header else b"")
+    sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return sha.hexdigest()
+
+
+def _metadata_digest(metadata: dict) -> str:
+    rest = json.dumps({k: v for k, v in metadata.items() if k != "checksums"}, sort_keys=True)
+    return hashlib.sha256(rest.encode()).hexdigest()
 
 
 def _checksums(tensors: dict, metadata: dict) -> dict:
-    """SHA-256 of each tensor's bytes, and of the rest of the metadata under ``"metadata"``."""
-    sums = {name: _digest(value) for name, value in tensors.items()}
-    rest = json.dumps({k: v for k, v in metadata.items() if k != "checksums"}, sort_keys=True)
-    return {**sums, "metadata": hashlib.sha256(rest.encode()).hexdigest()}
+    """SHA-256 of each tensor (dtype, shape, bytes), and of the rest of the metadata under ``"metadata"``."""
+    return {**{name: _digest(value) for name, value in tensors.items()}, "metadata": _metadata_digest(metadata)}
 
 
 def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=None, best=None,
@@ -74,9 +137,13 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
     """``carry`` is the recurrent state a stateful task carries between batches (or None);
     ``best`` the weights of the best evaluation so far (a state_dict, or None), kept as
     ``best.*`` tensors so that early stopping survives a kill; ``identity`` what the run is
-    (task, cell, data fingerprint), checked by ``load_model(..., expect=)``; ``rng_states``
-    the CPU random-number state of each process of a torchrun job, rank 0's first (default:
-    this process's alone), kept as ``rng.torch`` and ``rng.torch.RANK``."""
+    (task, cell, data fingerprint), checked by ``load_model(..., expect=)``, and under
+    ``files`` the run's files (name: keys left out of the digest) whose digests the
+    checkpoint records as its manifest; ``rng_states`` the CPU random-number state of each
+    process of a torchrun job, rank 0's first (default: this process's alone), kept as
+    ``rng.torch`` and ``rng.torch.RANK``. Temporaries a killed save left are removed first."""
+    identity = dict(identity) if identity is not None else None
+    files = identity.pop("files", {}) if identity is not None else {}
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for k, value in (best or {}).items():
         tensors[f"best.{k}"] = value.detach().contiguous()
@@ -92,7 +159,7 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
         tensors["rng.torch" if rank == 0 else f"rng.torch.{rank}"] = rng
     scalars = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in optim_state["state"].items()}
     metadata = {
-        "format": "gatedrnn-checkpoint-1",
+        "format": FORMAT,
         "trainer": json.dumps(trainer_state),
         "optimizer_groups": json.dumps(optim_state["param_groups"]),
         "optimizer_scalars": json.dumps(scalars),
@@ -100,43 +167,89 @@ def save(run_dir: Path, model, optimizer, scheduler, trainer_state: dict, carry=
     }
     if identity is not None:
         metadata["run"] = json.dumps(identity)
+    metadata["manifest"] = json.dumps(manifest.record(run_dir, files))
     metadata["checksums"] = json.dumps(_checksums(tensors, metadata))
+    remove_stale_temporaries(run_dir, [CHECKPOINT, *files])
     atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _corrupted(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is corrupted ({what}); restore it from a copy, or train the run again")
+
+
+def _checked_metadata(path: Path) -> dict:
+    """The checkpoint's metadata, read from its header alone, its format known and, where it
+    has checksums, its own checksum matched; the tensors are checked by :func:`_read`."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({error}); it may be truncated") from None
+    if metadata.get("format") not in (FORMAT, EARLIER):
+        raise CheckpointError(f"checkpoint {path} is not a gatedrnn checkpoint (no format tag in its metadata)")
+    if metadata["format"] == EARLIER:
+        checked = "its tensors' bytes alone are checked" if "checksums" in metadata else "it is not checked"
+        _note_once(f"{path} was written by an earlier gatedrnn: {checked}, and it carries no manifest of the run's "
+                   "files, which are used as they are (the run's next checkpoint has both)")  # fmt: skip
+        if "checksums" not in metadata:
+            return metadata
+    elif "checksums" not in metadata:  # a format that has them, missing them: a flipped byte in the key
+        raise _corrupted(path, "its checksums are missing")
+    try:
+        sums = json.loads(metadata["checksums"])
+    except json.JSONDecodeError:
+        sums = None
+    if not isinstance(sums, dict):
+        raise _corrupted(path, "its checksums are not readable")
+    if sums.get("metadata") != _metadata_digest(metadata):
+        raise _corrupted(path, "its metadata does not match its checksum")
+    return metadata
 
 
 def _read(run_dir: Path):
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise CheckpointError(f"no checkpoint in {run_dir} (expected {path.name}); train first with gatedrnn train")
+    metadata = _checked_metadata(path)
     try:
         tensors = load_file(path)
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path} is unreadable ({error}); it may be truncated") from None
-    if metadata.get("format") != "gatedrnn-checkpoint-1":
-        raise CheckpointError(f"checkpoint {path} is not a gatedrnn checkpoint (no format tag in its metadata)")
-    if "checksums" in metadata:  # absent from checkpoints written before checksums: loaded unchecked
-        try:
-            saved = json.loads(metadata["checksums"])
-        except json.JSONDecodeError:
-            saved = {}
-        actual = _checksums(tensors, metadata)
-        for name in sorted(set(saved) | set(actual)):
-            if saved.get(name) != actual.get(name):
-                what = "its metadata" if name == "metadata" else f"tensor {name!r}"
-                raise CheckpointError(f"checkpoint {path} is corrupted ({what} does not match its checksum); "
-                                      "restore it from a copy, or train the run again")  # fmt: skip
+    if "checksums" in metadata:
+        sums = json.loads(metadata["checksums"])
+        header = metadata["format"] == FORMAT  # format 1 summed the bytes alone
+        for name in sorted(set(sums) | set(tensors)):
+            if name != "metadata" and (name not in tensors or sums.get(name) != _digest(tensors[name], header)):
+                raise _corrupted(path, f"tensor {name!r} does not match its checksum")
     return tensors, metadata
+
+
+def recorded_manifest(run_dir: Path) -> dict | None:
+    """The manifest the checkpoint in ``run_dir`` was written with (see
+    ``gatedrnn/manifest.py``), its metadata checked; None where the folder holds no
+    checkpoint or one written before manifests (with a note).
+
+    Args:
+        run_dir (str or Path): the run folder.
+    """
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    metadata = _checked_metadata(path)
+    if metadata["format"] == EARLIER:
+        return None
+    try:
+        recorded = json.loads(metadata.get("manifest", "{}"))
+    except json.JSONDecodeError:
+        recorded = None
+    if not (isinstance(recorded, dict) and all(isinstance(e, dict) for e in recorded.values())):
+        raise _corrupted(path, "its manifest is not readable")
+    return recorded
 
 
 def saved_step(run_dir: Path) -> int | None:
     """The step of the checkpoint in ``run_dir``, or None where there is no readable one."""
     try:
-        from safetensors import safe_open
-
         with safe_open(Path(run_dir) / CHECKPOINT, framework="pt") as f:
             return int(json.loads((f.metadata() or {})["trainer"])["step"])
     except (SafetensorError, OSError, ValueError, KeyError, TypeError):
@@ -193,7 +306,10 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler, expect: dict
     recurrent state (None, a tensor, or a tuple of them) and the best weights (None when the
     checkpoint holds none). ``rank`` picks the random-number state of that process of a
     torchrun job; a rank the checkpoint has none for (written by fewer processes) keeps the
-    state it has."""
+    state it has. Rank 0, which holds the run folder's lock, also removes the temporaries a
+    killed save left."""
+    if rank == 0:
+        remove_stale_temporaries(run_dir, [CHECKPOINT, *((expect or {}).get("files") or {})])
     tensors, metadata = _read(run_dir)
     trainer_state = _load_weights(run_dir, model, tensors, metadata, expect)
     groups = json.loads(metadata["optimizer_groups"])

@@ -8,6 +8,26 @@ from dataclasses import dataclass, field
 from gatedrnn.tasks import DEFAULT, task_class
 
 REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
+KINDS = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}  # a field's type, by name
+WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+         dict: "a table of the task's options"}  # fmt: skip
+
+
+def checked(value, kind: type, key: str):
+    """``value`` as ``kind`` (an integer counts as a number, a boolean as neither), or a
+    ``ValueError`` naming ``key``: ``hidden_size must be an integer, got '16'``.
+
+    Args:
+        value: a value read from a file.
+        kind (type): ``int``, ``float``, ``str``, ``bool``, ``list`` or ``dict``.
+        key (str): its name in the file.
+    """
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ValueError(f"{key} must be {WORDS[kind]}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -129,14 +149,20 @@ class TrainConfig:
         options |= {name: getattr(self, name) for name in REGULARIZERS if getattr(self, name)}
         return options | ({} if self.reset_after else {"reset_after": False})
 
-    def validate(self) -> None:
+    def validate(self, task: bool = True) -> None:
         """Checks every value, and the cell against the task's cells.
+
+        Args:
+            task (bool): also look the task up, which imports a task of your own, and check
+                the cell is one of its cells; ``False`` for a run folder's config, whose task
+                is imported only when the user names it (``gatedrnn.runs.task_class``).
+                Default: ``True``.
 
         Raises:
             ValueError: one line naming the option (``--hidden-size must be a positive
                 integer, got 0``).
         """
-        cells = task_class(self.task).cells  # an unknown task: a ValueError naming the built-in ones
+        cells = task_class(self.task).cells if task else None  # an unknown task: a ValueError naming the built-in ones
         for name in REGULARIZERS:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
@@ -155,7 +181,7 @@ class TrainConfig:
                 raise ValueError(f"--{flag} is a variant of the LSTM, got --cell {self.cell}")
         if not self.reset_after and self.cell != "gru":
             raise ValueError(f"--no-reset-after is a variant of the GRU, got --cell {self.cell}")
-        if self.cell not in cells:
+        if cells is not None and self.cell not in cells:
             raise ValueError(f"--cell for the {self.task} task must be one of {', '.join(cells)}, got {self.cell!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
@@ -186,10 +212,14 @@ class TrainConfig:
             values (dict): field name to value; missing fields take their defaults.
 
         Raises:
-            ValueError: for keys that are no field, naming them.
+            ValueError: for keys that are no field, naming them, and for a value that is not
+                of its field's type, naming the field (``hidden_size must be an integer,
+                got '16'``).
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
+        if not isinstance(values, dict):
+            raise ValueError(f"expected an object of settings, got {type(values).__name__}")
+        kinds = {f.name: KINDS[f.type] for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(kinds)
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**values)
+        return cls(**{key: checked(value, kinds[key], key) for key, value in values.items()})

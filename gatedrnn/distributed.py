@@ -25,6 +25,9 @@ of B equal to one process on B:
   every rank reads the same checkpoint (``--out`` must be on a file system every node sees);
 - random numbers: rank 0 draws dropout masks from the one-process stream, rank r from its
   own seed (:func:`rank_seed`); the same seed and number of processes give the same run;
+- signals: a SIGINT or SIGTERM to one rank, or to torchrun (which passes it on to every
+  rank), is shared at the end of each step (:meth:`Group.largest`, one small all-reduce), so
+  every rank stops after the same step, which rank 0 saves;
 - failures: a rank that dies closes its connections, and the others' next collective fails
   at once; a rank that hangs is given up on after ``timeout_minutes``. Either way each rank
   ends with :class:`PeerLost`, one line, and torchrun ends the job and names the rank that
@@ -103,6 +106,10 @@ class World:
         """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
         return flag
 
+    def largest(self, value: int) -> int:
+        """The largest of every rank's ``value`` (every rank gets the same answer)."""
+        return value
+
     def check_resume(self, step: int | None, run_dir) -> None:
         """Refuses a resume in which the ranks read different checkpoints (``step``: this rank's, or None)."""
 
@@ -164,6 +171,11 @@ class Group(World):
         value = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
+
+    def largest(self, value):
+        value = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return int(value.item())
 
     def check_resume(self, step, run_dir):
         seen = [None] * self.size

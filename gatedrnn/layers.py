@@ -24,6 +24,13 @@ from gatedrnn.reference import STEPS
 from gatedrnn.trace import TRACE_NAMES, Trace
 
 
+def _dropout_warning(dropout: float, num_layers: int) -> str:
+    """torch.nn's warning for a dropout with one layer, word for word, so a filter written for
+    torch.nn's layers (``message="dropout option adds dropout"``) silences ours too."""
+    return ("dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+            f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")  # fmt: skip
+
+
 class RNNBase(RefusesScript, nn.RNNBase):
     """What RNN, LSTM and GRU share: torch.nn's constructor, parameters and forward.
 
@@ -112,20 +119,17 @@ class RNNBase(RefusesScript, nn.RNNBase):
             raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout applies between layers, so it has no effect with num_layers=1 "
-                f"(got dropout={dropout}, num_layers=1)",
-                stacklevel=3,
-            )
+        if dropout > 0 and num_layers == 1:  # torch.nn's warning, at the caller's line rather than torch's
+            warnings.warn(_dropout_warning(dropout, num_layers), UserWarning, stacklevel=3)
         self.backend = backend
         self.recurrent_dropout = _checks.probability("recurrent_dropout", recurrent_dropout)
         self.weight_dropout = _checks.probability("weight_dropout", weight_dropout)
         self.zoneout = regularizers.zoneout_probabilities(mode, zoneout)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="dropout option adds dropout")  # ours came above
-            super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                             bidirectional, int(proj_size), device, dtype)  # fmt: skip
+        # torch.nn would warn a second time: it is given no dropout where it would, then told the value
+        # (a warnings.catch_warnings() here would reset Python's registry of warnings already shown)
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout if num_layers > 1 else 0.0, bidirectional, int(proj_size), device, dtype)  # fmt: skip
+        self.dropout = float(dropout)
 
     # -- structure ------------------------------------------------------------------
 
@@ -154,6 +158,17 @@ class RNNBase(RefusesScript, nn.RNNBase):
             state["_all_weights"] = [names[k : k + n] for k in range(0, len(names), n)]
             state["_flat_weights"] = [state["_parameters"][name] for name in names]
         super().__setstate__(state)
+        # a torch.nn layer pickled whole and loaded as ours (torch.nn's classes swapped for gatedrnn's), or a
+        # pickle from before an option existed: what it lacks takes the constructor's default, torch.nn's behaviour
+        for name, value in self._defaults().items():
+            if name not in state:
+                setattr(self, name, value)
+
+    def _defaults(self) -> dict:
+        """The constructor's defaults of what gatedrnn adds to torch.nn's attributes (the
+        plain cell, no regularizer): what a pickle that lacks them loads with."""
+        return {"backend": "auto", "recurrent_dropout": 0.0, "weight_dropout": 0.0,
+                "zoneout": regularizers.zoneout_probabilities(self.mode, 0.0)}  # fmt: skip
 
     def extra_repr(self) -> str:
         s = super().extra_repr()  # torch.nn's, word for word
@@ -240,9 +255,9 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if cls.__name__ == "RNN":
             config["nonlinearity"] = module.nonlinearity
         w = module.weight_ih_l0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.nn warned about dropout already
-            layer = cls(**config, device=w.device, dtype=w.dtype, backend=backend)
+        quiet = {"dropout": 0.0} if module.num_layers == 1 else {}  # torch.nn warned of its dropout already
+        layer = cls(**config | quiet, device=w.device, dtype=w.dtype, backend=backend)
+        layer.dropout = config["dropout"]
         layer.load_state_dict(module.state_dict())
         return layer.train(module.training)
 
@@ -265,10 +280,10 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if self.variant() or any(self.zoneout):  # zoneout changes the eval function too; the dropouts do not
             what = self.variant() | ({"zoneout": self.zoneout_given()} if any(self.zoneout) else {})
             raise ValueError(f"torch.nn.{type(self).__name__} has no {what}: this layer cannot be converted")
-        w = self.weight_ih_l0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = getattr(nn, type(self).__name__)(**self._config(), device=w.device, dtype=w.dtype)
+        w, config = self.weight_ih_l0, self._config()
+        quiet = {"dropout": 0.0} if self.num_layers == 1 else {}  # this layer warned of its dropout already
+        module = getattr(nn, type(self).__name__)(**config | quiet, device=w.device, dtype=w.dtype)
+        module.dropout = config["dropout"]
         module.load_state_dict(self.state_dict())
         return module.train(self.training)
 
@@ -682,6 +697,9 @@ class LSTM(RNNBase):
         if self.coupled:  # the 3H-row parameters replaced torch's: draw them
             self.reset_parameters()
 
+    def _defaults(self) -> dict:
+        return super()._defaults() | {"forget_bias": 0.0, "peephole": False, "coupled": False, "layer_norm": False}
+
     def flatten_parameters(self) -> None:
         """torch.nn's, except for a coupled layer: cuDNN knows no 3H-row LSTM."""
         if not getattr(self, "coupled", False):
@@ -826,6 +844,9 @@ class GRU(RNNBase):
         if self.layer_norm:  # after torch's parameters, so a seeded layer keeps torch.nn's weights
             layernorm.add_parameters(self, {"ih": 3, "hh": 3}, {"device": device, "dtype": dtype})
             layernorm.reset_parameters(self)
+
+    def _defaults(self) -> dict:
+        return super()._defaults() | {"reset_after": True, "layer_norm": False}
 
     def variant(self) -> dict:
         return ({} if self.reset_after else {"reset_after": False}) | ({"layer_norm": True} if self.layer_norm else {})

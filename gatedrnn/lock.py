@@ -3,13 +3,15 @@
 The file ``run.lock`` names the process that holds the folder (PID, host, start time) and
 carries an exclusive ``flock``. The kernel drops the ``flock`` when its process ends however
 it ends (kill -9 included), so a lock left behind by a dead run is stale and simply taken
-over; a live one is refused with the holder's PID. Where there is no ``flock`` (Windows),
-the file is written but not enforced.
+over; a live one is refused with the holder's PID. A ``run.lock`` that is a symbolic link is
+refused, never written through. Where there is no ``flock`` (Windows), the file is written
+but not enforced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -41,10 +43,17 @@ def _holder(fd: int) -> str:
 @contextlib.contextmanager
 def held(run_dir):
     """Holds ``run_dir``'s lock for the ``with`` block; raises RunFolderBusy when a live
-    process holds it. The lock file is removed on the way out."""
+    process holds it, ValueError when ``run.lock`` is a symbolic link. The lock file is
+    removed on the way out."""
     path = Path(run_dir) / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EMLINK) and path.is_symlink():  # EMLINK: the BSDs' word for it
+                raise ValueError(f"{path} is a symbolic link; gatedrnn writes no file through a link (it may point "
+                                 "outside the folder): remove the link, then run again") from None  # fmt: skip
+            raise
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,7 +9,8 @@ evaluation. Histograms, at each evaluation: every gate and state of the recurren
 the task's diagnostic batch (up to 64 test sequences, as the report's gate figures),
 ``gates/NAME/layerK`` (``gates/forget/layer0``: the LSTM's forget-gate values in layer 0). A
 task without a diagnostic batch (qa, video) gets the scalars only. A resumed run hides the
-events its killed predecessor wrote after the checkpoint (``purge_step``)."""
+events its killed predecessor wrote after the checkpoint (``purge_step``). A ``tensorboard``
+that is a symbolic link is refused, never written through."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ class Board:
         require()
         from torch.utils.tensorboard import SummaryWriter
 
+        from gatedrnn.checkpoint import refuse_link
+
+        refuse_link(Path(run_dir) / FOLDER)  # its events would land wherever the link points
         self.writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=purge_step)
         self.task, self.device = task, device
         self.sample = task.diagnostic_batch(seed, 64)  # (inputs, targets) or None

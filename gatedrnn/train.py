@@ -1,7 +1,13 @@
 """The training loop: one function, no callbacks. Adam/AdamW, gradient clipping, a
 learning-rate schedule, evaluation every N steps, early stopping, checkpoints that resume to
 the same result, a progress bar and a JSONL metrics log. Under torchrun it trains with
-DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``."""
+DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``.
+
+SIGINT and SIGTERM (Ctrl-C; a scheduler, ``docker stop``, a spot-instance reclaim) stop a run
+cleanly: the step under way finishes, is saved as an evaluation's checkpoint would be (a
+resumed run equals an uninterrupted one), the run lock is released, and :class:`Stopped` is
+raised. Under torchrun every process learns of a signal any of them received at the end of
+each step, so all stop after the same step. A second signal stops at once."""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +39,66 @@ class RunResult:
     solved_at: int | None
     seconds: float
     history: list
-    status: str  # "done", "early-stopped", "solved", "time-limit", "nan"
+    status: str  # "done", "early-stopped", "solved", "time-limit", "nan" ("stopped": by a signal, see Stopped)
     message: str = ""
     baselines: dict = field(default_factory=dict)  # the task's named baselines on the test split
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM: a ``KeyboardInterrupt``, as Ctrl-C always raised.
+
+    ``saved``: the first signal let the step under way finish and saved it as ``step`` (of
+    ``steps``); the run resumes from there. Where a second signal came, or one came while no
+    step was under way (the data being read, the test evaluated), the run stopped at once and
+    ``saved`` is False: the folder keeps the checkpoint it had. ``exit_code``: the shell's
+    convention for a process ended by the signal, 128 + its number (130, 143)."""
+
+    def __init__(self, signum: int, saved: bool = False, step: int | None = None, steps: int | None = None,
+                 second: bool = False):  # fmt: skip
+        self.signum, self.saved, self.step, self.steps, self.second = signum, saved, step, steps, second
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {self.name} after step {step} of {steps}, which is saved" if saved else
+                         f"stopped at once by {'a second ' if second else ''}{self.name}")  # fmt: skip
+
+
+class _StopOnSignals:
+    """SIGINT's and SIGTERM's handler while :func:`train` runs. While the training loop runs
+    (``armed``), the first signal is noted in ``signum`` and the loop stops after its step; a
+    second one, or one while no step is under way, raises :class:`Stopped` at once. Once the
+    stop is saved (``stopped``), a further signal raises that same stop (the process is only
+    leaving)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = 0  # the signal noted, 0 for none
+        self.armed = False
+        self.stopped: Stopped | None = None
+        self._previous = {}
+
+    def __call__(self, signum, frame):
+        if self.stopped is not None:
+            raise self.stopped
+        if self.armed and not self.signum:
+            self.signum = signum
+            return
+        raise Stopped(signum, second=bool(self.signum))
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():  # Python runs handlers in the main thread only
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous in (signal.SIG_IGN, None):  # ignored (a background job's SIGINT), or not Python's
+                    continue
+                signal.signal(signum, self)
+                self._previous[signum] = previous
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def make_optimizer(config: TrainConfig, model):
@@ -68,10 +133,15 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     stops after that step as if killed (for tests); ``on_eval(step, metrics, model)`` is
     called after each evaluation; ``tensorboard`` also writes TensorBoard events to
     ``run_dir/tensorboard``. Under torchrun every process calls it, rank 0 alone writes, and
-    a collective waits ``timeout_minutes`` at most for the other processes."""
+    a collective waits ``timeout_minutes`` at most for the other processes.
+
+    Called in the main thread, it handles SIGINT and SIGTERM while it runs (the handlers it
+    found are put back after): it raises :class:`Stopped` once the step under way is saved
+    and the run folder's lock released."""
     config.validate()
     run_dir = Path(run_dir)
-    with torch_threads(config.threads), flush_denormals(), distributed.session(config, timeout_minutes) as world:
+    stop = _StopOnSignals()
+    with stop, torch_threads(config.threads), flush_denormals(), distributed.session(config, timeout_minutes) as world:
         # The data first: bad data leaves no run folder. The config's task is the caller's to trust.
         task, model = build(config, run_dir if resume else None, task=config.task)
         if progress and world.main:
@@ -80,8 +150,11 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         if world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
         with lock.held(run_dir) if world.main else contextlib.nullcontext():  # one job at a time in a run folder
-            return _train(config, run_dir, task, model, resume, progress and world.main, stop_at, on_eval,
-                          tensorboard and world.main, world)  # fmt: skip
+            result = _train(config, run_dir, task, model, resume, progress and world.main, stop_at, on_eval,
+                            tensorboard and world.main, world, stop)  # fmt: skip
+    if stop.stopped is not None:  # raised once every rank is past the save and the lock is released
+        raise stop.stopped
+    return result
 
 
 def _batch_loss(task, model, inputs, targets, carry):
@@ -100,7 +173,8 @@ def _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_
         checkpoint.save(run_dir, model, optimizer, scheduler, state, carry, best_weights, run, rng_states)
 
 
-def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, tensorboard, world) -> RunResult:
+def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, tensorboard, world,
+           stop=None) -> RunResult:  # fmt: skip
     optimizer, scheduler = make_optimizer(config, model)
     state = {"step": 0, "best": None, "bad_evals": 0, "solved_at": None, "seconds": 0.0}
     carry = None  # a stateful task's state, carried from one batch to the next
@@ -121,7 +195,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         runs.write_files(run_dir, config)  # an extension (--steps, --max-minutes) stays
     elif world.main:
         runs.write_files(run_dir, config, task)
-        (run_dir / METRICS).write_text("")
+        runs.empty_log(run_dir / METRICS)  # never through a symbolic link
     history = runs.read_log(run_dir / METRICS) if world.main else []
     checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
     # The loss through DDP (an adaptive softmax leaves the clusters no target of the batch falls in unused).
@@ -140,9 +214,12 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
     first_step, first_seconds = state["step"], state["seconds"]  # where this process began: its own speed
     status, message = "done", ""
     started = time.perf_counter() - state["seconds"]
-    log = open(run_dir / METRICS if world.main else os.devnull, "a")
+    log = runs.append_log(run_dir / METRICS) if world.main else open(os.devnull, "a")
+    stop = stop or _StopOnSignals()  # (not installed: a caller's own)
+    saved_at = state["step"] if checkpointed else None  # the step the checkpoint on disk holds
     try:
         step = state["step"]
+        stop.armed = True  # a signal from here on lets the step under way finish
         while step < config.steps:
             inputs, targets = world.shard(task.train_batch(step, config.batch_size, config.seed))  # this rank's rows
             inputs, targets = to_device(inputs, config.device), to_device(targets, config.device)
@@ -204,7 +281,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                     state["bad_evals"] += 1
                 state["step"], state["seconds"] = step, time.perf_counter() - started
                 _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run)
-                checkpointed = True
+                checkpointed, saved_at = True, step
                 if board is not None:
                     board.evaluation(step, metrics, model)
                 if on_eval is not None and world.main:
@@ -215,6 +292,10 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                 if config.patience and state["bad_evals"] >= config.patience:
                     status = "early-stopped"
                     break
+            signum = world.largest(stop.signum)  # a signal to any rank: every rank stops after this same step
+            if signum:
+                status = "stopped"
+                break
             if config.max_minutes and world.any(time.perf_counter() - started > 60 * config.max_minutes):
                 status = "time-limit"
                 break
@@ -226,6 +307,11 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
             bar.close()
         if board is not None:
             board.close()
+    if status == "stopped":  # the state an evaluation's checkpoint holds, at this step: a resume goes on from it
+        if saved_at != step:
+            state["step"], state["seconds"] = step, time.perf_counter() - started
+            _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run)
+        return _stopped(stop, signum, config, step, history)
     if status != "nan" and best_weights is not None:  # early-stopped or not, the best on validation
         model.load_state_dict(best_weights)
     if status != "nan":
@@ -233,6 +319,10 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         _save(world, run_dir, task, model, optimizer, scheduler, state, carry, best_weights, run)
     elif checkpointed and world.main:
         checkpoint.load_model(run_dir, model)  # the test metric of the last good weights
+    stop.armed = False  # from here a signal stops at once: the last step is saved
+    signum = world.largest(stop.signum) if status != "nan" else 0
+    if signum:  # a signal in the last step: it is saved, and the test evaluation waits for the resume
+        return _stopped(stop, signum, config, state["step"], history)
     test = world.from_main(lambda: evaluate(task, model, "test", config.seed, config.device))
     baselines = task.baseline_results("test") if world.main else None  # on the same test rows, beside the model's
     if world.main:
@@ -242,6 +332,12 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                                                         **({"baselines": baselines} if baselines else {})})  # fmt: skip
     return RunResult(config, state["step"], test, state["solved_at"], state["seconds"], history, status, message,
                      baselines or {})  # fmt: skip
+
+
+def _stopped(stop, signum, config, step, history) -> RunResult:
+    """The run stopped by ``signum``, its ``step`` saved: :func:`train` raises it once every rank is done."""
+    stop.stopped = Stopped(signum, saved=True, step=step, steps=config.steps)
+    return RunResult(config, step, {}, None, 0.0, history, "stopped")
 
 
 def _evaluation_line(config, task, step, first_step, loss, metrics, elapsed, resumed_at, rate=None) -> str:

@@ -3,7 +3,8 @@ to use, in one call; ``gatedrnn.predict(RUN, FILE)`` applies it to a new file.
 
 The model is rebuilt from the run's ``config.json`` and ``model.json`` (the task's sizes,
 saved when the run was trained) and its checkpoint, without reading the training data; the
-checkpoint must belong to that run (task and cell) and pass its checksums.
+checkpoint must belong to that run (task and cell) and pass its checksums, and the files
+beside it must be those it was written with (its manifest) unless ``trust_edited``.
 
 What a run predicts is its task's to say (:meth:`gatedrnn.tasks.base.Task.predict`):
 
@@ -70,7 +71,7 @@ class TrainedRun:
     notes: list = field(default_factory=list)
 
 
-def load(run_dir, task=None) -> TrainedRun:
+def load(run_dir, task=None, trust_edited: bool = False) -> TrainedRun:
     """The trained model of the run in ``run_dir`` (a folder ``gatedrnn train`` wrote)::
 
         run = gatedrnn.load("runs/adding-lstm")
@@ -79,12 +80,16 @@ def load(run_dir, task=None) -> TrainedRun:
 
     ``task``: for a run of a task of your own, its import path (``"my_tasks:Parity"``) or
     class, which must be the one the run names: a run folder never picks the code to import.
+    ``trust_edited``: use the run although a file beside its checkpoint changed since the
+    checkpoint was written (an edit you made on purpose); each field is still checked.
 
     Args:
         run_dir (str or Path): the run folder.
         task (str or type, optional): the import path (``"MODULE:CLASS"``) or the class of
             the run's task, needed (and checked against the run) only for a task of your
             own. Default: ``None``.
+        trust_edited (bool): accept ``config.json``, ``model.json`` or a saved file that
+            differs from the checkpoint's manifest. Default: ``False``.
 
     Returns:
         A :class:`TrainedRun`: the model in eval mode on the run's device, its config, result
@@ -94,6 +99,9 @@ def load(run_dir, task=None) -> TrainedRun:
         FileNotFoundError: ``run_dir`` holds no run.
         ValueError: the run's config cannot be read, or its task is one of your own and
             ``task`` does not name it.
+        gatedrnn.manifest.ManifestError: a file beside the checkpoint is not the one it was
+            written with (edited, missing, or the checkpoint comes from another run), and
+            ``trust_edited`` is not set (one line naming the file).
         gatedrnn.tasks.data.DataError: a file of the run is damaged, or the checkpoint
             belongs to another run or fails its checksums (one line naming the file).
 
@@ -112,9 +120,12 @@ def load(run_dir, task=None) -> TrainedRun:
         ('lstm', 'adding', True)
     """
     run_dir = Path(run_dir)
-    config = runs.load_config(run_dir)
+    config = runs.load_config(run_dir, trust_edited)
     restored, notes, read_data = runs.restore(config, run_dir, task)
-    model = restored.make_model(config).to(config.device)
+    try:
+        model = restored.make_model(config).to(config.device)
+    except AttributeError as error:  # a size the model needs that model.json does not hold
+        raise DataError(f"{run_dir / runs.MODEL}: does not hold every size of the task's model ({error})") from None
     # A task rebuilt from its data is checked against the data it was trained on.
     checkpoint.load_model(run_dir, model, expect=runs.identity(config, data=read_data))
     result_path = run_dir / runs.RESULT
@@ -123,7 +134,7 @@ def load(run_dir, task=None) -> TrainedRun:
                       getattr(restored, "classes", None), restored, notes)  # fmt: skip
 
 
-def predict(run, input, per_line: bool = False, task=None) -> Prediction:
+def predict(run, input, per_line: bool = False, task=None, trust_edited: bool = False) -> Prediction:
     """The prediction of ``run`` (a run folder, or what :func:`gatedrnn.load` returned) for
     the file ``input``: a forecast, labels, a text score or frames, by the run's task::
 
@@ -132,7 +143,8 @@ def predict(run, input, per_line: bool = False, task=None) -> Prediction:
         forecast.write("forecast.csv")
 
     ``per_line``: a row per line of a text file. ``task``: for a run of a task of your own,
-    its import path or class (see :func:`gatedrnn.load`).
+    its import path or class; ``trust_edited``: accept edited run files (see
+    :func:`gatedrnn.load`).
 
     Args:
         run (str, Path or TrainedRun): a run folder, or what :func:`load` returned.
@@ -141,6 +153,8 @@ def predict(run, input, per_line: bool = False, task=None) -> Prediction:
         per_line (bool): a language model: a row per line of the text. Default: ``False``.
         task (str or type, optional): the import path or class of a task of your own (see
             :func:`load`). Default: ``None``.
+        trust_edited (bool): accept run files edited since the checkpoint was written (see
+            :func:`load`). Default: ``False``.
 
     Returns:
         A :class:`~gatedrnn.tasks.prediction.Prediction`: ``rows``, ``summary``,
@@ -167,7 +181,7 @@ def predict(run, input, per_line: bool = False, task=None) -> Prediction:
         >>> forecast.write("forecast.csv").name
         'forecast.csv'
     """
-    run = run if isinstance(run, TrainedRun) else load(run, task)
+    run = run if isinstance(run, TrainedRun) else load(run, task, trust_edited)
     restored = run.restored_task
     if not restored.defines("predict"):
         raise DataError(f"{run.run_dir} holds a run of the {run.task} task; predict works on runs of tasks that read "

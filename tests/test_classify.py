@@ -97,13 +97,14 @@ def test_csv_mistakes_name_the_file_line_and_column(rows, message, tmp_path):
         load_csv(path)
 
 
-def test_named_labels_end_to_end_through_train_evaluate_report_and_load(tmp_path, capsys):
+def test_named_labels_end_to_end_through_train_evaluate_report_and_load(tmp_path, capsys, monkeypatch):
     import json
 
     import gatedrnn
     from gatedrnn.cli import main
 
     data, run = _named_csv(tmp_path / "iris.csv", rows=60), tmp_path / "run"
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # the data directory: evaluate reads the data
     assert main(["train", "--task", "classify", "--data", str(data), "--mode", "pixel", "--cell", "gru",
                  "--hidden-size", "8", "--steps", "20", "--eval-every", "10", "--out", str(run)]) == 0  # fmt: skip
     spec = json.loads((run / "model.json").read_text())
@@ -122,5 +123,5 @@ def test_named_labels_end_to_end_through_train_evaluate_report_and_load(tmp_path
     # evaluate maps the names with the run's saved order, not one rebuilt from the data: swapping the
     # two names there turns every right answer wrong
     (run / "model.json").write_text(json.dumps({**spec, "classes": ["versicolor", "setosa"]}))
-    assert main(["evaluate", str(run), "--json"]) == 0
+    assert main(["evaluate", str(run), "--json", "--trust-edited"]) == 0  # an edit on purpose
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(1 - tested)

@@ -227,6 +227,8 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over
     import signal
     import time
 
+    from gatedrnn import checkpoint
+
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "train", *TINY, "--steps", "1000000",
                               "--out", str(run), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -243,7 +245,8 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert (run / "run.lock").exists()  # left by the killed run: stale
-    assert main(["train", "--out", str(run), "--resume", "--steps", "20", "--no-report"]) == 0
+    steps = str(checkpoint.saved_step(run) + 10)  # a run is extended, never cut back
+    assert main(["train", "--out", str(run), "--resume", "--steps", steps, "--no-report"]) == 0
     assert not (run / "run.lock").exists()
     rows = [(r["step"], r["split"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert len(rows) == len(set(rows))  # no step logged twice
@@ -325,11 +328,15 @@ def test_a_checkpoint_from_another_task_is_refused(tmp_path, capsys):
     assert main(["train", *TINY, "--cell", "gru", "--out", str(adding), "--no-report"]) == 0  # same shapes: I=2, O=1
     shutil.copy(adding / "checkpoint.safetensors", series / "checkpoint.safetensors")
     capsys.readouterr()
-    assert main(["evaluate", str(series)]) == 2
-    err = capsys.readouterr().err
+    assert main(["evaluate", str(series)]) == 2  # its manifest does not hold this folder's config.json
+    assert f"{series / 'config.json'} is not the file the run's checkpoint was written with" in capsys.readouterr().err
+    # and where the user trusts the folder's files, the checkpoint's identity still refuses it
+    assert main(["evaluate", str(series), "--trust-edited", "--data", str(data)]) == 2
+    err = capsys.readouterr().err.split("\n", 1)[-1]  # after the note naming config.json
     assert f"checkpoint {series / 'checkpoint.safetensors'} was trained on task adding with cell gru" in err, err
     assert "timeseries" in err and err.count("\n") == 1
-    assert main(["train", "--out", str(series), "--resume", "--steps", "20", "--no-report"]) == 2
+    assert main(["train", "--out", str(series), "--resume", "--steps", "20", "--no-report", "--trust-edited",
+                 "--data", str(data)]) == 2  # fmt: skip
     assert "was trained on task adding" in capsys.readouterr().err
 
 
@@ -342,9 +349,10 @@ def _text_run(tmp_path, text):
     return data, run
 
 
-def test_evaluate_and_resume_refuse_changed_data(tmp_path, capsys):
+def test_evaluate_and_resume_refuse_changed_data(tmp_path, capsys, monkeypatch):
     import random
 
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # the data directory: where a run folder may point
     rng = random.Random(0)
     text = "".join(rng.choice("abcdefgh \n") for _ in range(2000))
     data, run = _text_run(tmp_path, text)
@@ -458,3 +466,67 @@ def test_evaluation_line_speed_and_eta():
     # resumed at step 200 after 100 s; now at step 500, 250 s in: 300 steps in 150 s = 2 steps/s
     line = _evaluation_line(config, Task(), 500, 200, 0.5, {"mse": 0.25}, 250.0, 100.0)
     assert "32.0 sequences/s" in line and "elapsed 4m10s" in line and "ETA 4m10s" in line
+
+
+def test_a_full_disk_in_safetensors_own_error_is_one_line(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    from gatedrnn import checkpoint
+
+    run = tmp_path / "run"
+    real, saves = checkpoint.save_file, []
+
+    def fills_up(tensors, filename, metadata=None):  # what safetensors raises, not an OSError
+        saves.append(filename)
+        if len(saves) == 2:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write {run / 'checkpoint.safetensors'}: No space left on device" in err, err
+    assert "the checkpoint of step 10 is kept: free some space" in err, err
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_on_a_small_filesystem_is_one_line(tmp_path):
+    # a 40 KiB tmpfs in a mount namespace of its own (no privilege needed where user namespaces are
+    # allowed): the first checkpoint fits, the second does not
+    mount = tmp_path / "small"
+    mount.mkdir()
+    run = mount / "run"
+    script = (f"mount -t tmpfs -o size=40k tmpfs {mount} || exit 99; "
+              f"{sys.executable} -m gatedrnn.cli train {' '.join(TINY)} --no-report --out {run}; echo rc=$?; "
+              f"ls -a {run}; {sys.executable} -m gatedrnn.cli evaluate {run} --json")  # fmt: skip
+    try:
+        done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("no unshare command: cannot mount a small filesystem here (the injected error is tested above)")
+    if done.returncode == 99 or "unshare:" in done.stderr:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:100]}); the injected error is tested above")
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert "rc=2" in done.stdout and len(errors) == 1, done.stdout + done.stderr
+    assert "No space left on device" in errors[0] and f"cannot write {run}/" in errors[0], errors
+    assert not [name for name in done.stdout.split() if name.endswith(".tmp")], done.stdout
+    if "the checkpoint of step 10 is kept" in errors[0]:  # what this machine's 4 KiB pages give: it loads
+        assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == 10, done.stdout
+
+
+def test_temporaries_a_killed_save_left_are_removed_by_resume_and_the_next_save(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run), "--no-report"]) == 0
+    stale = [".checkpoint.safetensors.k3j_a9x2.tmp", ".config.json.0a1b2c3d.tmp", ".model.json.zzzz_999.tmp"]
+    kept = [".checkpoint.safetensors.notours.tmp", "notes.tmp", ".result.json.abcdefgh"]  # not our naming
+    for name in stale + kept:
+        (run / name).write_bytes(b"half a file")
+    assert main(["train", "--out", str(run), "--resume", "--steps", "30", "--no-report"]) == 0
+    assert sorted(p.name for p in run.iterdir() if p.name in stale + kept) == sorted(kept)
+    again = tmp_path / "again"  # a run started over in a folder a killed one left: its first save removes them
+    again.mkdir()
+    for name in stale + kept:
+        (again / name).write_bytes(b"half a file")
+    assert main(["train", *TINY, "--out", str(again), "--no-report"]) == 0
+    assert sorted(p.name for p in again.iterdir() if p.name in stale + kept) == sorted(kept)

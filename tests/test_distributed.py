@@ -121,14 +121,15 @@ def test_a_rank_that_raises_ends_the_job_with_its_error(killed):
     assert checkpoint.saved_step(out) == 10 and not (out / "result.json").exists()
 
 
-def test_a_killed_run_resumed_on_two_nodes_equals_an_uninterrupted_one(runs, killed, tmp_path):
+def test_a_killed_run_resumed_on_two_nodes_equals_an_uninterrupted_one(runs, killed, corpus, tmp_path):
     root, _ = runs
     run = tmp_path / "resumed"
     shutil.copytree(killed[0], run)
     port = free_port()
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "resume",
-                               "-m", "gatedrnn", "train", "--out", str(run), "--resume", "--no-report"],
+                               "-m", "gatedrnn", "train", "--out", str(run), "--resume", "--no-report",
+                               "--data", str(corpus)],  # data outside the data directory: read when given
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
              for _ in range(2)]  # fmt: skip
     try:

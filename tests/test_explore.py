@@ -158,8 +158,9 @@ def test_the_page_is_self_contained(text_run, tmp_path):
     assert [t for t in tmp_path.iterdir()] == [out]  # written atomically: no temporary file left
 
 
-def test_the_default_text_is_the_start_of_the_test_split(text_run, tmp_path):
+def test_the_default_text_is_the_start_of_the_test_split(text_run, tmp_path, monkeypatch):
     data, run = text_run
+    monkeypatch.setenv("GATEDRNN_DATA", str(data.parent))  # the data directory: where a run folder may point
     assert main(["explore", str(run)]) == 0
     test = PLAY[int(0.85 * len(PLAY)) : int(0.9 * len(PLAY))]  # the text task's test split of one file
     assert "".join(page_data(run / "explorer.html")["characters"]) == test[test.index("\n") + 1 :]
@@ -192,8 +193,9 @@ def test_errors_are_one_line(text_run, tmp_path, capsys):
     shutil.copytree(run, moved)
     config = json.loads((moved / "config.json").read_text())
     (moved / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone.txt")}))
-    assert _error(capsys, ["explore", str(moved)]).endswith("give the text to explore with --text")
-    assert main(["explore", str(moved), "--text", "To be"]) == 0
+    assert main(["explore", str(moved), "--trust-edited"]) == 2  # (a note names the edited config.json first)
+    assert capsys.readouterr().err.strip().endswith("give the text to explore with --text")
+    assert main(["explore", str(moved), "--text", "To be", "--trust-edited"]) == 0
 
 
 def test_runs_of_other_tasks_and_word_runs_are_refused(tmp_path, capsys):

@@ -24,10 +24,11 @@ def _randomize(layer):
             p.normal_(0.3, 0.5)
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])  # the Python reference and the native loop, each
 @pytest.mark.parametrize("proj", [0, 2])
-def test_layer_norm_lstm_recomputed(proj):
+def test_layer_norm_lstm_recomputed(proj, backend):
     torch.manual_seed(0)
-    layer = gatedrnn.LSTM(3, 4, proj_size=proj, layer_norm=True).double()
+    layer = gatedrnn.LSTM(3, 4, proj_size=proj, layer_norm=True, backend=backend).double()
     _randomize(layer)
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     lengths = torch.tensor([6, 3])
@@ -50,9 +51,10 @@ def test_layer_norm_lstm_recomputed(proj):
     torch.testing.assert_close(c_n[0], c)
 
 
-def test_layer_norm_gru_recomputed():
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_layer_norm_gru_recomputed(backend):
     torch.manual_seed(1)
-    layer = gatedrnn.GRU(3, 4, layer_norm=True).double()
+    layer = gatedrnn.GRU(3, 4, layer_norm=True, backend=backend).double()
     _randomize(layer)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     out, h_n, trace = layer(x, return_trace=True)

@@ -50,9 +50,29 @@ def test_loaded_model_is_the_trained_one_and_reads_no_data(tmp_path, monkeypatch
 
 
 def test_a_run_without_model_json_still_loads(tmp_path):
+    from test_manifest import as_an_earlier_version
+
     run = _run(tmp_path, "old", "--task", "adding", "--cell", "rnn", "--length", "6")
+    as_an_earlier_version(run)  # no manifest, and
     (run / "model.json").unlink()  # as runs trained before model.json existed
     assert gatedrnn.load(run).model(torch.rand(1, 6, 2)).shape == (1, 1)
+
+
+def test_an_edited_run_loads_only_when_trusted(tmp_path, capsys):
+    import json
+
+    from gatedrnn.manifest import ManifestError
+
+    run = _run(tmp_path, "edited", "--task", "adding", "--cell", "gru", "--length", "6")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "reset_after": False}))  # another GRU, the same weights
+    with pytest.raises(ManifestError, match=f"{run / 'config.json'} is not the file the run's checkpoint was written "
+                                            "with"):  # fmt: skip
+        gatedrnn.load(run)
+    capsys.readouterr()
+    assert gatedrnn.load(run, trust_edited=True).config.reset_after is False
+    assert f"{run / 'config.json'} is not the file the run's checkpoint was written with; used as it is" in (
+        capsys.readouterr().err)  # fmt: skip
 
 
 def test_not_a_run_is_a_clear_error(tmp_path):

@@ -1,11 +1,14 @@
 """Building the native loops: one build folder per environment and torch version, a line on
 stderr when a compile happens (and none for a cached load), a build in progress waited for
-with a message, and a lock left by a killed build reported and removed instead of a hang.
+with a message, a lock left by a killed build reported and removed instead of a hang, and
+the compilers of a build ending with the process that owns it.
 
 Only one test compiles, and only a one-function module that includes nothing but Python.h
 (a second or two); the others replace torch's ``cpp_extension.load`` with a fake."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,6 +40,7 @@ TINY = textwrap.dedent("""\
 # Runs _native's build of csrc/tiny.cpp in a fresh process. "stuck": the build hangs once it
 # holds torch's lock (a build to be killed half-way). "fake": cpp_extension.load is replaced by
 # one that takes 2.5 s and logs when it starts, and the process waits for a "go" file first.
+# "ninja": torch runs the real ninja on a build.ninja whose one compile is the command sys.argv[3].
 SCRIPT = textwrap.dedent("""\
     import os, sys, time, types
     from pathlib import Path
@@ -50,6 +54,12 @@ SCRIPT = textwrap.dedent("""\
             print("stuck", flush=True)
             time.sleep(600)
         cpp_extension._write_ninja_file_and_build_library = stuck
+    if mode == "ninja":
+        def write_and_build(name, sources, build_directory, verbose, **kwargs):
+            Path(build_directory, "build.ninja").write_text(
+                f"rule compile\\n  command = {sys.argv[3]}\\nbuild out.o: compile\\n")
+            cpp_extension._run_ninja_build(build_directory, verbose, "the fake build failed")
+        cpp_extension._write_ninja_file_and_build_library = write_and_build
     if mode == "fake":
         def load(name, sources, build_directory=None, **kwargs):
             with open(csrc / "compiles.log", "a") as log:
@@ -200,3 +210,80 @@ def test_a_lock_left_by_a_killed_build_is_reported_and_removed(caches):
     assert "building gatedrnn's CPU kernels" in lines[1]
     cached = _run(caches, "load", timeout=60)  # the build works and is reused: no compile, no message
     assert cached.returncode == 0 and cached.stdout == built.stdout and cached.stderr == "", cached
+
+
+# A compiler that takes long: it writes its PID, then sleeps (ignoring SIGTERM if told), then
+# writes the time it ends.
+COMPILER = textwrap.dedent("""\
+    import os, signal, sys, time
+    folder, seconds, deaf = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "deaf"
+    if deaf:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(os.path.join(folder, "compiler.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    with open(os.path.join(folder, "compiler.ended"), "w") as f:
+        f.write(repr(time.time()))
+""")
+
+
+def _slow_build(caches, seconds, deaf=False):
+    """A build, in a fresh process, whose one compile (the fake COMPILER) takes ``seconds``;
+    (the process, the compiler's PID) once the compiler runs."""
+    compiler = caches / "compiler.py"
+    compiler.write_text(COMPILER)
+    command = f"{sys.executable} {compiler} {caches} {seconds} {'deaf' if deaf else 'plain'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    owner = subprocess.Popen([sys.executable, "-c", SCRIPT, str(caches / "csrc"), "ninja", command], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (caches / "compiler.pid").exists() or not (caches / "compiler.pid").read_text():
+        if owner.poll() is not None or time.monotonic() > deadline:
+            owner.kill()
+            pytest.fail(f"the build never started its compiler: {owner.communicate()}")
+        time.sleep(0.02)
+    return owner, int((caches / "compiler.pid").read_text())
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_the_compilers_of_a_killed_or_interrupted_build_end_with_it(caches, how):
+    owner, compiler = _slow_build(caches, seconds=600)
+    try:
+        owner.send_signal(how)  # to the owner alone, not to its process group (as a scheduler or kill does)
+        owner.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(compiler) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(compiler), f"the compiler outlived its build killed with {how.name}"
+    finally:
+        owner.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(compiler, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_build_waits_for_compilers_that_outlive_their_killed_owner(caches):
+    owner, compiler = _slow_build(caches, seconds=3, deaf=True)  # a compiler that ignores SIGTERM for 3 s
+    try:
+        owner.kill()
+        owner.communicate(timeout=30)
+        assert _alive(compiler)
+        (caches / "csrc" / "go").touch()
+        second = _run(caches, "fake", timeout=60)  # a build right after: it must not compile beside it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(compiler, signal.SIGKILL)
+    assert second.returncode == 0, second.stderr
+    lines = second.stderr.splitlines()
+    assert f"waiting for the compilers of process {owner.pid}, which no longer exists, to end" in lines[0], lines
+    ended = float((caches / "compiler.ended").read_text())
+    assert (caches / "csrc" / "compiles.log").stat().st_mtime >= ended  # its compile began after theirs ended

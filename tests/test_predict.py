@@ -93,10 +93,14 @@ def test_python_level_predict_matches_the_command(tmp_path, no_sarima):
     assert prediction.rows[0]["month"] == "2005-01"  # the month after the file's last, 2004-12
 
 
-def test_a_run_without_saved_normalization(tmp_path, capsys, no_sarima):
+def test_a_run_without_saved_normalization(tmp_path, capsys, no_sarima, monkeypatch):
+    from test_manifest import as_an_earlier_version
+
     data, run = train_forecaster(tmp_path)
     before = gatedrnn.predict(run, data).rows
+    as_an_earlier_version(run)  # no manifest, and
     (run / "normalization.json").unlink()  # as runs trained before it was saved
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # where the run may point for its data
     out = tmp_path / "f.csv"
     assert main(["predict", str(run), "--input", str(data), "--out", str(out)]) == 0
     assert "has no normalization.json (trained before it was saved)" in capsys.readouterr().out
@@ -106,6 +110,23 @@ def test_a_run_without_saved_normalization(tmp_path, capsys, no_sarima):
     assert main(["predict", str(run), "--input", str(moved), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "has no normalization.json" in err and "is not there to refit them" in err and "Traceback" not in err
+
+
+def test_edited_saved_statistics_are_refused_unless_trusted(tmp_path, capsys, no_sarima):
+    from gatedrnn.manifest import ManifestError
+
+    data, run = train_forecaster(tmp_path)
+    before = gatedrnn.predict(run, data).rows
+    path = run / "normalization.json"
+    stats = json.loads(path.read_text())
+    path.write_text(json.dumps({**stats, "mean": [m + 10 for m in stats["mean"]]}))
+    with pytest.raises(ManifestError, match=f"{path} is not the file the run's checkpoint was written with"):
+        gatedrnn.predict(run, data)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(data), "--out", str(tmp_path / "f.csv")]) == 2
+    assert f"{path} is not the file the run's checkpoint was written with" in capsys.readouterr().err
+    edited = gatedrnn.predict(run, data, trust_edited=True).rows  # on purpose: used as it is
+    assert [r["sales"] for r in edited] != pytest.approx([r["sales"] for r in before])
 
 
 def sequences_csv(path, rows=80, with_labels=True, header=True):
@@ -193,14 +214,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, no_sarima):
     short = tmp_path / "short.csv"
     short.write_text("\n".join(data.read_text().splitlines()[:5]) + "\n")  # 4 rows, the window is 6
     letters = tmp_path / "letters.txt"
-    letters.write_text("abc\nab\u00e9\n")
+    letters.write_text("\u00e9\u00e8")  # none of the model's characters: an unknown one is left out, not refused
     out = str(tmp_path / "out.csv")
     cases = [
         ([str(forecaster), "--input", str(tmp_path / "none.csv"), "--out", out], "none.csv: no such file"),
         ([str(forecaster), "--input", str(wrong), "--out", out], "no column 'sales'; the columns are month, revenue"),
         ([str(forecaster), "--input", str(short), "--out", out], "4 rows; the model reads the last 6 values"),
         ([str(forecaster), "--input", str(data), "--out", str(tmp_path / "out.txt")], "name a .csv or .json file"),
-        ([str(text), "--input", str(letters), "--out", out], "line 2, column 3: 'é' is not among the"),
+        ([str(text), "--input", str(letters), "--out", out],
+         "holds 0 char tokens (2 not in the vocabulary left out), too few to score"),
         ([str(adding), "--input", str(data), "--out", out], "holds a run of the adding task; predict works on"),
         ([str(tmp_path / "nowhere"), "--input", str(data), "--out", out], "holds no run"),
     ]
@@ -229,6 +251,7 @@ def test_baselines_in_result_evaluate_and_the_report(tmp_path, capsys, monkeypat
     from gatedrnn.tasks.timeseries import error_metrics
 
     pytest.importorskip("statsmodels")
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # the data directory: evaluate and report read the data
     data, run = train_forecaster(tmp_path)
     printed = capsys.readouterr().out
     result = json.loads((run / "result.json").read_text())
@@ -302,8 +325,8 @@ def test_saved_statistics_of_the_wrong_shape_are_a_one_line_error(edit, message,
     edit(stats)
     path.write_text(json.dumps(stats))
     capsys.readouterr()
-    assert main(["predict", str(run), "--input", str(data), "--out", str(tmp_path / "f.csv")]) == 2
-    err = capsys.readouterr().err
+    assert main(["predict", str(run), "--input", str(data), "--out", str(tmp_path / "f.csv"), "--trust-edited"]) == 2
+    err = capsys.readouterr().err.split("\n", 1)[-1]  # after the note that the file was edited
     assert message in err and str(run) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -321,6 +344,6 @@ def test_a_vocabulary_that_is_not_one_is_a_one_line_error(vocab, message, tmp_pa
                  "--out", str(run)]) == 0  # fmt: skip
     (run / "vocab.json").write_text(json.dumps(vocab))
     capsys.readouterr()
-    assert main(["predict", str(run), "--input", str(corpus), "--out", str(tmp_path / "s.csv")]) == 2
+    assert main(["predict", str(run), "--input", str(corpus), "--out", str(tmp_path / "s.csv"), "--trust-edited"]) == 2
     err = capsys.readouterr().err
     assert "vocab.json: not a gatedrnn vocabulary" in err and message in err and "Traceback" not in err

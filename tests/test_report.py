@@ -72,8 +72,9 @@ def test_the_adding_tasks_heatmap_keeps_its_marked_inputs(tmp_path, monkeypatch)
     assert "marked inputs (dotted red)" in report._gates_caption([view])
 
 
-def test_evaluate_names_a_length_only_for_the_synthetic_tasks(text_run, tmp_path, capsys):
-    _, run = text_run
+def test_evaluate_names_a_length_only_for_the_synthetic_tasks(text_run, tmp_path, capsys, monkeypatch):
+    data, run = text_run
+    monkeypatch.setenv("GATEDRNN_DATA", str(data.parent))  # the data directory: evaluate reads the data
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
     out = capsys.readouterr().out
@@ -110,7 +111,8 @@ def test_a_report_reads_each_runs_data_once_and_draws_its_sample_once(text_run, 
     from gatedrnn.cli.report import report_runs
     from gatedrnn.tasks.text import Text
 
-    _, run = text_run
+    data, run = text_run
+    monkeypatch.setenv("GATEDRNN_DATA", str(data.parent))  # the data directory: the report reads the data
     built, drawn = [], []
     real_init, real_batch = Text.__init__, Text.diagnostic_batch
     monkeypatch.setattr(Text, "__init__", lambda self, *a, **k: (built.append(1), real_init(self, *a, **k))[1])

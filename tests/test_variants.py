@@ -58,11 +58,12 @@ def _peephole_equations(layer, x, hx, lengths):
     return inp, torch.stack(finals_h), torch.stack(finals_c), {n: torch.stack(v) for n, v in trace.items()}
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])  # the Python reference and the native loop, each
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("variant", [{"peephole": True}, {"coupled": True}, {"peephole": True, "coupled": True}])
-def test_peephole_and_coupled_lstm_recomputed_from_the_equations(bidirectional, variant):
+def test_peephole_and_coupled_lstm_recomputed_from_the_equations(bidirectional, variant, backend):
     torch.manual_seed(0)
-    layer = gatedrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, **variant).double()
+    layer = gatedrnn.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, backend=backend, **variant).double()
     with torch.no_grad():  # peepholes start at zero; give them values so their terms count
         for name, p in layer.named_parameters():
             if name.startswith("weight_c"):
@@ -151,9 +152,10 @@ def test_cho_gru_is_keras_reset_after_false():
     assert (torch_form(torch.from_numpy(x))[0] - out).abs().max() > 1e-3
 
 
-def test_cho_gru_trace_recomputed_and_cell_matches():
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_cho_gru_trace_recomputed_and_cell_matches(backend):
     torch.manual_seed(5)
-    layer = gatedrnn.GRU(3, 4, reset_after=False).double()
+    layer = gatedrnn.GRU(3, 4, reset_after=False, backend=backend).double()
     cell = gatedrnn.GRUCell(3, 4, reset_after=False).double()
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = torch.randn(4, 2, 3, dtype=torch.float64)

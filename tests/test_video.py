@@ -128,7 +128,8 @@ def test_forecaster_shapes_and_learning_step(cell, digit_file):
         assert trace[gate].shape == (2, 3, 3, 6, 8, 8)  # (layers, B, T_in, C_h, h, w)
 
 
-def test_command_trains_reports_and_writes_a_gif(digit_file, tmp_path, capsys):
+def test_command_trains_reports_and_writes_a_gif(digit_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # the data directory: generate reads the digits
     run = tmp_path / "run"
     args = ["train", "--task", "video", "--cell", "convgru", "--data", str(digit_file), "--hidden-size", "4",
             "--kernel-size", "3", "--frame-size", "48", "--patch", "8", "--frames-in", "3", "--frames-out", "2",
@@ -171,7 +172,8 @@ def test_bad_digit_files_name_file_and_row(tmp_path, content, match):
         load_digits(tmp_path)
 
 
-def test_gif_refuses_changed_digits(digit_file, tmp_path, capsys):
+def test_gif_refuses_changed_digits(digit_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GATEDRNN_DATA", str(tmp_path))  # the data directory: generate reads the digits
     run = tmp_path / "run"
     args = ["train", "--task", "video", "--cell", "convlstm", "--data", str(digit_file), "--hidden-size", "2",
             "--kernel-size", "1", "--frame-size", "32", "--patch", "8", "--frames-in", "2", "--frames-out", "1",

@@ -33,6 +33,19 @@ class CellBase(RefusesScript, nn.RNNCellBase):
         # torch.nn.RNNCellBase itself: the cells' own torch.nn __init__ take no num_chunks
         nn.RNNCellBase.__init__(self, input_size, hidden_size, bias, self.num_gates, device, dtype)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        # a torch.nn cell pickled whole and loaded as ours (torch.nn's classes swapped for gatedrnn's), or a
+        # pickle from before an option existed: what it lacks takes the constructor's default, torch.nn's behaviour
+        for name, value in self._defaults().items():
+            if name not in state:
+                setattr(self, name, value)
+
+    def _defaults(self) -> dict:
+        """The constructor's defaults of what the cell adds to torch.nn's attributes: what a
+        pickle that lacks them loads with."""
+        return {}
+
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         """Returns the input as ``(B, I)`` and whether it came unbatched as ``(I,)``."""
         x = _checks.float_tensor("input", input, self.weight_ih)

@@ -131,6 +131,9 @@ class GRUCell(CellBase, nn.GRUCell):
         self.reset_after = _checks.boolean("reset_after", reset_after)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 
+    def _defaults(self) -> dict:
+        return {"reset_after": True}
+
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
 

@@ -173,6 +173,9 @@ class LSTMCell(CellBase, nn.LSTMCell):
             for name in peephole_names(self.coupled):
                 setattr(self, name, nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype)))
 
+    def _defaults(self) -> dict:
+        return {"forget_bias": 0.0, "peephole": False, "coupled": False}
+
     def reset_parameters(self) -> None:
         super().reset_parameters()
         with torch.no_grad():

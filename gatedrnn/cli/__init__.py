@@ -3,6 +3,11 @@
 The command parses first and imports the work after: every subcommand module is light to
 import (torch, the layers and the tasks are imported inside ``run``), so ``gatedrnn --help``,
 ``--version``, ``presets`` and each subcommand's ``--help`` answer without starting torch.
+
+Exit codes: 0 done; 1 the work failed (a NaN loss, a lost torchrun process); 2 a usage
+error, in one line; 130 and 143 stopped by SIGINT and SIGTERM (128 + the signal's number, the
+shell's convention; ``train`` saves the step under way first, see :class:`gatedrnn.train.Stopped`);
+141 a reader of the output closed the pipe.
 """
 
 from __future__ import annotations
@@ -75,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"gatedrnn {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C outside train's own handling
         print(f"gatedrnn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(error, "exit_code", 130)
     except BrokenPipeError:  # output piped into a reader that stopped early (| head): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
         return 141

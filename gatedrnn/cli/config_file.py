@@ -11,9 +11,6 @@ from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError
 
-KINDS = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
-WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-         dict: "a table of the task's options"}  # fmt: skip
 
 
 def _parse(path: Path) -> dict:
@@ -48,18 +45,18 @@ def _parse(path: Path) -> dict:
 
 def _check(value, kind, key: str, path: Path):
     """``value`` as ``kind``, or a one-line error naming ``key`` and ``path``; an integer counts as a number."""
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise UsageError(f"--config {path}: {key} must be {WORDS[kind]}, got {value!r}")
-    return value
+    from gatedrnn.config import checked  # the type check a run's config.json gets too
+
+    try:
+        return checked(value, kind, key)
+    except ValueError as error:
+        raise UsageError(f"--config {path}: {error}") from None
 
 
 def read(path) -> dict:
     """The options in ``path`` (a ``TrainConfig`` field: value mapping, task options under ``extra``),
     each key known and each value of its field's type; the task options are checked by :func:`check_extra`."""
-    from gatedrnn.config import TrainConfig
+    from gatedrnn.config import KINDS, TrainConfig
 
     path = Path(path)
     values = _parse(path)

@@ -21,6 +21,12 @@ def add_parser(sub):
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
+    p.add_argument("--data", metavar="PATH",
+                   help="the run's data, read instead of the path its config.json names (which is read only where it "
+                        "lies in the data directory or the run folder)")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
+                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
@@ -29,7 +35,8 @@ def add_parser(sub):
 def run(args) -> int:
     from gatedrnn import checkpoint, runs
 
-    config = runs.load_config(args.run_dir)
+    config = runs.load_config(args.run_dir, args.trust_edited)
+    config.data = runs.data_to_read(config, args.run_dir, args.data)
     task, model = runs.build(config, args.run_dir, args.task)  # a text run keeps its vocab.json
     state = checkpoint.load_model(args.run_dir, model, expect=runs.identity(config))  # the same task, cell and data
     metrics = task.evaluate(model, args.split, config.seed, config.device)

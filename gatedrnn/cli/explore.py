@@ -25,6 +25,9 @@ def add_parser(sub):
     p.add_argument("--units", type=positive_int, default=32,
                    help="the page holds this many units, those that follow a feature best (default 32)")  # fmt: skip
     p.add_argument("--layer", type=int, default=0, help="the layer to look into, counted from 0 (default 0)")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
+                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
@@ -35,6 +38,7 @@ def default_text(run) -> str:
     from gatedrnn import runs
 
     try:
+        run.config.data = runs.data_to_read(run.config, run.run_dir)  # only where a run folder may point
         task, _ = runs.build(run.config, run.run_dir)  # with its data, and the vocabulary the run saved
     except (OSError, ValueError) as error:  # a DataError is a ValueError
         raise UsageError(f"no --text given, and the run's data cannot be read here ({error}); "
@@ -49,7 +53,7 @@ def run(args) -> int:
     from gatedrnn.diagnostics import explore
     from gatedrnn.trained import load
 
-    run = load(args.run_dir)
+    run = load(args.run_dir, trust_edited=args.trust_edited)
     if run.vocab is None or run.vocab.level != "char":
         what = f"a run of the {run.task} task" if run.vocab is None else "a word-level run"
         raise UsageError(f"{args.run_dir} holds {what}; explore colours characters, so it reads character-level "

@@ -34,6 +34,9 @@ def add_parser(sub):
     p.add_argument("--stateful", action="store_true",
                    help="take and return the recurrent state as well (streaming: out, state = f(chunk, state))")
     p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
+                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
@@ -68,7 +71,7 @@ def run(args) -> int:
                              "pip install 'gatedrnn[export]' (onnx, onnxscript, onnxruntime)")  # fmt: skip
     if not args.out.parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
-    trained = load(args.run_dir, args.task)
+    trained = load(args.run_dir, args.task, args.trust_edited)
     try:
         module, example = exporting.prepare(trained.model, args.stateful)
     except TypeError as error:

@@ -29,6 +29,12 @@ def add_parser(sub):
     p.add_argument("--out", type=Path, help="music runs: the MIDI file to write (default RUN_DIR/sample.mid); "
                    "video runs: the GIF (default RUN_DIR/clip.gif)")
     p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
+    p.add_argument("--data", metavar="PATH",
+                   help="the run's data, read instead of the path its config.json names (which is read only where it "
+                        "lies in the data directory or the run folder)")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
+                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
@@ -41,12 +47,13 @@ def run(args) -> int:
         raise ValueError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be 0 or positive, got {args.top_k}")
-    config = runs.load_config(args.run_dir)
+    config = runs.load_config(args.run_dir, args.trust_edited)
     cls = runs.task_class(config, args.run_dir, args.task)
     if not cls.defines("generate"):
         raise ValueError(f"{args.run_dir} holds a {config.task} run; generate samples from runs of tasks that "
                          "generate (text, music and video runs)")  # fmt: skip
     if cls.generate_needs_data:  # it reads the data, so it checks the data is the one it was trained on
+        config.data = runs.data_to_read(config, args.run_dir, args.data)
         task, model = runs.build(config, args.run_dir, args.task)
         checkpoint.load_model(args.run_dir, model, expect=runs.identity(config))
     else:  # from what the run saved alone

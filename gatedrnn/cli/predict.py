@@ -34,6 +34,9 @@ def add_parser(sub):
                    help="default: from the --out suffix (.csv or .json; video runs also .gif and .npy)")
     p.add_argument("--per-line", action="store_true", help="text runs: a row per line of the file, not just the total")
     p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
+                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
@@ -43,7 +46,7 @@ def run(args) -> int:
     from gatedrnn.tasks.prediction import output_format
     from gatedrnn.trained import load, predict
 
-    run = load(args.run_dir, args.task)
+    run = load(args.run_dir, args.task, args.trust_edited)
     formats = run.restored_task.prediction_formats
     format = args.format or output_format(args.out, formats)  # before any work: a wrong name is found at once
     if format not in formats:

@@ -19,13 +19,21 @@ def add_parser(sub):
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="folders gatedrnn train wrote")
     p.add_argument("--out", type=Path, help="report folder (default: the run folder, when there is one)")
     p.add_argument("--task", metavar="MODULE:CLASS", help="the runs' task, where it is one of your own")
+    p.add_argument("--data", metavar="PATH",
+                   help="the runs' data, read instead of the path their config.json names (which is read only where "
+                        "it lies in the data directory or the run folder)")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="use the runs although a config.json, model.json or saved file changed since their "
+                        "checkpoint was written (each field is still checked)")
     p.set_defaults(run=run)
     return p
 
 
-def report_runs(run_dirs, out: Path, task=None) -> Path:
+def report_runs(run_dirs, out: Path, task=None, trust_edited: bool = False, data=None) -> Path:
     """Writes the report of the runs in ``run_dirs`` (all of one task) into ``out``; returns
-    its ``report.html``. ``task``: the runs' task, where it is one of your own."""
+    its ``report.html``. ``task``: the runs' task, where it is one of your own;
+    ``trust_edited``: accept run files edited since the checkpoint; ``data``: the data the
+    user gives (see :func:`gatedrnn.runs.data_to_read`)."""
     import copy
 
     from gatedrnn import checkpoint, runs
@@ -33,10 +41,11 @@ def report_runs(run_dirs, out: Path, task=None) -> Path:
 
     views, tasks = [], {}
     for run_dir in run_dirs:
-        config = runs.load_config(run_dir)
+        config = runs.load_config(run_dir, trust_edited)
+        config.data = runs.data_to_read(config, run_dir, data)
         # the data read once; the model at initialization, for gradient flow
         built, initial = runs.build(config, run_dir, task)
-        tasks.setdefault((config.task, config.length), built.describe(config.data))
+        tasks.setdefault((config.task, config.length), f"{run_dir} is {built.describe(config.data)}")
         model = copy.deepcopy(initial)
         state = checkpoint.load_model(run_dir, model, expect=runs.identity(config))
         result_path = Path(run_dir) / runs.RESULT
@@ -49,7 +58,7 @@ def report_runs(run_dirs, out: Path, task=None) -> Path:
                              runs.read_log(Path(run_dir) / runs.METRICS), config.seed, initial, summary,
                              config.data))  # fmt: skip
     if len(tasks) > 1:
-        raise UsageError(f"runs of different tasks cannot share a report: {' and '.join(tasks.values())}")
+        raise UsageError(f"{' and '.join(tasks.values())}: a report compares runs of one task at one length")
     first = views[0]
     return write_report(out, views, f"gatedrnn report: {first.task.describe(first.data)}",
                         " ".join(first.task.introduction()))
@@ -59,5 +68,5 @@ def report_runs(run_dirs, out: Path, task=None) -> Path:
 def run(args) -> int:
     if args.out is None and len(args.run_dirs) > 1:
         raise UsageError("several runs need --out for their shared report")
-    print(report_runs(args.run_dirs, args.out or args.run_dirs[0], args.task))
+    print(report_runs(args.run_dirs, args.out or args.run_dirs[0], args.task, args.trust_edited, args.data))
     return 0

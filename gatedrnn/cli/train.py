@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from gatedrnn import tasks
 from gatedrnn.cli import config_file
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
 from gatedrnn.tasks.presets import BUILT_IN, DATA_ENV, PRESETS, resolve
-from gatedrnn.torchrun import TIMEOUT_MINUTES
+from gatedrnn.torchrun import TIMEOUT_MINUTES, under_torchrun
 
 EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --length 150 --steps 3000 --out runs/adding-lstm
@@ -23,7 +26,7 @@ EXAMPLES = """examples:
   gatedrnn train --preset jsb --data-dir ~/data --cell gru --out runs/jsb   # ~/data/music/JSB_Chorales.mat
   gatedrnn train --config runs/shakespeare-quick/config.json --cell gru --out runs/sq-gru
   gatedrnn train --config my-settings.toml --threads 2 --out runs/mine
-  gatedrnn train --out runs/adding-lstm --resume          # continue a killed run
+  gatedrnn train --out runs/adding-lstm --resume          # continue a killed or stopped run
   gatedrnn train --task adding --cell lstm --peephole --out runs/adding-peephole
   gatedrnn train --task adding --cell gru --no-reset-after --out runs/adding-cho-gru
   gatedrnn train --preset video-quick --cell convlstm --out runs/video
@@ -32,6 +35,10 @@ EXAMPLES = """examples:
   gatedrnn train --task my_tasks:Parity --cell gru --out runs/parity   # a task of your own (MODULE:CLASS)
 
 Each task has options of its own: gatedrnn train --task NAME --help lists them.
+
+SIGINT (Ctrl-C) or SIGTERM (a scheduler, docker stop): the step under way finishes and is
+saved, one line names it and the command that resumes, and the exit code is 130 or 143. A
+second signal stops at once, keeping the last checkpoint.
 """
 
 
@@ -191,6 +198,9 @@ def add_parser(sub, task=None):
         add_task_options(p, task)
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--trust-edited", action="store_true",
+                   help="with --resume: continue although the run's config.json, model.json or a saved file changed "
+                        "since its checkpoint was written (each field is still checked)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events (scalars, gate histograms) to OUT/tensorboard; "
@@ -247,11 +257,11 @@ def _given(args) -> dict:
 
 @run_errors
 def run(args) -> int:
-    from gatedrnn.checkpoint import CHECKPOINT
+    from gatedrnn.checkpoint import CHECKPOINT, saved_step
     from gatedrnn.config import TrainConfig
     from gatedrnn.distributed import PeerLost, main_process
-    from gatedrnn.runs import CONFIG, load_config
-    from gatedrnn.train import stop_reason, train
+    from gatedrnn.runs import CONFIG, data_to_read, load_config
+    from gatedrnn.train import Stopped, stop_reason, train
 
     given = _given(args)
     settings = {}  # what --preset and --config set, under what the command line gives
@@ -266,10 +276,18 @@ def run(args) -> int:
         raise UsageError(f"preset {args.preset} reads {data}, which does not exist; point --data-dir or "
                          f"${DATA_ENV} at the folder holding the data sets (README, Data), or give --data")  # fmt: skip
     out: Path = args.out
+    if out.is_symlink() and not out.exists():
+        raise UsageError(f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; create "
+                         "that folder, or choose another --out")  # fmt: skip
+    if out.is_symlink():  # resolved once: no file of the run is then written through a link
+        out = out.resolve()
+        if main_process():
+            print(f"--out {args.out} is a symbolic link: the run is written in {out}", flush=True)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, expected a run folder; choose another --out")
+    saved = None  # the step of the checkpoint a resume continues from
     if args.resume:
-        config = load_config(out)
+        config = load_config(out, args.trust_edited)  # its files checked against its checkpoint's manifest
         for key, value in given.items():
             if key in ("steps", "max_minutes", "threads"):
                 setattr(config, key, value)  # a resumed run may be extended, in steps or in time
@@ -278,6 +296,17 @@ def run(args) -> int:
                     f"{out} holds a run with {key}={getattr(config, key)!r}, not {value!r}; "
                     "drop the option to resume it, or train into another --out"
                 )
+        data_to_read(config, out, given.get("data"))  # a data path from the run folder, only where it may point
+        saved = saved_step(out)
+        if saved is not None and config.steps <= saved:  # nothing to train: decided where no live run holds the folder
+            from gatedrnn import lock
+
+            with lock.held(out) if main_process() else contextlib.nullcontext():
+                done = _nothing_to_do(out, saved_step(out), config.steps, "steps" in given)
+            if done:  # config.json stays as it is
+                if main_process():
+                    print(done)
+                return 0
     else:
         # A config with no checkpoint and no result is a run killed before its first checkpoint:
         # nothing trained is lost by starting afresh there.
@@ -310,9 +339,19 @@ def run(args) -> int:
             require()
         except ModuleNotFoundError as error:
             raise UsageError(str(error)) from None
+    if args.resume and main_process():
+        if saved is not None:
+            print(f"resuming {out} from step {saved} of {config.steps}", flush=True)
+        elif not (out / CHECKPOINT).exists():  # (an unreadable one is train's to refuse)
+            print(f"resuming {out}: it stopped before its first checkpoint, so it starts over at step 0 of "
+                  f"{config.steps}", flush=True)  # fmt: skip
     try:
         result = train(config, out, resume=args.resume, tensorboard=args.tensorboard,
                        timeout_minutes=args.dist_timeout)  # fmt: skip
+    except Stopped as stopped:  # SIGINT or SIGTERM: saved, or stopped at once by a second signal
+        if main_process():
+            print(f"gatedrnn train: {_stopped_line(out, config, args, stopped)}", file=sys.stderr, flush=True)
+        return stopped.exit_code
     except OSError as error:  # a full disk, a folder not writable: what failed and what to do
         raise UsageError(_write_error(out, error)) from None
     except PeerLost as error:  # under torchrun: another process died or hung; it printed its own error
@@ -331,11 +370,77 @@ def run(args) -> int:
     if not args.no_report:
         from gatedrnn.cli.report import report_runs
 
-        print(f"report: {report_runs([out], out, args.task)}")
+        print(f"report: {report_runs([out], out, args.task, data=config.data)}")  # the data it was given
     if result.status == "nan":
         print(f"gatedrnn train: {result.message}")
         return 1
     return 0
+
+
+def _nothing_to_do(out: Path, saved: int | None, steps: int, asked: bool) -> str | None:
+    """What a resume of a run that already has ``steps`` says, or None where there is work.
+    A finished run with ``steps`` or more says so and is left as it is (exit code 0: a job
+    script that resumes until done ends well). A checkpoint past ``steps`` in a run that is
+    not finished is a usage error: a run is extended, never cut back."""
+    if saved is None or steps > saved:
+        return None
+    finished = _result_step(out) == saved
+    if finished and steps == saved:
+        return f"{out} already has its {saved} steps: nothing to do (its result stands)"
+    if finished:
+        return (f"{out} already has {saved} steps, more than --steps {steps}: nothing to do (a run is extended, "
+                "never cut back; its result and config.json stand)")  # fmt: skip
+    if steps < saved:
+        what = "--steps" if asked else "its config.json's steps"
+        raise UsageError(f"{out} already has {saved} steps, more than {what} {steps}: a run is extended, never "
+                         f"cut back; give --steps {saved} or more")  # fmt: skip
+    return None  # its last step is saved but its test evaluation is not: the resume finishes it
+
+
+def _result_step(out: Path) -> int | None:
+    """The step of the run's result.json, or None where there is no readable one."""
+    import json
+
+    from gatedrnn.runs import RESULT
+
+    try:
+        step = json.loads((out / RESULT).read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def _resume_command(out: Path, config, args) -> str:
+    """The command that continues the run in ``out`` (under torchrun, on as many processes)."""
+    words = ["gatedrnn", "train", "--out", str(out), "--resume"]
+    if tasks.is_import_path(config.task):  # a task of one's own is imported only when named
+        words[2:2] = ["--task", config.task]
+    if args.tensorboard:
+        words.append("--tensorboard")
+    if not under_torchrun():
+        return shlex.join(words)
+    size = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+    nodes = "" if local == size else f"--nnodes {size // local} (and your rendezvous options) "
+    return f"torchrun {nodes}--nproc_per_node {local} -m {shlex.join(words)}"
+
+
+def _stopped_line(out: Path, config, args, stopped) -> str:
+    """One line: the signal, the step saved (or kept) and the command that resumes."""
+    from gatedrnn.checkpoint import CHECKPOINT, saved_step
+    from gatedrnn.runs import CONFIG
+
+    resume = _resume_command(out, config, args)
+    if stopped.saved:
+        return (f"{stopped.name}: stopped after step {stopped.step} of {stopped.steps} and saved it in "
+                f"{out / CHECKPOINT}; resume with: {resume}")  # fmt: skip
+    how = f"a second {stopped.name} stopped the run at once" if stopped.second else f"{stopped.name}: stopped at once"
+    if not (out / CONFIG).exists():
+        return f"{how}, before the run wrote anything; run the same command again to train"
+    step = saved_step(out)
+    kept = ("no checkpoint was written yet (a resume starts over)" if step is None else
+            f"the checkpoint of step {step} is kept")  # fmt: skip
+    return f"{how}; {kept}; resume with: {resume}"
 
 
 def _write_error(out: Path, error: OSError) -> str:

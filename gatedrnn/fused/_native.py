@@ -15,14 +15,25 @@ that finds the lock held says which process it waits for. torch's own lock file 
 which torch waits on forever) found while holding that lock was left by a killed build: it is
 reported, removed, and the build proceeds.
 
+The build's processes live no longer than the process that owns them (:class:`_OwnedBuild`):
+ninja gets SIGTERM when its owner dies, killed or not (Linux's parent-death signal), or stops
+with an exception (Ctrl-C), and ninja then stops the compilers it started. ninja and the
+compilers also inherit the ``build.lock`` descriptor, so the lock stays held until the last of
+them has exited: a build that finds them still running waits for them, with a message,
+instead of compiling beside them.
+
 ``GATEDRNN_NATIVE=0`` in the environment forces the Python loops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -171,8 +182,12 @@ class _BuildLock:
                 while holder is None and time.monotonic() < deadline:  # it writes its PID just after locking
                     time.sleep(0.01)
                     holder = self._holder()
-                who = f"process {holder}" if holder else "another process"
-                _say(f"waiting for {who}, which is building gatedrnn's CPU kernels in {self.path.parent}")
+                if holder and not _pid_alive(holder):  # its compilers, which hold the lock, outlived it
+                    _say(f"waiting for the compilers of process {holder}, which no longer exists, to end in "
+                         f"{self.path.parent}")  # fmt: skip
+                else:
+                    who = f"process {holder}" if holder else "another process"
+                    _say(f"waiting for {who}, which is building gatedrnn's CPU kernels in {self.path.parent}")
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
         except OSError as error:  # e.g. ENOLCK on some network file systems
             _say(f"cannot lock {self.path} ({error}); going on with torch's lock only")
@@ -188,6 +203,84 @@ class _BuildLock:
         if self.held:
             os.ftruncate(self.fd, 0)  # a clean exit leaves no PID behind
         os.close(self.fd)  # closing drops the lock
+
+
+class _OwnedBuild:
+    """Stands in for the ``subprocess`` module inside torch's ``cpp_extension`` while gatedrnn
+    builds, so that the ninja it runs (``subprocess.run``) lives no longer than this process:
+
+    - on Linux ninja gets SIGTERM when the thread that started it dies, however it dies
+      (``prctl(PR_SET_PDEATHSIG)``, set in the child before ninja starts);
+    - an exception while waiting for it (Ctrl-C's ``KeyboardInterrupt``, a second SIGTERM in
+      training) sends ninja SIGTERM and waits for it, where ``subprocess.run`` would SIGKILL it;
+
+    and ninja answers SIGTERM by stopping every compiler it started. ``keep``: descriptors ninja
+    and the compilers inherit (the build lock, held until the last of them exits)."""
+
+    def __init__(self, keep: tuple = ()):
+        self.keep = keep
+        self.preexec = _parent_death_signal()
+
+    def __getattr__(self, name):  # everything else is the subprocess module's
+        return getattr(subprocess, name)
+
+    def run(self, command, *, check=False, **kwargs):
+        # preexec_fn: one prctl call, resolved before the fork (it takes no lock another thread could hold)
+        with subprocess.Popen(command, pass_fds=self.keep, preexec_fn=self.preexec,  # noqa: PLW1509
+                              **kwargs) as process:  # fmt: skip
+            try:
+                output, errors = process.communicate()
+            except BaseException:
+                _end(process)
+                raise
+        if check and process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, process.args, output, errors)
+        return subprocess.CompletedProcess(process.args, process.returncode, output, errors)
+
+
+def _end(process: subprocess.Popen, patience: float = 10.0) -> None:
+    """SIGTERM to ninja, which stops its compilers and exits; SIGKILL after ``patience`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _parent_death_signal():
+    """A ``preexec_fn`` that asks Linux to send the child SIGTERM when its parent dies, or None
+    where there is no ``prctl``. Resolved before the fork: the child only calls it."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    owner, set_death_signal = os.getpid(), 1  # PR_SET_PDEATHSIG
+
+    def preexec():
+        prctl(set_death_signal, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != owner:  # the owner died before the line above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+@contextlib.contextmanager
+def _owned(lock: _BuildLock):
+    """Runs torch's build of the extension through :class:`_OwnedBuild` (POSIX)."""
+    from torch.utils import cpp_extension
+
+    if os.name != "posix":
+        yield
+        return
+    real = cpp_extension.subprocess
+    cpp_extension.subprocess = _OwnedBuild(keep=(lock.fd,) if lock.held else ())
+    try:
+        yield
+    finally:
+        cpp_extension.subprocess = real
 
 
 def _load_library(path: Path, name: str):
@@ -231,13 +324,14 @@ def _build():
             stale.unlink()
         _ninja_on_path()
         _say(f"building gatedrnn's CPU kernels, once, ~30 s, in {folder}")
-        module = cpp_extension.load(
-            name=name,
-            sources=[str(CSRC / source) for source in SOURCES],
-            extra_cflags=_flags(),
-            build_directory=str(folder),
-            verbose=False,
-        )
+        with _owned(lock):  # ninja and the compilers end with this process
+            module = cpp_extension.load(
+                name=name,
+                sources=[str(CSRC / source) for source in SOURCES],
+                extra_cflags=_flags(),
+                build_directory=str(folder),
+                verbose=False,
+            )
         built.write_text(environment)
         return module
 

@@ -79,6 +79,28 @@ def to_device(value, device):
     return value.to(device)
 
 
+def _count(value) -> bool:
+    """Whether ``value`` is a positive integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+SPEC = {  # model.json's common fields: what each must be, as a test and in words
+    "input_size": (_count, "a positive integer"),
+    "output_size": (_count, "a positive integer"),
+    "vocab_size": (lambda v: v is None or _count(v), "a positive integer or null"),
+    "readout": (lambda v: v in ("all", "last"), "'all' or 'last'"),
+}
+
+
+def _spec_value(key: str, value):
+    """``value`` of model.json's field ``key`` where it is what the field must be (a size the
+    task's own ``restore`` checks passes as it is), else a ValueError naming the field."""
+    test, words = SPEC.get(key, (lambda v: True, ""))
+    if not test(value):
+        raise ValueError(f"model.json: {key!r} must be {words}, got {value!r}")
+    return value
+
+
 class Task:
     """One sequence task: its data, model, loss, metrics, saved files, predictions and figures.
 
@@ -214,7 +236,9 @@ class Task:
         """
         task = cls.__new__(cls)
         for key, value in spec.items():
-            setattr(task, key, value)
+            if key.startswith("_") or callable(getattr(cls, key, None)) or isinstance(getattr(cls, key, None), property):
+                raise ValueError(f"model.json: {key!r} is not one of the task's sizes")  # it would replace a method
+            setattr(task, key, _spec_value(key, value))
         return task
 
     # -- trained -----------------------------------------------------------------------------

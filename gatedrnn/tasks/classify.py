@@ -221,6 +221,8 @@ class Classify(Task):
     def from_run(cls, config, spec, saved):
         """A trained run's task, its class names mapped to the ids the run was trained with."""
         classes = spec.get("classes") if isinstance(spec, dict) else None
+        if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise ValueError(f"model.json: 'classes' must be a list of class names, got {classes!r}")
         return cls(config.data, classes=classes, **cls.option_values(config))
 
     @classmethod
@@ -229,6 +231,8 @@ class Classify(Task):
         task = super().restore(config, spec, saved)
         options = cls.option_values(config)
         task.mode, task.permute, task.label = options["mode"], options["permute"], options["label"]
+        if task.mode not in ("row", "pixel"):
+            raise ValueError(f"config.json: extra.mode must be 'row' or 'pixel', got {task.mode!r}")
         stats = saved[NORMALIZATION]
         scale, values = (stats.get(k) if isinstance(stats, dict) else None for k in ("scale", "values"))
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):

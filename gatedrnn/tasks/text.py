@@ -112,6 +112,31 @@ def load_splits(data, level: str, by_frequency: bool = False, vocab: Vocabulary 
     return vocab, {"train": ids[:test_from], "test": ids[test_from:valid_from], "valid": ids[valid_from:]}
 
 
+SPLITS = {"train": "training", "valid": "validation", "test": "test"}
+SHARES = {"train": "the first 85%", "valid": "the last 10%", "test": "the 5% before the last 10%"}  # of a single file
+
+
+def check_lengths(data, ids: dict, batch_size: int, level: str) -> None:
+    """Each split long enough to be read: the training split ``batch_size`` streams of 2 tokens
+    or more (an input and its next token), the others one stream; else an error naming the
+    file, what it holds and what it needs."""
+    path = Path(data)
+    for split, held in ids.items():
+        needs = 2 * batch_size if split == "train" else 2
+        if len(held) >= needs:
+            continue
+        where = f"{path / (split + '.txt')}:"  # a folder's file, or a single file's share
+        if not path.is_dir():
+            where = f"{path}: its {SPLITS[split]} split ({SHARES[split]})"
+        tokens = f"{len(held)} {level} token{'' if len(held) == 1 else 's'}"
+        if split == "train":
+            why = f"--batch-size {batch_size} needs {needs} ({batch_size} streams of 2 tokens or more)"
+            lower = f"lower --batch-size to {len(held) // 2} or " if len(held) >= 2 else ""
+        else:
+            why, lower = "scoring needs 2 (a token and the one after it)", ""
+        raise DataError(f"{where} holds {tokens}; {why}: {lower}give a longer text")
+
+
 def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(B, N // B): the token sequence cut into B contiguous streams."""
     n = len(ids) // batch_size
@@ -154,6 +179,7 @@ class Text(Task):
             raise ValueError(f"--bptt must be a positive integer, got {bptt}")
         self.level, self.bptt, self.batch_size = level, bptt, batch_size
         self.vocab, self.ids = load_splits(data_path(data, self.name), level, by_frequency, vocab)
+        check_lengths(data, self.ids, batch_size, level)
         self.vocab_size = self.input_size = self.output_size = len(self.vocab.tokens)
         self.train_streams = streams(self.ids["train"], batch_size)  # (B, N)
         self.batches_per_epoch = max(1, (self.train_streams.shape[1] - 1) // bptt)
@@ -272,34 +298,41 @@ class Text(Task):
     def predict(self, model, path, device="cpu", per_line=False):
         """Scores a text file: the mean cross-entropy per token in nats, bits per character and
         perplexity, in total and, with ``per_line``, for each line. The file is read as if it
-        followed a line break (``\\n``, or ``<eos>`` for words), so every token is scored."""
-        vocab = self.vocab
+        followed a line break (``\\n``, or ``<eos>`` for words), so every token is scored.
+
+        A token not in the vocabulary is read and scored as ``<unk>`` where the vocabulary
+        has one (Penn Treebank's word models do). Where it has none (a character model's
+        vocabulary is the characters of its training text), the token is left out: the
+        model reads the file as if it were not there, and the score covers the other
+        tokens. No honest score exists for it: the model spreads all its probability over
+        the tokens it knows, so its loss would be infinite. Either way the unknown tokens
+        are counted (the summary's ``unknown characters`` or ``unknown words``) and the
+        message says how many, and how they were read; where left out, the first one and
+        where it is."""
+        vocab, char = self.vocab, self.vocab.level == "char"
+        unk = vocab.index.get(UNK)
         text = read_text(path)
-        tokens, lines, unknown = [], [], 0  # each token, the line it is on
+        tokens, lines, unknown, first = [], [], 0, None  # each token read, the line it is on
         for number, line in enumerate(text.splitlines(keepends=True), start=1):
-            if vocab.level == "char":
-                for column, char in enumerate(line, start=1):
-                    if char not in vocab.index:
-                        raise DataError(f"{path}, line {number}, column {column}: {char!r} is not among the "
-                                        f"{len(vocab.tokens)} characters the model was trained on")  # fmt: skip
-                    tokens.append(vocab.index[char])
-                lines += [number] * len(line)
-            else:
-                words = line.split()
-                for word in words:
-                    if word not in vocab.index and UNK not in vocab.index:
-                        raise DataError(f"{path}, line {number}: the word {word!r} is not in the model's vocabulary "
-                                        f"of {len(vocab.tokens)} words, which has no {UNK}")  # fmt: skip
-                    unknown += word not in vocab.index
-                    tokens.append(vocab.index.get(word, vocab.index.get(UNK)))
-                if words:
-                    tokens.append(vocab.index[EOS])
-                    lines += [number] * (len(words) + 1)
+            words = list(line) if char else line.split()
+            for column, token in enumerate(words, start=1):
+                if token not in vocab.index:
+                    unknown += 1
+                    first = first or f"{token!r} at line {number}, {'column' if char else 'word'} {column}"
+                    if unk is None:
+                        continue  # left out: neither read nor scored
+                tokens.append(vocab.index.get(token, unk))
+                lines.append(number)
+            if words and not char:
+                tokens.append(vocab.index[EOS])
+                lines.append(number)
         start = vocab.index.get("\n" if vocab.level == "char" else EOS)  # what the file is read as following
         ids = torch.tensor(([start] if start is not None else []) + tokens, dtype=torch.long)
         lines = torch.tensor(lines[len(lines) - (len(ids) - 1) :], dtype=torch.long)  # the lines of the scored tokens
         if len(ids) < 2:
-            raise DataError(f"{path}: holds {len(tokens)} {vocab.level} token, too few to score")
+            left_out = f" ({unknown} not in the vocabulary left out)" if unknown and unk is None else ""
+            plural = "" if len(tokens) == 1 else "s"
+            raise DataError(f"{path}: holds {len(tokens)} {vocab.level} token{plural}{left_out}, too few to score")
         nll, state = [], None
         for a in range(0, len(ids) - 1, CHUNK):
             window = ids[a : a + CHUNK + 1][None].to(device)  # (1, L + 1)
@@ -313,11 +346,17 @@ class Text(Task):
             summed = torch.zeros(len(count), dtype=torch.float64).index_add_(0, lines, nll)
             rows = [{"line": number, **_scores(float(summed[number] / count[number]), int(count[number]), vocab.level)}
                     for number in range(len(count)) if count[number]]  # fmt: skip
-        summary = {**totals, **({"unknown words": unknown} if vocab.level == "word" else {})}
-        unit = "bits per character" if vocab.level == "char" else "perplexity"
-        shown = totals["bpc"] if vocab.level == "char" else totals["perplexity"]
+        kind = "character" if char else "word"
+        summary = {**totals, f"unknown {kind}s": unknown}
+        unit = "bits per character" if char else "perplexity"
+        shown = totals["bpc"] if char else totals["perplexity"]
         message = (f"{path}: {len(nll)} {vocab.level} tokens scored, {totals['loss']:.4f} nats per token "
-                   f"({unit} {shown:.4f})" + (f"; {unknown} unknown word{'s' if unknown > 1 else ''} read as {UNK}" if unknown else ""))  # fmt: skip
+                   f"({unit} {shown:.4f})")  # fmt: skip
+        if unknown:
+            some = f"{unknown} unknown {kind}{'s' if unknown > 1 else ''}"
+            message += (f"; {some} read as {UNK}" if unk is not None else
+                        f"; {some} not in the model's vocabulary (the first: {first}) left out, neither read nor "
+                        "scored")  # fmt: skip
         return Prediction(self.name, rows, summary, message, total={"line": "all", **totals})
 
     def generate(self, model, out, *, run_dir, prompt="\n", length=500, temperature=1.0, top_k=0, seed=0,

@@ -265,6 +265,11 @@ class TimeSeries(Task):
         options = cls.option_values(config)
         task.window, task.horizon, task.log, task.difference = (options[k] for k in ("window", "horizon", "log",
                                                                                      "difference"))  # fmt: skip
+        for key in ("window", "horizon"):
+            if getattr(task, key) < 1:
+                raise ValueError(f"config.json: extra.{key} must be a positive integer, got {getattr(task, key)!r}")
+        if getattr(task, "output_size", task.horizon) != task.horizon:  # a forecast of each step ahead
+            raise ValueError(f"model.json: 'output_size' must be the horizon ({task.horizon}), got {task.output_size!r}")
         stats = saved[NORMALIZATION]
         columns, mean, std = (stats.get(k) if isinstance(stats, dict) else None for k in ("columns", "mean", "std"))
         if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):

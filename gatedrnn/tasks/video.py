@@ -243,6 +243,14 @@ class Video(Task):
         many frames it reads (its options)."""
         task = super().restore(config, spec, saved)
         task.frames_in = cls.option_values(config)["frames_in"]
+        if not (isinstance(task.frames_in, int) and task.frames_in > 0):
+            raise ValueError(f"config.json: extra.frames_in must be a positive integer, got {task.frames_in!r}")
+        for key in ("patch", "frame_size", "kernel_size", "frames_out"):
+            value = getattr(task, key, None)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"model.json: {key!r} must be a positive integer, got {value!r}")
+        if task.frame_size % task.patch:
+            raise ValueError(f"model.json: 'frame_size' ({task.frame_size}) must be a multiple of 'patch' ({task.patch})")
         return task
 
     @torch.no_grad()
