@@ -50,7 +50,7 @@ def refuse_link(path: Path) -> None:
 _NOTED = set()
 
 
-def _note_once(text: str) -> None:
+def note_once(text: str) -> None:
     """Prints ``text`` on stderr, once in a process."""
     if text not in _NOTED:
         _NOTED.add(text)
@@ -189,7 +189,7 @@ def _checked_metadata(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is not a gatedrnn checkpoint (no format tag in its metadata)")
     if metadata["format"] == EARLIER:
         checked = "its tensors' bytes alone are checked" if "checksums" in metadata else "it is not checked"
-        _note_once(f"{path} was written by an earlier gatedrnn: {checked}, and it carries no manifest of the run's "
+        note_once(f"{path} was written by an earlier gatedrnn: {checked}, and it carries no manifest of the run's "
                    "files, which are used as they are (the run's next checkpoint has both)")  # fmt: skip
         if "checksums" not in metadata:
             return metadata

@@ -25,7 +25,6 @@ import dataclasses
 import errno
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -81,18 +80,10 @@ def check_files(run_dir, trust_edited: bool = False) -> None:
     """
     recorded = checkpoint.recorded_manifest(run_dir)
     for name in manifest.check(run_dir, recorded or {}, trust_edited):
-        _note_once(f"{Path(run_dir) / name} is not the file the run's checkpoint was written with; used as it "
-                   "is (--trust-edited)")  # fmt: skip
+        checkpoint.note_once(f"{Path(run_dir) / name} is not the file the run's checkpoint was written with; "
+                             "used as it is (--trust-edited)")  # fmt: skip
 
 
-_NOTED = set()
-
-
-def _note_once(text: str) -> None:
-    """Prints ``text`` on stderr, once in a process."""
-    if text not in _NOTED:
-        _NOTED.add(text)
-        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def data_to_read(config: TrainConfig, run_dir, given=None) -> str:

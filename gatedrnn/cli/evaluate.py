@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from gatedrnn.cli.errors import run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn evaluate runs/adding-lstm
@@ -20,13 +21,7 @@ def add_parser(sub):
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder gatedrnn train wrote")
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
-    p.add_argument("--data", metavar="PATH",
-                   help="the run's data, read instead of the path its config.json names (which is read only where it "
-                        "lies in the data directory or the run folder)")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
-                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
+    add_run_options(p, data=True)
     p.set_defaults(run=run)
     return p
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, positive_int, run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn explore runs/shakespeare                     # the start of the run's test split
@@ -25,9 +26,7 @@ def add_parser(sub):
     p.add_argument("--units", type=positive_int, default=32,
                    help="the page holds this many units, those that follow a feature best (default 32)")  # fmt: skip
     p.add_argument("--layer", type=int, default=0, help="the layer to look into, counted from 0 (default 0)")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
-                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
+    add_run_options(p, task=False)
     p.set_defaults(run=run)
     return p
 

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn export runs/adding-lstm --format onnx --out adding.onnx
@@ -33,10 +34,7 @@ def add_parser(sub):
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write")
     p.add_argument("--stateful", action="store_true",
                    help="take and return the recurrent state as well (streaming: out, state = f(chunk, state))")
-    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
-                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
+    add_run_options(p)
     p.set_defaults(run=run)
     return p
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gatedrnn.cli.errors import positive_int, run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn generate runs/shakespeare --prompt "ROMEO:" --length 500 --temperature 0.8 --top-k 40 --seed 1
@@ -28,13 +29,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", type=Path, help="music runs: the MIDI file to write (default RUN_DIR/sample.mid); "
                    "video runs: the GIF (default RUN_DIR/clip.gif)")
-    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
-    p.add_argument("--data", metavar="PATH",
-                   help="the run's data, read instead of the path its config.json names (which is read only where it "
-                        "lies in the data directory or the run folder)")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
-                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
+    add_run_options(p, data=True)
     p.set_defaults(run=run)
     return p
 

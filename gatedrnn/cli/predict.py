@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from gatedrnn.cli.errors import run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn predict runs/airline --input passengers.csv --out forecast.csv   # the steps after the CSV's end
@@ -33,10 +34,7 @@ def add_parser(sub):
     p.add_argument("--format", choices=["csv", "json", "gif", "npy"],
                    help="default: from the --out suffix (.csv or .json; video runs also .gif and .npy)")
     p.add_argument("--per-line", action="store_true", help="text runs: a row per line of the file, not just the total")
-    p.add_argument("--task", metavar="MODULE:CLASS", help="the run's task, where it is one of your own")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the run although its config.json, model.json or a saved file (vocab.json, "
-                        "normalization.json) changed since its checkpoint was written (each field is still checked)")
+    add_run_options(p)
     p.set_defaults(run=run)
     return p
 

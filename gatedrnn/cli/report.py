@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gatedrnn.cli.errors import UsageError, run_errors
+from gatedrnn.cli.run_options import add_run_options
 
 EXAMPLES = """examples:
   gatedrnn report runs/adding-lstm
@@ -18,13 +19,7 @@ def add_parser(sub):
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="folders gatedrnn train wrote")
     p.add_argument("--out", type=Path, help="report folder (default: the run folder, when there is one)")
-    p.add_argument("--task", metavar="MODULE:CLASS", help="the runs' task, where it is one of your own")
-    p.add_argument("--data", metavar="PATH",
-                   help="the runs' data, read instead of the path their config.json names (which is read only where "
-                        "it lies in the data directory or the run folder)")
-    p.add_argument("--trust-edited", action="store_true",
-                   help="use the runs although a config.json, model.json or saved file changed since their "
-                        "checkpoint was written (each field is still checked)")
+    add_run_options(p, data=True, runs="runs")
     p.set_defaults(run=run)
     return p
 
