@@ -316,3 +316,12 @@ def test_a_run_trained_on_data_elsewhere_reads_it_when_given(copy, data_dir, tmp
     _edit_json(run / "config.json", lambda c: c.update(data=str(inside)))
     capsys.readouterr()
     assert main(["evaluate", str(run), "--trust-edited"]) == 0, capsys.readouterr().err
+
+
+def test_trust_edited_without_resume_is_a_usage_error(tmp_path, capsys):
+    # a new run has no edited files to accept: the flag there would be ignored without a word
+    assert main(["train", "--task", "adding", "--length", "4", "--steps", "2", "--trust-edited",
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--trust-edited accepts the edited files of a run being resumed: give it with --resume" in err
+    assert not (tmp_path / "run").exists()

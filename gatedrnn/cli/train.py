@@ -275,6 +275,9 @@ def run(args) -> int:
     if args.preset and data == settings.get("data") and data not in BUILT_IN and not Path(data).exists():
         raise UsageError(f"preset {args.preset} reads {data}, which does not exist; point --data-dir or "
                          f"${DATA_ENV} at the folder holding the data sets (README, Data), or give --data")  # fmt: skip
+    if args.trust_edited and not args.resume:
+        raise UsageError("--trust-edited accepts the edited files of a run being resumed: give it with --resume "
+                         "(a new run writes its files afresh)")  # fmt: skip
     out: Path = args.out
     if out.is_symlink() and not out.exists():
         raise UsageError(f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; create "
