@@ -274,9 +274,19 @@ def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
     assert path.read_text() == "mine"
 
 
-def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+def _no_space(kind):
+    """The error a full disk raises in the checkpoint write: Python's OSError, or safetensors' own."""
     import errno
 
+    from safetensors import SafetensorError
+
+    if kind == "oserror":
+        return OSError(errno.ENOSPC, "No space left on device")
+    return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize("kind", ["oserror", "safetensors"])
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(kind, tmp_path, capsys, monkeypatch):
     from gatedrnn import checkpoint
 
     run = tmp_path / "run"
@@ -285,7 +295,7 @@ def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(tmp_path,
     def fills_up(tensors, filename, metadata=None):
         saves.append(filename)
         if len(saves) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise _no_space(kind)
         return real(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(checkpoint, "save_file", fills_up)
@@ -293,7 +303,8 @@ def test_a_full_disk_is_a_one_line_error_and_keeps_the_last_checkpoint(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert f"cannot write {run / 'checkpoint.safetensors'}: No space left on device" in err, err
-    assert "the checkpoint of step 10 is kept" in err and f"gatedrnn train --out {run} --resume" in err, err
+    assert "the checkpoint of step 10 is kept: free some space" in err, err
+    assert f"gatedrnn train --out {run} --resume" in err, err
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(checkpoint, "save_file", real)
     assert main(["train", "--out", str(run), "--resume", "--no-report"]) == 0
@@ -466,29 +477,6 @@ def test_evaluation_line_speed_and_eta():
     # resumed at step 200 after 100 s; now at step 500, 250 s in: 300 steps in 150 s = 2 steps/s
     line = _evaluation_line(config, Task(), 500, 200, 0.5, {"mse": 0.25}, 250.0, 100.0)
     assert "32.0 sequences/s" in line and "elapsed 4m10s" in line and "ETA 4m10s" in line
-
-
-def test_a_full_disk_in_safetensors_own_error_is_one_line(tmp_path, capsys, monkeypatch):
-    from safetensors import SafetensorError
-
-    from gatedrnn import checkpoint
-
-    run = tmp_path / "run"
-    real, saves = checkpoint.save_file, []
-
-    def fills_up(tensors, filename, metadata=None):  # what safetensors raises, not an OSError
-        saves.append(filename)
-        if len(saves) == 2:
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-        return real(tensors, filename, metadata=metadata)
-
-    monkeypatch.setattr(checkpoint, "save_file", fills_up)
-    assert main(["train", *TINY, "--cell", "gru", "--out", str(run), "--no-report"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert f"cannot write {run / 'checkpoint.safetensors'}: No space left on device" in err, err
-    assert "the checkpoint of step 10 is kept: free some space" in err, err
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_full_disk_on_a_small_filesystem_is_one_line(tmp_path):
