@@ -24,6 +24,7 @@ _HOMES = {  # public name: the module it lives in
     "MinGRU": "gatedrnn.minimal", "MinGRUCell": "gatedrnn.minimal", "MinLSTM": "gatedrnn.minimal",
     "MinLSTMCell": "gatedrnn.minimal",
     "Trace": "gatedrnn.trace",
+    "set_autotune": "gatedrnn.autotune", "autotune_enabled": "gatedrnn.autotune",
     "TrainedRun": "gatedrnn.trained", "load": "gatedrnn.trained",
     "Prediction": "gatedrnn.trained", "predict": "gatedrnn.trained",
 }  # fmt: skip
@@ -37,7 +38,7 @@ _SAFE_GLOBALS = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "ConvLS
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
     "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "TrainedRun", "load", "to_torch",
-    "Prediction", "predict",
+    "Prediction", "predict", "set_autotune", "autotune_enabled",
     "MGU", "MGUCell", "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell",
 ]  # fmt: skip
 
@@ -70,3 +71,4 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) read
     from gatedrnn.trained import Prediction, TrainedRun, load, predict  # noqa: F401
     from gatedrnn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell  # noqa: F401
     from gatedrnn.trace import Trace  # noqa: F401
+    from gatedrnn.autotune import autotune_enabled, set_autotune  # noqa: F401

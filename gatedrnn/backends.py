@@ -2,11 +2,13 @@
 
 - ``"reference"``: the readable loop of :mod:`gatedrnn.reference`, differentiated by autograd.
 - ``"fused"``: :mod:`gatedrnn.fused`, native time loops with a hand-written backward.
-- ``"auto"`` (default): the fastest one that supports the configuration. That is torch's own
-  kernel (oneDNN's LSTM primitive, the one torch.nn.LSTM calls) for a float32 LSTM on the CPU
-  without projection, trace or lengths, outside torch.compile, when no gradient is wanted; on
-  other devices, torch's kernel (cuDNN) whenever no trace or lengths are asked for; the fused
-  backend everywhere else.
+- ``"auto"`` (default): the fastest one that supports the configuration. On the CPU, for a
+  plain cell (no variant or regularizer in force) without trace or lengths, outside
+  torch.compile, both torch's own kernel (oneDNN's LSTM primitive, torch.nn's RNN and GRU
+  loops) and the fused loop can run it: the first call of each shape class times both and the
+  faster is remembered (:mod:`gatedrnn.autotune`); with autotuning off, the static rule
+  :func:`static_backend` decides. On other devices, torch's kernel (cuDNN) whenever no trace or
+  lengths are asked for; the fused backend everywhere else.
 
 While a graph is captured (:func:`capture_backend`) the backend is one whose graph runs at
 every sequence length: under ``torch.export`` and ONNX's dynamo exporter the reference step
@@ -30,16 +32,17 @@ import torch.autograd.forward_ad as forward_ad
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-from gatedrnn import capture, exportable, fused, reference
+from gatedrnn import autotune, capture, exportable, fused, reference
 
 BACKENDS = ("auto", "reference", "fused")
 
 _TORCH_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
-def select_backend(layer, x, lengths, want_trace):
-    """A function ``run(layer, x, states, lengths, want_trace)`` for this call."""
-    name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace)
+def select_backend(layer, x, lengths, want_trace, states=None):
+    """A function ``run(layer, x, states, lengths, want_trace)`` for this call (``states``, the
+    call's initial states, let ``auto`` time its candidates on the call's own shapes)."""
+    name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace, states)
     if layer.beyond_torch() and name == "torch":
         name = "fused"  # a variant or a regularizer in force: torch's kernel has none of them
     elif name == "torch" and layer.training and layer.weight_dropout:
@@ -128,14 +131,60 @@ def needs_reference_for(tensors) -> bool:
     return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
-def auto_backend(layer, x, lengths, want_trace) -> str:
+def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
+    """``auto``'s choice for this call: measured where two implementations can run it (see the
+    module docstring), else the only one that can."""
+    static = static_backend(layer, x, lengths, want_trace)
+    if not _tunable(layer, x, lengths, want_trace, states):
+        return static
+    grad = _wants_grad(layer, x)
+    T, B, I = x.shape  # noqa: E741
+    key = autotune.shape_class(layer.mode, x.dtype, grad, layer.num_layers, layer.num_directions, B, T, I,
+                               layer.hidden_size)  # fmt: skip
+    short = x[: autotune.STEPS].detach()
+    if grad:
+        short.requires_grad_(x.requires_grad)
+
+    def candidate(name):
+        def call():
+            out = _run(name, layer, short, states, None, False)[0]
+            if grad:
+                wanted = [w for w in (short, *layer._flat_weights) if w is not None and w.requires_grad]
+                torch.autograd.grad(out, wanted, torch.ones_like(out))
+
+        return call
+
+    order = (static, *(n for n in ("fused", "torch") if n != static))  # a tie keeps the static choice
+    return autotune.choose(key, {name: candidate(name) for name in order})
+
+
+def _tunable(layer, x, lengths, want_trace, states) -> bool:
+    """Whether both torch's kernel and the fused loop can run this call and may be timed."""
+    return (
+        states is not None and x.device.type == "cpu" and lengths is None and not want_trace
+        and layer.mode in _TORCH_KERNELS and autotune.autotune_enabled() and not layer.beyond_torch()
+        and not (layer.training and layer.weight_dropout) and not torch.compiler.is_compiling()
+        and not capture.exporting() and not torch.jit.is_tracing() and not needs_reference(x, states, layer)
+        and fused.native_available_for(x.device) and not _saving_hooks()
+    )  # fmt: skip
+
+
+def _saving_hooks() -> bool:
+    """Whether saved-tensor hooks are active (activation checkpointing, offloading): a timed
+    backward inside them would run through the caller's hooks."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is None or top(False) is not None
+
+
+def static_backend(layer, x, lengths, want_trace) -> str:
+    """``auto``'s choice without measuring: torch's kernel on other devices for a plain call;
+    on the CPU, torch's kernel for a float32 LSTM without projection in inference (where it
+    ties with ours or wins at some shapes), the fused loop everywhere else (faster in training
+    at every shape of ``benchmarks/speed.py``)."""
     plain = not want_trace and lengths is None and not torch.compiler.is_compiling()
     if plain and x.device.type != "cpu":
         return "torch"
     if plain and layer.mode == "LSTM" and not layer.proj_size and x.dtype == torch.float32:
-        # torch's kernel (oneDNN's LSTM primitive) in inference, where it ties with ours or wins
-        # at some shapes; ours where a gradient is wanted, faster at every shape measured
-        # (benchmarks/speed.py, training: 0.66-0.91 of torch.nn's time)
         return "fused" if _wants_grad(layer, x) else "torch"
     return "fused"
 

@@ -351,7 +351,7 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if packed is not None and packed.sorted_indices is not None:
             states = tuple(s.index_select(1, packed.sorted_indices) for s in states)
 
-        run = select_backend(self, x, lengths, return_trace)
+        run = select_backend(self, x, lengths, return_trace, states)
         output, final, values = run(self, x, states, lengths, return_trace)
 
         if packed is not None:

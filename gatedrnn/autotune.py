@@ -1,0 +1,216 @@
+"""``backend="auto"`` decided by measurement: the first call of a new shape class times each
+candidate implementation once, briefly, and the winner is remembered, in memory and in a small
+cache file beside the native build, the way ``torch.backends.cudnn.benchmark`` picks
+convolution algorithms.
+
+What is measured: each candidate runs the layer on the first ``min(T, STEPS)`` steps of the
+call's own input (forward only where no gradient is wanted; forward and backward, with
+``torch.autograd.grad`` so that no ``.grad`` changes, where one is), interleaved, and the
+median of ``ROUNDS`` rounds decides. That costs a few milliseconds for a small layer and at
+most about ``BUDGET_S`` seconds for a large one, once per shape class and process (then once per
+machine, from the file). torch's random number generator is saved and restored around it, so
+a run draws the same dropout masks whether it timed or not.
+
+A **shape class** is the layer's cell, dtype, whether a gradient is wanted, its number of
+layers and directions, and ``B``, ``T``, ``I``, ``H`` rounded to half octaves (powers of
+``sqrt(2)``), plus the number of threads torch uses.
+
+Never timed: inside ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or a
+``torch.func`` transform (the caller's routing already excludes those), or when autotuning is
+off: ``gatedrnn.set_autotune(False)`` or ``GATEDRNN_AUTOTUNE=0`` in the environment. Then the
+static rule decides (:func:`gatedrnn.backends.static_backend`).
+
+The candidates compute the same function; their results agree within float32 rounding (the
+tests compare them), so which one wins changes speed, not the answer beyond rounding.
+
+The cache file, ``autotune-<digest>.json`` in the native build's root folder
+(``~/.cache/gatedrnn`` by default), is keyed by the CPU model, the thread count, torch's and
+gatedrnn's versions: a file from another machine, version or a corrupt one is ignored and
+replaced. It is written whole to a temporary file and renamed over the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+STEPS = 32  # time steps each candidate runs while timed: enough to reach the per-step rate
+ROUNDS = 5  # interleaved timing rounds, after one warm-up call each
+BUDGET_S = 0.25  # a candidate slower than this per call is timed fewer rounds (never fewer than 1)
+
+_enabled: bool | None = None  # None: from the environment
+_lock = threading.Lock()
+_memory: dict[str, str] = {}  # shape class -> winner, this process
+_loaded_from: Path | None = None
+
+
+def set_autotune(enabled: bool) -> None:
+    """Turns measured choices of ``backend="auto"`` on (the default) or off; off, a static rule
+    decides. Overrides ``GATEDRNN_AUTOTUNE``.
+
+    Args:
+        enabled (bool): whether ``auto`` times its candidates on a new shape class.
+
+    Examples:
+        >>> import gatedrnn
+        >>> gatedrnn.set_autotune(False)
+        >>> gatedrnn.autotune_enabled()
+        False
+        >>> gatedrnn.set_autotune(True)
+    """
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
+    _enabled = enabled
+
+
+def autotune_enabled() -> bool:
+    """Whether ``backend="auto"`` times its candidates: :func:`set_autotune`'s last value, else
+    ``GATEDRNN_AUTOTUNE`` (``0``, ``false``, ``off`` or ``no`` turn it off), else on.
+
+    Examples:
+        >>> import gatedrnn
+        >>> gatedrnn.set_autotune(True)
+        >>> gatedrnn.autotune_enabled()
+        True
+    """
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get("GATEDRNN_AUTOTUNE", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def forget() -> None:
+    """Drops the choices remembered in this process (the file stays): the next call of each
+    shape class reads the file again, or times."""
+    global _loaded_from
+    with _lock:
+        _memory.clear()
+        _loaded_from = None
+
+
+def bucket(n: int) -> int:
+    """``n`` rounded to the nearest half octave, as an index: ``round(2 * log2(n))``."""
+    return round(2 * math.log2(max(n, 1)))
+
+
+def shape_class(cell: str, dtype: torch.dtype, grad: bool, num_layers: int, directions: int, B: int, T: int,
+                I: int, H: int) -> str:  # noqa: E741
+    """The key a choice is remembered under (see the module docstring)."""
+    parts = [cell, str(dtype).removeprefix("torch."), "train" if grad else "infer", f"L{num_layers}",
+             f"D{directions}", *(f"{n}{bucket(v)}" for n, v in zip("BTIH", (B, T, I, H))),
+             f"threads{torch.get_num_threads()}"]  # fmt: skip
+    return "-".join(parts)
+
+
+def _identity() -> dict:
+    from gatedrnn import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "gatedrnn": __version__}
+
+
+def cache_path() -> Path:
+    """This machine's, thread count's and versions' cache file."""
+    from gatedrnn.fused._native import build_root
+
+    digest = hashlib.sha1(json.dumps(_identity(), sort_keys=True).encode()).hexdigest()[:12]
+    return build_root() / f"autotune-{digest}.json"
+
+
+def _read(path: Path) -> dict[str, str]:
+    """The choices in ``path``; empty when it is missing, corrupt or from another identity."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("identity") != _identity() or not isinstance(data.get("choices"), dict):
+        return {}
+    return {k: v for k, v in data["choices"].items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _write(path: Path, choices: dict[str, str]) -> None:
+    """``choices`` merged over what the file holds now, written whole and renamed into place. A
+    folder that cannot be written costs the file, not the choice."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = _read(path) | choices
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"identity": _identity(), "choices": merged}, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+
+
+def remembered(key: str) -> str | None:
+    """The winner for ``key`` from this process or the cache file, else None."""
+    global _loaded_from
+    with _lock:
+        path = cache_path()
+        if _loaded_from != path:
+            _memory.update(_read(path))
+            _loaded_from = path
+        return _memory.get(key)
+
+
+def remember(key: str, winner: str) -> None:
+    with _lock:
+        _memory[key] = winner
+        _write(cache_path(), {key: winner})
+
+
+def time_candidates(candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Median seconds per call of each candidate, interleaved, after one warm-up call each (a
+    candidate slower than ``BUDGET_S`` is timed in fewer rounds). torch's CPU random state is
+    restored afterwards."""
+    rng = torch.random.get_rng_state()
+    try:
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        for name, run in candidates.items():  # warm-up, and a first reading of its cost
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+        slowest = max(ts[0] for ts in times.values())
+        rounds = max(1, min(ROUNDS, int(BUDGET_S / max(slowest, 1e-9))))
+        for name in candidates:
+            times[name] = []
+        for _ in range(rounds):
+            for name, run in candidates.items():
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+        return {name: statistics.median(ts) for name, ts in times.items()}
+    finally:
+        torch.random.set_rng_state(rng)
+
+
+def choose(key: str, candidates: dict[str, Callable[[], object]]) -> str:
+    """The fastest of ``candidates`` for shape class ``key``: remembered, or timed now and
+    remembered. Ties go to the first candidate."""
+    winner = remembered(key)
+    if winner in candidates:
+        return winner
+    seconds = time_candidates(candidates)
+    winner = min(candidates, key=lambda name: (seconds[name], list(candidates).index(name)))
+    remember(key, winner)
+    return winner

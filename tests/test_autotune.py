@@ -1,0 +1,173 @@
+"""backend="auto" by measurement (gatedrnn/autotune.py): the winner is remembered in memory and
+in a cache file written atomically, a corrupt or foreign file is ignored, the switch works, the
+candidates agree, nothing of the caller's changes (random state, .grad), and nothing is timed
+where it must not be. No timing is asserted: the candidates' timings are replaced by fixed ones."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gatedrnn
+from gatedrnn import autotune, backends, fused
+
+pytestmark = pytest.mark.skipif(not fused.native_available(), reason="native kernels not built on this machine")
+
+
+@pytest.fixture
+def tuning(tmp_path, monkeypatch):
+    """Autotuning on, a cache file in tmp_path, nothing remembered; the calls to time_candidates
+    recorded, each answering with fixed seconds (``fixed["torch"]``, ``fixed["fused"]``)."""
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    autotune.forget()
+    gatedrnn.set_autotune(True)
+    calls, fixed = [], {"torch": 2.0, "fused": 1.0}
+
+    def timed(candidates):
+        calls.append(list(candidates))
+        for run in candidates.values():
+            run()  # they must run
+        return {name: fixed[name] for name in candidates}
+
+    monkeypatch.setattr(autotune, "time_candidates", timed)
+    yield calls, fixed, tmp_path / "autotune.json"
+    gatedrnn.set_autotune(False)  # the suite's setting (conftest.py)
+    autotune.forget()
+
+
+def _chosen(layer, x, want_grad=False):
+    states = layer._check_hx(None, x.shape[1], False, x)
+    with torch.set_grad_enabled(want_grad):
+        return backends.auto_backend(layer, x, None, False, states)
+
+
+def test_the_winner_is_remembered_and_written_to_the_cache_file(tuning):
+    calls, fixed, path = tuning
+    layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
+    assert _chosen(layer, x) == "fused"
+    assert _chosen(layer, x) == "fused" and len(calls) == 1  # the second call remembers
+    data = json.loads(path.read_text())
+    assert data["identity"]["torch"] == torch.__version__ and data["identity"]["gatedrnn"] == gatedrnn.__version__
+    assert list(data["choices"].values()) == ["fused"]
+    autotune.forget()  # a new process: the file answers, nothing is timed
+    fixed.update(torch=0.5)
+    assert _chosen(layer, x) == "fused" and len(calls) == 1
+    # a new shape class is timed again, and the file keeps both
+    assert _chosen(layer, torch.randn(20, 64, 8)) == "torch" and len(calls) == 2
+    assert sorted(json.loads(path.read_text())["choices"].values()) == ["fused", "torch"]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # renamed into place
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"identity": {"torch": "0.0"}, "choices": {}}),
+                                     json.dumps([1, 2])])  # fmt: skip
+def test_a_corrupt_or_foreign_cache_file_is_ignored_and_replaced(tuning, content):
+    calls, _, path = tuning
+    layer, x = gatedrnn.GRU(8, 16).eval(), torch.randn(10, 2, 8)
+    key = autotune.shape_class("GRU", torch.float32, False, 1, 1, 2, 10, 8, 16)
+    path.write_text(content if "choices" not in content else json.dumps(
+        {"identity": {"torch": "0.0"}, "choices": {key: "torch"}}))  # fmt: skip
+    assert _chosen(layer, x) == "fused" and len(calls) == 1  # timed: the file's answer was not trusted
+    assert json.loads(path.read_text())["choices"] == {key: "fused"}
+
+
+def test_the_switch_turns_measuring_off(tuning, monkeypatch):
+    calls, _, _ = tuning
+    layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
+    gatedrnn.set_autotune(False)
+    with torch.no_grad():
+        static = backends.static_backend(layer, x, None, False)
+    assert _chosen(layer, x) == static == "torch" and calls == []
+    autotune._enabled = None  # the environment decides
+    monkeypatch.setenv("GATEDRNN_AUTOTUNE", "0")
+    assert not gatedrnn.autotune_enabled() and _chosen(layer, x) == "torch" and calls == []
+    monkeypatch.setenv("GATEDRNN_AUTOTUNE", "1")
+    assert gatedrnn.autotune_enabled() and _chosen(layer, x) == "fused" and len(calls) == 1
+    with pytest.raises(TypeError, match="enabled must be True or False"):
+        gatedrnn.set_autotune("yes")
+
+
+def test_the_environment_variable_reaches_a_new_process():
+    code = "import gatedrnn; print(gatedrnn.autotune_enabled())"
+    for value, expected in (("0", "False"), ("off", "False"), ("1", "True")):
+        env = {**os.environ, "GATEDRNN_AUTOTUNE": value}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip() == expected
+
+
+def test_what_is_never_timed(tuning):
+    """A variant, lengths, a trace, a layer torch has no kernel for, torch.compile's tracing,
+    torch.func and saved-tensor hooks: the static rule, and no timing."""
+    calls, _, _ = tuning
+    x = torch.randn(12, 3, 8)
+    for layer in (gatedrnn.LSTM(8, 16, peephole=True), gatedrnn.GRU(8, 16, zoneout=0.1), gatedrnn.MGU(8, 16)):
+        layer(x)
+    gatedrnn.LSTM(8, 16)(x, lengths=torch.tensor([12, 5, 3]))
+    gatedrnn.LSTM(8, 16)(x, return_trace=True)
+    lstm = gatedrnn.LSTM(8, 16)
+    torch.func.grad(lambda w: torch.func.functional_call(lstm, {"weight_hh_l0": w}, (x,))[0].sum())(lstm.weight_hh_l0)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        lstm(x)[0].sum().backward()
+    assert calls == []
+    torch.utils.checkpoint.checkpoint(lambda v: lstm(v)[0], x.requires_grad_(), use_reentrant=False).sum().backward()
+    assert calls == []
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("train", [False, True])
+def test_the_candidates_agree_whichever_wins(tuning, mode, train):
+    """The same layer and input under each winner: outputs, final states and gradients equal
+    within float32 rounding."""
+    calls, fixed, path = tuning
+    torch.manual_seed(0)
+    layer = getattr(gatedrnn, mode)(6, 12, num_layers=2, bidirectional=mode == "GRU").train(train)
+    x = torch.randn(15, 3, 6, requires_grad=train)
+    results = []
+    for winner in ("torch", "fused"):
+        autotune.forget()
+        path.unlink(missing_ok=True)
+        fixed.update({winner: 0.1, ("fused" if winner == "torch" else "torch"): 1.0})
+        layer.zero_grad()
+        x.grad = None
+        with torch.set_grad_enabled(train):
+            out, h = layer(x)
+            got = [out, *(h if isinstance(h, tuple) else (h,))]
+            if train:
+                (out.square().sum() + got[1].sum()).backward()
+                got += [x.grad, *(p.grad for p in layer.parameters())]
+        results.append(got)
+    assert len(calls) == 2
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_timing_changes_nothing_of_the_caller(tmp_path, monkeypatch):
+    """The real timing (not replaced): torch's random state is as it was (dropout between
+    layers draws from it), and no parameter's .grad is touched by the timed backward."""
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    autotune.forget()
+    gatedrnn.set_autotune(True)
+    try:
+        layer = gatedrnn.LSTM(4, 8, num_layers=2, dropout=0.5)
+        x = torch.randn(40, 2, 4)
+        torch.manual_seed(1)
+        out_tuned = layer(x)[0]
+        after_tuned = torch.rand(3)
+        assert all(p.grad is None for p in layer.parameters())
+        assert json.loads((tmp_path / "autotune.json").read_text())["choices"]
+        gatedrnn.set_autotune(False)
+        torch.manual_seed(1)
+        out_static = layer(x)[0]
+        torch.testing.assert_close(torch.rand(3), after_tuned, rtol=0, atol=0)
+        torch.testing.assert_close(out_tuned, out_static, rtol=1e-5, atol=1e-5)  # the same masks
+    finally:
+        gatedrnn.set_autotune(False)
+        autotune.forget()
+
+
+def test_shape_classes_round_to_half_octaves():
+    assert autotune.bucket(256) == 16 and autotune.bucket(300) == 16 and autotune.bucket(400) == 17
+    key = autotune.shape_class("LSTM", torch.float32, True, 1, 1, 4, 300, 16, 256)
+    assert key.startswith("LSTM-float32-train-L1-D1-B4-T16-I8-H16-threads")
