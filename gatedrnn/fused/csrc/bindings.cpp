@@ -30,6 +30,11 @@ std::vector<Tensor> lstm_rows_backward(const Tensor&, const Tensor&, const OT&, 
                                        const Tensor&);
 std::vector<Tensor> gru_rows_forward(const Tensor&, const Tensor&, const Tensor&, bool);
 std::vector<Tensor> gru_rows_backward(const Tensor&, const OT&, const Tensor&, const Tensor&);
+std::vector<Tensor> slstm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OT&, const OT&,
+                                  bool, bool, bool);
+std::vector<Tensor> slstm_backward(const OT&, const Tensor&, const Tensor&, const OT&, const OT&, const Tensor&,
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const OT&, bool, bool);
 }  // namespace gatedrnn
 
 // Every entry point runs with subnormals flushed to zero (common.h, FlushDenormals).
@@ -48,6 +53,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", flushed(&gatedrnn::gru_backward));
   m.def("rnn_forward", flushed(&gatedrnn::rnn_forward));
   m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
+  m.def("slstm_forward", flushed(&gatedrnn::slstm_forward));
+  m.def("slstm_backward", flushed(&gatedrnn::slstm_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
   m.def("min_gru_inference", flushed(&gatedrnn::min_gru_inference));
   // the gate math alone over rows (the convolutional layers' pixels)
