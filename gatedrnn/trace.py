@@ -11,6 +11,8 @@ TRACE_NAMES = {
     "LSTM": ("input", "forget", "candidate", "output", "cell", "hidden"),
     "GRU": ("reset", "update", "candidate", "hidden"),
     "MGU": ("forget", "candidate", "hidden"),
+    "sLSTM": ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer", "hidden"),
+    "mLSTM": ("input", "forget", "output", "normalizer", "stabilizer", "memory", "hidden"),
     "RNN_TANH": ("hidden",),
     "RNN_RELU": ("hidden",),
 }
@@ -27,7 +29,12 @@ class Trace(Mapping):
 
     The names, by cell: LSTM ``input, forget, candidate, output, cell, hidden``; GRU
     ``reset, update, candidate, hidden``; RNN ``hidden``; MGU ``forget, candidate, hidden``;
-    MinGRU ``update, candidate, hidden``; MinLSTM ``forget, input, candidate, hidden``. The
+    MinGRU ``update, candidate, hidden``; MinLSTM ``forget, input, candidate, hidden``; sLSTM
+    ``input, forget, candidate, output, cell, normalizer, stabilizer, hidden`` (the stabilized
+    gates i', f', then tanh(z~), sigmoid(o~), and the states c, n, m, h); mLSTM ``input, forget,
+    output, normalizer, stabilizer, memory, hidden``, where ``output`` (the output gate) and
+    ``hidden`` have ``H`` features and the others one per head (``K``): the stabilized gates,
+    the denominator ``max(|n^T q|, exp(-m))``, ``m`` and the memory's Frobenius norm. The
     values are the gates after their activation, zero past a sequence's ``lengths``, and
     differentiable. A trace is read-only.
 

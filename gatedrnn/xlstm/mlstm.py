@@ -1,0 +1,572 @@
+r"""The mLSTM over a sequence, three ways that compute the same thing, and the ``mLSTM`` layer.
+
+Beck et al., "xLSTM: Extended Long Short-Term Memory", NeurIPS 2024, section 2.3 and
+appendix A.3 (the parallel form). The step, the specification, is
+:func:`gatedrnn.cells.mlstm.mlstm_step`. Per head, with :math:`a_t = \log f_t` and
+:math:`F_{t,j} = \sum_{s=j+1}^{t} a_s` (the log decay from step ``j`` to step ``t``):
+
+.. math::
+
+    C_t = e^{F_{t,0} + m_0 - m_t} C_0 + \sum_{j \le t} e^{F_{t,j} + \tilde i_j - m_t}\,
+          \frac{k_j}{\sqrt d} v_j^\top, \qquad
+    m_t = \max\big(F_{t,0} + m_0,\ \max_{j \le t} (F_{t,j} + \tilde i_j)\big)
+
+(and :math:`n_t` likewise with :math:`k_j` for :math:`k_j v_j^\top`), which the forms evaluate as
+
+- ``"recurrent"``: :func:`~gatedrnn.cells.mlstm.mlstm_step` once per step, a Python loop over
+  ``T`` (the readable one; generation; the only form that computes a trace).
+- ``"parallel"``: all ``T x T`` weights :math:`D_{t,j} = e^{F_{t,j} + \tilde i_j - m_t}` at once,
+  attention-like, :math:`\tilde h = ((Q K^\top / \sqrt d) \odot D)\, V / \text{denominator}`;
+  :math:`m_t` is the row's maximum (and the initial state's column). Quadratic in ``T``.
+- ``"chunkwise"``: the sequence cut into chunks of ``chunk_size`` steps; inside each chunk the
+  parallel form, between chunks the recurrence on the chunk-boundary states
+  (:math:`C` at each chunk's start, one batched GEMM for all chunks' contributions and one
+  multiply-add per chunk in a loop over the ``T / chunk_size`` chunks). Linear in ``T``: time
+  and memory ``O(T (L + d) d)`` for chunks of ``L`` steps.
+- ``"auto"``: ``"recurrent"`` for ``T = 1`` (and whenever a trace is asked for),
+  ``"parallel"`` for ``T <= chunk_size``, ``"chunkwise"`` above.
+
+:math:`m_t` is the recurrent form's stabilizer in every form (the row maximum is the unrolled
+recurrence), so the three agree to rounding, ``eps`` included. The parallel form sums
+:math:`F_{t,j}` within its own window (a cumulative sum down a masked ``T x T`` matrix), never
+as the difference of two long prefix sums. The chunkwise form takes, inside a chunk, the
+difference of the chunk's prefix sums (its weights are ``exp(a_j - M_t)`` with vectors ``a`` and
+``M``, no ``L x L`` pass for the stabilizer): exact to rounding for moderate gates; a forget
+pre-activation near ``-1e4`` inside a chunk would cost float32 all precision in the weights after
+it, so the chunkwise form computes these vectors in float64 and sums ``a_j - M_t`` in two parts
+(:class:`_IntraChunk`): float32 inputs keep float32 accuracy at ``±1e4`` (the official
+package's parallel and chunkwise forms take differences of prefix sums over the whole sequence
+in the input's dtype). Every ``exp`` has an argument ``<= 0`` in every form, so
+``±1e4`` pre-activations give finite values.
+
+Gradients: torch's autograd through the forms' operations, except the chunkwise form's
+intra-chunk product (:class:`_IntraChunk`), whose backward is written out (it saves the ``L x L``
+products and weights and needs half the passes over them that autograd would make; once
+differentiable: no double backward through the chunkwise form). The chunkwise form's memory is
+linear in ``T``.
+
+**The official package** (``xlstm.blocks.mlstm.backends``), argument by argument:
+
+- ``parallel_stabilized_simple(queries=q, keys=k, values=v, igate_preact=i_raw[..., None],
+  fgate_preact=f_raw[..., None])`` is ``mlstm_sequence(q, k, v, i_raw, f_raw, form="parallel")[0]``
+  (float64: ``~1e-13``; gradients too). It takes no initial state and returns no state; it
+  starts empty, as ``state=None`` does here (``m = -inf``).
+- ``recurrent_step_stabilized_simple(C, n[..., None], m[..., None, None], q[:, :, None],
+  k[:, :, None], v[:, :, None], i_raw[..., None, None], f_raw[..., None, None])`` is
+  :func:`~gatedrnn.cells.mlstm.mlstm_step` from the same state (``C`` laid out ``(dk, dv)`` in
+  both). Its blocks start it from zeros with ``m = 0``: the same outputs as the empty state up to
+  ``eps`` (about ``1e-6`` relative).
+- ``chunkwise_simple(q, k, v, i_raw, f_raw, initial_C, initial_n, initial_m)`` scales the query
+  by :math:`1/\sqrt{d}` where the paper and this module scale the key: the same :math:`\tilde h`,
+  but its returned ``C`` and ``n`` are :math:`\sqrt{d}` times ours (``m`` the same); it starts
+  from ``m = 0`` and needs ``T`` a multiple of ``chunk_size``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from gatedrnn import _checks
+from gatedrnn.capture import RefusesScript
+from gatedrnn.cells.mlstm import (
+    EPS,
+    MLSTM_TRACE_NAMES,
+    check_eps,
+    check_state,
+    empty_state,
+    log_forget,
+    mlstm_step,  # fmt: skip
+    reset_mlstm_parameters,
+    safe_stabilizer,
+    split_projection,
+)
+from gatedrnn.cells.slstm import check_forget, head_size
+from gatedrnn.trace import Trace
+
+FORMS = ("auto", "recurrent", "parallel", "chunkwise")
+STEP_TRACE_NAMES = ("input", "forget", "normalizer", "stabilizer", "memory")  # mlstm_step's activations
+
+
+def choose_form(form: str, T: int, chunk_size: int, want_trace: bool = False) -> str:
+    """The form ``"auto"`` stands for: recurrent for one step or a trace, parallel up to
+    ``chunk_size`` steps (one chunk: the chunkwise form would be the parallel form plus
+    overhead), chunkwise above."""
+    if form != "auto":
+        return form
+    if want_trace or T == 1:
+        return "recurrent"
+    return "parallel" if T <= chunk_size else "chunkwise"
+
+
+def segment_sums(log_f: torch.Tensor) -> torch.Tensor:
+    """``F[t, j] = sum_{s=j+1}^{t} log_f[s]`` for ``j <= t`` and ``-inf`` above the diagonal:
+    ``(..., L)`` -> ``(..., L, L)``, each sum taken within its window (no prefix-sum difference)."""
+    L = log_f.shape[-1]
+    ones = torch.ones(L, L, dtype=torch.bool, device=log_f.device)
+    below = torch.tril(ones, diagonal=-1)  # [s, j]: s > j
+    terms = log_f[..., :, None].expand(*log_f.shape, L).masked_fill(~below, 0.0)  # [s, j] = log_f[s] for s > j
+    sums = terms.cumsum(dim=-2)  # [t, j] = sum_{j < s <= t} log_f[s]
+    return sums.masked_fill(~torch.tril(ones), float("-inf"))  # (..., L, L), causal
+
+
+def _read(numerator, qn, m, eps):
+    """``h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)`` (eq. 21) from ``C^T q`` (..., dv), ``n^T q``
+    (...) and the stabilizer ``m`` (...)."""
+    floor = torch.exp(-safe_stabilizer(m)).to(qn.dtype)  # e^{-m}, the unstabilized 1
+    denominator = torch.maximum(qn.abs(), floor)
+    return numerator / (denominator + eps)[..., None]
+
+
+class _IntraChunk(torch.autograd.Function):
+    """Inside each chunk: ``S = (q k^T) * exp(a_j + neg_M_t)`` (causal), returns ``S v`` and
+    ``S 1`` (the row sums, for ``n^T q``), with a hand-written backward that saves ``S`` and the
+    weights ``D`` and takes ``d log D = dS * S``: half the passes over the ``L x L`` matrices
+    that autograd would make. Tested against autograd of the same operations (float64
+    ``gradcheck``).
+
+    Inputs: ``q, k`` (..., L, dk), ``v`` (..., L, dv), ``a`` (..., L) (the columns' log
+    weights, ``-inf`` allowed), ``neg_M`` (..., L) (the rows' negated stabilizers, finite), so
+    that ``a_j + neg_M_t <= 0`` on and below the diagonal. ``a`` and ``neg_M`` may come in a
+    wider dtype than ``q`` (float64 for float32): each is then split into its nearest value in
+    ``q``'s dtype and the rest, and ``a_j + neg_M_t`` summed as ``(hi + hi) + (lo + lo)``. The
+    ``hi`` sum is exact where it matters (where ``a_j`` is close to ``M_t``), so a forget gate
+    of ``exp(-1e4)`` inside the chunk, which makes ``a`` and ``M`` large, costs no precision.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, a, neg_M):
+        L = q.shape[-2]
+        causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+        a_hi, neg_M_hi = a.to(q.dtype), neg_M.to(q.dtype)
+        D = torch.add(a_hi[..., None, :], neg_M_hi[..., :, None])  # (..., L, L): a_j - M_t
+        if a.dtype != q.dtype:  # the rest, from the wider dtype (-inf - -inf: none, M is finite)
+            a_lo = torch.where(torch.isinf(a), 0.0, a - a_hi.to(a.dtype)).to(q.dtype)
+            neg_M_lo = (neg_M - neg_M_hi.to(neg_M.dtype)).to(q.dtype)
+            D.add_(torch.add(a_lo[..., None, :], neg_M_lo[..., :, None]))
+        D = D.masked_fill_(~causal, float("-inf")).exp_()  # the causal weights, at most 1
+        S = torch.matmul(q, k.transpose(-1, -2)).mul_(D)  # (..., L, L)
+        ctx.save_for_backward(q, k, v, S, D)
+        ctx.wide = a.dtype
+        return S @ v, S.sum(dim=-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_qn):
+        q, k, v, S, D = ctx.saved_tensors
+        d_S = d_out @ v.transpose(-1, -2)  # (..., L, L)
+        d_S.add_(d_qn[..., None])
+        d_v = S.transpose(-1, -2) @ d_out
+        d_log_D = d_S * S  # through exp: S = (q k^T) * exp(log D)
+        d_a, d_neg_M = d_log_D.sum(dim=-2), d_log_D.sum(dim=-1)
+        d_P = d_S.mul_(D)  # (..., L, L): the gradient of q k^T
+        wide = ctx.wide
+        return d_P @ k, d_P.transpose(-1, -2) @ q, d_v, d_a.to(wide), d_neg_M.to(wide)
+
+
+def recurrent_form(q, k, v, i_raw, log_f, state, eps, want_trace):
+    """:func:`mlstm_step` over ``T``: ``(h~ (B, K, T, dv), state, activations or None)``."""
+    if state is None:
+        state = empty_state(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1], q)
+    outputs, acts = [], []
+    for t in range(q.shape[2]):
+        # log f was taken (and masked past each sequence's end) by the caller: "exp" takes it as is
+        h, state, values = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i_raw[:, :, t], log_f[:, :, t], state,
+                                      "exp", eps)  # fmt: skip
+        outputs.append(h)
+        if want_trace:
+            acts.append(values)
+    h_tilde = torch.stack(outputs, dim=2)  # (B, K, T, dv)
+    trace = {name: torch.stack(vals, dim=2) for name, vals in zip(STEP_TRACE_NAMES, zip(*acts))} if want_trace else None
+    return h_tilde, state, trace
+
+
+def parallel_form(q, k, v, i_raw, log_f, state, eps):
+    """All steps at once (quadratic in ``T``): ``(h~ (B, K, T, dv), (C, n, m))``."""
+    dk = q.shape[-1]
+    k = k / math.sqrt(dk)  # the key scaled by 1/sqrt(d)
+    log_D = segment_sums(log_f) + i_raw[..., None, :]  # (B, K, T, T): F[t, j] + i~_j
+    m = log_D.amax(dim=-1)  # (B, K, T): the row-wise maximum
+    if state is not None:
+        C0, n0, m0 = state
+        log_w0 = log_f.cumsum(dim=-1) + m0[..., None]  # (B, K, T): F[t, 0] + m_0, the initial state's weight
+        m = torch.maximum(m, log_w0)
+    m_safe = safe_stabilizer(m)
+    D = torch.exp(log_D - m_safe[..., None])  # (B, K, T, T), at most 1
+    S = (q @ k.transpose(-1, -2)) * D  # (B, K, T, T): (q_t . k_j / sqrt(d)) D[t, j]
+    numerator, qn = S @ v, S.sum(dim=-1)  # (B, K, T, dv): C_t^T q_t, (B, K, T): n_t^T q_t
+    last = D[:, :, -1, :, None] * k  # (B, K, T, dk): the last row's weights on the keys
+    C, n = last.transpose(-1, -2) @ v, last.sum(dim=-2)  # (B, K, dk, dv), (B, K, dk): the final state
+    if state is not None:
+        w0 = torch.exp(log_w0 - m_safe)  # (B, K, T)
+        numerator = numerator + w0[..., None] * (q @ C0)  # (B, K, T, dv)
+        qn = qn + w0 * (q @ n0[..., None]).squeeze(-1)
+        C, n = C + w0[:, :, -1, None, None] * C0, n + w0[:, :, -1, None] * n0
+    return _read(numerator, qn, m, eps), (C, n, m[:, :, -1])
+
+
+def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
+    """Chunks of ``chunk_size`` steps, parallel inside, recurrent between (linear in ``T``):
+    ``(h~ (B, K, T, dv), (C, n, m))``.
+
+    Inside a chunk, with ``b_t`` the log decay from the chunk's start to step ``t`` (a cumulative
+    sum within the chunk) and ``a_j = i~_j - b_j``, step ``j``'s weight at step ``t`` is
+    ``exp(b_t + a_j - m_t)``, and ``m_t = b_t + M_t`` with ``M_t = max(m_start, max_{j<=t} a_j)``
+    (a cumulative maximum): so the ``L x L`` weights are ``exp(a_j - M_t)``, a broadcast
+    difference and one ``exp``, and the stabilizer costs no pass over them.
+    """
+    B, K, T, dk = q.shape
+    dv = v.shape[-1]
+    L = min(chunk_size, T)
+    NC = -(-T // L)  # the number of chunks
+    pad = NC * L - T
+    if pad:  # steps past the end write nothing (i~ = -inf) and keep the state (log f = 0)
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        i_raw = F.pad(i_raw, (0, pad), value=float("-inf"))
+        log_f = F.pad(log_f, (0, pad), value=0.0)
+    q, k, v = (x.unflatten(2, (NC, L)) for x in (q, k, v))  # (B, K, NC, L, .)
+    i_raw, log_f = i_raw.unflatten(2, (NC, L)), log_f.unflatten(2, (NC, L))  # (B, K, NC, L)
+
+    # Within each chunk: the log decays, and what each chunk writes into the memory by its end.
+    # The per-step log weights (vectors, cheap) in float64: differences of large ones stay exact
+    dtype, wide = q.dtype, torch.promote_types(q.dtype, torch.float64)
+    i_raw, log_f = i_raw.to(wide), log_f.to(wide)
+    log_sqrt_d = 0.5 * math.log(dk)  # the key's 1/sqrt(d), folded into the weights' exponents
+    b = log_f.cumsum(dim=-1)  # (B, K, NC, L): b_t, the log decay from the chunk's start to t
+    g = b[..., -1]  # (B, K, NC): across the whole chunk
+    a = i_raw - b  # (B, K, NC, L): a_j; step j's weight at step t is exp(b_t + a_j - m_t)
+    a_max = a.amax(dim=-1)  # (B, K, NC)
+    w = torch.exp(a - safe_stabilizer(a_max)[..., None] - log_sqrt_d).to(dtype)  # (B, K, NC, L)
+    k_w = k * w[..., None]  # (B, K, NC, L, dk)
+    written_C = k_w.transpose(-1, -2) @ v  # (B, K, NC, dk, dv): in the scale e^(g + a_max)
+    written_n = k_w.sum(dim=-2)  # (B, K, NC, dk)
+
+    # Between chunks: m, C and n at each chunk's start, one multiply-add per chunk
+    if state is None:
+        C, n, m = empty_state(B, K, dk, dv, q)
+    else:
+        C, n, m = state
+    m = m.to(wide)
+    m_starts, C_starts, n_starts = [], [], []
+    for g_c, a_max_c, written_C_c, written_n_c in zip(g.unbind(-1), a_max.unbind(-1), written_C.unbind(2),
+                                                       written_n.unbind(2)):  # fmt: skip
+        m_starts.append(m)
+        C_starts.append(C)
+        n_starts.append(n)
+        m_next = torch.maximum(g_c + m, g_c + a_max_c)  # the stabilizer at the chunk's end
+        m_safe = safe_stabilizer(m_next)
+        keep = torch.exp(g_c + m - m_safe)[..., None].to(dtype)  # (B, K, 1): f' across the chunk
+        scale = torch.exp(g_c + a_max_c - m_safe)[..., None].to(dtype)
+        C = torch.addcmul(keep[..., None] * C, scale[..., None], written_C_c)  # (B, K, dk, dv)
+        n = torch.addcmul(keep * n, scale, written_n_c)  # (B, K, dk)
+        m = m_next
+    m_start = torch.stack(m_starts, dim=2)  # (B, K, NC)
+    C_start, n_start = torch.stack(C_starts, dim=2), torch.stack(n_starts, dim=2)  # (B, K, NC, dk, dv), (.., dk)
+
+    # Inside each chunk: the parallel form plus the chunk's starting state
+    M = torch.maximum(a.cummax(dim=-1).values, m_start[..., None])  # (B, K, NC, L): m_t - b_t
+    M_safe = safe_stabilizer(M)
+    # (q_t . k_j / sqrt(d)) exp(a_j - M_t) for j <= t, times v and summed (the intra-chunk parts of C^T q, n^T q)
+    intra, intra_qn = _IntraChunk.apply(q, k, v, a - log_sqrt_d, -M_safe)  # (B, K, NC, L, dv), (B, K, NC, L)
+    w0 = torch.exp(m_start[..., None] - M_safe).to(dtype)  # (B, K, NC, L): the starting state's weight at t
+    numerator = torch.baddbmm(intra.flatten(0, 2), (q * w0[..., None]).flatten(0, 2), C_start.flatten(0, 2))
+    numerator = numerator.unflatten(0, (B, K, NC))  # (B, K, NC, L, dv): C_t^T q_t
+    qn = intra_qn + w0 * (q @ n_start[..., None]).squeeze(-1)  # (B, K, NC, L): n_t^T q_t
+    h_tilde = _read(numerator, qn, b + M, eps).flatten(2, 3)[:, :, :T]  # (B, K, T, dv)
+    return h_tilde, (C, n, m.to(dtype))
+
+
+def mlstm_sequence(q, k, v, i_raw, f_raw, state=None, *, form="auto", chunk_size=64, forget="sigmoid", eps=EPS,
+                   lengths=None, want_trace=False):  # fmt: skip
+    r"""The mLSTM memory over a whole sequence, every head at once: :math:`\tilde h_t` for
+    every step (the output gate is the caller's) and the final state.
+
+    Args:
+        q, k (Tensor): ``(B, K, T, dk)`` queries and keys of ``K`` heads.
+        v (Tensor): ``(B, K, T, dv)`` values.
+        i_raw, f_raw (Tensor): ``(B, K, T)`` the input and forget gates' pre-activations.
+        state (tuple, optional): ``(C (B, K, dk, dv), n (B, K, dk), m (B, K))``, the state
+            before the first step. Default: ``None``, the empty state (zeros, ``m = -inf``).
+        form (str): ``"recurrent"``, ``"parallel"``, ``"chunkwise"`` or ``"auto"``
+            (:func:`choose_form`: recurrent for ``T = 1`` or a trace, parallel up to
+            ``chunk_size``, chunkwise above). Default: ``"auto"``.
+        chunk_size (int): the chunkwise form's chunk length ``L``. Default: ``64``.
+        forget (str): ``"sigmoid"`` or ``"exp"``. Default: ``"sigmoid"``.
+        eps (float): added to the denominator of :math:`\tilde h_t`. Default: ``1e-6``.
+        lengths (Tensor, optional): ``(B,)`` integers, each sequence's valid steps: past them
+            the state is carried unchanged (``i~ = -inf``, ``log f = 0``), ``h~`` and the trace
+            are zero. Default: ``None`` (all ``T``).
+        want_trace (bool): also return the activations (with the recurrent form, whatever
+            ``form`` says). Default: ``False``.
+
+    Returns:
+        ``(h_tilde, (C, n, m), trace)``: ``h_tilde`` ``(B, K, T, dv)``; the state after each
+        sequence's last valid step; ``trace`` ``None`` or a dict of ``input, forget,
+        normalizer, stabilizer, memory``, each ``(B, K, T)`` (see
+        :func:`~gatedrnn.cells.mlstm.mlstm_step`).
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.xlstm.mlstm import mlstm_sequence
+        >>> q, k, v = (torch.randn(2, 4, 100, 16, dtype=torch.float64) for _ in range(3))
+        >>> i_raw, f_raw = torch.randn(2, 4, 100, dtype=torch.float64), torch.randn(2, 4, 100, dtype=torch.float64)
+        >>> h1, (C1, n1, m1), _ = mlstm_sequence(q, k, v, i_raw, f_raw, form="recurrent")
+        >>> h2, (C2, n2, m2), _ = mlstm_sequence(q, k, v, i_raw, f_raw, form="chunkwise", chunk_size=32)
+        >>> torch.allclose(h1, h2), torch.allclose(C1, C2), torch.allclose(m1, m2)
+        (True, True, True)
+    """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    check_forget(forget)
+    eps = check_eps(eps)
+    B, K, T, dk, dv = _check_qkv(q, k, v, i_raw, f_raw)
+    if state is not None:
+        state = check_state("state", state, B, K, dk, dv, False, q)
+    log_f = log_forget(f_raw, forget)  # (B, K, T)
+    valid = None
+    if lengths is not None:
+        lengths = _checks.lengths(lengths, T, B, q.device)
+        if lengths is not None:
+            valid = torch.arange(T, device=q.device) < lengths[:, None]  # (B, T)
+            valid = valid[:, None, :]  # (B, 1, T): past the end, write nothing and keep the state
+            i_raw = torch.where(valid, i_raw, float("-inf"))
+            log_f = torch.where(valid, log_f, 0.0)
+    form = choose_form(form, T, chunk_size, want_trace)
+    trace = None
+    if form == "recurrent" or want_trace:
+        h_tilde, state, trace = recurrent_form(q, k, v, i_raw, log_f, state, eps, want_trace)
+    elif form == "parallel":
+        h_tilde, state = parallel_form(q, k, v, i_raw, log_f, state, eps)
+    else:
+        h_tilde, state = chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size)
+    if valid is not None:
+        h_tilde = torch.where(valid[..., None], h_tilde, 0.0)
+        if trace is not None:
+            trace = {name: torch.where(valid, value, 0.0) for name, value in trace.items()}
+    return h_tilde, state, trace
+
+
+def _check_qkv(q, k, v, i_raw, f_raw):
+    """The shapes of ``mlstm_sequence``'s inputs: ``(B, K, T, dk, dv)``, or an error naming the argument."""
+    for name, x in (("q", q), ("k", k), ("v", v), ("i_raw", i_raw), ("f_raw", f_raw)):
+        _checks.float_tensor(name, x, q)
+    if q.dim() != 4:
+        raise _checks.ShapeError(f"q must be 4-D (B, heads, T, dk), got {q.dim()}-D with shape {tuple(q.shape)}")
+    B, K, T, dk = q.shape
+    if T == 0:
+        raise ValueError(f"q must hold at least one time step, got T=0 (shape {tuple(q.shape)})")
+    _checks.shape("k", k, (B, K, T, dk), "(B, heads, T, dk), like q")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise _checks.ShapeError(f"v must have shape ({B}, {K}, {T}, dv) (B, heads, T, dv), like q but its last "
+                                 f"dimension, got {tuple(v.shape)}")  # fmt: skip
+    _checks.shape("i_raw", i_raw, (B, K, T), "(B, heads, T)")
+    _checks.shape("f_raw", f_raw, (B, K, T), "(B, heads, T)")
+    return B, K, T, dk, v.shape[-1]
+
+
+class mLSTM(RefusesScript, nn.Module):
+    r"""A stack of mLSTM layers (xLSTM's matrix-memory LSTM), a drop-in for ``torch.nn.LSTM``'s
+    calling convention: per layer and step, from ``x_t``,
+
+    .. math::
+
+        \begin{aligned}
+        [q_t; k_t; v_t; \tilde i_t; \tilde f_t; \tilde o_t] &= W_{ih} x_t + b_{ih} \\
+        C_t &= f'_t C_{t-1} + i'_t\, (k_t / \sqrt d)\, v_t^\top, \quad
+        n_t = f'_t n_{t-1} + i'_t\, k_t / \sqrt d \\
+        h_t &= \sigma(\tilde o_t) \odot \frac{C_t^\top q_t}{\max(|n_t^\top q_t|, e^{-m_t}) + \epsilon}
+        \end{aligned}
+
+    per head, with the stabilized gates :math:`i'_t, f'_t` and the stabilizer :math:`m_t` of
+    :class:`~gatedrnn.cells.mlstm.mLSTMCell` (its docstring has the full equations, the
+    symbols, the initialization and where the paper and the official package differ). The gates
+    see the input alone, so the whole sequence can be computed at once: ``form`` picks the
+    recurrent, parallel or chunkwise form (:mod:`gatedrnn.xlstm.mlstm`), which give the same
+    values. Gradients are torch's autograd through the form's operations (the chunkwise form's
+    intra-chunk product has its own backward, see the module's docstring).
+
+    Args:
+        input_size (int): ``I``, the number of features of the input.
+        hidden_size (int): ``H``, the number of features of ``h``; divisible by ``num_heads``.
+        num_heads (int): ``K``, heads of ``d = H / K`` units, each with a ``d x d`` memory.
+            Default: ``4``.
+        num_layers (int): how many layers are stacked. Default: ``1``.
+        bias (bool): if ``False``, the layers have no ``bias_ih_l{k}``. Default: ``True``.
+        batch_first (bool): ``(B, T, *)`` input and output instead of ``(T, B, *)``.
+            Default: ``False``.
+        dropout (float): in training, dropout on each layer's output but the last.
+            Default: ``0.0``.
+        form (str): ``"auto"``, ``"recurrent"``, ``"parallel"`` or ``"chunkwise"``
+            (:func:`choose_form`). Default: ``"auto"``.
+        chunk_size (int): the chunkwise form's chunk length. Default: ``64``.
+        forget (str): ``"sigmoid"`` or ``"exp"``. Default: ``"sigmoid"``.
+        eps (float): added to the denominator of :math:`\tilde h_t`. Default: ``1e-6``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' floating-point type. Default: ``None``.
+
+    Inputs:
+        - **input** (Tensor): ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, or ``(T, I)``
+          unbatched.
+        - **hx** (tuple, optional): ``(C, n, m)``: ``(L, B, K, d, d)``, ``(L, B, K, d)``,
+          ``(L, B, K)`` for ``L = num_layers`` (without ``B`` unbatched). Default: the empty
+          state (zeros, ``m = -inf``).
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's valid
+          steps: outputs past them are zero and the state is each sequence's state at its length.
+        - **return_trace** (bool): also return the gate trace (computed with the recurrent
+          form). Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, H)`` (``(B, T, H)`` with ``batch_first``, ``(T, H)`` unbatched).
+        - **(C, n, m)**: the final state, shaped as ``hx``.
+        - **trace** (with ``return_trace=True``): a :class:`~gatedrnn.Trace` of ``input,
+          forget, output, normalizer, stabilizer, memory, hidden``: ``output`` (the output
+          gate) and ``hidden`` ``(L, T, B, H)``, the per-head values ``(L, T, B, K)``
+          (``(L, B, T, .)`` with ``batch_first``, ``(L, T, .)`` unbatched); zero past
+          ``lengths``. ``normalizer`` is the denominator :math:`\max(|n_t^\top q_t|, e^{-m_t})`,
+          ``memory`` the Frobenius norm :math:`\|C_t\|_F`, both in the stabilized scale.
+
+    Attributes:
+        weight_ih_l{k} (Tensor): ``(4H + 2K, I)`` for ``k = 0``, ``(4H + 2K, H)`` after: rows
+            ``[W_q; W_k; W_v]`` (``H`` each), ``w_i``, ``w_f`` (``K`` each, one row per head),
+            ``W_o`` (``H``).
+        bias_ih_l{k} (Tensor): ``(4H + 2K,)``, the same blocks.
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.xlstm import mLSTM
+        >>> layer = mLSTM(10, 32, num_heads=4, num_layers=2, batch_first=True)
+        >>> x = torch.randn(3, 200, 10)
+        >>> output, (C, n, m) = layer(x)
+        >>> output.shape, C.shape  # (B, T, H); (L, B, K, d, d)
+        (torch.Size([3, 200, 32]), torch.Size([2, 3, 4, 8, 8]))
+        >>> layer.form = "recurrent"  # the step by step specification: the same values
+        >>> torch.allclose(layer(x)[0], output, atol=1e-5)
+        True
+    """
+
+    def __init__(self, input_size, hidden_size, num_heads=4, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, form="auto", chunk_size=64, forget="sigmoid", eps=EPS, device=None,
+                 dtype=None):  # fmt: skip
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_heads = _checks.positive_int("num_heads", num_heads)
+        self.head_size = head_size(self.hidden_size, self.num_heads)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.bias = _checks.boolean("bias", bias)
+        self.batch_first = _checks.boolean("batch_first", batch_first)
+        self.dropout = _checks.probability("dropout", dropout)
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
+        self.form = form
+        self.chunk_size = _checks.positive_int("chunk_size", chunk_size)
+        self.forget = check_forget(forget)
+        self.eps = check_eps(eps)
+        kw = {"device": device, "dtype": dtype}
+        rows = 4 * self.hidden_size + 2 * self.num_heads
+        for layer in range(self.num_layers):
+            size = self.input_size if layer == 0 else self.hidden_size
+            setattr(self, f"weight_ih_l{layer}", nn.Parameter(torch.empty(rows, size, **kw)))
+            if bias:
+                setattr(self, f"bias_ih_l{layer}", nn.Parameter(torch.empty(rows, **kw)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each layer as :func:`~gatedrnn.cells.mlstm.reset_mlstm_parameters`."""
+        for layer in range(self.num_layers):
+            reset_mlstm_parameters(getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}", None),
+                                   self.num_heads)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_heads={self.num_heads}"
+        s += f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
+        s += ", bias=False" if not self.bias else ""
+        s += ", batch_first=True" if self.batch_first else ""
+        s += f", dropout={self.dropout}" if self.dropout else ""
+        s += f", form={self.form!r}" if self.form != "auto" else ""
+        s += f", chunk_size={self.chunk_size}" if self.chunk_size != 64 else ""
+        s += f", forget={self.forget!r}" if self.forget != "sigmoid" else ""
+        return s + (f", eps={self.eps}" if self.eps != EPS else "")
+
+    def _check_input(self, input):
+        x = _checks.float_tensor("input", input, self.weight_ih_l0)
+        if x.dim() not in (2, 3):
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise _checks.ShapeError(f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
+                                     f"with shape {tuple(x.shape)}")  # fmt: skip
+        if x.shape[-1] != self.input_size:
+            raise _checks.ShapeError(f"input must have {self.input_size} features (input_size) in its last dimension, "
+                                     f"got {x.shape[-1]} (shape {tuple(x.shape)})")  # fmt: skip
+        if x.dim() == 2:
+            return x.unsqueeze(0), True  # (1, T, I)
+        return (x if self.batch_first else x.transpose(0, 1)), False  # (B, T, I)
+
+    def _check_hx(self, hx, B, unbatched):
+        """``hx`` as a list of per-layer states (or ``None``s)."""
+        L, K, d = self.num_layers, self.num_heads, self.head_size
+        if hx is None:
+            return [None] * L
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 3):
+            got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+            raise TypeError(f"hx must be a tuple (C, n, m) of three tensors for an mLSTM, got {got}")
+        lead = (L,) if unbatched else (L, B)
+        meaning = "(num_layers, " + ("" if unbatched else "batch, ")
+        shapes = {"C": ((*lead, K, d, d), meaning + "heads, d, d)"), "n": ((*lead, K, d), meaning + "heads, d)"),
+                  "m": ((*lead, K), meaning + "heads)")}  # fmt: skip
+        for j, (letter, value) in enumerate(zip("Cnm", hx)):
+            _checks.float_tensor(f"hx[{j}] ({letter})", value, self.weight_ih_l0)
+            _checks.shape(f"hx[{j}] ({letter})", value, *shapes[letter])
+        C, n, m = (s.unsqueeze(1) if unbatched else s for s in hx)
+        return [(C[layer], n[layer], m[layer]) for layer in range(L)]
+
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
+        x, unbatched = self._check_input(input)  # (B, T, I)
+        B, T = x.shape[:2]
+        if T == 0:
+            raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(input.shape)})")
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
+            lengths = _checks.lengths(lengths, T, B, x.device)  # None when every sequence is full
+        states = self._check_hx(hx, B, unbatched)
+        H, K = self.hidden_size, self.num_heads
+        finals, traces = [], []
+        for layer in range(self.num_layers):
+            xw = F.linear(x, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}", None))
+            q, k, v, i_raw, f_raw, o_raw = split_projection(xw, H, K)  # (B, T, K, d) x 3, (B, T, K) x 2, (B, T, H)
+            heads_first = lambda t: t.movedim(1, 2)
+            h_tilde, state, acts = mlstm_sequence(
+                heads_first(q), heads_first(k), heads_first(v), heads_first(i_raw), heads_first(f_raw), states[layer],
+                form=self.form, chunk_size=self.chunk_size, forget=self.forget, eps=self.eps, lengths=lengths,
+                want_trace=return_trace,
+            )  # fmt: skip
+            o = torch.sigmoid(o_raw)  # (B, T, H): the output gate
+            h = o * h_tilde.movedim(1, 2).flatten(-2)  # (B, T, H)
+            if lengths is not None:
+                valid = (torch.arange(T, device=x.device) < lengths[:, None])[..., None]  # (B, T, 1)
+                h, o = torch.where(valid, h, 0.0), torch.where(valid, o, 0.0)
+            finals.append(state)
+            if return_trace:
+                per_head = {name: value.movedim(1, 2) for name, value in acts.items()}  # (B, T, K)
+                traces.append({**per_head, "output": o, "hidden": h})
+            x = h
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        C, n, m = (torch.stack(s) for s in zip(*finals))  # (L, B, K, d, d), (L, B, K, d), (L, B, K)
+        output = x
+        if unbatched:
+            output, C, n, m = output[0], C[:, 0], n[:, 0], m[:, 0]
+        elif not self.batch_first:
+            output = output.transpose(0, 1)  # (T, B, H)
+        if not return_trace:
+            return output, (C, n, m)
+        trace = {}
+        for name in MLSTM_TRACE_NAMES:
+            value = torch.stack([t[name] for t in traces])  # (L, B, T, .)
+            trace[name] = value[:, 0] if unbatched else (value if self.batch_first else value.transpose(1, 2))
+        return output, (C, n, m), Trace(trace)
