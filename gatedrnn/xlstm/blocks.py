@@ -1,0 +1,820 @@
+"""The xLSTM residual blocks and the block stack.
+
+Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochreiter,
+"xLSTM: Extended Long Short-Term Memory", NeurIPS 2024, section 2.4 and appendix A (the sLSTM
+block: figure 10 left; the mLSTM block: figure 11). The structure, the defaults and the
+initialization are those of the official ``xlstm`` package (2.0), so that
+:func:`gatedrnn.convert.from_xlstm` and :func:`~gatedrnn.convert.to_xlstm` copy weights
+between the two exactly:
+
+- :class:`sLSTMBlock`: ``x + sLSTM-branch(LN(x))``, then ``x + FFN(LN(x))``;
+- :class:`mLSTMBlock`: ``x + mLSTM-branch(LN(x))`` (no feed-forward: its branch projects up
+  and down itself);
+- :class:`xLSTM`: blocks, sLSTM where ``slstm_at`` says and mLSTM elsewhere, then a final
+  LayerNorm; a gatedrnn layer (``forward(input, hx, lengths, return_trace)``).
+
+Every norm here scales by ``1 + weight`` (``weight`` starts at zero, so weight decay pulls the
+scale toward one), as the official package does; the group norms normalize each head apart.
+The recurrences run on :func:`gatedrnn.xlstm.slstm.run_slstm` and
+:func:`gatedrnn.xlstm.mlstm.mlstm_sequence`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatedrnn import _checks
+from gatedrnn.capture import RefusesScript
+from gatedrnn.trace import Trace
+from gatedrnn.xlstm.mlstm import FORMS, mlstm_sequence
+from gatedrnn.xlstm.slstm import check_backend, run_slstm
+
+SLSTM_TRACE = ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer", "hidden")
+FFN_ACTIVATIONS = {  # the gate activations of the gated feed-forward (the official package's six)
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "relu^2": lambda x: torch.square(F.relu(x)),
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+    "selu": F.selu,
+}
+
+
+def up_size(hidden_size: int, proj_factor: float, multiple_of: int = 64) -> int:
+    """The width of an up-projection: ``proj_factor * hidden_size`` rounded up to a multiple
+    of ``multiple_of``, as the official package sizes it (``2 * 32 = 64``, ``1.3 * 128 -> 192``)."""
+    return int(math.ceil(proj_factor * hidden_size / multiple_of) * multiple_of)
+
+
+def _factory(device, dtype) -> dict:
+    return {"device": device, "dtype": dtype}
+
+
+def _small_init_(weight: torch.Tensor, fan: int) -> None:
+    """Normal with std ``sqrt(2 / (5 fan))`` (Nguyen & Salazar 2019), the package's input projections."""
+    nn.init.normal_(weight, 0.0, math.sqrt(2.0 / (5.0 * fan)))
+
+
+def _wang_init_(weight: torch.Tensor, fan: int, num_blocks: int) -> None:
+    """Normal with std ``2 / (num_blocks sqrt(fan))`` (GPT-NeoX), the package's output projections."""
+    nn.init.normal_(weight, 0.0, 2.0 / num_blocks / math.sqrt(fan))
+
+
+def _number(name: str, value, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not value > low:
+        raise ValueError(f"{name} must be greater than {low}, got {value}")
+    return float(value)
+
+
+def _divides(name: str, value: int, size_name: str, size: int) -> None:
+    if size % value:
+        raise ValueError(f"{name}={value} must divide {size_name}={size}")
+
+
+class OffsetNorm(nn.Module):
+    r"""LayerNorm (``groups=None``) or a per-head group norm whose scale is ``1 + weight``.
+
+    .. math::
+
+        y = \frac{x - \mathrm{mean}(x)}{\sqrt{\mathrm{var}(x) + \epsilon}} \odot (1 + w) \; (+\, b),
+
+    the mean and variance over the last dimension, or over each of its ``groups`` equal slices
+    (one per head). ``weight`` starts at zero, so the norm starts as a plain normalization.
+
+    Args:
+        size (int): the last dimension.
+        groups (int, optional): normalize each of ``groups`` slices apart. Default: ``None``.
+        bias (bool): whether there is a ``bias``. Default: ``False``.
+        eps (float): added to the variance. Default: ``1e-5``.
+    """
+
+    def __init__(self, size: int, groups: int | None = None, bias: bool = False, eps: float = 1e-5,
+                 device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        self.size, self.groups, self.eps = size, groups, eps
+        self.weight = nn.Parameter(torch.zeros(size, **_factory(device, dtype)))
+        self.bias = nn.Parameter(torch.zeros(size, **_factory(device, dtype))) if bias else None
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + self.weight
+        if self.groups is None:
+            return F.layer_norm(x, (self.size,), scale, self.bias, self.eps)
+        flat = x.reshape(-1, self.size)  # (B*T, H): group_norm's (N, C)
+        return F.group_norm(flat, self.groups, scale, self.bias, self.eps).view(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}" + (f", groups={self.groups}" if self.groups else "") + (", bias=True" if self.bias is not None else "")
+
+
+class HeadwiseLinear(nn.Module):
+    """A block-diagonal linear map: the features split into ``heads`` slices, each mapped by
+    its own ``(out/heads, in/heads)`` matrix. ``weight`` ``(heads, out/heads, in/heads)``."""
+
+    def __init__(self, in_size: int, out_size: int, heads: int, bias: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.in_size, self.out_size, self.heads = in_size, out_size, heads
+        self.weight = nn.Parameter(torch.empty(heads, out_size // heads, in_size // heads, **_factory(device, dtype)))
+        self.bias = nn.Parameter(torch.zeros(out_size, **_factory(device, dtype))) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_head = x.reshape(*x.shape[:-1], self.heads, self.in_size // self.heads)  # (..., heads, in/heads)
+        y = torch.einsum("...jc,jrc->...jr", per_head, self.weight).reshape(*x.shape[:-1], self.out_size)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_size}, {self.out_size}, heads={self.heads}, bias={self.bias is not None}"
+
+
+class CausalConv1d(nn.Module):
+    r"""A depthwise causal convolution over time: ``y_t = b + \sum_{j<K} w_j \odot x_{t-K+1+j}``.
+
+    Each channel has its own ``K`` taps (``weight`` ``(C, 1, K)``, torch's depthwise
+    ``Conv1d`` layout) and bias. The ``K - 1`` inputs before the first step come from
+    ``buffer`` ``(B, K-1, C)``, zeros when none is given, so a sequence can be fed in pieces.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, device=None, dtype=None):
+        super().__init__()
+        self.channels, self.kernel_size = channels, kernel_size
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, **_factory(device, dtype)))
+        self.bias = nn.Parameter(torch.empty(channels, **_factory(device, dtype)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.kernel_size)  # torch's Conv1d default for one input channel per group
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, buffer: torch.Tensor | None = None):
+        """``x`` (B, T, C) -> ``y`` (B, T, C) and the padded input (B, K-1+T, C)."""
+        B, T, C = x.shape
+        if buffer is None:
+            buffer = x.new_zeros(B, self.kernel_size - 1, C)
+        padded = torch.cat([buffer, x], dim=1)  # (B, K-1+T, C)
+        y = self.bias + padded[:, :T] * self.weight[:, 0, 0]  # one multiply-add per tap: K is small
+        for j in range(1, self.kernel_size):
+            y = y + padded[:, j : j + T] * self.weight[:, 0, j]  # (B, T, C)
+        return y, padded
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}"
+
+
+def _last_inputs(padded: torch.Tensor, keep: int, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The ``keep`` inputs before each sequence's end from ``padded`` (B, keep+T, C): the
+    convolution's buffer for the next call."""
+    if lengths is None:
+        return padded[:, padded.shape[1] - keep :]
+    index = lengths[:, None] + torch.arange(keep, device=padded.device)  # (B, keep): steps L-keep..L-1
+    return padded.gather(1, index[..., None].expand(-1, -1, padded.shape[2]))
+
+
+def _valid(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, T) True where step t lies inside its sequence."""
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _check_state(name: str, state, expected: Sequence[tuple[int, ...]], meanings: Sequence[str], like):
+    if not isinstance(state, (tuple, list)) or len(state) != len(expected):
+        raise TypeError(f"{name} must be a tuple of {len(expected)} tensors ({', '.join(meanings)}), got "
+                        f"{type(state).__name__}" + (f" of {len(state)}" if isinstance(state, (tuple, list)) else ""))  # fmt: skip
+    out = []
+    for k, (value, shape, meaning) in enumerate(zip(state, expected, meanings)):
+        value = _checks.float_tensor(f"{name}[{k}]", value, like)
+        _checks.shape(f"{name}[{k}]", value, shape, f"({meaning})")
+        out.append(value)
+    return tuple(out)
+
+
+class sLSTMBranch(RefusesScript, nn.Module):
+    r"""The sLSTM branch of an :class:`sLSTMBlock` (the official package's ``sLSTMLayer``):
+    causal convolution, head-wise projections, the sLSTM cell, a per-head group norm.
+
+    .. math::
+
+        \tilde x_t &= \mathrm{swish}(\mathrm{conv}(x)_t) \\
+        \tilde i_t, \tilde f_t &= W_{i,f}\, \tilde x_t + R_{i,f}\, h_{t-1} + b_{i,f}, \quad
+        \tilde z_t, \tilde o_t = W_{z,o}\, x_t + R_{z,o}\, h_{t-1} + b_{z,o} \\
+        h_t &= \mathrm{sLSTM}(\tilde i_t, \tilde f_t, \tilde z_t, \tilde o_t) \quad
+               \text{(:mod:`gatedrnn.cells.slstm`)} \\
+        y_t &= \mathrm{GroupNorm}_{heads}(\mathrm{dropout}(h_t))
+
+    The input gates and forget gates read the convolved input, the candidate and output gate
+    the input itself; every ``W`` and ``R`` is block-diagonal over the heads. With
+    ``conv_kernel_size=0`` there is no convolution and no swish (``x~ = x``).
+
+    Args:
+        hidden_size (int): ``H``, the features in and out.
+        num_heads (int): heads; they divide ``H``. Default: ``4``.
+        conv_kernel_size (int): ``K`` of the causal convolution, ``0`` for none. Default: ``4``.
+        dropout (float): on ``h`` before the group norm, in training. Default: ``0.0``.
+        forget (str): ``"sigmoid"`` (the paper's, and the official package's) or ``"exp"``.
+            Default: ``"sigmoid"``.
+        backend (str): :func:`gatedrnn.xlstm.slstm.run_slstm`'s. Default: ``"auto"``.
+        block_index, num_blocks (int): the block's place in a stack, for the forget-gate bias
+            initialization. Default: ``0``, ``1``.
+
+    Attributes:
+        conv.weight (Tensor): ``(H, 1, K)``; ``conv.bias`` ``(H,)``.
+        weight_ih (Tensor): ``(heads, 4d, d)``, ``d = H / heads``: head ``j``'s rows ``W_i, W_f,
+            W_z, W_o``, each ``(d, d)``, the layout of ``weight_hh``.
+        weight_hh (Tensor): ``(heads, 4d, d)``, the recurrent ``R``, head ``j``'s rows i, f, z, o.
+        bias (Tensor): ``(4H,)``, gate-major ``[b_i; b_f; b_z; b_o]``.
+        group_norm.weight (Tensor): ``(H,)``, the scale minus one.
+    """
+
+    def __init__(self, hidden_size, num_heads=4, conv_kernel_size=4, dropout=0.0, forget="sigmoid",
+                 backend="auto", block_index=0, num_blocks=1, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        H = self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        K = self.num_heads = _checks.positive_int("num_heads", num_heads)
+        _divides("num_heads", K, "hidden_size", H)
+        if isinstance(conv_kernel_size, bool) or not isinstance(conv_kernel_size, numbers.Integral) or conv_kernel_size < 0:
+            raise ValueError(f"conv_kernel_size must be an int >= 0 (0: no convolution), got {conv_kernel_size!r}")
+        self.conv_kernel_size = int(conv_kernel_size)
+        self.dropout = _checks.probability("dropout", dropout)
+        if forget not in ("sigmoid", "exp"):
+            raise ValueError(f"forget must be 'sigmoid' or 'exp', got {forget!r}")
+        self.forget, self.backend = forget, check_backend(backend)
+        self.block_index, self.num_blocks = block_index, num_blocks
+        d = H // K
+        kw = _factory(device, dtype)
+        self.conv = CausalConv1d(H, self.conv_kernel_size, **kw) if self.conv_kernel_size else None
+        self.weight_ih = nn.Parameter(torch.empty(K, 4 * d, d, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(K, 4 * d, d, **kw))
+        self.bias = nn.Parameter(torch.empty(4 * H, **kw))
+        self.group_norm = OffsetNorm(H, groups=K, **kw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official package's defaults: small-init input projections, zero recurrent
+        weights, zero biases but the forget gate's, which falls from 5 to -7 over each head's
+        units along a power law that flattens with depth (``powerlaw_blockdependent``)."""
+        H, K = self.hidden_size, self.num_heads
+        d = H // K
+        if self.conv is not None:
+            self.conv.reset_parameters()
+        _small_init_(self.weight_ih, H)
+        nn.init.zeros_(self.weight_hh)
+        with torch.no_grad():
+            self.bias.zero_()
+            depth = self.block_index / (self.num_blocks - 1) if self.num_blocks > 1 else 0.0
+            units = torch.arange(d, dtype=torch.float64) / max(d - 1, 1)
+            forget = 5.0 - 12.0 * units ** (0.3 + 1.3 * depth)  # (d,), the same for every head
+            self.bias[H : 2 * H] = forget.repeat(K).to(self.bias)
+        self.group_norm.reset_parameters()
+
+    def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None, return_trace: bool = False):
+        """``x`` (B, T, H) -> ``y`` (B, T, H) and the state ``(conv buffer (B, K-1, H), h, c, n, m)``
+        at each sequence's end; with ``return_trace`` also a :class:`~gatedrnn.Trace` of the
+        cell's ``input, forget, candidate, output, cell, normalizer, stabilizer, hidden``, each
+        (B, T, H), zero past each length."""
+        B, T, H = x.shape
+        K, d = self.num_heads, H // self.num_heads
+        buffer = cell_state = None
+        if state is not None:
+            buffer, *cell_state = state
+            buffer = None if self.conv is None else buffer
+        if self.conv is not None:
+            conv_out, padded = self.conv(x, buffer)  # (B, T, H), (B, K-1+T, H)
+            x_conv = F.silu(conv_out)
+            buffer = _last_inputs(padded, self.conv_kernel_size - 1, lengths)  # (B, K-1, H)
+        else:
+            x_conv, buffer = x, x.new_zeros(B, 0, H)
+        heads_conv = x_conv.reshape(B, T, K, d)  # (B, T, heads, d)
+        heads_x = x.reshape(B, T, K, d)
+        w = self.weight_ih.view(K, 4, d, d)  # head, gate, row, column
+        if_ = torch.einsum("btjc,jgrc->btgjr", heads_conv, w[:, :2])  # (B, T, 2, heads, d): i~, f~ from the conv
+        zo = torch.einsum("btjc,jgrc->btgjr", heads_x, w[:, 2:])  # (B, T, 2, heads, d): z~, o~ from x
+        xw = torch.cat([if_, zo], dim=2).reshape(B, T, 4 * H).transpose(0, 1)  # (T, B, 4H), gate-major
+        if cell_state is None:
+            zeros = x.new_zeros(B, H)
+            cell_state = (zeros, zeros, zeros, zeros)  # n = 0: an empty state
+        out, cell_state, acts = run_slstm(xw, tuple(cell_state), self.weight_hh, self.bias, forget=self.forget,
+                                          lengths=lengths, backend=self.backend, want_trace=return_trace)  # fmt: skip
+        h = out.transpose(0, 1)  # (B, T, H)
+        h = F.dropout(h, self.dropout, self.training) if self.dropout else h
+        y = self.group_norm(h)
+        if not return_trace:
+            return y, (buffer, *cell_state)
+        return y, (buffer, *cell_state), Trace({n: a.transpose(0, 1) for n, a in zip(SLSTM_TRACE, acts)})  # (B, T, H)
+
+    def state_shapes(self, B: int):
+        H = self.hidden_size
+        return [(B, max(self.conv_kernel_size - 1, 0), H)] + [(B, H)] * 4, ["conv buffer", "h", "c", "n", "m"]
+
+    def extra_repr(self) -> str:
+        return (f"{self.hidden_size}, num_heads={self.num_heads}, conv_kernel_size={self.conv_kernel_size}"
+                + (f", dropout={self.dropout}" if self.dropout else "") + (f", forget={self.forget!r}" if self.forget != "sigmoid" else ""))  # fmt: skip
+
+
+class mLSTMBranch(RefusesScript, nn.Module):
+    r"""The mLSTM branch of an :class:`mLSTMBlock` (the official package's ``mLSTMLayer``).
+
+    .. math::
+
+        [u_t; z_t] &= W_{up} x_t, \quad \tilde u_t = \mathrm{swish}(\mathrm{conv}(u)_t) \\
+        q_t &= W_q \tilde u_t, \quad k_t = W_k \tilde u_t, \quad v_t = W_v u_t \\
+        \tilde i_t &= w_i^\top [q_t; k_t; v_t] + b_i, \quad \tilde f_t = w_f^\top [q_t; k_t; v_t] + b_f
+            \quad \text{(one per head)} \\
+        \tilde h_t &= \mathrm{mLSTM}(q, k, v, \tilde i, \tilde f)_t \quad
+            \text{(:func:`gatedrnn.xlstm.mlstm.mlstm_sequence`)} \\
+        y_t &= W_{down} \big( (\mathrm{GroupNorm}_{heads}(\tilde h_t) + s \odot \tilde u_t)
+               \odot \mathrm{swish}(z_t) \big)
+
+    ``W_q, W_k, W_v`` are block-diagonal with blocks of ``qkv_proj_blocksize``; the mLSTM's
+    heads split the inner width ``I`` (``proj_factor * H`` rounded up to a multiple of 64)
+    into ``num_heads``; ``s`` is the learnable skip. Dropout acts on ``y`` in training.
+
+    Args:
+        hidden_size (int): ``H``, the features in and out.
+        num_heads (int): the mLSTM's heads; they divide ``I``. Default: ``4``.
+        proj_factor (float): the up-projection factor. Default: ``2.0``.
+        inner_size (int, optional): ``I`` itself, instead of ``proj_factor``. Default: ``None``.
+        qkv_proj_blocksize (int): the block size of ``W_q, W_k, W_v``. Default: ``4``.
+        conv_kernel_size (int): ``K`` of the causal convolution (at least 1). Default: ``4``.
+        bias (bool): biases on the up, q, k, v and down projections. Default: ``False``.
+        dropout (float): on the output, in training. Default: ``0.0``.
+        form (str), chunk_size (int): :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
+            Default: ``"auto"``, ``64``.
+        block_index, num_blocks (int): the block's place in a stack (the down-projection's
+            initialization). Default: ``0``, ``1``.
+
+    Attributes:
+        up.weight (Tensor): ``(2I, H)``, rows ``[W_up for u; for z]``.
+        q_proj.weight, k_proj.weight, v_proj.weight (Tensor): ``(I/bs, bs, bs)``.
+        conv.weight (Tensor): ``(I, 1, K)``; ``conv.bias`` ``(I,)``.
+        input_gate, forget_gate (Linear): ``3I -> heads``, with biases.
+        group_norm.weight (Tensor): ``(I,)``; skip (Tensor): ``(I,)``; down.weight ``(H, I)``.
+    """
+
+    def __init__(self, hidden_size, num_heads=4, proj_factor=2.0, inner_size=None, qkv_proj_blocksize=4,
+                 conv_kernel_size=4, bias=False, dropout=0.0, form="auto", chunk_size=64, block_index=0,
+                 num_blocks=1, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        H = self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.proj_factor = _number("proj_factor", proj_factor)
+        inner = up_size(H, self.proj_factor) if inner_size is None else _checks.positive_int("inner_size", inner_size)
+        self.inner_size = inner
+        self.num_heads = _checks.positive_int("num_heads", num_heads)
+        _divides("num_heads", self.num_heads, "inner_size", inner)
+        self.qkv_proj_blocksize = _checks.positive_int("qkv_proj_blocksize", qkv_proj_blocksize)
+        _divides("qkv_proj_blocksize", self.qkv_proj_blocksize, "inner_size", inner)
+        self.conv_kernel_size = _checks.positive_int("conv_kernel_size", conv_kernel_size)
+        self.bias = _checks.boolean("bias", bias)
+        self.dropout = _checks.probability("dropout", dropout)
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
+        self.form, self.chunk_size = form, _checks.positive_int("chunk_size", chunk_size)
+        self.block_index, self.num_blocks = block_index, num_blocks
+        kw = _factory(device, dtype)
+        blocks = inner // self.qkv_proj_blocksize
+        self.up = nn.Linear(H, 2 * inner, bias=bias, **kw)
+        self.conv = CausalConv1d(inner, self.conv_kernel_size, **kw)
+        self.q_proj = HeadwiseLinear(inner, inner, blocks, bias=bias, **kw)
+        self.k_proj = HeadwiseLinear(inner, inner, blocks, bias=bias, **kw)
+        self.v_proj = HeadwiseLinear(inner, inner, blocks, bias=bias, **kw)
+        self.input_gate = nn.Linear(3 * inner, self.num_heads, **kw)
+        self.forget_gate = nn.Linear(3 * inner, self.num_heads, **kw)
+        self.group_norm = OffsetNorm(inner, groups=self.num_heads, **kw)
+        self.skip = nn.Parameter(torch.ones(inner, **kw))
+        self.down = nn.Linear(inner, H, bias=bias, **kw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official package's defaults: small-init up, q, k, v projections (by ``H``), the
+        down-projection scaled by depth, zero gate weights, forget biases from 3 to 6 over the
+        heads, input biases ``N(0, 0.1)``, skip one, zero biases elsewhere."""
+        H = self.hidden_size
+        _small_init_(self.up.weight, H)
+        _wang_init_(self.down.weight, H, self.num_blocks)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            _small_init_(proj.weight, H)
+        for layer in (self.up, self.down, self.q_proj, self.k_proj, self.v_proj):
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        self.conv.reset_parameters()
+        nn.init.zeros_(self.forget_gate.weight)
+        with torch.no_grad():
+            self.forget_gate.bias.copy_(torch.linspace(3.0, 6.0, self.num_heads))
+        nn.init.zeros_(self.input_gate.weight)
+        nn.init.normal_(self.input_gate.bias, 0.0, 0.1)
+        self.group_norm.reset_parameters()
+        nn.init.ones_(self.skip)
+
+    def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None, return_trace: bool = False):
+        """``x`` (B, T, H) -> ``y`` (B, T, H) and the state ``(conv buffer (B, K-1, I), C, n, m)``
+        at each sequence's end; with ``return_trace`` also a :class:`~gatedrnn.Trace` of the
+        mLSTM's ``input, forget, normalizer, stabilizer, memory``, each (B, T, heads)."""
+        B, T, _ = x.shape
+        inner, heads = self.inner_size, self.num_heads
+        buffer = cell_state = None
+        if state is not None:
+            buffer, *cell_state = state
+            cell_state = tuple(cell_state)
+        u, z = self.up(x).split(inner, dim=-1)  # 2 x (B, T, I)
+        conv_out, padded = self.conv(u, buffer)
+        u_conv = F.silu(conv_out)  # (B, T, I)
+        buffer = _last_inputs(padded, self.conv_kernel_size - 1, lengths)  # (B, K-1, I)
+        q, k, v = self.q_proj(u_conv), self.k_proj(u_conv), self.v_proj(u)  # 3 x (B, T, I)
+        qkv = torch.cat([q, k, v], dim=-1)  # (B, T, 3I): what the gates read
+        i_raw = self.input_gate(qkv).transpose(1, 2)  # (B, heads, T)
+        f_raw = self.forget_gate(qkv).transpose(1, 2)  # (B, heads, T)
+        per_head = (B, T, heads, inner // heads)
+        q, k, v = (t.view(per_head).transpose(1, 2) for t in (q, k, v))  # 3 x (B, heads, T, I/heads)
+        h_tilde, cell_state, trace = mlstm_sequence(q, k, v, i_raw, f_raw, cell_state, form=self.form,
+                                                    chunk_size=self.chunk_size, lengths=lengths,
+                                                    want_trace=return_trace)  # fmt: skip
+        h_tilde = h_tilde.transpose(1, 2).reshape(B, T, inner)  # (B, T, I)
+        h = (self.group_norm(h_tilde) + self.skip * u_conv) * F.silu(z)  # the skip, then the output gate
+        y = self.down(h)  # (B, T, H)
+        y = F.dropout(y, self.dropout, self.training) if self.dropout else y
+        if not return_trace:
+            return y, (buffer, *cell_state)
+        return y, (buffer, *cell_state), Trace({n: a.transpose(1, 2) for n, a in trace.items()})  # (B, T, heads)
+
+    def state_shapes(self, B: int):
+        inner, heads = self.inner_size, self.num_heads
+        d = inner // heads
+        shapes = [(B, self.conv_kernel_size - 1, inner), (B, heads, d, d), (B, heads, d), (B, heads)]
+        return shapes, ["conv buffer", "C", "n", "m"]
+
+    def extra_repr(self) -> str:
+        return (f"{self.hidden_size}, num_heads={self.num_heads}, inner_size={self.inner_size}, "
+                f"qkv_proj_blocksize={self.qkv_proj_blocksize}, conv_kernel_size={self.conv_kernel_size}"
+                + (", bias=True" if self.bias else "") + (f", dropout={self.dropout}" if self.dropout else ""))  # fmt: skip
+
+
+class GatedFeedForward(nn.Module):
+    r"""The gated feed-forward of an :class:`sLSTMBlock`: ``W_{down}(act(W_g x) \odot W_u x)``,
+    ``[W_g; W_u] = up.weight`` ``(2F, H)``, ``down.weight`` ``(H, F)``, then dropout (the
+    official package's ``GatedFeedForward``; ``F`` is ``proj_factor * H`` rounded up to a
+    multiple of 64)."""
+
+    def __init__(self, hidden_size, proj_factor=1.3, size=None, act="gelu", bias=False, dropout=0.0,
+                 num_blocks=1, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.proj_factor = _number("ffn_proj_factor", proj_factor)
+        self.size = up_size(hidden_size, self.proj_factor) if size is None else _checks.positive_int("ffn_size", size)
+        if act not in FFN_ACTIVATIONS:
+            raise ValueError(f"ffn_act must be one of {', '.join(map(repr, FFN_ACTIVATIONS))}, got {act!r}")
+        self.act, self.dropout, self.num_blocks = act, _checks.probability("ffn_dropout", dropout), num_blocks
+        kw = _factory(device, dtype)
+        self.up = nn.Linear(hidden_size, 2 * self.size, bias=_checks.boolean("ffn_bias", bias), **kw)
+        self.down = nn.Linear(self.size, hidden_size, bias=bias, **kw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _small_init_(self.up.weight, self.hidden_size)
+        _wang_init_(self.down.weight, self.hidden_size, self.num_blocks)
+        for layer in (self.up, self.down):
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.up(x).split(self.size, dim=-1)  # 2 x (B, T, F)
+        y = self.down(FFN_ACTIVATIONS[self.act](gate) * value)  # (B, T, H)
+        return F.dropout(y, self.dropout, self.training) if self.dropout else y
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, size={self.size}, act={self.act!r}" + (f", dropout={self.dropout}" if self.dropout else "")
+
+
+class sLSTMBlock(RefusesScript, nn.Module):
+    r"""The paper's sLSTM block (figure 10, left; the official package's ``sLSTMBlock``):
+
+    .. math::
+
+        x &\leftarrow x + \mathrm{sLSTMBranch}(\mathrm{LN}(x)) \\
+        x &\leftarrow x + \mathrm{FFN}(\mathrm{LN}(x))
+
+    the branch an :class:`sLSTMBranch` (convolution, head-wise projections, sLSTM cell, group
+    norm), the FFN a :class:`GatedFeedForward` (GeLU-gated, ``1.3 H`` rounded up to a multiple
+    of 64), each LayerNorm without bias and scaled by ``1 + weight``.
+
+    Args:
+        hidden_size (int): ``H``, the features in and out.
+        num_heads (int): the sLSTM's heads. Default: ``4``.
+        conv_kernel_size (int): the branch's convolution, ``0`` for none. Default: ``4``.
+        dropout (float): the branch's dropout. Default: ``0.0``.
+        ffn_proj_factor (float or None): the feed-forward's width factor; ``None``: no
+            feed-forward. Default: ``1.3``.
+        ffn_size (int, optional): the feed-forward's width itself. Default: ``None``.
+        ffn_act (str): ``"gelu"``, ``"relu"``, ``"relu^2"``, ``"sigmoid"``, ``"swish"`` or
+            ``"selu"``. Default: ``"gelu"``.
+        ffn_bias (bool): biases in the feed-forward. Default: ``False``.
+        ffn_dropout (float): dropout after the feed-forward. Default: ``0.0``.
+        forget, backend: the branch's (:class:`sLSTMBranch`).
+        block_index, num_blocks (int): the block's place in a stack (initialization only).
+
+    Inputs: ``x`` ``(B, T, H)``, ``state`` (the tuple the block returned, or ``None``),
+    ``lengths`` ``(B,)`` int64 or ``None``, ``return_trace``.
+
+    Outputs: ``(y, state)``, with ``return_trace`` also a :class:`~gatedrnn.Trace` of the
+    cell's ``input, forget, candidate, output, cell, normalizer, stabilizer, hidden``, each
+    ``(B, T, H)``. ``state`` is ``(conv buffer (B, K-1, H), h, c, n, m)``.
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.xlstm import sLSTMBlock
+        >>> block = sLSTMBlock(32, num_heads=4)
+        >>> y, state = block(torch.randn(2, 10, 32))
+        >>> y.shape, [tuple(s.shape) for s in state]
+        (torch.Size([2, 10, 32]), [(2, 3, 32), (2, 32), (2, 32), (2, 32), (2, 32)])
+    """
+
+    kind = "slstm"
+
+    def __init__(self, hidden_size, num_heads=4, conv_kernel_size=4, dropout=0.0, ffn_proj_factor=1.3,
+                 ffn_size=None, ffn_act="gelu", ffn_bias=False, ffn_dropout=0.0, forget="sigmoid", backend="auto",
+                 block_index=0, num_blocks=1, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        kw = _factory(device, dtype)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.norm = OffsetNorm(hidden_size, **kw)
+        self.slstm = sLSTMBranch(hidden_size, num_heads, conv_kernel_size, dropout, forget, backend, block_index,
+                                 num_blocks, **kw)  # fmt: skip
+        if ffn_proj_factor is None and ffn_size is None:
+            self.ffn_norm = self.ffn = None
+        else:
+            self.ffn_norm = OffsetNorm(hidden_size, **kw)
+            self.ffn = GatedFeedForward(hidden_size, 1.3 if ffn_proj_factor is None else ffn_proj_factor, ffn_size,
+                                        ffn_act, ffn_bias, ffn_dropout, num_blocks, **kw)  # fmt: skip
+
+    def reset_parameters(self) -> None:
+        """The official package's initialization (:meth:`sLSTMBranch.reset_parameters`)."""
+        for part in (self.norm, self.slstm, self.ffn_norm, self.ffn):
+            if part is not None:
+                part.reset_parameters()
+
+    def state_shapes(self, B: int):
+        return self.slstm.state_shapes(B)
+
+    def forward(self, x, state=None, lengths=None, return_trace=False):
+        y, state, *trace = self.slstm(self.norm(x), state, lengths, return_trace)
+        x = x + y
+        if self.ffn is not None:
+            x = x + self.ffn(self.ffn_norm(x))
+        return (x, state, *trace)
+
+
+class mLSTMBlock(RefusesScript, nn.Module):
+    r"""The paper's mLSTM block (figure 11; the official package's ``mLSTMBlock``):
+    ``x <- x + mLSTMBranch(LN(x))``, the branch an :class:`mLSTMBranch` (up-projection,
+    convolution, q/k/v, the mLSTM, group norm, learnable skip, output gate ``swish(z)``,
+    down-projection), the LayerNorm without bias and scaled by ``1 + weight``.
+
+    Args:
+        hidden_size (int): ``H``, the features in and out.
+        num_heads (int): the mLSTM's heads. Default: ``4``.
+        proj_factor (float): the up-projection factor. Default: ``2.0``.
+        inner_size (int, optional): the up-projection's width itself. Default: ``None``.
+        qkv_proj_blocksize (int): the block size of the q, k, v projections. Default: ``4``.
+        conv_kernel_size (int): the causal convolution's width. Default: ``4``.
+        bias (bool): biases on the projections. Default: ``False``.
+        dropout (float): on the branch's output. Default: ``0.0``.
+        form, chunk_size: :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
+        block_index, num_blocks (int): the block's place in a stack (initialization only).
+
+    Inputs and outputs: as :class:`sLSTMBlock`'s; ``state`` is ``(conv buffer (B, K-1, I),
+    C, n, m)`` with the mLSTM's ``C, n, m``; the trace holds the mLSTM's names.
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.xlstm import mLSTMBlock
+        >>> block = mLSTMBlock(32, num_heads=4)  # inner width 2 * 32 = 64
+        >>> y, state = block(torch.randn(2, 10, 32))
+        >>> y.shape, tuple(state[0].shape)
+        (torch.Size([2, 10, 32]), (2, 3, 64))
+    """
+
+    kind = "mlstm"
+
+    def __init__(self, hidden_size, num_heads=4, proj_factor=2.0, inner_size=None, qkv_proj_blocksize=4,
+                 conv_kernel_size=4, bias=False, dropout=0.0, form="auto", chunk_size=64, block_index=0,
+                 num_blocks=1, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        kw = _factory(device, dtype)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.norm = OffsetNorm(hidden_size, **kw)
+        self.mlstm = mLSTMBranch(hidden_size, num_heads, proj_factor, inner_size, qkv_proj_blocksize,
+                                 conv_kernel_size, bias, dropout, form, chunk_size, block_index, num_blocks, **kw)  # fmt: skip
+
+    def reset_parameters(self) -> None:
+        """The official package's initialization (:meth:`mLSTMBranch.reset_parameters`)."""
+        self.norm.reset_parameters()
+        self.mlstm.reset_parameters()
+
+    def state_shapes(self, B: int):
+        return self.mlstm.state_shapes(B)
+
+    def forward(self, x, state=None, lengths=None, return_trace=False):
+        y, state, *trace = self.mlstm(self.norm(x), state, lengths, return_trace)
+        return (x + y, state, *trace)
+
+
+class xLSTM(RefusesScript, nn.Module):
+    r"""An xLSTM stack (the official package's ``xLSTMBlockStack``): ``num_layers`` residual
+    blocks, an :class:`sLSTMBlock` at each index in ``slstm_at`` and an :class:`mLSTMBlock`
+    elsewhere, then a LayerNorm; a linear map from ``input_size`` to ``hidden_size`` first when
+    they differ. The paper's ``xLSTM[a:b]`` has ``a`` mLSTM blocks per ``b`` sLSTM blocks:
+    ``xLSTM[7:1]`` over eight blocks is ``num_layers=8, slstm_at=(1,)`` (the paper puts the
+    sLSTM second), ``xLSTM[1:0]`` is ``slstm_at=()``, ``xLSTM[0:1]`` is ``slstm_at="all"``.
+
+    A gatedrnn layer: ``forward(input, hx=None, lengths=None, return_trace=False)``. The
+    convolutions and the cells are causal, so the output at step ``t`` depends on steps up to
+    ``t`` only, and padding after a sequence's ``lengths`` changes none of its valid outputs.
+
+    Args:
+        input_size (int): ``I``, features per input step.
+        hidden_size (int): ``H``, the blocks' width (the official ``embedding_dim``) and the
+            output's features.
+        num_layers (int): the number of blocks. Default: ``2``.
+        num_heads (int): heads of every block's cell. Default: ``4``.
+        slstm_at (sequence of int or "all"): the indices (from 0) of the sLSTM blocks.
+            Default: ``()`` (mLSTM only).
+        batch_first (bool): ``(B, T, *)`` input and output. Default: ``False``.
+        dropout (float): every block's dropout (the sLSTM's on ``h``, the mLSTM's on its
+            output), in training. Default: ``0.0``.
+        conv_kernel_size (int): every block's causal convolution. Default: ``4``.
+        bias (bool): biases on the mLSTM's projections. Default: ``False``.
+        post_norm (bool): the final LayerNorm. Default: ``True``.
+        backend (str): the sLSTM's (:func:`gatedrnn.xlstm.slstm.run_slstm`). Default: ``"auto"``.
+        form (str), chunk_size (int): the mLSTM's. Default: ``"auto"``, ``64``.
+        mlstm_options, slstm_options (dict, optional): more keywords, or overrides, for the
+            blocks of each kind (:class:`mLSTMBlock`'s ``proj_factor``, ``qkv_proj_blocksize``;
+            :class:`sLSTMBlock`'s ``ffn_proj_factor``, ``ffn_act``, ``forget``...).
+            Default: ``None``.
+        device, dtype: where and how the parameters are created.
+
+    Inputs:
+        - **input**: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first`` or ``(T, I)`` unbatched.
+        - **hx** (list, optional): one state per block, as ``forward`` returns it; ``None``
+          starts every block empty (zero convolution buffers, empty cells).
+        - **lengths** (Tensor, optional): ``(B,)`` integers in ``[1, T]``.
+        - **return_trace** (bool): also return the trace. Default: ``False``.
+
+    Outputs:
+        - **output**: ``(T, B, H)`` (``(B, T, H)`` batch-first, ``(T, H)`` unbatched), zero
+          past each sequence's length.
+        - **state**: a list with one tuple per block, each sequence's state at its last valid
+          step: an sLSTM block's ``(conv buffer (B, K-1, H), h, c, n, m)``, an mLSTM block's
+          ``(conv buffer (B, K-1, I), C, n, m)`` (unbatched: no ``B``). Pass it back as ``hx``
+          to continue the sequences: feeding a sequence in pieces (one step at a time, for
+          generation) gives the outputs of feeding it whole.
+        - **trace** (with ``return_trace``): a :class:`~gatedrnn.Trace` of every block's cell
+          values, named ``block{j}_{name}`` (``block1_forget``), laid out as the output
+          (``(T, B, ...)``, ``(B, T, ...)`` batch-first), zero past each length.
+
+    Examples:
+        >>> import torch, gatedrnn
+        >>> from gatedrnn.xlstm import xLSTM
+        >>> model = xLSTM(16, 32, num_layers=3, slstm_at=(1,), batch_first=True)
+        >>> [type(b).__name__ for b in model.blocks]
+        ['mLSTMBlock', 'sLSTMBlock', 'mLSTMBlock']
+        >>> x = torch.randn(2, 12, 16)
+        >>> y, state = model(x)
+        >>> y1, s = model(x[:, :5])
+        >>> y2, _ = model(x[:, 5:], hx=s)  # the rest, from the state
+        >>> torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-5)
+        True
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=2, num_heads=4, slstm_at=(), batch_first=False,
+                 dropout=0.0, conv_kernel_size=4, *, bias=False, post_norm=True, backend="auto", form="auto",
+                 chunk_size=64, mlstm_options=None, slstm_options=None, device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.num_heads = _checks.positive_int("num_heads", num_heads)
+        self.batch_first = _checks.boolean("batch_first", batch_first)
+        self.dropout = _checks.probability("dropout", dropout)
+        self.post_norm_enabled = _checks.boolean("post_norm", post_norm)
+        if isinstance(slstm_at, str):
+            if slstm_at != "all":
+                raise ValueError(f"slstm_at must be a sequence of block indices or 'all', got {slstm_at!r}")
+            slstm_at = range(self.num_layers)
+        try:
+            at = sorted({int(j) for j in slstm_at if not isinstance(j, bool) and int(j) == j})
+        except (TypeError, ValueError):
+            raise TypeError(f"slstm_at must be a sequence of block indices or 'all', got {slstm_at!r}") from None
+        if len(at) != len(list(slstm_at)) or any(not 0 <= j < self.num_layers for j in at):
+            raise ValueError(f"slstm_at must hold distinct block indices in [0, num_layers={self.num_layers}), "
+                             f"got {list(slstm_at)}")  # fmt: skip
+        self.slstm_at = tuple(at)
+        check_backend(backend)  # checked here too when no block of its kind takes it
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
+        kw = _factory(device, dtype)
+        self.proj_in = nn.Linear(input_size, hidden_size, bias=False, **kw) if input_size != hidden_size else None
+        shared = {"num_heads": num_heads, "conv_kernel_size": conv_kernel_size, "dropout": dropout,
+                  "num_blocks": self.num_layers, **kw}  # fmt: skip
+        m_options = {**shared, "bias": bias, "form": form, "chunk_size": chunk_size, **(mlstm_options or {})}
+        s_options = {**shared, "backend": backend, **(slstm_options or {})}
+        blocks = []
+        for j in range(self.num_layers):
+            if j in self.slstm_at:
+                blocks.append(sLSTMBlock(hidden_size, block_index=j, **s_options))
+            else:
+                blocks.append(mLSTMBlock(hidden_size, block_index=j, **m_options))
+        self.blocks = nn.ModuleList(blocks)
+        self.post_norm = OffsetNorm(hidden_size, **kw) if post_norm else None
+
+    def reset_parameters(self) -> None:
+        """Every block's initialization (the official package's), the norms' offsets zero."""
+        if self.proj_in is not None:
+            self.proj_in.reset_parameters()
+        for block in self.blocks:
+            block.reset_parameters()
+        if self.post_norm is not None:
+            self.post_norm.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, slstm_at={self.slstm_at}"
+                + (", batch_first=True" if self.batch_first else ""))  # fmt: skip
+
+    def _like(self) -> torch.Tensor:
+        return self.blocks[0].norm.weight
+
+    def forward(self, input, hx=None, lengths=None, return_trace=False):
+        """Run the stack over a sequence: see the class docstring for shapes."""
+        like = self._like()
+        x = _checks.float_tensor("input", input, like)
+        if x.dim() not in (2, 3):
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise _checks.ShapeError(f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
+                                     f"with shape {tuple(x.shape)}")  # fmt: skip
+        if x.shape[-1] != self.input_size:
+            raise _checks.ShapeError(f"input must have {self.input_size} features (input_size) in its last dimension, "
+                                     f"got {x.shape[-1]} (shape {tuple(x.shape)})")  # fmt: skip
+        unbatched = x.dim() == 2
+        x = x.unsqueeze(0) if unbatched else (x if self.batch_first else x.transpose(0, 1))  # (B, T, I)
+        B, T = x.shape[:2]
+        if T == 0:
+            raise ValueError(f"input must hold at least one time step, got T=0 (shape {tuple(input.shape)})")
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths is only accepted with batched input, got 2-D (T, I) unbatched input")
+            lengths = _checks.lengths(lengths, T, B, x.device)
+        states = self._check_hx(hx, B, unbatched, like)
+        if self.proj_in is not None:
+            x = self.proj_in(x)  # (B, T, H)
+        finals, trace = [], {}
+        for j, block in enumerate(self.blocks):
+            result = block(x, states[j], lengths, return_trace)
+            x, state = result[0], result[1]
+            finals.append(state)
+            if return_trace:
+                for name, value in result[2].items():
+                    trace[f"block{j}_{name}"] = value  # (B, T, ...)
+        if self.post_norm is not None:
+            x = self.post_norm(x)
+        if lengths is not None:
+            valid = _valid(lengths, T)  # (B, T)
+            x = x * valid[..., None]
+            trace = {k: v * valid.view(B, T, *([1] * (v.dim() - 2))) for k, v in trace.items()}
+        if unbatched:
+            x = x[0]
+            finals = [tuple(s[0] for s in state) for state in finals]
+            trace = {k: v[0] for k, v in trace.items()}
+        elif not self.batch_first:
+            x = x.transpose(0, 1)
+            trace = {k: v.transpose(0, 1) for k, v in trace.items()}
+        if not return_trace:
+            return x, finals
+        return x, finals, Trace(trace)
+
+    def _check_hx(self, hx, B, unbatched, like):
+        if hx is None:
+            return [None] * self.num_layers
+        if not isinstance(hx, (list, tuple)) or len(hx) != self.num_layers:
+            raise TypeError(f"hx must be a list of {self.num_layers} block states (num_layers), as forward returns "
+                            f"it, got {type(hx).__name__}" + (f" of {len(hx)}" if isinstance(hx, (list, tuple)) else ""))  # fmt: skip
+        states = []
+        for j, (block, state) in enumerate(zip(self.blocks, hx)):
+            if state is None:
+                states.append(None)
+                continue
+            if not isinstance(state, (tuple, list)):
+                raise TypeError(f"hx[{j}] must be a tuple of tensors (block {j}'s state), got {type(state).__name__}")
+            if unbatched:
+                state = tuple(s.unsqueeze(0) if isinstance(s, torch.Tensor) else s for s in state)
+            shapes, meanings = block.state_shapes(B)
+            states.append(_check_state(f"hx[{j}]", state, shapes, meanings, like))
+        return states
+
