@@ -23,22 +23,27 @@ _HOMES = {  # public name: the module it lives in
     "ConvLSTM": "gatedrnn.conv", "ConvGRU": "gatedrnn.conv",
     "MinGRU": "gatedrnn.minimal", "MinGRUCell": "gatedrnn.minimal", "MinLSTM": "gatedrnn.minimal",
     "MinLSTMCell": "gatedrnn.minimal",
+    "sLSTM": "gatedrnn.xlstm.slstm", "sLSTMCell": "gatedrnn.cells.slstm", "mLSTM": "gatedrnn.xlstm.mlstm",
+    "mLSTMCell": "gatedrnn.cells.mlstm", "xLSTM": "gatedrnn.xlstm.blocks", "sLSTMBlock": "gatedrnn.xlstm.blocks",
+    "mLSTMBlock": "gatedrnn.xlstm.blocks",
     "Trace": "gatedrnn.trace",
     "set_autotune": "gatedrnn.autotune", "autotune_enabled": "gatedrnn.autotune",
     "TrainedRun": "gatedrnn.trained", "load": "gatedrnn.trained",
     "Prediction": "gatedrnn.trained", "predict": "gatedrnn.trained",
 }  # fmt: skip
-_SUBMODULES = ("init",)  # gatedrnn.init.chrono_, as torch.nn.init
+_SUBMODULES = ("init", "convert")  # gatedrnn.init.chrono_, as torch.nn.init; gatedrnn.convert.from_keras
 
 # What torch.load's weights_only unpickler must be allowed to build for a saved gatedrnn
 # model: ``with torch.serialization.safe_globals([*gatedrnn.SAFE_GLOBALS, ...]): torch.load(path)``
 _SAFE_GLOBALS = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "ConvLSTM", "ConvGRU", "ConvLSTMCell",
-                 "ConvGRUCell", "MinGRU", "MinLSTM", "MinGRUCell", "MinLSTMCell", "MGU", "MGUCell")  # fmt: skip
+                 "ConvGRUCell", "MinGRU", "MinLSTM", "MinGRUCell", "MinLSTMCell", "MGU", "MGUCell", "sLSTM", "sLSTMCell",
+                 "mLSTM", "mLSTMCell", "xLSTM", "sLSTMBlock", "mLSTMBlock")  # fmt: skip
 
 __all__ = [
     "ArgumentTypeError", "DTypeError", "DeviceError", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase",
     "RNNCell", "SAFE_GLOBALS", "ShapeError", "Trace", "TrainedRun", "load", "to_torch",
     "Prediction", "predict", "set_autotune", "autotune_enabled",
+    "sLSTM", "sLSTMCell", "mLSTM", "mLSTMCell", "xLSTM", "sLSTMBlock", "mLSTMBlock",
     "MGU", "MGUCell", "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell",
 ]  # fmt: skip
 
@@ -72,3 +77,9 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) read
     from gatedrnn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell  # noqa: F401
     from gatedrnn.trace import Trace  # noqa: F401
     from gatedrnn.autotune import autotune_enabled, set_autotune  # noqa: F401
+    from gatedrnn import convert  # noqa: F401
+    from gatedrnn.cells.mlstm import mLSTMCell  # noqa: F401
+    from gatedrnn.cells.slstm import sLSTMCell  # noqa: F401
+    from gatedrnn.xlstm.blocks import mLSTMBlock, sLSTMBlock, xLSTM  # noqa: F401
+    from gatedrnn.xlstm.mlstm import mLSTM  # noqa: F401
+    from gatedrnn.xlstm.slstm import sLSTM  # noqa: F401
