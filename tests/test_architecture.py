@@ -118,7 +118,7 @@ def test_the_demo_offers_the_cells_the_models_have():
 
 STARTS = [["--help"], ["--version"], ["presets"]] + [[name, "--help"] for name in
           ("demo", "train", "evaluate", "generate", "predict", "report", "presets", "export",
-           "explore")]  # fmt: skip
+           "explore", "convert")]  # fmt: skip
 
 
 def test_the_command_parses_without_torch(capsys):

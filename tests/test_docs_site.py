@@ -29,7 +29,9 @@ EXAMPLE_MODULES = [
     "gatedrnn.cells.mgu", "gatedrnn.cells.conv", "gatedrnn.conv", "gatedrnn.minimal", "gatedrnn.trace",
     "gatedrnn._checks", "gatedrnn.init", "gatedrnn.config", "gatedrnn.models", "gatedrnn.tasks",
     "gatedrnn.tasks.base", "gatedrnn.tasks.prediction", "gatedrnn.tasks.adding", "gatedrnn.export",
-    "gatedrnn.runs",
+    "gatedrnn.runs", "gatedrnn.autotune", "gatedrnn.cells.slstm", "gatedrnn.cells.mlstm", "gatedrnn.xlstm.slstm",
+    "gatedrnn.xlstm.mlstm", "gatedrnn.xlstm.blocks", "gatedrnn.convert.xlstm", "gatedrnn.convert.keras",
+    "gatedrnn.convert.flax", "gatedrnn.convert.haste",
 ]  # fmt: skip
 SLOW_EXAMPLE_MODULES = ["gatedrnn.trained"]  # load and predict train a tiny run through the command first
 

@@ -47,7 +47,8 @@ def test_every_preset_is_a_valid_config_whose_task_options_exist():
 def test_every_subcommand_prints_its_help():
     from gatedrnn.cli import main
 
-    for command in ("demo", "train", "evaluate", "generate", "predict", "report", "presets", "export"):
+    for command in ("demo", "train", "evaluate", "generate", "predict", "report", "presets", "export", "explore",
+                    "convert"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0, command

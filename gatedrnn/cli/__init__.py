@@ -16,11 +16,12 @@ import argparse
 import os
 import sys
 
-from gatedrnn.cli import demo, evaluate, explore, export, generate, predict, presets, report, train
+from gatedrnn.cli import convert, demo, evaluate, explore, export, generate, predict, presets, report, train
 from gatedrnn.cli.errors import Parser, UsageError
 
 SUBCOMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "generate": generate, "predict": predict,
-               "report": report, "presets": presets, "export": export, "explore": explore}  # fmt: skip
+               "report": report, "presets": presets, "export": export, "explore": explore,
+               "convert": convert}  # fmt: skip
 
 
 def version() -> str:
