@@ -60,9 +60,11 @@ def mlstm_step(q, k, v, i_raw, f_raw, state=None, forget="sigmoid", eps=EPS):
         \end{aligned}
 
     Args:
-        q, k: ``(B, K, dk)`` query and key of each head.
+        q: ``(B, K, dk)`` query and key of each head.
+        k: as ``q``.
         v: ``(B, K, dv)`` value.
-        i_raw, f_raw: ``(B, K)`` the input and forget gates' pre-activations.
+        i_raw: ``(B, K)`` the input and forget gates' pre-activations.
+        f_raw: as ``i_raw``.
         state: ``(C (B, K, dk, dv), n (B, K, dk), m (B, K))``, or ``None`` for the empty state
             (zeros and ``m = -inf``).
         forget: ``"sigmoid"`` (``log f = logsigmoid(f~)``) or ``"exp"`` (``log f = f~``).

@@ -230,7 +230,7 @@ class sLSTMCell(RefusesScript, nn.Module):
     the official package's power-law profile in each head (:func:`powerlaw_forget_bias`: from
     5 to -7 across a head's units; ``bias_hh``'s forget block zero), so the cell starts with
     units of long and of short memory. The official package starts ``R`` at zero and the
-    other biases at zero; load its weights with :func:`gatedrnn.convert.from_xlstm` for its
+    other biases at zero; load its weights with :func:`gatedrnn.convert.xlstm.from_xlstm` for its
     exact start.
 
     **Where the paper and the official package differ, and what this cell does:**

@@ -3,8 +3,8 @@
 :func:`from_xlstm` turns the package's ``sLSTMLayer``, ``mLSTMLayer``, ``sLSTMBlock``,
 ``mLSTMBlock`` (or an ``xLSTMBlock`` holding either) and ``xLSTMBlockStack`` into
 :class:`~gatedrnn.xlstm.blocks.sLSTMBranch`, :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`,
-:class:`~gatedrnn.xlstm.sLSTMBlock`, :class:`~gatedrnn.xlstm.mLSTMBlock` and
-:class:`~gatedrnn.xlstm.xLSTM`; :func:`to_xlstm` goes back. Weights are copied exactly (a
+:class:`~gatedrnn.xlstm.blocks.sLSTMBlock`, :class:`~gatedrnn.xlstm.blocks.mLSTMBlock` and
+:class:`~gatedrnn.xlstm.blocks.xLSTM`; :func:`to_xlstm` goes back. Weights are copied exactly (a
 rearrangement, no arithmetic), so ours -> theirs -> ours gives the same ``state_dict`` bit for
 bit; the two compute the same function within float32 rounding (the official sLSTM on its
 ``"vanilla"`` backend, the official mLSTM's parallel form). The mapping of every option, and
@@ -347,10 +347,10 @@ def from_xlstm(module: nn.Module) -> nn.Module:
     ==========================  ============================================================
     ``sLSTMLayer``              :class:`~gatedrnn.xlstm.blocks.sLSTMBranch`
     ``mLSTMLayer``              :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`
-    ``sLSTMBlock``              :class:`~gatedrnn.xlstm.sLSTMBlock`
-    ``mLSTMBlock``              :class:`~gatedrnn.xlstm.mLSTMBlock`
+    ``sLSTMBlock``              :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`
+    ``mLSTMBlock``              :class:`~gatedrnn.xlstm.blocks.mLSTMBlock`
     ``xLSTMBlock``              either block, by the layer it holds
-    ``xLSTMBlockStack``         :class:`~gatedrnn.xlstm.xLSTM` with ``batch_first=True``
+    ``xLSTMBlockStack``         :class:`~gatedrnn.xlstm.blocks.xLSTM` with ``batch_first=True``
     ``xLSTMLMModel``            :class:`~gatedrnn.models.SequenceModel` with the ``"xlstm"``
                                 cell (the trainer's model), its readout's bias zero
     ==========================  ============================================================
@@ -401,8 +401,8 @@ def to_xlstm(module: nn.Module, *, context_length: int = 256, backend: str = "va
 
     Args:
         module (nn.Module): an :class:`~gatedrnn.xlstm.blocks.sLSTMBranch`,
-            :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`, :class:`~gatedrnn.xlstm.sLSTMBlock`,
-            :class:`~gatedrnn.xlstm.mLSTMBlock`, :class:`~gatedrnn.xlstm.xLSTM`, or a
+            :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`, :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`,
+            :class:`~gatedrnn.xlstm.blocks.mLSTMBlock`, :class:`~gatedrnn.xlstm.blocks.xLSTM`, or a
             :class:`~gatedrnn.models.SequenceModel` of the ``"xlstm"`` cell (token inputs,
             readout ``"all"``, no dropout of its own, a zero readout bias).
         context_length (int): the package's ``context_length`` for mLSTM layers: the longest

@@ -190,7 +190,10 @@ def slstm_sequence(xw, h0, c0, n0, m0, weight_hh, bias_hh, *, forget="sigmoid", 
     Args:
         xw (Tensor): ``(T, B, 4H)`` time-major input projections ``W_ih x_t + b_ih``, blocks
             ``ĩ, f̃, z̃, õ``, head ``j``'s units at ``j*d:(j+1)*d`` inside each block.
-        h0, c0, n0, m0 (Tensor): ``(B, H)`` each, the initial states.
+        h0 (Tensor): ``(B, H)`` each, the initial states.
+        c0 (Tensor): as ``h0``.
+        n0 (Tensor): as ``h0``.
+        m0 (Tensor): as ``h0``.
         weight_hh (Tensor): ``(heads, 4d, d)``, ``d = H / heads``; head ``j``'s rows ordered i, f, z, o.
         bias_hh (Tensor or None): ``(4H,)``.
         forget (str): ``"sigmoid"`` (``log f = log σ(f̃)``) or ``"exp"`` (``log f = f̃``).

@@ -4,7 +4,7 @@ Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochr
 "xLSTM: Extended Long Short-Term Memory", NeurIPS 2024, section 2.4 and appendix A (the sLSTM
 block: figure 10 left; the mLSTM block: figure 11). The structure, the defaults and the
 initialization are those of the official ``xlstm`` package (2.0), so that
-:func:`gatedrnn.convert.from_xlstm` and :func:`~gatedrnn.convert.to_xlstm` copy weights
+:func:`gatedrnn.convert.xlstm.from_xlstm` and :func:`~gatedrnn.convert.xlstm.to_xlstm` copy weights
 between the two exactly:
 
 - :class:`sLSTMBlock`: ``x + sLSTM-branch(LN(x))``, then ``x + FFN(LN(x))``;
@@ -224,7 +224,8 @@ class sLSTMBranch(RefusesScript, nn.Module):
         forget (str): ``"sigmoid"`` (the paper's, and the official package's) or ``"exp"``.
             Default: ``"sigmoid"``.
         backend (str): :func:`gatedrnn.xlstm.slstm.run_slstm`'s. Default: ``"auto"``.
-        block_index, num_blocks (int): the block's place in a stack, for the forget-gate bias
+        block_index (int): the block's place in a stack, for the forget-gate bias
+        num_blocks (int): as ``block_index``.
             initialization. Default: ``0``, ``1``.
 
     Attributes:
@@ -350,14 +351,16 @@ class mLSTMBranch(RefusesScript, nn.Module):
         dropout (float): on the output, in training. Default: ``0.0``.
         form (str), chunk_size (int): :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
             Default: ``"auto"``, ``64``.
-        block_index, num_blocks (int): the block's place in a stack (the down-projection's
+        block_index (int): the block's place in a stack (the down-projection's
+        num_blocks (int): as ``block_index``.
             initialization). Default: ``0``, ``1``.
 
     Attributes:
         up.weight (Tensor): ``(2I, H)``, rows ``[W_up for u; for z]``.
         q_proj.weight, k_proj.weight, v_proj.weight (Tensor): ``(I/bs, bs, bs)``.
         conv.weight (Tensor): ``(I, 1, K)``; ``conv.bias`` ``(I,)``.
-        input_gate, forget_gate (Linear): ``3I -> heads``, with biases.
+        input_gate (Linear): ``3I -> heads``, with biases.
+        forget_gate (Linear): as ``input_gate``.
         group_norm.weight (Tensor): ``(I,)``; skip (Tensor): ``(I,)``; down.weight ``(H, I)``.
     """
 
@@ -518,8 +521,10 @@ class sLSTMBlock(RefusesScript, nn.Module):
             ``"selu"``. Default: ``"gelu"``.
         ffn_bias (bool): biases in the feed-forward. Default: ``False``.
         ffn_dropout (float): dropout after the feed-forward. Default: ``0.0``.
-        forget, backend: the branch's (:class:`sLSTMBranch`).
-        block_index, num_blocks (int): the block's place in a stack (initialization only).
+        forget: the branch's (:class:`sLSTMBranch`).
+        backend: as ``forget``.
+        block_index (int): the block's place in a stack (initialization only).
+        num_blocks (int): as ``block_index``.
 
     Inputs: ``x`` ``(B, T, H)``, ``state`` (the tuple the block returned, or ``None``),
     ``lengths`` ``(B,)`` int64 or ``None``, ``return_trace``.
@@ -587,8 +592,10 @@ class mLSTMBlock(RefusesScript, nn.Module):
         conv_kernel_size (int): the causal convolution's width. Default: ``4``.
         bias (bool): biases on the projections. Default: ``False``.
         dropout (float): on the branch's output. Default: ``0.0``.
-        form, chunk_size: :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
-        block_index, num_blocks (int): the block's place in a stack (initialization only).
+        form: :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
+        chunk_size: as ``form``.
+        block_index (int): the block's place in a stack (initialization only).
+        num_blocks (int): as ``block_index``.
 
     Inputs and outputs: as :class:`sLSTMBlock`'s; ``state`` is ``(conv buffer (B, K-1, I),
     C, n, m)`` with the mLSTM's ``C, n, m``; the trace holds the mLSTM's names.
@@ -654,12 +661,15 @@ class xLSTM(RefusesScript, nn.Module):
         bias (bool): biases on the mLSTM's projections. Default: ``False``.
         post_norm (bool): the final LayerNorm. Default: ``True``.
         backend (str): the sLSTM's (:func:`gatedrnn.xlstm.slstm.run_slstm`). Default: ``"auto"``.
-        form (str), chunk_size (int): the mLSTM's. Default: ``"auto"``, ``64``.
-        mlstm_options, slstm_options (dict, optional): more keywords, or overrides, for the
+        form (str): the mLSTM's form. Default: ``"auto"``.
+        chunk_size (int): the mLSTM's chunk size. Default: ``64``.
+        mlstm_options (dict, optional): more keywords, or overrides, for the
+        slstm_options (dict, optional): as ``mlstm_options``.
             blocks of each kind (:class:`mLSTMBlock`'s ``proj_factor``, ``qkv_proj_blocksize``;
             :class:`sLSTMBlock`'s ``ffn_proj_factor``, ``ffn_act``, ``forget``...).
             Default: ``None``.
-        device, dtype: where and how the parameters are created.
+        device: where and how the parameters are created.
+        dtype: as ``device``.
 
     Inputs:
         - **input**: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first`` or ``(T, I)`` unbatched.

@@ -286,9 +286,11 @@ def mlstm_sequence(q, k, v, i_raw, f_raw, state=None, *, form="auto", chunk_size
     every step (the output gate is the caller's) and the final state.
 
     Args:
-        q, k (Tensor): ``(B, K, T, dk)`` queries and keys of ``K`` heads.
+        q (Tensor): ``(B, K, T, dk)`` queries and keys of ``K`` heads.
+        k (Tensor): as ``q``.
         v (Tensor): ``(B, K, T, dv)`` values.
-        i_raw, f_raw (Tensor): ``(B, K, T)`` the input and forget gates' pre-activations.
+        i_raw (Tensor): ``(B, K, T)`` the input and forget gates' pre-activations.
+        f_raw (Tensor): as ``i_raw``.
         state (tuple, optional): ``(C (B, K, dk, dv), n (B, K, dk), m (B, K))``, the state
             before the first step. Default: ``None``, the empty state (zeros, ``m = -inf``).
         form (str): ``"recurrent"``, ``"parallel"``, ``"chunkwise"`` or ``"auto"``
