@@ -144,10 +144,13 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
     short = x[: autotune.STEPS].detach()
     if grad:
         short.requires_grad_(x.requires_grad)
+    # detached, so that the timed backward stops here: a state carried from an earlier call
+    # still holds the caller's graph, which that backward would otherwise run through and free
+    fresh = tuple(s.detach() for s in states)
 
     def candidate(name):
         def call():
-            out = _run(name, layer, short, states, None, False)[0]
+            out = _run(name, layer, short, fresh, None, False)[0]
             if grad:
                 wanted = [w for w in (short, *layer._flat_weights) if w is not None and w.requires_grad]
                 torch.autograd.grad(out, wanted, torch.ones_like(out))
@@ -160,12 +163,13 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
 
 def _tunable(layer, x, lengths, want_trace, states) -> bool:
     """Whether both torch's kernel and the fused loop can run this call and may be timed."""
+    if not autotune.autotune_enabled() or torch.jit.is_tracing() or capture.exporting():
+        return False  # (first: under a trace, the checks below would read traced values)
     return (
         states is not None and x.device.type == "cpu" and lengths is None and not want_trace
-        and layer.mode in _TORCH_KERNELS and autotune.autotune_enabled() and not layer.beyond_torch()
+        and layer.mode in _TORCH_KERNELS and not layer.beyond_torch()
         and not (layer.training and layer.weight_dropout) and not torch.compiler.is_compiling()
-        and not capture.exporting() and not torch.jit.is_tracing() and not needs_reference(x, states, layer)
-        and fused.native_available_for(x.device) and not _saving_hooks()
+        and not needs_reference(x, states, layer) and fused.native_available_for(x.device) and not _saving_hooks()
     )  # fmt: skip
 
 
@@ -180,7 +184,14 @@ def static_backend(layer, x, lengths, want_trace) -> str:
     """``auto``'s choice without measuring: torch's kernel on other devices for a plain call;
     on the CPU, torch's kernel for a float32 LSTM without projection in inference (where it
     ties with ours or wins at some shapes), the fused loop everywhere else (faster in training
-    at every shape of ``benchmarks/speed.py``)."""
+    at every shape of ``benchmarks/speed.py``).
+
+    Args:
+        layer (RNNBase): the layer.
+        x (Tensor): its input, ``(T, B, I)``.
+        lengths (Tensor or None): the call's.
+        want_trace (bool): whether a trace is asked for.
+    """
     plain = not want_trace and lengths is None and not torch.compiler.is_compiling()
     if plain and x.device.type != "cpu":
         return "torch"

@@ -171,3 +171,21 @@ def test_shape_classes_round_to_half_octaves():
     assert autotune.bucket(256) == 16 and autotune.bucket(300) == 16 and autotune.bucket(400) == 17
     key = autotune.shape_class("LSTM", torch.float32, True, 1, 1, 4, 300, 16, 256)
     assert key.startswith("LSTM-float32-train-L1-D1-B4-T16-I8-H16-threads")
+
+
+def test_a_carried_state_keeps_its_graph(tmp_path, monkeypatch):
+    """A state carried from the previous call (truncated BPTT, streaming) still has its graph:
+    the timed backward must not run through it, or the caller's own backward finds the graph
+    freed ("backward through the graph a second time")."""
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    autotune.forget()
+    gatedrnn.set_autotune(True)
+    try:
+        lstm = gatedrnn.LSTM(3, 6)
+        first, state = lstm(torch.randn(5, 2, 3))
+        second, _ = lstm(torch.randn(40, 2, 3), state)  # another T: another shape class, timed
+        (first.sum() + second.sum()).backward()
+        assert lstm.weight_hh_l0.grad is not None
+    finally:
+        gatedrnn.set_autotune(False)
+        autotune.forget()
