@@ -10,14 +10,94 @@ over every token, at a fraction of the cost of a full softmax when the vocabular
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatedrnn import xlstm  # its names (sLSTM, mLSTM, xLSTM) are imported on first use
 from gatedrnn.layers import GRU, LSTM, MGU, RNN
 from gatedrnn.minimal import MinGRU, MinLSTM
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU, "mingru": MinGRU, "minlstm": MinLSTM}
+XLSTM_CLASSES = {"slstm": "sLSTM", "mlstm": "mLSTM", "xlstm": "xLSTM"}  # --cell: the gatedrnn.xlstm class
+XLSTM_CELLS = tuple(XLSTM_CLASSES)
+
+# The xLSTM layers' own settings, offered by the tasks whose model takes them as task options
+# (``--num-heads``, ``--slstm-at``): {name: (type, default, help)}, as Task.options holds them
+XLSTM_OPTIONS = {
+    "num_heads": (int, 4, "slstm, mlstm, xlstm cells: heads (hidden size divisible by it)"),
+    "slstm_at": (str, "", "xlstm cell: the blocks that are sLSTM, comma-separated from 0 (e.g. 1 or 0,2); "
+                          "the others are mLSTM; needs --layers above the largest"),
+}  # fmt: skip
+
+
+def _xlstm_layer(cell: str):
+    """A builder of the ``gatedrnn.xlstm`` layer of ``cell`` with the other layers' call,
+    ``(input_size, hidden_size, num_layers, batch_first=..., backend=..., dropout=..., **options)``:
+    the class is imported when the first such layer is built, and ``backend`` reaches it only
+    where it takes one."""
+
+    def build(input_size, hidden_size, num_layers=1, *, batch_first=False, backend="auto", dropout=0.0, **options):
+        cls = getattr(xlstm, XLSTM_CLASSES[cell])
+        if "backend" in inspect.signature(cls).parameters:
+            options["backend"] = backend
+        return cls(input_size, hidden_size, num_layers=num_layers, batch_first=batch_first, dropout=dropout,
+                   **options)  # fmt: skip
+
+    build.__name__ = build.__qualname__ = XLSTM_CLASSES[cell]
+    return build
+
+
+def xlstm_options(cell: str, num_heads: int = 4, slstm_at: str = "") -> dict:
+    """The layer keywords of the task options :data:`XLSTM_OPTIONS` for ``cell``: ``{}`` for
+    the cells that take none. ``slstm_at`` is ``"1"`` or ``"0,2"`` (block indices), for the
+    ``xlstm`` cell only; a ValueError names the option for anything else.
+
+    Args:
+        cell (str): the ``--cell`` value.
+        num_heads (int): ``--num-heads``. Default: ``4``.
+        slstm_at (str): ``--slstm-at``, comma-separated block indices. Default: ``""``.
+
+    Examples:
+        >>> from gatedrnn.models import xlstm_options
+        >>> xlstm_options("xlstm", num_heads=2, slstm_at="1")
+        {'num_heads': 2, 'slstm_at': (1,)}
+        >>> xlstm_options("lstm")
+        {}
+    """
+    if str(slstm_at).strip() and cell != "xlstm":
+        raise ValueError(f"--slstm-at places sLSTM blocks in the xlstm cell's stack, got --cell {cell}")
+    if cell not in XLSTM_CLASSES:
+        return {}
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"--num-heads must be a positive integer, got {num_heads!r}")
+    options = {"num_heads": num_heads}
+    if cell == "xlstm":
+        text = str(slstm_at).strip()
+        try:
+            blocks = tuple(int(part) for part in text.split(",")) if text else ()
+        except ValueError:
+            raise ValueError(f"--slstm-at must be block indices separated by commas (e.g. 1 or 0,2), "
+                             f"got {slstm_at!r}") from None  # fmt: skip
+        if any(b < 0 for b in blocks) or len(set(blocks)) != len(blocks):
+            raise ValueError(f"--slstm-at must be distinct block indices from 0, got {slstm_at!r}")
+        options["slstm_at"] = tuple(sorted(blocks))
+    return options
+
+
+def xlstm_task_options(cell: str, extra: dict) -> dict:
+    """:func:`xlstm_options` of a run's task options (``TrainConfig.extra``), defaults filled in.
+
+    Args:
+        cell (str): the ``--cell`` value.
+        extra (dict): the run's task options, where ``num_heads`` and ``slstm_at`` may be.
+    """
+    return xlstm_options(cell, **{name: extra.get(name, default) for name, (_, default, _) in XLSTM_OPTIONS.items()})
+
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU, "mingru": MinGRU, "minlstm": MinLSTM,
+         **{cell: _xlstm_layer(cell) for cell in XLSTM_CLASSES}}  # fmt: skip
 
 
 class SequenceModel(nn.Module):
@@ -25,8 +105,9 @@ class SequenceModel(nn.Module):
     (batch first), dropout, and a linear readout of every step or of the last one.
 
     Args:
-        cell (str): the layer: ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mgu"``, ``"mingru"`` or
-            ``"minlstm"``.
+        cell (str): the layer: ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mgu"``, ``"mingru"``,
+            ``"minlstm"``, or xLSTM's ``"slstm"``, ``"mlstm"`` and ``"xlstm"`` (the stack of
+            blocks, ``cell_options={"slstm_at": (1,)}``; see :func:`xlstm_options`).
         input_size (int): features per step (the embedding size for token inputs).
         hidden_size (int): the layer's ``hidden_size``.
         output_size (int): outputs per readout (classes, vocabulary, values).

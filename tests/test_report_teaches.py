@@ -396,8 +396,20 @@ def _copy(tmp_path):
     return Copy(length=15)
 
 
+def _parity(tmp_path):
+    from gatedrnn.tasks.parity import Parity
+
+    return Parity(length=40)
+
+
+def _mqar(tmp_path):
+    from gatedrnn.tasks.mqar import MQAR
+
+    return MQAR(length=64, kv_pairs=16)
+
+
 BUILDERS = {"adding": _adding, "copy": _copy, "text": _text, "timeseries": _timeseries, "classify": _classify,
-            "music": _music, "qa": _qa, "video": _video}  # fmt: skip
+            "music": _music, "qa": _qa, "video": _video, "parity": _parity, "mqar": _mqar}  # fmt: skip
 
 
 def test_every_built_in_task_has_a_builder_here():

@@ -18,7 +18,7 @@ EXAMPLES = """examples:
 """
 
 SETTINGS = PRESETS["demo"]  # the task and its settings, where the vanilla RNN fails and the gated cells do not
-CELLS = ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm")  # gatedrnn.models.CELLS (a test checks they agree)
+CELLS = ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm")  # the adding task's cells (a test checks they agree)
 LENGTH, STEPS, HIDDEN = SETTINGS["length"], SETTINGS["steps"], SETTINGS["hidden_size"]
 
 

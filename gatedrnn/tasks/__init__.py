@@ -26,6 +26,8 @@ BUILT_IN = {  # name: where its class lives
     "music": "gatedrnn.tasks.music:Music",
     "qa": "gatedrnn.tasks.qa:QA",
     "video": "gatedrnn.tasks.video:Video",
+    "parity": "gatedrnn.tasks.parity:Parity",
+    "mqar": "gatedrnn.tasks.mqar:MQAR",
 }
 
 DEFAULT = "adding"  # the task of a run that names none

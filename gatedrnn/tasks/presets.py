@@ -143,6 +143,17 @@ PRESETS: dict[str, dict] = {
     "video": dict(task="video", data="mnist_5k.csv.gz", hidden_size=64, layers=2, batch_size=16, lr=2e-3,
                   steps=1500, eval_every=250, schedule="cosine", max_minutes=28,
                   extra={"kernel_size": 3, "patch": 4, "valid_size": 256, "test_size": 512}),
+    # where each xLSTM cell shines (benchmarks/xlstm_tasks.py): parity, trained on 1 to 40 bits and tested on 40 to
+    # 256 (Deletang et al. 2023; xLSTM Figure 4): the RNN, LSTM, GRU and sLSTM solve it within 750 steps, the mLSTM
+    # and MinGRU stay at chance (measured, 3 seeds)
+    "parity": dict(task="parity", length=40, hidden_size=64, batch_size=128, lr=3e-3, steps=2000, eval_every=250,
+                   stop_when_solved=True),
+    # multi-query associative recall (Arora et al. 2023; xLSTM Figure 5), each step showing the token before it
+    # beside its own: 4 pairs in 32 tokens, and 16 pairs in 64
+    "mqar-4": dict(task="mqar", length=32, hidden_size=64, batch_size=64, lr=3e-3, steps=1500, eval_every=250,
+                   stop_when_solved=True, extra={"kv_pairs": 4, "vocab": 64}),
+    "mqar-16": dict(task="mqar", length=64, hidden_size=64, batch_size=64, lr=3e-3, steps=1500, eval_every=250,
+                    stop_when_solved=True, extra={"kv_pairs": 16, "vocab": 64}),
     # gatedrnn demo: the RNN fails the adding problem at T = 150, the gated cells solve it within 2,000
     # steps at this learning rate (measured; see README)
     "demo": dict(task="adding", length=150, hidden_size=64, lr=1e-2, batch_size=64, steps=2000, eval_every=100),
@@ -178,5 +189,8 @@ ABOUT: dict[str, str] = {  # one line each, for ``gatedrnn presets``
     "mnist-pixel-permuted": "5,000 MNIST digits, pixels in a fixed random order (784 steps)",
     "video-quick": "moving digits, next 10 frames from 10: ~3 minutes (--cell convlstm)",
     "video": "moving digits, next 10 frames from 10: the 30-minute budget (--cell convlstm)",
+    "parity": "parity of bit strings: train on 1-40 bits, test on 40-256 (length generalization; --cell slstm)",
+    "mqar-4": "multi-query associative recall, 4 key-value pairs in 32 tokens (--cell mlstm)",
+    "mqar-16": "multi-query associative recall, 16 key-value pairs in 64 tokens (--cell mlstm)",
     "demo": "what gatedrnn demo trains: the adding problem at T = 150, where the vanilla RNN fails (~3 minutes)",
 }

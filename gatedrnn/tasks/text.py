@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn.diagnostics import explore
+from gatedrnn.models import XLSTM_CELLS, XLSTM_OPTIONS, SequenceModel, xlstm_task_options
 from gatedrnn.tasks.base import Task
 from gatedrnn.tasks.data import DataError, data_path, read_text
 from gatedrnn.tasks.prediction import Prediction
@@ -145,6 +146,31 @@ def streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: n * batch_size].view(batch_size, n)
 
 
+def _flatten(state):
+    """A state nested in lists and tuples (the xLSTM stack's: a list of each block's tuple) as a
+    flat tuple of its tensors, and its layout for :func:`_unflatten`."""
+    if torch.is_tensor(state):
+        return (state,), None
+    leaves, parts = [], []
+    for part in state:
+        sub, layout = _flatten(part)
+        leaves += sub
+        parts.append((len(sub), layout))
+    return tuple(leaves), (list if isinstance(state, list) else tuple, parts)
+
+
+def _unflatten(leaves, layout):
+    """The nested state of ``leaves`` (a flat tuple of tensors) laid out as :func:`_flatten` said."""
+    if layout is None:
+        return leaves[0]
+    kind, parts = layout
+    out, start = [], 0
+    for count, sub in parts:
+        out.append(_unflatten(leaves[start : start + count], sub))
+        start += count
+    return kind(out)
+
+
 class Text(Task):
     """Language modelling (see the module's docstring): the next token's cross-entropy.
 
@@ -166,9 +192,11 @@ class Text(Task):
     metric = "loss"
     lower_is_better = True
     stateful = True
+    cells = (*Task.cells, *XLSTM_CELLS)  # the xlstm cell: the paper's stack of blocks (--slstm-at 1 --layers 2)
     options = {
         "level": (str, "char", "text task: 'char' or 'word' tokens"),
         "bptt": (int, 128, "text task: tokens per truncated-BPTT segment"),
+        **XLSTM_OPTIONS,  # the model's, read by make_model
     }
 
     def __init__(self, data: str, batch_size: int, level: str = "char", bptt: int = 128, by_frequency: bool = False,
@@ -186,6 +214,12 @@ class Text(Task):
         counts = torch.bincount(self.ids["train"], minlength=self.vocab_size).double()
         p = counts / counts.sum()
         self.baseline = float(-(p[p > 0] * p[p > 0].log()).sum())  # unigram entropy, nats per token
+
+    @classmethod
+    def option_values(cls, config) -> dict:
+        """The task's own options; the xLSTM layers' (``num_heads``, ``slstm_at``) are the
+        model's, which :meth:`make_model` reads from the config."""
+        return {k: v for k, v in super().option_values(config).items() if k not in XLSTM_OPTIONS}
 
     @classmethod
     def from_config(cls, config):
@@ -209,6 +243,14 @@ class Text(Task):
         return task
 
     def make_model(self, config):
+        if config.cell in XLSTM_CELLS:  # the xLSTM layers' own options (--num-heads, --slstm-at) join the variants'
+            return SequenceModel(
+                config.cell, config.embedding_size or config.hidden_size, config.hidden_size, self.output_size,
+                config.layers, vocab_size=self.vocab_size, readout=self.readout, backend=config.backend,
+                dropout=config.dropout, tie_weights=config.tie_weights, adaptive_softmax=tuple(config.adaptive_softmax),
+                cell_options=config.cell_options() | xlstm_task_options(config.cell, config.extra),
+            )  # fmt: skip
+        xlstm_task_options(config.cell, config.extra)  # --slstm-at with another cell: an error naming it
         if not config.embedding_size:
             config = type(config)(**{**config.__dict__, "embedding_size": config.hidden_size})
         return super().make_model(config)
@@ -266,8 +308,21 @@ class Text(Task):
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
     def stateful_loss(self, model, inputs, targets, state):
+        nested = getattr(getattr(model, "module", model), "cell", None) == "xlstm"  # (under DDP: .module)
+        if nested and state is not None:  # the trainer carries and checkpoints a flat tuple of tensors
+            state = _unflatten(state if isinstance(state, tuple) else (state,), self._state_layout(model, inputs))
         h, state = model.hidden(inputs, state)
+        if nested:  # the xLSTM stack's state: a list of each block's own
+            state, self._layout = _flatten(state)
         return model.token_nll(h, targets).mean(), state
+
+    def _state_layout(self, model, inputs):
+        """How the xLSTM stack's state nests, from a one-step forward where no batch has given it
+        yet (a resumed run's first)."""
+        if getattr(self, "_layout", None) is None:
+            with torch.no_grad():
+                self._layout = _flatten(model.hidden(inputs[:, :1])[1])[1]
+        return self._layout
 
     def metrics(self, output, target):
         nats = self.loss(output, target).item()
