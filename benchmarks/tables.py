@@ -625,6 +625,35 @@ def headline() -> str:
 
 # Pages ----------------------------------------------------------------------------------------
 
+def xlstm_speed() -> str:
+    found = rows("xlstm_speed.json")
+    body = []
+    for r in found:
+        ms = r["ms"]
+        if r["what"] == "sLSTM cell over time":
+            what, at = f"sLSTM cell, given W x ({r['mode']})", shape(r["B"], r["T"], r["H"], r["heads"])
+            ours, theirs = ms["fused"], ms.get("official vanilla")
+            versus = f"official vanilla {fixed(theirs, 1)} ms: {fixed(theirs / ours, 1)}× ours" if theirs else DASH
+            extra = f"reference loop {fixed(ms['reference'], 1)} ms"
+        elif r["what"] == "layer vs torch.nn.LSTM":
+            what, at = f"sLSTM layer vs torch.nn.LSTM ({r['mode']})", shape(r["B"], r["T"], r["H"], r["heads"])
+            ours = ms["gatedrnn.sLSTM"]
+            versus = f"torch.nn.LSTM {fixed(ms['torch.nn.LSTM'], 1)} ms: ours {ratio(r['sLSTM / torch.nn.LSTM'])}×"
+            extra = DASH
+        else:
+            what, at = "mLSTM chunkwise (training)", f"{shape(r['B'], r['heads'], r['d'])}, T = {count(r['T'])}"
+            ours = ms["chunkwise"]
+            official = {n: v for n, v in ms.items() if n.startswith("official")}
+            fastest = min(official, key=official.get) if official else None
+            versus = (f"{fastest} {fixed(official[fastest], 1)} ms: {fixed(official[fastest] / ours, 1)}× ours"
+                      if fastest else DASH)  # fmt: skip
+            extra = f"{fixed(r['us per step (chunkwise)'], 1)} µs per step" + (
+                f"; our parallel form {fixed(ms['parallel'], 1)} ms" if "parallel" in ms else "")
+        body.append([what, at, fixed(ours, 1), versus, extra])
+    header = ["what", "B, T, H, heads / B, heads, d", "ours ms", "against", "also"]
+    return table(header, body, "xlstm_speed.json")
+
+
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
@@ -632,6 +661,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
+    "docs/xlstm.md": {"xlstm-speed": xlstm_speed},
     "docs/distributed.md": {"ddp": ddp},
     "docs/export.md": {"export-parity": export_parity, "export-parity-layer-norm": export_parity_layer_norm},
     "docs/results/long-memory.md": {"adding-600": adding_600, "copy": copy, "plain-init": plain_init},

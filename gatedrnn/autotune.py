@@ -106,7 +106,19 @@ def bucket(n: int) -> int:
 
 def shape_class(cell: str, dtype: torch.dtype, grad: bool, num_layers: int, directions: int, B: int, T: int,
                 I: int, H: int) -> str:  # noqa: E741
-    """The key a choice is remembered under (see the module docstring)."""
+    """The key a choice is remembered under (see the module docstring).
+
+    Args:
+        cell (str): the layer's mode (``"LSTM"``, ``"GRU"``, ``"RNN_TANH"``, ...).
+        dtype (torch.dtype): the input's.
+        grad (bool): whether a gradient is wanted (training).
+        num_layers (int): the layer's.
+        directions (int): 1, or 2 when bidirectional.
+        B (int): the batch size.
+        T (int): the sequence length.
+        I (int): the input features.
+        H (int): the hidden size.
+    """
     parts = [cell, str(dtype).removeprefix("torch."), "train" if grad else "infer", f"L{num_layers}",
              f"D{directions}", *(f"{n}{bucket(v)}" for n, v in zip("BTIH", (B, T, I, H))),
              f"threads{torch.get_num_threads()}"]  # fmt: skip

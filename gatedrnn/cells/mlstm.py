@@ -284,6 +284,13 @@ class mLSTMCell(RefusesScript, nn.Module):
         return (x.unsqueeze(0) if unbatched else x), unbatched
 
     def forward(self, input, hx=None, return_trace=False):
+        """One step; see the class's Inputs and Outputs.
+
+        Args:
+            input (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+            hx (tuple, optional): the state before the step, ``(C (B, K, d, d), n (B, K, d), m (B, K))``. Default: ``None``, the empty state (zeros, ``m = -inf``).
+            return_trace (bool): also return a :class:`~gatedrnn.Trace` of the step. Default: ``False``.
+        """
         x, unbatched = self._check_input(input)
         B, K, d = x.shape[0], self.num_heads, self.head_size
         state = check_state("hx", hx, B, K, d, d, unbatched, self.weight_ih)

@@ -65,6 +65,22 @@ def slstm_step(xw, state, weight_hh, bias_hh=None, forget="sigmoid", recurrent_m
     starts afresh at ``m_t = i~_t`` and its forget factor is zero, as the official package does
     for an all-zero state. Without this, an input gate of ``exp(-1e4)`` into an empty state
     would give ``h = 0 / 0``.
+
+    Args:
+        xw (Tensor): ``(B, 4H)``, ``W_ih x_t + b_ih``.
+        state (tuple): ``(h, c, n, m)``, each ``(B, H)``.
+        weight_hh (Tensor): ``(heads, 4d, d)``, the block-diagonal ``R``.
+        bias_hh (Tensor, optional): ``(4H,)``. Default: ``None``.
+        forget (str): ``"sigmoid"`` or ``"exp"``. Default: ``"sigmoid"``.
+        recurrent_mask (Tensor, optional): ``(B, H)``. Default: ``None``.
+
+    Examples:
+        >>> import torch
+        >>> from gatedrnn.cells.slstm import slstm_step
+        >>> state = tuple(torch.zeros(2, 8) for _ in range(4))  # (h, c, n, m), B = 2, H = 8
+        >>> state, acts = slstm_step(torch.randn(2, 32), state, torch.randn(4, 8, 2))  # 4 heads of 2
+        >>> [tuple(s.shape) for s in state], len(acts)
+        ([(2, 8), (2, 8), (2, 8), (2, 8)], 8)
     """
     if forget not in FORGET:
         raise ValueError(f"forget must be one of {', '.join(FORGET)}, got {forget!r}")
@@ -354,6 +370,13 @@ class sLSTMCell(RefusesScript, nn.Module):
         return tuple(states)
 
     def forward(self, input, hx=None, return_trace=False):
+        """One step; see the class's Inputs and Outputs.
+
+        Args:
+            input (Tensor): ``(B, I)``, or ``(I,)`` unbatched.
+            hx (tuple, optional): the state before the step, ``(h, c, n, m)``, each ``(B, H)`` (``(H,)`` unbatched). Default: ``None``, zeros (an empty state).
+            return_trace (bool): also return a :class:`~gatedrnn.Trace` of the step. Default: ``False``.
+        """
         x, unbatched = self._check_input(input)
         state = self._check_hx(hx, x.shape[0], unbatched, x)
         xw = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 4H): W_ih x + b_ih

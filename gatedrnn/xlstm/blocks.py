@@ -525,6 +525,8 @@ class sLSTMBlock(RefusesScript, nn.Module):
         backend: as ``forget``.
         block_index (int): the block's place in a stack (initialization only).
         num_blocks (int): as ``block_index``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' type. Default: ``None``.
 
     Inputs: ``x`` ``(B, T, H)``, ``state`` (the tuple the block returned, or ``None``),
     ``lengths`` ``(B,)`` int64 or ``None``, ``return_trace``.
@@ -570,6 +572,15 @@ class sLSTMBlock(RefusesScript, nn.Module):
         return self.slstm.state_shapes(B)
 
     def forward(self, x, state=None, lengths=None, return_trace=False):
+        """The block on a sequence: ``x`` (B, T, H) -> ``(y (B, T, H), state)`` [, trace].
+
+        Args:
+            x (Tensor): ``(B, T, H)``.
+            state (tuple, optional): the state the block returned, to continue the sequences.
+                Default: ``None``, an empty state.
+            lengths (Tensor, optional): ``(B,)`` int64, each sequence's valid steps. Default: ``None``.
+            return_trace (bool): also return the cell's :class:`~gatedrnn.Trace`. Default: ``False``.
+        """
         y, state, *trace = self.slstm(self.norm(x), state, lengths, return_trace)
         x = x + y
         if self.ffn is not None:
@@ -596,6 +607,8 @@ class mLSTMBlock(RefusesScript, nn.Module):
         chunk_size: as ``form``.
         block_index (int): the block's place in a stack (initialization only).
         num_blocks (int): as ``block_index``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' type. Default: ``None``.
 
     Inputs and outputs: as :class:`sLSTMBlock`'s; ``state`` is ``(conv buffer (B, K-1, I),
     C, n, m)`` with the mLSTM's ``C, n, m``; the trace holds the mLSTM's names.
@@ -630,6 +643,15 @@ class mLSTMBlock(RefusesScript, nn.Module):
         return self.mlstm.state_shapes(B)
 
     def forward(self, x, state=None, lengths=None, return_trace=False):
+        """The block on a sequence: ``x`` (B, T, H) -> ``(y (B, T, H), state)`` [, trace].
+
+        Args:
+            x (Tensor): ``(B, T, H)``.
+            state (tuple, optional): the state the block returned, to continue the sequences.
+                Default: ``None``, an empty state.
+            lengths (Tensor, optional): ``(B,)`` int64, each sequence's valid steps. Default: ``None``.
+            return_trace (bool): also return the cell's :class:`~gatedrnn.Trace`. Default: ``False``.
+        """
         y, state, *trace = self.mlstm(self.norm(x), state, lengths, return_trace)
         return (x + y, state, *trace)
 
@@ -668,8 +690,8 @@ class xLSTM(RefusesScript, nn.Module):
             blocks of each kind (:class:`mLSTMBlock`'s ``proj_factor``, ``qkv_proj_blocksize``;
             :class:`sLSTMBlock`'s ``ffn_proj_factor``, ``ffn_act``, ``forget``...).
             Default: ``None``.
-        device: where and how the parameters are created.
-        dtype: as ``device``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' type. Default: ``None``.
 
     Inputs:
         - **input**: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first`` or ``(T, I)`` unbatched.
@@ -762,7 +784,17 @@ class xLSTM(RefusesScript, nn.Module):
         return self.blocks[0].norm.weight
 
     def forward(self, input, hx=None, lengths=None, return_trace=False):
-        """Run the stack over a sequence: see the class docstring for shapes."""
+        """Run the stack over a sequence: see the class docstring for shapes.
+
+        Args:
+            input (Tensor): ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, or ``(T, I)`` unbatched.
+            hx (list, optional): the state a previous call returned (one tuple per block): the
+                sequences continue from there. Default: ``None``, an empty state.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``: outputs past each length
+                are zero and the state is the one at each length. Default: ``None``.
+            return_trace (bool): also return a :class:`~gatedrnn.Trace` of every block's cell.
+                Default: ``False``.
+        """
         like = self._like()
         x = _checks.float_tensor("input", input, like)
         if x.dim() not in (2, 3):

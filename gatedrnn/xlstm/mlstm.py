@@ -527,6 +527,16 @@ class mLSTM(RefusesScript, nn.Module):
         return [(C[layer], n[layer], m[layer]) for layer in range(L)]
 
     def forward(self, input, hx=None, lengths=None, return_trace=False):
+        """Run the layers over a sequence; see the class's Inputs and Outputs.
+
+        Args:
+            input (Tensor): ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, or ``(T, I)`` unbatched.
+            hx (tuple, optional): the initial state, ``(C (L, B, K, d, d), n (L, B, K, d), m (L, B, K))``. Default: ``None``, the empty state.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's valid
+                steps: outputs past them are zero and the final state is the one at each length.
+                Default: ``None``, every sequence full.
+            return_trace (bool): also return a :class:`~gatedrnn.Trace`. Default: ``False``.
+        """
         x, unbatched = self._check_input(input)  # (B, T, I)
         B, T = x.shape[:2]
         if T == 0:

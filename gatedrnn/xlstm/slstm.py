@@ -287,6 +287,14 @@ class sLSTM(RefusesScript, nn.Module):
     def forward(self, input, hx=None, lengths=None, return_trace=False):
         """Run the stack over a sequence; see the class's Inputs and Outputs.
 
+        Args:
+            input (Tensor): ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, or ``(T, I)`` unbatched.
+            hx (tuple, optional): the initial state, ``(h_0, c_0, n_0, m_0)``, each ``(num_layers, B, H)``. Default: ``None``, zeros.
+            lengths (Tensor, optional): ``(B,)`` integers in ``[1, T]``, each sequence's valid
+                steps: outputs past them are zero and the final state is the one at each length.
+                Default: ``None``, every sequence full.
+            return_trace (bool): also return a :class:`~gatedrnn.Trace`. Default: ``False``.
+
         Raises:
             ShapeError: a tensor of the wrong shape (also a ``ValueError`` and a ``RuntimeError``).
             DTypeError: a tensor of another dtype than the parameters'.
