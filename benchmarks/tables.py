@@ -654,6 +654,44 @@ def xlstm_speed() -> str:
     return table(header, body, "xlstm_speed.json")
 
 
+XLSTM_CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "MinGRU", "slstm": "sLSTM",
+                    "mlstm": "mLSTM", "xlstm": "xLSTM (2 blocks, sLSTM at 1)"}  # fmt: skip
+
+
+def xlstm_parity() -> str:
+    data = load("xlstm_parity.json")
+    found, paper = data["rows"], data.get("paper", {}).get("values", {})
+    body = []
+    for cell in ordered(found, lambda r: r["cell"]):
+        mine = [r for r in found if r["cell"] == cell]
+        first = mine[0]
+        body.append([XLSTM_CELL_NAMES.get(cell, cell), ", ".join(fixed(r["test"]["accuracy"], 3) for r in mine),
+                     span((r["test"]["accuracy_train_lengths"] for r in mine), lambda x: fixed(x, 3)),
+                     ", ".join(count(r["solved_at"]) if r.get("solved_at") else DASH for r in mine),
+                     f"{count(first['params'])} / {count(first['state_size'])}", paper.get(cell, DASH)])  # fmt: skip
+    header = ["cell", "accuracy on lengths 40–256 (one per seed)", "on lengths 1–40", "solved at step",
+              "parameters / state size", "papers"]  # fmt: skip
+    return table(header, body, "xlstm_parity.json")
+
+
+def xlstm_mqar() -> str:
+    found = [r for r in rows("xlstm_mqar.json") if not r.get("no_shift")]
+    pairs = sorted({r["kv_pairs"] for r in found})
+    body = []
+    for cell, hidden, steps in ordered(found, lambda r: (r["cell"], r["hidden_size"], r["settings"]["steps"])):
+        mine = [r for r in found if (r["cell"], r["hidden_size"], r["settings"]["steps"]) == (cell, hidden, steps)]
+        cells = []
+        for n in pairs:
+            at = [r for r in mine if r["kv_pairs"] == n]
+            cells.append(", ".join(fixed(r["test"]["accuracy"], 3) for r in at) if at else DASH)
+        name = XLSTM_CELL_NAMES.get(cell, cell)
+        body.append([f"{name}, hidden {hidden}" + (f", {count(steps)} steps" if steps != 1500 else ""),
+                     *cells, count(mine[0]["state_size"])])
+    header = ["cell", *(f"{n} pairs: query accuracy (one per seed; chance {fixed(1 / n, 3)})" for n in pairs),
+              "state size"]  # fmt: skip
+    return table(header, body, "xlstm_mqar.json")
+
+
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
@@ -661,7 +699,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
-    "docs/xlstm.md": {"xlstm-speed": xlstm_speed},
+    "docs/xlstm.md": {"xlstm-speed": xlstm_speed, "xlstm-parity": xlstm_parity, "xlstm-mqar": xlstm_mqar},
     "docs/distributed.md": {"ddp": ddp},
     "docs/export.md": {"export-parity": export_parity, "export-parity-layer-norm": export_parity_layer_norm},
     "docs/results/long-memory.md": {"adding-600": adding_600, "copy": copy, "plain-init": plain_init},
