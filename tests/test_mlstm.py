@@ -442,3 +442,31 @@ def test_step_equals_official_recurrent_step():
         close(ours[0], theirs[0], torch.float64, "C")
         close(ours[1], theirs[1][..., 0], torch.float64, "n")
         close(ours[2], theirs[2][..., 0, 0], torch.float64, "m")
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_chunk_starts_at_once_equal_chunk_starts_in_turn(monkeypatch, with_state):
+    """The chunk-start states come from one product over the chunk axis up to
+    AT_ONCE_MAX_CHUNKS chunks, from a loop over chunks beyond: both equal the parallel form,
+    outputs, final states and gradients, with many chunks (T = 45, chunk size 4: 12 chunks)."""
+    torch.manual_seed(3)
+    B, K, T, d = 2, 2, 45, 3
+    q, k, v = (torch.randn(B, K, T, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    i_raw = torch.randn(B, K, T, dtype=torch.float64, requires_grad=True)
+    f_raw = (2 + torch.randn(B, K, T, dtype=torch.float64)).requires_grad_()
+    state = None
+    if with_state:
+        state = (torch.randn(B, K, d, d, dtype=torch.float64), torch.rand(B, K, d, dtype=torch.float64),
+                 torch.randn(B, K, dtype=torch.float64))  # fmt: skip
+    inputs = (q, k, v, i_raw, f_raw)
+
+    def run(form):
+        h, (C, n, m), _ = mlstm_sequence(*inputs, state, form=form, chunk_size=4)
+        grads = torch.autograd.grad((h.sin().sum() + C.sum() + n.sum()), inputs)
+        return [h, C, n, m, *grads]
+
+    expected = run("parallel")
+    for limit in (-1, 10**9):  # the loop for every chunk count; one product for every chunk count
+        monkeypatch.setattr(layer_module, "AT_ONCE_MAX_CHUNKS", limit)
+        for got, want in zip(run("chunkwise"), expected):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

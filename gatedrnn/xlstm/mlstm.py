@@ -20,9 +20,12 @@ appendix A.3 (the parallel form). The step, the specification, is
   :math:`m_t` is the row's maximum (and the initial state's column). Quadratic in ``T``.
 - ``"chunkwise"``: the sequence cut into chunks of ``chunk_size`` steps; inside each chunk the
   parallel form, between chunks the recurrence on the chunk-boundary states
-  (:math:`C` at each chunk's start, one batched GEMM for all chunks' contributions and one
-  multiply-add per chunk in a loop over the ``T / chunk_size`` chunks). Linear in ``T``: time
-  and memory ``O(T (L + d) d)`` for chunks of ``L`` steps.
+  (:math:`C` at each chunk's start: one batched GEMM for what every chunk writes, then, for up
+  to ``AT_ONCE_MAX_CHUNKS`` chunks, all chunks' starting states at once, a stabilized
+  ``(N + 1) x (N + 1)`` lower-triangular matrix of chunk-to-chunk weights times the chunks'
+  writing, for ``N = T / chunk_size`` chunks; for more chunks, where that product, quadratic in
+  ``N``, would cost more, one multiply-add per chunk in a loop). Linear in ``T``: time and
+  memory ``O(T (L + d) d)`` for chunks of ``L`` steps.
 - ``"auto"``: ``"recurrent"`` for ``T = 1`` (and whenever a trace is asked for),
   ``"parallel"`` for ``T <= chunk_size``, ``"chunkwise"`` above.
 
@@ -119,7 +122,7 @@ def _read(numerator, qn, m, eps):
     (...) and the stabilizer ``m`` (...)."""
     floor = torch.exp(-safe_stabilizer(m)).to(qn.dtype)  # e^{-m}, the unstabilized 1
     denominator = torch.maximum(qn.abs(), floor)
-    return numerator / (denominator + eps)[..., None]
+    return numerator * (1.0 / (denominator + eps))[..., None]  # one reciprocal per row, a multiply per entry
 
 
 class _IntraChunk(torch.autograd.Function):
@@ -148,24 +151,27 @@ class _IntraChunk(torch.autograd.Function):
             a_lo = torch.where(torch.isinf(a), 0.0, a - a_hi.to(a.dtype)).to(q.dtype)
             neg_M_lo = (neg_M - neg_M_hi.to(neg_M.dtype)).to(q.dtype)
             D.add_(torch.add(a_lo[..., None, :], neg_M_lo[..., :, None]))
-        D = D.masked_fill_(~causal, float("-inf")).exp_()  # the causal weights, at most 1
-        S = torch.matmul(q, k.transpose(-1, -2)).mul_(D)  # (..., L, L)
-        ctx.save_for_backward(q, k, v, S, D)
-        ctx.wide = a.dtype
-        return S @ v, S.sum(dim=-1)
+        D = D.masked_fill_(~causal, float("-inf")).exp_().view(-1, L, L)  # the causal weights, at most 1
+        q3, k3, v3 = (x.reshape(-1, L, x.shape[-1]) for x in (q, k, v))  # (N, L, .): bmm reads transposes
+        S = torch.bmm(q3, k3.transpose(1, 2)).mul_(D)  # (N, L, L)
+        ctx.save_for_backward(q3, k3, v3, S, D)
+        ctx.wide, ctx.shape = a.dtype, q.shape[:-2]
+        return torch.bmm(S, v3).view(*ctx.shape, L, v.shape[-1]), S.sum(dim=-1).view(*ctx.shape, L)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_qn):
-        q, k, v, S, D = ctx.saved_tensors
-        d_S = d_out @ v.transpose(-1, -2)  # (..., L, L)
-        d_S.add_(d_qn[..., None])
-        d_v = S.transpose(-1, -2) @ d_out
+        q, k, v, S, D = ctx.saved_tensors  # (N, L, .), (N, L, L)
+        L, shape, wide = S.shape[-1], ctx.shape, ctx.wide
+        d_out = d_out.reshape(-1, L, v.shape[-1])
+        d_S = torch.baddbmm(d_qn.reshape(-1, L, 1).expand(-1, L, L), d_out, v.transpose(1, 2))  # (N, L, L)
+        d_v = torch.bmm(S.transpose(1, 2), d_out)
         d_log_D = d_S * S  # through exp: S = (q k^T) * exp(log D)
-        d_a, d_neg_M = d_log_D.sum(dim=-2), d_log_D.sum(dim=-1)
-        d_P = d_S.mul_(D)  # (..., L, L): the gradient of q k^T
-        wide = ctx.wide
-        return d_P @ k, d_P.transpose(-1, -2) @ q, d_v, d_a.to(wide), d_neg_M.to(wide)
+        d_a, d_neg_M = d_log_D.sum(dim=-2).view(*shape, L), d_log_D.sum(dim=-1).view(*shape, L)
+        d_P = d_S.mul_(D)  # (N, L, L): the gradient of q k^T
+        d_q, d_k = torch.bmm(d_P, k), torch.bmm(d_P.transpose(1, 2), q)
+        d_q, d_k, d_v = (x.view(*shape, L, -1) for x in (d_q, d_k, d_v))
+        return d_q, d_k, d_v, d_a.to(wide), d_neg_M.to(wide)
 
 
 def recurrent_form(q, k, v, i_raw, log_f, state, eps, want_trace):
@@ -209,6 +215,69 @@ def parallel_form(q, k, v, i_raw, log_f, state, eps):
     return _read(numerator, qn, m, eps), (C, n, m[:, :, -1])
 
 
+# Up to this many chunks the chunkwise form takes the chunks' starting states all at once, above
+# it in a loop over the chunks: the at-once product grows as N^2 (measured on 2 CPU threads,
+# (B, heads, d) = (4, 4, 64): at once 7-10 % faster for N = 16..48, slower from N = 64)
+AT_ONCE_MAX_CHUNKS = 48
+
+
+def _starts_at_once(g, a_max, written_C, written_n, state):
+    """The states at each chunk's start and at the end, all at once: ``(C_start (B, K, N, dk, dv),
+    n_start (B, K, N, dk), m_start (B, K, N), (C, n, m))`` from each chunk's log decay ``g``
+    (B, K, N), its stabilizer ``a_max`` (B, K, N) (both in the wide dtype), what it writes
+    ``written_C`` (B, K, N, dk, dv) and ``written_n`` (B, K, N, dk) in the scale
+    ``e^(g + a_max)``, and the initial state.
+
+    Rows ``r = 0..N`` are the states at chunk ``r``'s start (``r = N``: the end); column 0 is the
+    initial state, column ``j + 1`` chunk ``j``'s writing, with log weights ``E[r, 0] + m_0`` and
+    ``E[r, j] + a_max_j`` (``j < r``), ``E[r, j] = sum_{j <= s < r} g_s`` summed within its window.
+    """
+    B, K, N, dk, dv = written_C.shape
+    dtype = written_C.dtype
+    C, n, m = state
+    m = m.to(g.dtype)
+    E = segment_sums(F.pad(g, (1, 0)))  # (B, K, N + 1, N + 1): [r, j] = sum_{j < s <= r} g_{s-1}
+    from_state = E[..., :, :1] + m[..., None, None]  # (B, K, N + 1, 1): the initial state's log weight
+    strict = torch.ones(N + 1, N, dtype=torch.bool, device=g.device).tril(diagonal=-1)  # chunk j before r
+    from_chunks = (E[..., :, :N] + a_max[..., None, :]).masked_fill(~strict, float("-inf"))  # (B, K, N + 1, N)
+    log_W = torch.cat((from_state, from_chunks), dim=-1)  # (B, K, N + 1, N + 1)
+    m_all = log_W.amax(dim=-1)  # (B, K, N + 1): the stabilizer at each chunk's start (the recurrence's)
+    W = torch.exp(log_W - safe_stabilizer(m_all)[..., None]).to(dtype)  # (B, K, N + 1, N + 1), at most 1
+    written_C = written_C.flatten(-2)  # (B, K, N, dk dv)
+    C0, n0 = C.flatten(-2)[:, :, None], n[:, :, None]  # (B, K, 1, dk dv), (B, K, 1, dk): the initial state
+    W_start, W_end = W[..., :N, :], W[..., N:, :]  # (B, K, N, N + 1), (B, K, 1, N + 1): the rows
+    W0, W = W_start[..., :1], W_start[..., 1:]  # the weights of the initial state and of the chunks' writing
+    C_start = torch.matmul(W, written_C).addcmul_(W0, C0).unflatten(-1, (dk, dv))  # (B, K, N, dk, dv)
+    n_start = torch.matmul(W, written_n).addcmul_(W0, n0)  # (B, K, N, dk)
+    W0, W = W_end[..., :1], W_end[..., 1:]
+    C = torch.matmul(W, written_C).addcmul_(W0, C0).view(B, K, dk, dv)  # the final state
+    n = torch.matmul(W, written_n).addcmul_(W0, n0).view(B, K, dk)
+    return C_start, n_start, m_all[..., :N], (C, n, m_all[..., N])
+
+
+def _starts_in_turn(g, a_max, written_C, written_n, state):
+    """:func:`_starts_at_once`'s results by the recurrence, one multiply-add per chunk (for many
+    chunks, where the at-once product, quadratic in their number, would cost more)."""
+    dtype = written_C.dtype
+    C, n, m = state
+    m = m.to(g.dtype)
+    m_starts, C_starts, n_starts = [], [], []
+    for g_c, a_max_c, written_C_c, written_n_c in zip(g.unbind(-1), a_max.unbind(-1), written_C.unbind(2),
+                                                       written_n.unbind(2)):  # fmt: skip
+        m_starts.append(m)
+        C_starts.append(C)
+        n_starts.append(n)
+        m_next = torch.maximum(g_c + m, g_c + a_max_c)  # the stabilizer at the chunk's end
+        m_safe = safe_stabilizer(m_next)
+        keep = torch.exp(g_c + m - m_safe)[..., None].to(dtype)  # (B, K, 1): f' across the chunk
+        scale = torch.exp(g_c + a_max_c - m_safe)[..., None].to(dtype)
+        C = torch.addcmul(keep[..., None] * C, scale[..., None], written_C_c)  # (B, K, dk, dv)
+        n = torch.addcmul(keep * n, scale, written_n_c)  # (B, K, dk)
+        m = m_next
+    m_start = torch.stack(m_starts, dim=2)  # (B, K, N)
+    return torch.stack(C_starts, dim=2), torch.stack(n_starts, dim=2), m_start, (C, n, m)
+
+
 def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     """Chunks of ``chunk_size`` steps, parallel inside, recurrent between (linear in ``T``):
     ``(h~ (B, K, T, dv), (C, n, m))``.
@@ -218,6 +287,14 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     ``exp(b_t + a_j - m_t)``, and ``m_t = b_t + M_t`` with ``M_t = max(m_start, max_{j<=t} a_j)``
     (a cumulative maximum): so the ``L x L`` weights are ``exp(a_j - M_t)``, a broadcast
     difference and one ``exp``, and the stabilizer costs no pass over them.
+
+    Between chunks, with ``g_c`` chunk ``c``'s whole log decay and ``E[r, j] = sum_{j <= s < r} g_s``
+    (segment sums over the chunk axis, each within its window), the state at chunk ``r``'s start
+    (``r = N``: the end) is the initial state with log weight ``E[r, 0] + m_0`` plus chunk ``j``'s
+    writing (``j < r``, in the scale ``e^(g_j + max_l a_l)``) with log weight
+    ``E[r, j] + max_l a_l``; ``m`` at chunk ``r``'s start is the row's maximum (the unrolled
+    recurrence ``m' = g_c + max(m, max_l a_l)``), and every state comes from one product of the
+    row-stabilized weights ``exp(log W - m)`` with the chunks' writing.
     """
     B, K, T, dk = q.shape
     dv = v.shape[-1]
@@ -245,27 +322,11 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     written_C = k_w.transpose(-1, -2) @ v  # (B, K, NC, dk, dv): in the scale e^(g + a_max)
     written_n = k_w.sum(dim=-2)  # (B, K, NC, dk)
 
-    # Between chunks: m, C and n at each chunk's start, one multiply-add per chunk
+    # Between chunks: m, C and n at each chunk's start and at the end
     if state is None:
-        C, n, m = empty_state(B, K, dk, dv, q)
-    else:
-        C, n, m = state
-    m = m.to(wide)
-    m_starts, C_starts, n_starts = [], [], []
-    for g_c, a_max_c, written_C_c, written_n_c in zip(g.unbind(-1), a_max.unbind(-1), written_C.unbind(2),
-                                                       written_n.unbind(2)):  # fmt: skip
-        m_starts.append(m)
-        C_starts.append(C)
-        n_starts.append(n)
-        m_next = torch.maximum(g_c + m, g_c + a_max_c)  # the stabilizer at the chunk's end
-        m_safe = safe_stabilizer(m_next)
-        keep = torch.exp(g_c + m - m_safe)[..., None].to(dtype)  # (B, K, 1): f' across the chunk
-        scale = torch.exp(g_c + a_max_c - m_safe)[..., None].to(dtype)
-        C = torch.addcmul(keep[..., None] * C, scale[..., None], written_C_c)  # (B, K, dk, dv)
-        n = torch.addcmul(keep * n, scale, written_n_c)  # (B, K, dk)
-        m = m_next
-    m_start = torch.stack(m_starts, dim=2)  # (B, K, NC)
-    C_start, n_start = torch.stack(C_starts, dim=2), torch.stack(n_starts, dim=2)  # (B, K, NC, dk, dv), (.., dk)
+        state = empty_state(B, K, dk, dv, q)
+    between = _starts_at_once if NC <= AT_ONCE_MAX_CHUNKS else _starts_in_turn
+    C_start, n_start, m_start, (C, n, m) = between(g, a_max, written_C, written_n, state)
 
     # Inside each chunk: the parallel form plus the chunk's starting state
     M = torch.maximum(a.cummax(dim=-1).values, m_start[..., None])  # (B, K, NC, L): m_t - b_t
@@ -275,7 +336,7 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     w0 = torch.exp(m_start[..., None] - M_safe).to(dtype)  # (B, K, NC, L): the starting state's weight at t
     numerator = torch.baddbmm(intra.flatten(0, 2), (q * w0[..., None]).flatten(0, 2), C_start.flatten(0, 2))
     numerator = numerator.unflatten(0, (B, K, NC))  # (B, K, NC, L, dv): C_t^T q_t
-    qn = intra_qn + w0 * (q @ n_start[..., None]).squeeze(-1)  # (B, K, NC, L): n_t^T q_t
+    qn = intra_qn + w0 * (q * n_start[..., None, :]).sum(dim=-1)  # (B, K, NC, L): n_t^T q_t
     h_tilde = _read(numerator, qn, b + M, eps).flatten(2, 3)[:, :, :T]  # (B, K, T, dv)
     return h_tilde, (C, n, m.to(dtype))
 
