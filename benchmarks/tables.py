@@ -692,6 +692,15 @@ def xlstm_mqar() -> str:
     return table(header, body, "xlstm_mqar.json")
 
 
+def xlstm_shakespeare() -> str:
+    found = rows("xlstm_shakespeare.json")
+    body = [[XLSTM_CELL_NAMES.get(r["cell"], r["cell"]) + f", hidden {r['hidden_size']}", count(r["params"]),
+             plain(r["minutes"]), count(r["step"]), fixed(r["test"]["loss"], 3), fixed(r["test"]["bpc"], 3)]
+            for r in found]  # fmt: skip
+    header = ["model", "parameters", "budget (minutes)", "steps", "test loss (nats/char)", "bits/char"]
+    return table(header, body, "xlstm_shakespeare.json")
+
+
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
@@ -699,7 +708,8 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
-    "docs/xlstm.md": {"xlstm-speed": xlstm_speed, "xlstm-parity": xlstm_parity, "xlstm-mqar": xlstm_mqar},
+    "docs/xlstm.md": {"xlstm-speed": xlstm_speed, "xlstm-parity": xlstm_parity, "xlstm-mqar": xlstm_mqar,
+                      "xlstm-shakespeare": xlstm_shakespeare},
     "docs/distributed.md": {"ddp": ddp},
     "docs/export.md": {"export-parity": export_parity, "export-parity-layer-norm": export_parity_layer_norm},
     "docs/results/long-memory.md": {"adding-600": adding_600, "copy": copy, "plain-init": plain_init},

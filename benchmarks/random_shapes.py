@@ -1,0 +1,111 @@
+"""``backend="auto"`` at shapes no benchmark chose: B in [1, 256], T in [1, 2000], I and H in
+[8, 1024], drawn log-uniformly (seeded), each kept only if torch.nn's training step at it takes
+at most ``--max-ms`` (200 ms). For every plain cell (RNN, LSTM, GRU), in inference and
+training, side by side in one process (interleaved rounds, medians after warm-up): torch.nn,
+gatedrnn with ``auto`` (autotuning on: its first call times the candidates; that call is
+warm-up here), and each of auto's candidates forced (``torch``'s kernel and the ``fused``
+loop). Prints the per-shape ratios and their distribution; writes JSON.
+
+    python benchmarks/random_shapes.py --n 40 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import time
+
+import torch
+from results_io import cpu_name, write_json
+from speed import make_step, time_pair
+
+import gatedrnn
+from gatedrnn import autotune
+
+CELLS = ("RNN", "LSTM", "GRU")
+
+
+def draw(rng: random.Random, low: int, high: int) -> int:
+    return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+
+
+def shapes(n: int, seed: int, max_ms: float):
+    """``n`` shapes (B, T, I, H) whose torch.nn LSTM training step (the slowest of the three
+    cells) is at most ``max_ms``, measured once."""
+    rng = random.Random(seed)
+    found = []
+    while len(found) < n:
+        B, T, I, H = draw(rng, 1, 256), draw(rng, 1, 2000), draw(rng, 8, 1024), draw(rng, 8, 1024)  # noqa: E741
+        flops = 2 * B * T * 4 * H * (I + H) * 3  # forward and backward, the GEMMs
+        if flops > 4e9:  # far past the bound at this machine's speed: not worth a measurement
+            continue
+        lstm, x = torch.nn.LSTM(I, H), torch.randn(T, B, I)
+        started = time.perf_counter()
+        lstm(x)[0].sum().backward()
+        if 1e3 * (time.perf_counter() - started) <= max_ms:
+            found.append((B, T, I, H))
+    return found
+
+
+class Forced:
+    """A gatedrnn layer with its backend fixed for one step function."""
+
+    def __init__(self, layer, backend):
+        self.layer, self.backend = layer, backend
+        self.hidden_size = layer.hidden_size
+
+    def __call__(self, x, **kwargs):
+        self.layer.backend = self.backend
+        return self.layer(x, **kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-ms", type=float, default=200.0)
+    parser.add_argument("--budget", type=float, default=0.6, help="seconds of timing per measurement")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/random_shapes_seed{S}.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gatedrnn.set_autotune(True)
+    autotune.forget()
+    rows = []
+    print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, seed {args.seed}\n")
+    print("| cell | B, T, I, H | mode | torch.nn ms | auto / torch.nn | torch / torch.nn | fused / torch.nn | auto / best |")
+    print("|---|---|---|---|---|---|---|---|")
+    for B, T, I, H in shapes(args.n, args.seed, args.max_ms):  # noqa: E741
+        x = torch.randn(B, T, I)
+        for cell in CELLS:
+            theirs = getattr(torch.nn, cell)(I, H, batch_first=True)
+            ours = getattr(gatedrnn, cell).from_torch(theirs)
+            for train in (False, True):
+                theirs.train(train)
+                ours.train(train)
+                xin = x.clone().requires_grad_(train)
+                steps = [make_step(theirs, xin, train), make_step(Forced(ours, "auto"), xin, train),
+                         make_step(Forced(ours, "torch"), xin, train), make_step(Forced(ours, "fused"), xin, train)]
+                medians = time_pair(steps, args.budget)
+                base = medians[0]
+                auto, kernel, fused_ = (m / base for m in medians[1:])
+                row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
+                       "torch.nn ms": 1e3 * base, "auto": auto, "torch": kernel, "fused": fused_,
+                       "auto / best": auto / min(kernel, fused_)}  # fmt: skip
+                rows.append(row)
+                print(f"| {cell} | {B}, {T}, {I}, {H} | {row['mode']} | {1e3 * base:.2f} | {auto:.2f} | {kernel:.2f} "
+                      f"| {fused_:.2f} | {row['auto / best']:.2f} |", flush=True)
+    summary = {}
+    for key in ("auto", "auto / best"):
+        values = [r[key] for r in rows]
+        summary[key] = {"min": min(values), "median": statistics.median(values), "max": max(values),
+                        "over 1.05": sum(v > 1.05 for v in values), "of": len(values)}  # fmt: skip
+    print(f"\n{summary}")
+    write_json(args.json or f"benchmarks/results/random_shapes_seed{args.seed}.json", {"rows": rows, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
