@@ -125,3 +125,34 @@ def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
 def shape(name: str, value: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(value.shape) != tuple(expected):
         raise ShapeError(f"{name} must have shape {tuple(expected)} {meaning}, got {tuple(value.shape)}")
+
+
+def step_input(value, like: torch.Tensor, input_size: int) -> tuple[torch.Tensor, bool]:
+    """A cell's ``input``, checked: returns it as ``(B, I)`` and whether it came unbatched as ``(I,)``."""
+    x = float_tensor("input", value, like)
+    if x.dim() not in (1, 2):
+        raise ShapeError(f"input must be 2-D (B, {input_size}) or 1-D ({input_size},) unbatched, got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")  # fmt: skip
+    _features(x, input_size)
+    unbatched = x.dim() == 1
+    return (x.unsqueeze(0) if unbatched else x), unbatched
+
+
+def sequence_input(value, like: torch.Tensor, input_size: int, batch_first: bool) -> tuple[torch.Tensor, bool]:
+    """A layer's ``input``, checked: returns it time-major as ``(T, B, I)`` and whether it came
+    unbatched as ``(T, I)``."""
+    x = float_tensor("input", value, like)
+    if x.dim() not in (2, 3):
+        layout = "(B, T, I)" if batch_first else "(T, B, I)"
+        raise ShapeError(f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")  # fmt: skip
+    _features(x, input_size)
+    if x.dim() == 2:
+        return x.unsqueeze(1), True  # (T, 1, I)
+    return (x.transpose(0, 1) if batch_first else x), False
+
+
+def _features(x: torch.Tensor, input_size: int) -> None:
+    if x.shape[-1] != input_size:
+        raise ShapeError(f"input must have {input_size} features (input_size) in its last dimension, "
+                         f"got {x.shape[-1]} (shape {tuple(x.shape)})")  # fmt: skip

@@ -313,18 +313,9 @@ class MinRNNBase(RefusesScript, nn.Module):
             return "reference"
         return "scan"
 
-    def _check_input(self, input):
-        x = _checks.float_tensor("input", input, self.weight_ih_l0)
-        if x.dim() not in (2, 3):
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise _checks.ShapeError(f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D "
-                                     f"with shape {tuple(x.shape)}")  # fmt: skip
-        if x.shape[-1] != self.input_size:
-            raise _checks.ShapeError(f"input must have {self.input_size} features (input_size) in its last dimension, "
-                                     f"got {x.shape[-1]} (shape {tuple(x.shape)})")  # fmt: skip
-        if x.dim() == 2:
-            return x.unsqueeze(1), True
-        return (x.transpose(0, 1) if self.batch_first else x), False
+    def _check_input(self, input) -> tuple[torch.Tensor, bool]:
+        """The input as ``(T, B, I)`` and whether it came unbatched."""
+        return _checks.sequence_input(input, self.weight_ih_l0, self.input_size, self.batch_first)
 
     def _check_hx(self, hx, B, unbatched, x):
         LD = self.num_layers * self.num_directions

@@ -269,19 +269,8 @@ class mLSTMCell(RefusesScript, nn.Module):
         return s + ("" if self.eps == EPS else f", eps={self.eps}")
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
-        x = _checks.float_tensor("input", input, self.weight_ih)
-        if x.dim() not in (1, 2):
-            raise _checks.ShapeError(
-                f"input must be 2-D (B, {self.input_size}) or 1-D ({self.input_size},) "
-                f"unbatched, got {x.dim()}-D with shape {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.input_size:
-            raise _checks.ShapeError(
-                f"input must have {self.input_size} features (input_size) in its last "
-                f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
-            )
-        unbatched = x.dim() == 1
-        return (x.unsqueeze(0) if unbatched else x), unbatched
+        """The input as ``(B, I)`` and whether it came unbatched as ``(I,)``."""
+        return _checks.step_input(input, self.weight_ih, self.input_size)
 
     def forward(self, input, hx=None, return_trace=False):
         """One step; see the class's Inputs and Outputs.

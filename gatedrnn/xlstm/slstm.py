@@ -366,20 +366,7 @@ class sLSTM(RefusesScript, nn.Module):
 
     def _check_input(self, input) -> tuple[torch.Tensor, bool]:
         """The input as ``(T, B, I)`` and whether it came unbatched."""
-        x = _checks.float_tensor("input", input, self.weight_ih_l0)
-        layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-        if x.dim() not in (2, 3):
-            raise _checks.ShapeError(
-                f"input must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D with shape {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.input_size:
-            raise _checks.ShapeError(
-                f"input must have {self.input_size} features (input_size) in its last "
-                f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})"
-            )
-        if x.dim() == 2:
-            return x.unsqueeze(1), True  # (T, 1, I)
-        return (x.transpose(0, 1) if self.batch_first else x), False
+        return _checks.sequence_input(input, self.weight_ih_l0, self.input_size, self.batch_first)
 
     def _check_hx(self, hx, B: int, unbatched: bool, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The initial states ``(h_0, c_0, n_0, m_0)``, each ``(L, B, H)``; zeros when ``hx`` is None."""
