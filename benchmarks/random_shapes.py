@@ -74,6 +74,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     gatedrnn.set_autotune(True)
     autotune.forget()
+    autotune.cache_path().unlink(missing_ok=True)  # as a first run on this machine: every shape class timed afresh
     rows = []
     print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, seed {args.seed}\n")
     print("| cell | B, T, I, H | mode | torch.nn ms | auto / torch.nn | torch / torch.nn | fused / torch.nn | auto / best |")
