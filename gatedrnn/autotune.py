@@ -31,6 +31,7 @@ replaced. It is written whole to a temporary file and renamed over the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -119,13 +120,25 @@ def shape_class(cell: str, dtype: torch.dtype, grad: bool, num_layers: int, dire
         I (int): the input features.
         H (int): the hidden size.
     """
+    return _shape_class(cell, dtype, grad, num_layers, directions, B, T, I, H, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_class(cell, dtype, grad, num_layers, directions, B, T, I, H, threads) -> str:  # noqa: E741
+    """The memoized key (every call of every layer asks for it)."""
     parts = [cell, str(dtype).removeprefix("torch."), "train" if grad else "infer", f"L{num_layers}",
              f"D{directions}", *(f"{n}{bucket(v)}" for n, v in zip("BTIH", (B, T, I, H))),
-             f"threads{torch.get_num_threads()}"]  # fmt: skip
+             f"threads{threads}"]  # fmt: skip
     return "-".join(parts)
 
 
 def _identity() -> dict:
+    """What a cache file is keyed by: the CPU model, the thread count, torch's and gatedrnn's versions."""
+    return dict(_machine(), threads=torch.get_num_threads())
+
+
+@functools.cache
+def _machine() -> dict:
     from gatedrnn import __version__
 
     cpu = platform.processor() or platform.machine()
@@ -134,7 +147,7 @@ def _identity() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "gatedrnn": __version__}
+    return {"cpu": cpu, "torch": torch.__version__, "gatedrnn": __version__}
 
 
 def cache_path() -> Path:
@@ -175,8 +188,12 @@ def _write(path: Path, choices: dict[str, str]) -> None:
 
 
 def remembered(key: str) -> str | None:
-    """The winner for ``key`` from this process or the cache file, else None."""
+    """The winner for ``key`` from this process or the cache file, else None. A choice already
+    remembered costs one dictionary lookup: this runs on every call of every layer."""
     global _loaded_from
+    winner = _memory.get(key)  # (the key holds the thread count: the file for another count is another file)
+    if winner is not None:
+        return winner
     with _lock:
         path = cache_path()
         if _loaded_from != path:
