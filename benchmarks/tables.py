@@ -701,10 +701,24 @@ def xlstm_shakespeare() -> str:
     return table(header, body, "xlstm_shakespeare.json")
 
 
+def random_shapes() -> str:
+    names = sorted(path.name for path in RESULTS.glob("random_shapes_seed*.json"))
+    found = [r for name in names for r in rows(name)]
+    body = []
+    for cell, mode in ordered(found, lambda r: (r["cell"], r["mode"])):
+        mine = [r for r in found if (r["cell"], r["mode"]) == (cell, mode)]
+        auto, best = [r["auto"] for r in mine], [r["auto / best"] for r in mine]
+        body.append([cell, mode, count(len(mine)), ratio(min(auto)), ratio(statistics.median(auto)), ratio(max(auto)),
+                     count(sum(a > 1.05 for a in auto)), ratio(statistics.median(best)), ratio(max(best))])  # fmt: skip
+    header = ["cell", "mode", "shapes", "auto / torch.nn: min", "median", "max", "shapes over 1.05",
+              "auto / best candidate: median", "max"]  # fmt: skip
+    return table(header, body, *names)
+
+
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
-                      "speed-1thread": speed_1thread, "compile-speed": compile_speed},
+                      "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
