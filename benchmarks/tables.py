@@ -716,7 +716,7 @@ def random_shapes() -> str:
 
 
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"headline": headline},
+    "README.md": {"headline": headline, "xlstm-speed": xlstm_speed},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
                       "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
