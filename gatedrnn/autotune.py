@@ -3,13 +3,19 @@ candidate implementation once, briefly, and the winner is remembered, in memory 
 cache file beside the native build, the way ``torch.backends.cudnn.benchmark`` picks
 convolution algorithms.
 
-What is measured: each candidate runs the layer on the first ``min(T, STEPS)`` steps of the
-call's own input (forward only where no gradient is wanted; forward and backward, with
-``torch.autograd.grad`` so that no ``.grad`` changes, where one is), interleaved, and the
-median of ``ROUNDS`` rounds decides. That costs a few milliseconds for a small layer and at
-most about ``BUDGET_S`` seconds for a large one, once per shape class and process (then once per
-machine, from the file). torch's random number generator is saved and restored around it, so
-a run draws the same dropout masks whether it timed or not.
+What is measured: each candidate runs the layer on the first steps of the call's own input
+(forward only where no gradient is wanted; forward and backward, with ``torch.autograd.grad``
+so that no ``.grad`` changes, where one is), interleaved, the median of ``ROUNDS`` rounds per
+length. A call of ``T <= LONG`` steps is timed whole; a longer one at ``SHORT`` and ``LONG``
+steps, and its time at ``T`` read off the line through the two: a call costs a fixed part
+(dispatch, buffers, weight packing) plus a part per step, and the candidates differ in both,
+so a single short prefix overweights the fixed part. (With one 32-step prefix, ``auto`` chose
+torch's kernel for the LSTM at (B, T, I, H) = (5, 313, 161, 27) in inference, where the fused
+loop took 0.69 of its time over the whole call: ``benchmarks/random_shapes.py``, seed 0.) That
+costs a few milliseconds for a small layer and at most about ``BUDGET_S`` seconds per length
+for a large one, once per shape class and process (then once per machine, from the file).
+torch's random number generator is saved and restored around it, so a run draws the same
+dropout masks whether it timed or not.
 
 A **shape class** is the layer's cell, dtype, whether a gradient is wanted, its number of
 layers and directions, and ``B``, ``T``, ``I``, ``H`` rounded to half octaves (powers of
@@ -46,8 +52,9 @@ from pathlib import Path
 
 import torch
 
-STEPS = 32  # time steps each candidate runs while timed: enough to reach the per-step rate
-ROUNDS = 5  # interleaved timing rounds, after one warm-up call each
+SHORT = 32  # the shorter of the two prefixes a long call is timed at
+LONG = 128  # calls up to this many steps are timed whole; longer ones at SHORT and LONG steps
+ROUNDS = 5  # interleaved timing rounds per length, after one warm-up call each
 BUDGET_S = 0.25  # a candidate slower than this per call is timed fewer rounds (never fewer than 1)
 
 _enabled: bool | None = None  # None: from the environment
@@ -208,38 +215,49 @@ def remember(key: str, winner: str) -> None:
         _write(cache_path(), {key: winner})
 
 
-def time_candidates(candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median seconds per call of each candidate, interleaved, after one warm-up call each (a
-    candidate slower than ``BUDGET_S`` is timed in fewer rounds). torch's CPU random state is
-    restored afterwards."""
+def time_candidates(candidates: dict[str, Callable[[int], object]], T: int) -> dict[str, float]:
+    """Estimated seconds of each candidate's call over ``T`` steps: ``candidates[name](steps)``
+    runs it on the first ``steps`` steps. Timed whole where ``T <= LONG``, else extrapolated
+    from ``SHORT`` and ``LONG`` steps (see the module docstring); medians of interleaved
+    rounds after one warm-up call each (fewer rounds for a candidate slower than
+    ``BUDGET_S``). torch's CPU random state is restored afterwards."""
     rng = torch.random.get_rng_state()
     try:
-        times: dict[str, list[float]] = {name: [] for name in candidates}
-        for name, run in candidates.items():  # warm-up, and a first reading of its cost
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
-        slowest = max(ts[0] for ts in times.values())
-        rounds = max(1, min(ROUNDS, int(BUDGET_S / max(slowest, 1e-9))))
-        for name in candidates:
-            times[name] = []
-        for _ in range(rounds):
-            for name, run in candidates.items():
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
-        return {name: statistics.median(ts) for name, ts in times.items()}
+        if T <= LONG:
+            return _medians(candidates, T)
+        short, long = _medians(candidates, SHORT), _medians(candidates, LONG)
+        return {name: short[name] + (long[name] - short[name]) * (T - SHORT) / (LONG - SHORT) for name in candidates}
     finally:
         torch.random.set_rng_state(rng)
 
 
-def choose(key: str, candidates: dict[str, Callable[[], object]]) -> str:
-    """The fastest of ``candidates`` for shape class ``key``: remembered, or timed now and
-    remembered. Ties go to the first candidate."""
+def _medians(candidates: dict[str, Callable[[int], object]], steps: int) -> dict[str, float]:
+    """Median seconds per call of each candidate over ``steps`` steps, interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for name, run in candidates.items():  # warm-up, and a first reading of its cost
+        started = time.perf_counter()
+        run(steps)
+        times[name].append(time.perf_counter() - started)
+    slowest = max(ts[0] for ts in times.values())
+    rounds = max(1, min(ROUNDS, int(BUDGET_S / max(slowest, 1e-9))))
+    for name in candidates:
+        times[name] = []
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            started = time.perf_counter()
+            run(steps)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int) -> str:
+    """The fastest of ``candidates`` for shape class ``key``: remembered, or timed now over a
+    call of ``T`` steps (:func:`time_candidates`) and remembered. Ties go to the first
+    candidate."""
     winner = remembered(key)
     if winner in candidates:
         return winner
-    seconds = time_candidates(candidates)
+    seconds = time_candidates(candidates, T)
     winner = min(candidates, key=lambda name: (seconds[name], list(candidates).index(name)))
     remember(key, winner)
     return winner

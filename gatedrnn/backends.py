@@ -144,15 +144,19 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
     winner = autotune.remembered(key)
     if winner in ("fused", "torch"):
         return winner  # the common case, every call after a shape class's first: one lookup
-    short = x[: autotune.STEPS].detach()
-    if grad:
-        short.requires_grad_(x.requires_grad)
     # detached, so that the timed backward stops here: a state carried from an earlier call
     # still holds the caller's graph, which that backward would otherwise run through and free
     fresh = tuple(s.detach() for s in states)
+    prefixes = {}
+
+    def prefix(steps):
+        if steps not in prefixes:
+            prefixes[steps] = x[:steps].detach().requires_grad_(grad and x.requires_grad)
+        return prefixes[steps]
 
     def candidate(name):
-        def call():
+        def call(steps):
+            short = prefix(steps)
             out = _run(name, layer, short, fresh, None, False)[0]
             if grad:
                 wanted = [w for w in (short, *layer._flat_weights) if w is not None and w.requires_grad]
@@ -161,7 +165,7 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
         return call
 
     order = (static, *(n for n in ("fused", "torch") if n != static))  # a tie keeps the static choice
-    return autotune.choose(key, {name: candidate(name) for name in order})
+    return autotune.choose(key, {name: candidate(name) for name in order}, T)
 
 
 def _tunable(layer, x, lengths, want_trace, states) -> bool:

@@ -26,10 +26,10 @@ def tuning(tmp_path, monkeypatch):
     gatedrnn.set_autotune(True)
     calls, fixed = [], {"torch": 2.0, "fused": 1.0}
 
-    def timed(candidates):
+    def timed(candidates, T):
         calls.append(list(candidates))
         for run in candidates.values():
-            run()  # they must run
+            run(min(T, 3))  # they must run, on a prefix of the call's steps
         return {name: fixed[name] for name in candidates}
 
     monkeypatch.setattr(autotune, "time_candidates", timed)
@@ -189,3 +189,61 @@ def test_a_carried_state_keeps_its_graph(tmp_path, monkeypatch):
     finally:
         gatedrnn.set_autotune(False)
         autotune.forget()
+
+
+def test_a_long_call_is_estimated_from_two_prefixes(monkeypatch):
+    """A call's time is a fixed part plus a part per step. Timed at T <= LONG whole; beyond, at
+    SHORT and LONG steps and extrapolated along the line through them, so that a candidate with
+    a larger fixed part and a smaller per-step part wins the long calls it is faster at (one
+    short prefix alone chose the other)."""
+    cost = {"a": (1.0, 0.1), "b": (3.0, 0.05)}  # (fixed, per step): a wins short calls, b long ones
+    lengths = []
+
+    def medians(candidates, steps):
+        lengths.append(steps)
+        return {name: cost[name][0] + cost[name][1] * steps for name in candidates}
+
+    monkeypatch.setattr(autotune, "_medians", medians)
+    candidates = {"a": lambda steps: None, "b": lambda steps: None}
+    assert autotune.time_candidates(candidates, 20) == pytest.approx({"a": 3.0, "b": 4.0})
+    assert lengths == [20]
+    lengths.clear()
+    estimated = autotune.time_candidates(candidates, 1000)
+    assert lengths == [autotune.SHORT, autotune.LONG]
+    assert estimated == pytest.approx({"a": 1.0 + 0.1 * 1000, "b": 3.0 + 0.05 * 1000})
+    assert min(estimated, key=estimated.get) == "b"
+    short = medians(candidates, autotune.SHORT)
+    assert min(short, key=short.get) == "a"  # what the short prefix alone would have chosen
+
+
+def test_the_candidates_run_on_prefixes_of_the_call(tmp_path, monkeypatch):
+    """auto_backend hands time_candidates the call's T, and each candidate runs the layer on the
+    first ``steps`` steps of the call's own input."""
+    monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    autotune.forget()
+    gatedrnn.set_autotune(True)
+    seen = []
+
+    def timed(candidates, T):
+        seen.append(T)
+        for run in candidates.values():
+            run(5)
+        return {name: 1.0 for name in candidates}
+
+    monkeypatch.setattr(autotune, "time_candidates", timed)
+    lengths = []
+    original = backends._run
+
+    def spy(name, layer, x, *args):
+        lengths.append((name, x.shape[0]))
+        return original(name, layer, x, *args)
+
+    monkeypatch.setattr(backends, "_run", spy)
+    try:
+        layer, x = gatedrnn.GRU(4, 8), torch.randn(300, 2, 4)
+        _chosen(layer, x, want_grad=True)
+    finally:
+        gatedrnn.set_autotune(False)
+        autotune.forget()
+    assert seen == [300]
+    assert sorted(lengths) == [("fused", 5), ("torch", 5)]
