@@ -90,9 +90,11 @@ def main(argv=None):
                 xin = x.clone().requires_grad_(train)
                 steps = [make_step(theirs, xin, train), make_step(Forced(ours, "auto"), xin, train),
                          make_step(Forced(ours, "torch"), xin, train), make_step(Forced(ours, "fused"), xin, train)]
-                medians = time_pair(steps, args.budget)
+                # each ratio the median over rounds of the pair in the same round: a drift of the
+                # machine's speed moves both alike (steadier than a ratio of medians)
+                medians, ratios = time_pair(steps, args.budget, max_reps=400, ratios=True)
                 base = medians[0]
-                auto, kernel, fused_ = (m / base for m in medians[1:])
+                auto, kernel, fused_ = ratios[1:]
                 row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                        "torch.nn ms": 1e3 * base, "auto": auto, "torch": kernel, "fused": fused_,
                        "auto / best": auto / min(kernel, fused_)}  # fmt: skip
