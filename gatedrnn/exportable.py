@@ -36,11 +36,12 @@ except ImportError:  # a torch without the scan operator: the layers unroll thei
 
 def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=None, zoneout=None):
     """Runs one layer in one direction; the contract of :func:`gatedrnn.reference.run_direction`
-    (same arguments, same results), as a scan over time."""
+    (same arguments, same results), as a scan over time. ``weight_ih`` None: ``x`` is the input
+    projection already, ``(T, B, G*H)`` (the sLSTM's, computed by its layer)."""
     weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights
     step = STEPS[mode] if step is None else step
     T = x.shape[0]
-    xw = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): one GEMM for all steps
+    xw = x if weight_ih is None else F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): one GEMM for all steps
     mask = None if lengths is None else (torch.arange(T, device=x.device)[:, None] < lengths[None, :]).unsqueeze(-1)
     keep = () if zoneout is None else zoneout  # per state: None, a probability, or a (T, B, size) mask
     xs = [xw] + ([mask] if mask is not None else []) + [k for k in keep if torch.is_tensor(k)]  # each (T, B, *)
@@ -69,7 +70,10 @@ def run_direction(mode, x, state, weights, lengths, reverse, want_trace, step=No
         values = v if want_trace else v[-1:]  # h is every trace's last
         return [*new_state, *(a.clone() for a in values)]  # an output may alias neither the state nor another
 
-    init, given = list(state), [leaves[i] for i in tensors]
+    # each carry its own tensor: the op gives wrong results, silently, for carries that alias one
+    # another (an sLSTM block started h, c, n, m from one zeros tensor: its exported outputs were off by 1.5)
+    init = [t.clone() if any(t is u for u in state[:i]) else t for i, t in enumerate(state)]
+    given = [leaves[i] for i in tensors]
     if torch.onnx.is_in_onnx_export():  # an inference graph: no autograd (and no joint graph to decompose)
         init, xs, given = ([t.detach() for t in ts] for ts in (init, xs, given))
     if torch.compiler.is_dynamo_compiling():  # strict export: Dynamo captures torch's scan wrapper, not the op

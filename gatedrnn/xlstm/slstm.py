@@ -11,6 +11,7 @@ native loop of :mod:`gatedrnn.fused.slstm` (a hand-written backward); the residu
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import warnings
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks, capture, regularizers
+from gatedrnn import _checks, capture, exportable, regularizers
 from gatedrnn.backends import needs_reference_for
 from gatedrnn.capture import RefusesScript
 from gatedrnn.cells.slstm import (
@@ -54,7 +55,9 @@ def choose_backend(backend: str, tensors) -> str:
 
     ``"auto"`` picks ``"fused"`` when the native loop exists and the tensors are on the CPU,
     outside ``torch.export`` and ``torch.jit.trace`` and with no ``torch.func`` transform or
-    forward-mode tangent in force (the fused op has a backward only); ``"reference"`` otherwise.
+    forward-mode tangent in force (the fused op has a backward only); under ``torch.export``
+    ``"export"``, the reference step inside torch's ``scan`` (:mod:`gatedrnn.exportable`: the
+    exported graph runs at every ``T``); ``"reference"`` otherwise.
     The fused loop returns the trace as well, so ``return_trace`` does not change the choice.
     An explicit ``"fused"`` under ``torch.func`` or forward-mode AD runs the reference loop too:
     it is the only one with those derivatives.
@@ -64,7 +67,9 @@ def choose_backend(backend: str, tensors) -> str:
         return "reference"
     if backend != "auto":
         return backend
-    if capture.exporting() or torch.jit.is_tracing():
+    if capture.exporting():
+        return "export"
+    if torch.jit.is_tracing():
         return "reference"
     on_cpu = all(t.device.type == "cpu" for t in tensors)
     return "fused" if on_cpu and fused_available() else "reference"
@@ -122,7 +127,18 @@ def run_slstm(xw, state, weight_hh, bias_hh=None, *, forget="sigmoid", lengths=N
         out, h, c, n, m, acts = slstm_sequence(xw, *state, weight_hh, bias_hh, forget=forget, lengths=lengths,
                                                want_acts=want_trace)  # fmt: skip
         return out, (h, c, n, m), (tuple(acts.unbind(2)) if want_trace else None)  # 8 x (T, B, H)
+    if name == "export" and exportable.scan_op is not None:
+        step = functools.partial(_scan_step, forget=forget)
+        out, final, acts = exportable.run_direction("sLSTM", xw, tuple(state), (None, weight_hh, None, bias_hh, None),
+                                                    lengths, False, want_trace, step=step)  # fmt: skip
+        return out, final, acts
     return _reference(xw, tuple(state), weight_hh, bias_hh, forget, lengths, want_trace)
+
+
+def _scan_step(xw, state, weight_hh, bias_hh, weight_hr, forget):
+    """:func:`slstm_step` in the step signature :func:`gatedrnn.exportable.run_direction` calls
+    (``weight_hr``, a projection the sLSTM has not, is None)."""
+    return slstm_step(xw, state, weight_hh, bias_hh, forget)
 
 
 def _reference(xw, state, weight_hh, bias_hh, forget, lengths, want_trace):
