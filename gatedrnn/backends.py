@@ -32,7 +32,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-from gatedrnn import autotune, capture, exportable, fused, reference
+from gatedrnn import autotune, capture, exportable, fused, reference, static_rule
 
 BACKENDS = ("auto", "reference", "fused")
 
@@ -188,10 +188,15 @@ def _saving_hooks() -> bool:
 
 
 def static_backend(layer, x, lengths, want_trace) -> str:
-    """``auto``'s choice without measuring: torch's kernel on other devices for a plain call;
-    on the CPU, torch's kernel for a float32 LSTM without projection in inference (where it
-    ties with ours or wins at some shapes), the fused loop everywhere else (faster in training
-    at every shape of ``benchmarks/speed.py``).
+    """``auto``'s choice without measuring: torch's kernel on other devices for a plain call.
+    On the CPU, where both torch's kernel and the fused loop can run it (float32, a plain
+    cell without projection, no trace or lengths, outside torch.compile, native kernels
+    built: what :func:`_tunable` times), the table fitted on a grid of shapes decides
+    (:func:`gatedrnn.static_rule.decide`: the decision at the nearest grid point, for the
+    cell and for inference or training); everywhere else on the CPU the hand rule of
+    :func:`gatedrnn.static_rule.hand_rule` (the fused loop, and torch's kernel for a float32
+    LSTM without projection in inference). An LSTM with a projection is left out of the grid:
+    oneDNN's primitive has no projection, so torch runs it in its generic loop.
 
     Args:
         layer (RNNBase): the layer.
@@ -202,8 +207,13 @@ def static_backend(layer, x, lengths, want_trace) -> str:
     plain = not want_trace and lengths is None and not torch.compiler.is_compiling()
     if plain and x.device.type != "cpu":
         return "torch"
-    if plain and layer.mode == "LSTM" and not layer.proj_size and x.dtype == torch.float32:
-        return "fused" if _wants_grad(layer, x) else "torch"
+    if plain and layer.mode in _TORCH_KERNELS and not layer.proj_size and x.dtype == torch.float32:
+        grad = _wants_grad(layer, x)
+        both = not layer.beyond_torch() and not (layer.training and layer.weight_dropout)
+        if both and fused.native_available():  # (on the CPU here)
+            T, B, I = x.shape  # noqa: E741
+            return static_rule.decide(layer.mode, grad, B, T, I, layer.hidden_size)
+        return static_rule.hand_rule(layer.mode, grad)
     return "fused"
 
 

@@ -79,10 +79,10 @@ def test_the_switch_turns_measuring_off(tuning, monkeypatch):
     gatedrnn.set_autotune(False)
     with torch.no_grad():
         static = backends.static_backend(layer, x, None, False)
-    assert _chosen(layer, x) == static == "torch" and calls == []
+    assert _chosen(layer, x) == static and calls == []  # the static rule's choice (a fitted table)
     autotune._enabled = None  # the environment decides
     monkeypatch.setenv("GATEDRNN_AUTOTUNE", "0")
-    assert not gatedrnn.autotune_enabled() and _chosen(layer, x) == "torch" and calls == []
+    assert not gatedrnn.autotune_enabled() and _chosen(layer, x) == static and calls == []
     monkeypatch.setenv("GATEDRNN_AUTOTUNE", "1")
     assert gatedrnn.autotune_enabled() and _chosen(layer, x) == "fused" and len(calls) == 1
     with pytest.raises(TypeError, match="enabled must be True or False"):
