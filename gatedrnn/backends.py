@@ -134,9 +134,8 @@ def needs_reference_for(tensors) -> bool:
 def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
     """``auto``'s choice for this call: measured where two implementations can run it (see the
     module docstring), else the only one that can."""
-    static = static_backend(layer, x, lengths, want_trace)
     if not _tunable(layer, x, lengths, want_trace, states):
-        return static
+        return static_backend(layer, x, lengths, want_trace)
     grad = _wants_grad(layer, x)
     T, B, I = x.shape  # noqa: E741
     key = autotune.shape_class(layer.mode, x.dtype, grad, layer.num_layers, layer.num_directions, B, T, I,
@@ -164,6 +163,7 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
 
         return call
 
+    static = static_backend(layer, x, lengths, want_trace)
     order = (static, *(n for n in ("fused", "torch") if n != static))  # a tie keeps the static choice
     return autotune.choose(key, {name: candidate(name) for name in order}, T)
 
