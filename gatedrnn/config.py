@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
 from gatedrnn.tasks import DEFAULT, task_class
 
 REGULARIZERS = ("recurrent_dropout", "weight_dropout", "zoneout")  # TrainConfig fields passed to the layer
+PRECISIONS = ("float32", "bfloat16")  # TrainConfig.precision: the dtype the model's products run in
 KINDS = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}  # a field's type, by name
 WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
          dict: "a table of the task's options"}  # fmt: skip
@@ -89,6 +91,11 @@ class TrainConfig:
         device (str): the torch device. Default: ``"cpu"``.
         threads (int): ``torch.set_num_threads`` during the run; ``0``: torch's choice.
             Default: ``0``.
+        precision (str): ``"float32"``, or ``"bfloat16"``: mixed precision, the model's
+            forward under ``torch.autocast(device, torch.bfloat16)`` in training, evaluation
+            and prediction (:meth:`mixed_precision`), its outputs, the loss and the metrics
+            in float32; weights, gradients, optimizer state and checkpoints stay float32.
+            Default: ``"float32"``.
         extra (dict): the task's own options (:attr:`gatedrnn.tasks.base.Task.options`), by
             name. Default: ``{}``.
 
@@ -138,6 +145,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # torch.set_num_threads during the run; 0: torch's own choice
+    precision: str = "float32"  # or "bfloat16": the forward under autocast, weights and optimizer float32
     extra: dict = field(default_factory=dict)  # task-specific options
 
     def cell_options(self) -> dict:
@@ -187,6 +195,8 @@ class TrainConfig:
             raise ValueError(f"--optimizer must be adam or adamw, got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"--schedule must be constant or cosine, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be {' or '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("length", "hidden_size", "layers", "batch_size", "steps", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -203,6 +213,66 @@ class TrainConfig:
         for name in ("clip", "weight_decay", "warmup", "patience", "embedding_size", "max_minutes", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+    def autocast_device(self) -> str | None:
+        """The device type the model's forward autocasts on (``"cpu"``, ``"cuda"``), or None
+        for ``precision="float32"``. Called as a run starts, so that a device that cannot
+        compute in bfloat16 stops it with one line before any data is read.
+
+        Raises:
+            ValueError: ``precision`` is ``"bfloat16"`` and torch cannot autocast to bfloat16
+                on ``device`` (a GPU without bfloat16, a device torch has no autocast for).
+        """
+        if self.precision == "float32":
+            return None
+        import torch
+
+        kind = torch.device(self.device).type
+        if not torch.amp.is_autocast_available(kind):
+            raise ValueError(f"--precision bfloat16: torch cannot autocast on --device {self.device}; "
+                             "train in --precision float32 there")  # fmt: skip
+        if kind == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"--precision bfloat16: the GPU of --device {self.device} "
+                             f"({torch.cuda.get_device_name(torch.device(self.device))}) has no bfloat16; "
+                             "train in --precision float32 there")  # fmt: skip
+        return kind
+
+    @contextlib.contextmanager
+    def mixed_precision(self, model):
+        """A block in which ``model`` computes in the run's ``precision``: for a training
+        step's forward and loss, an evaluation, a prediction. Nothing changes for float32.
+        For bfloat16 the block runs under ``torch.autocast(device, torch.bfloat16)`` (the
+        products in bfloat16, weights cast once per block), and every bfloat16 tensor the
+        model returns (outputs, a carried state) comes back as float32, so that the task's
+        loss and metrics, sums over many terms, are not rounded to bfloat16's 8 bits.
+
+        Args:
+            model (torch.nn.Module): the model whose outputs are returned in float32 (a
+                hook on it, removed when the block ends).
+
+        Examples:
+            >>> import torch
+            >>> from gatedrnn.config import TrainConfig
+            >>> from gatedrnn.models import SequenceModel
+            >>> model = SequenceModel("gru", 2, 8, 1)
+            >>> with TrainConfig(precision="bfloat16").mixed_precision(model):
+            ...     inner = torch.is_autocast_enabled("cpu")
+            ...     output = model(torch.rand(3, 20, 2))
+            >>> inner, output.dtype, model.head.weight.dtype
+            (True, torch.float32, torch.float32)
+        """
+        kind = self.autocast_device()
+        if kind is None:
+            yield
+            return
+        import torch
+
+        handle = model.register_forward_hook(_returned_in_float32)
+        try:
+            with torch.autocast(kind, dtype=torch.bfloat16):
+                yield
+        finally:
+            handle.remove()
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -223,3 +293,19 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}")
         return cls(**{key: checked(value, kinds[key], key) for key, value in values.items()})
+
+
+def _returned_in_float32(module, args, output):
+    """A forward hook: ``output`` with each bfloat16 tensor in it (in tuples, lists, dicts) as float32."""
+    import torch
+
+    def up(value):
+        if isinstance(value, torch.Tensor):
+            return value.float() if value.dtype == torch.bfloat16 else value
+        if isinstance(value, (tuple, list)):
+            return type(value)(up(v) for v in value)
+        if isinstance(value, dict):
+            return {key: up(v) for key, v in value.items()}
+        return value
+
+    return up(output)

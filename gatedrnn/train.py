@@ -1,6 +1,8 @@
 """The training loop: one function, no callbacks. Adam/AdamW, gradient clipping, a
 learning-rate schedule, evaluation every N steps, early stopping, checkpoints that resume to
-the same result, a progress bar and a JSONL metrics log. Under torchrun it trains with
+the same result, a progress bar and a JSONL metrics log, in float32 or in mixed bfloat16
+(``TrainConfig.precision``: the forward and the loss under autocast, evaluations too, the
+weights, the optimizer and the checkpoints float32). Under torchrun it trains with
 DistributedDataParallel through the hooks of ``gatedrnn/distributed.py``.
 
 SIGINT and SIGTERM (Ctrl-C; a scheduler, ``docker stop``, a spot-instance reclaim) stop a run
@@ -139,6 +141,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     found are put back after): it raises :class:`Stopped` once the step under way is saved
     and the run folder's lock released."""
     config.validate()
+    config.autocast_device()  # a device that cannot compute in bfloat16: one line, before any data is read
     run_dir = Path(run_dir)
     stop = _StopOnSignals()
     with stop, torch_threads(config.threads), flush_denormals(), distributed.session(config, timeout_minutes) as world:
@@ -197,6 +200,11 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
         runs.write_files(run_dir, config, task)
         runs.empty_log(run_dir / METRICS)  # never through a symbolic link
     history = runs.read_log(run_dir / METRICS) if world.main else []
+
+    def evaluated(split):  # in the precision the run trains in: its metrics describe the model as trained
+        with config.mixed_precision(model):
+            return evaluate(task, model, split, config.seed, config.device)
+
     checkpointed = (run_dir / checkpoint.CHECKPOINT).exists()
     # The loss through DDP (an adaptive softmax leaves the clusters no target of the batch falls in unused).
     compute = world.wrap(model, lambda m, *batch: _batch_loss(task, m, *batch),
@@ -225,7 +233,8 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
             inputs, targets = to_device(inputs, config.device), to_device(targets, config.device)
             if task.stateful and task.starts_sequence(step):
                 carry = None
-            loss, carry = compute(inputs, targets, carry)
+            with config.mixed_precision(model):  # float32: nothing; bfloat16: the forward and the loss autocast
+                loss, carry = compute(inputs, targets, carry)
             if task.stateful:
                 carry = tuple(s.detach() for s in carry) if isinstance(carry, tuple) else carry.detach()
             loss, batch_loss = world.mean_loss(loss, task.loss_weight(targets))  # batch_loss: the whole batch's
@@ -260,7 +269,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
                 if board is not None:
                     board.train(row)
             if step % config.eval_every == 0 or step == config.steps:
-                metrics = world.from_main(lambda: evaluate(task, model, "valid", config.seed, config.device))
+                metrics = world.from_main(lambda: evaluated("valid"))
                 row = {"step": step, "split": "valid", **metrics, "seconds": time.perf_counter() - started}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -323,7 +332,7 @@ def _train(config, run_dir, task, model, resume, progress, stop_at, on_eval, ten
     signum = world.largest(stop.signum) if status != "nan" else 0
     if signum:  # a signal in the last step: it is saved, and the test evaluation waits for the resume
         return _stopped(stop, signum, config, state["step"], history)
-    test = world.from_main(lambda: evaluate(task, model, "test", config.seed, config.device))
+    test = world.from_main(lambda: evaluated("test"))
     baselines = task.baseline_results("test") if world.main else None  # on the same test rows, beside the model's
     if world.main:
         checkpoint.write_json(run_dir / RESULT, {"step": state["step"], "test": test, "status": status,

@@ -93,7 +93,9 @@ def load(run_dir, task=None, trust_edited: bool = False) -> TrainedRun:
 
     Returns:
         A :class:`TrainedRun`: the model in eval mode on the run's device, its config, result
-        and what its task saved.
+        and what its task saved. The model's weights are float32 whatever the run's
+        ``precision``; called directly it computes in float32, and ``with
+        run.config.mixed_precision(run.model):`` computes as a bfloat16 run trained.
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no run.
@@ -144,7 +146,8 @@ def predict(run, input, per_line: bool = False, task=None, trust_edited: bool = 
 
     ``per_line``: a row per line of a text file. ``task``: for a run of a task of your own,
     its import path or class; ``trust_edited``: accept edited run files (see
-    :func:`gatedrnn.load`).
+    :func:`gatedrnn.load`). The model computes in the run's precision (``--precision
+    bfloat16``: under autocast, as it trained; :meth:`gatedrnn.config.TrainConfig.mixed_precision`).
 
     Args:
         run (str, Path or TrainedRun): a run folder, or what :func:`load` returned.
@@ -192,7 +195,8 @@ def predict(run, input, per_line: bool = False, task=None, trust_edited: bool = 
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a file")
-    prediction = restored.predict(run.model, path, device=run.config.device, per_line=per_line)
+    with run.config.mixed_precision(run.model):  # as it trained and was evaluated (float32, or bfloat16 autocast)
+        prediction = restored.predict(run.model, path, device=run.config.device, per_line=per_line)
     prediction.task = run.task
     prediction.summary = {"run": str(run.run_dir), "input": str(path), "task": run.task, **prediction.summary}
     prediction.notes = run.notes + prediction.notes

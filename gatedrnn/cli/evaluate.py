@@ -34,7 +34,8 @@ def run(args) -> int:
     config.data = runs.data_to_read(config, args.run_dir, args.data)
     task, model = runs.build(config, args.run_dir, args.task)  # a text run keeps its vocab.json
     state = checkpoint.load_model(args.run_dir, model, expect=runs.identity(config))  # the same task, cell and data
-    metrics = task.evaluate(model, args.split, config.seed, config.device)
+    with config.mixed_precision(model):  # as the run was trained and evaluated (its precision)
+        metrics = task.evaluate(model, args.split, config.seed, config.device)
     baselines = task.baseline_results(args.split)  # on the same rows, beside the model's numbers
     if args.json:
         print(json.dumps({"step": state["step"], "split": args.split, **metrics,

@@ -55,9 +55,10 @@ def run(args) -> int:
         task, _, read_data = runs.restore(config, args.run_dir, args.task)
         model = task.make_model(config)
         checkpoint.load_model(args.run_dir, model, expect=runs.identity(config, data=read_data))
-    message = task.generate(model.eval(), args.out, run_dir=Path(args.run_dir), prompt=args.prompt,
-                            length=args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                            stream=sys.stdout)  # fmt: skip
+    with config.mixed_precision(model):  # in the run's precision
+        message = task.generate(model.eval(), args.out, run_dir=Path(args.run_dir), prompt=args.prompt,
+                                length=args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                                stream=sys.stdout)  # fmt: skip
     if message:
         print(message)
     return 0

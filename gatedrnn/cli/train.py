@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   gatedrnn train --task adding --cell lstm --peephole --out runs/adding-peephole
   gatedrnn train --task adding --cell gru --no-reset-after --out runs/adding-cho-gru
   gatedrnn train --preset video-quick --cell convlstm --out runs/video
+  gatedrnn train --preset shakespeare-quick --cell gru --precision bfloat16 --out runs/sq-bf16   # mixed precision
   gatedrnn train --task adding --cell lstm --tensorboard --out runs/adding-tb   # tensorboard --logdir runs/adding-tb/tensorboard
   torchrun --nproc_per_node 2 -m gatedrnn train --task adding --cell lstm --batch-size 64 --out runs/adding-ddp
   gatedrnn train --task my_tasks:Parity --cell gru --out runs/parity   # a task of your own (MODULE:CLASS)
@@ -194,6 +195,10 @@ def add_parser(sub, task=None):
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads torch uses for the run (torch.set_num_threads; default: torch's choice)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"],
+                   help="float32 (default), or bfloat16: mixed precision, the forward and the loss under "
+                        "torch.autocast (evaluation and prediction too); weights, optimizer and checkpoint stay "
+                        "float32. Meant for CPUs with bfloat16 instructions (AVX-512 BF16, AMX) and GPUs")  # fmt: skip
     if task is not None:
         add_task_options(p, task)
     p.add_argument("--out", type=Path, required=True, help="run folder: config, metrics, checkpoint, report")
