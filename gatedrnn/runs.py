@@ -283,13 +283,22 @@ def write_files(run_dir: Path, config: TrainConfig, task=None) -> None:
             checkpoint.write_json(run_dir / name, value)
 
 
+# Fields added to TrainConfig after runs were first written, with the value every earlier run
+# had: config.json leaves such a field out at that value, so a run folder written before the
+# field existed, resumed, keeps a config.json equal to the one its checkpoint's manifest
+# recorded (adding "precision": "float32" would read as an edit).
+ADDED_FIELDS = {"precision": "float32"}
+
+
 def config_dict(config: TrainConfig) -> dict:
-    """``config`` as the dict ``config.json`` holds.
+    """``config`` as the dict ``config.json`` holds (less any of :data:`ADDED_FIELDS` at the
+    value runs had before it existed; reading fills it back in as the field's default).
 
     Args:
         config (TrainConfig): a config.
     """
-    return dataclasses.asdict(config)
+    values = dataclasses.asdict(config)
+    return {key: value for key, value in values.items() if ADDED_FIELDS.get(key, object()) != value}
 
 
 def empty_log(path: Path) -> None:

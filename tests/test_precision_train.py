@@ -161,7 +161,7 @@ def test_the_default_float32_run_never_autocasts_and_is_the_same_run(tmp_path, s
     assert main(["train", *TINY, "--cell", "gru", "--out", str(tmp_path / "unset")]) == 0
     assert seen["linear"] and not any(on for on, _, _ in seen["linear"])
     assert {dtype for _, _, dtype in seen["linear"]} == {torch.float32}
-    assert json.loads((tmp_path / "unset" / "config.json").read_text())["precision"] == "float32"
+    assert "precision" not in json.loads((tmp_path / "unset" / "config.json").read_text())  # float32: left out
     assert main(["train", *TINY, "--cell", "gru", "--precision", "float32", "--out", str(tmp_path / "float32")]) == 0
     assert main(["train", *TINY, "--cell", "gru", "--precision", "bfloat16", "--out", str(tmp_path / "bf16")]) == 0
     unset, float32, bf16 = (checkpoint_tensors(tmp_path / name) for name in ("unset", "float32", "bf16"))
@@ -222,3 +222,21 @@ def test_the_evaluate_command_computes_a_bfloat16_run_as_it_was_trained(tmp_path
     got = json.loads(capsys.readouterr().out)
     assert seen["linear"] and all(autocast for autocast, _, _ in seen["linear"])
     assert got["mse"] == pytest.approx(written["mse"], rel=1e-6)
+
+
+def test_a_float32_run_writes_its_config_as_runs_before_the_field_did(tmp_path):
+    """config.json leaves ``precision`` out at float32, the value every run had before the field
+    existed: such a run, resumed, keeps the config.json its checkpoint's manifest recorded (a
+    written ``"precision": "float32"`` would read as an edit if the resume were killed before
+    its first checkpoint). A bfloat16 run writes it."""
+    from gatedrnn import manifest, runs
+
+    plain, mixed = tmp_path / "plain", tmp_path / "mixed"
+    assert main(["train", *TINY, "--out", str(plain)]) == 0
+    assert main(["train", *TINY, "--precision", "bfloat16", "--out", str(mixed)]) == 0
+    assert "precision" not in json.loads((plain / "config.json").read_text())
+    assert json.loads((mixed / "config.json").read_text())["precision"] == "bfloat16"
+    assert runs.load_config(plain).precision == "float32" and runs.load_config(mixed).precision == "bfloat16"
+    before = manifest.digest(plain / "config.json", runs.RESUMABLE)
+    assert main(["train", "--out", str(plain), "--resume", "--steps", "9", "--no-report"]) == 0
+    assert manifest.digest(plain / "config.json", runs.RESUMABLE) == before
