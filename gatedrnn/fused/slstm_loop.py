@@ -70,10 +70,9 @@ def slstm_forward(xw, h0, s0, w_hh, b_hh, lengths, reverse, save, exp_forget):
         hs[t], ss[t], acts[t] = h, s, act
     hs_t = torch.stack(hs)  # (T, B, H)
     out = hs_t if valid is None else torch.where(valid, hs_t, 0.0)
-    empty = xw.new_empty(0)
-    if not save:
-        return out, h, s, empty, empty, empty
-    return out, h, s, hs_t if valid is not None else empty, torch.stack(ss), torch.stack(acts)
+    if not save:  # three tensors, not one three times: a custom op's outputs may not alias one another
+        return out, h, s, xw.new_empty(0), xw.new_empty(0), xw.new_empty(0)
+    return out, h, s, hs_t if valid is not None else xw.new_empty(0), torch.stack(ss), torch.stack(acts)
 
 
 def slstm_backward(d_out, d_h_n, d_s_n, d_act, d_ss, hs, ss, act, h0, s0, w_hh, lengths, reverse, exp_forget):
