@@ -231,24 +231,36 @@ def test_native_kernels_flush_subnormals_and_restore_the_mode(name):
     assert subnormals_survive(), "the native kernel left flush-to-zero on"
 
 
-def test_auto_picks_torch_kernel_for_a_plain_lstm_without_gradients_only():
-    """torch's kernel (oneDNN's LSTM primitive) in inference; ours where a gradient is wanted,
-    faster at every shape of benchmarks/speed.py; ours for everything torch's kernel lacks."""
+def test_auto_without_autotuning_asks_the_static_rule_where_both_can_run(monkeypatch):
+    """With autotuning off (the suite's setting), a plain float32 call that torch's kernel and
+    ours can both run is decided by the fitted table (gatedrnn.static_rule.decide, asked with
+    whether a gradient is wanted); ours for everything torch's kernel lacks."""
+    from gatedrnn import static_rule
     from gatedrnn.backends import auto_backend
 
+    asked = []
+
+    def decide(cell, grad, B, T, I, H):  # noqa: E741
+        asked.append((cell, grad, B, T, I, H))
+        return "torch"
+
+    monkeypatch.setattr(static_rule, "decide", decide)
     x = torch.randn(3, 2, 4)
     layer = gatedrnn.LSTM(4, 5)
-    assert auto_backend(layer, x, None, False) == "fused"  # its parameters want gradients
+    assert auto_backend(layer, x, None, False) == "torch" and asked[-1] == ("LSTM", True, 2, 3, 4, 5)
     with torch.no_grad():
-        assert auto_backend(layer, x, None, False) == "torch"
+        assert auto_backend(layer, x, None, False) == "torch" and asked[-1] == ("LSTM", False, 2, 3, 4, 5)
     frozen = gatedrnn.LSTM(4, 5).requires_grad_(False)
-    assert auto_backend(frozen, x, None, False) == "torch"
-    assert auto_backend(frozen, x.clone().requires_grad_(), None, False) == "fused"  # the input's
-    assert auto_backend(gatedrnn.LSTM(4, 5), x, None, True) == "fused"
-    assert auto_backend(gatedrnn.LSTM(4, 5), x, torch.tensor([3, 1]), False) == "fused"
-    assert auto_backend(gatedrnn.LSTM(4, 5, proj_size=2), x, None, False) == "fused"
+    assert auto_backend(frozen, x, None, False) == "torch" and asked[-1][1] is False
+    assert auto_backend(frozen, x.clone().requires_grad_(), None, False) == "torch" and asked[-1][1] is True
+    assert auto_backend(gatedrnn.GRU(4, 5), x, None, False) == "torch" and asked[-1][0] == "GRU"
+    del asked[:]
+    assert auto_backend(gatedrnn.LSTM(4, 5), x, None, True) == "fused"  # a trace
+    assert auto_backend(gatedrnn.LSTM(4, 5), x, torch.tensor([3, 1]), False) == "fused"  # lengths
+    assert auto_backend(gatedrnn.LSTM(4, 5, proj_size=2), x, None, False) == "fused"  # the hand rule's
     assert auto_backend(gatedrnn.LSTM(4, 5).double(), x.double(), None, False) == "fused"
-    assert auto_backend(gatedrnn.GRU(4, 5), x, None, False) == "fused"
+    assert auto_backend(gatedrnn.LSTM(4, 5, peephole=True), x, None, False) == "fused"
+    assert asked == []  # none of these is the table's to decide
 
 
 def test_fused_large_float32_matches_torch():

@@ -25,7 +25,7 @@ from gatedrnn.cells.layernorm import ln_gru_step
 from gatedrnn.cells.mgu import mgu_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 projection_grads, reference_zoneout, zeros_if_none)  # fmt: skip
+                                 projection_grads, reference_zoneout, register_autograd, zeros_if_none)  # fmt: skip
 from gatedrnn.fused.lstm import normalize_input
 
 FORMS = {"GRU": 0, "GRU_reset_before": 1, "MGU": 2}
@@ -130,7 +130,7 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_act):
             d_ln_hh, None, d_w_ih, d_b_ih, None, None)  # fmt: skip
 
 
-gru_forward.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(gru_forward, _backward, _setup_context)
 forbid_double_backward(gru_backward)
 
 

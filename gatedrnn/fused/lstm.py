@@ -30,7 +30,8 @@ from gatedrnn.cells.layernorm import ln_lstm_step
 from gatedrnn.cells.lstm import lstm_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 projection_grads, reference_zoneout, valid_steps, zeros_if_none)  # fmt: skip
+                                 projection_grads, reference_zoneout, register_autograd, valid_steps,
+                                 zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::lstm_forward", mutates_args=())
@@ -147,7 +148,7 @@ def _backward(ctx, d_out, d_h_n, d_c_n, d_hs, d_cs, d_gates, d_cf):
             None, d_ln_hh if ln else None, d_ln_c if ln else None, None, d_w_ih, d_b_ih, None, None)  # fmt: skip
 
 
-lstm_forward.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(lstm_forward, _backward, _setup_context)
 forbid_double_backward(lstm_backward)
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from gatedrnn.cells.rnn import rnn_relu_step, rnn_tanh_step
 from gatedrnn.fused._native import kernels
 from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, grads_by_recompute,
-                                 projection_grads, reference_zoneout, zeros_if_none)  # fmt: skip
+                                 projection_grads, reference_zoneout, register_autograd, zeros_if_none)  # fmt: skip
 
 
 @torch.library.custom_op("gatedrnn::rnn_forward", mutates_args=())
@@ -95,7 +95,7 @@ def _backward(ctx, d_out, d_h_n, d_hs, d_hf):
             d_b_ih, None)  # fmt: skip
 
 
-rnn_forward.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(rnn_forward, _backward, _setup_context)
 forbid_double_backward(rnn_backward)
 
 

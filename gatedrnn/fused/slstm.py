@@ -28,7 +28,8 @@ from gatedrnn import _checks
 from gatedrnn.cells.slstm import FORGET, block_diagonal, slstm_step
 from gatedrnn.fused import slstm_loop
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import call_kernel, compute_dtype, forbid_double_backward, zeros_if_none
+from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, register_autograd,
+                                 zeros_if_none)  # fmt: skip
 
 __all__ = ["slstm_sequence"]
 
@@ -111,7 +112,7 @@ def _backward(ctx, d_out, d_h_n, d_s_n, d_hs, d_ss, d_act):
     return d_xw, d_h0, d_s0, d_w_hh, d_b_hh if ctx.has_bias else None, None, None, None, None
 
 
-slstm_forward.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(slstm_forward, _backward, _setup_context)
 forbid_double_backward(slstm_backward)
 
 

@@ -4,6 +4,7 @@
 #include "buffers.h"
 #include "common.h"
 #include "input.h"
+#include "lowp.h"
 #include "packed.h"
 
 namespace gatedrnn {
@@ -85,6 +86,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("empty_buffer_cache", []() { gatedrnn::BufferCache::instance().clear(); });
   m.def("buffer_cache_min_bytes", []() { return gatedrnn::BufferCache::instance().min_bytes(); });
   m.def("set_buffer_cache_min_bytes", [](size_t bytes) { gatedrnn::BufferCache::instance().set_min_bytes(bytes); });
+  // the products in bfloat16 (lowp.h): the calling thread's switch, which products take it once on
+  // (-1 none, 0 where they pay, 1 all), and a count of those computed in bfloat16 (tests)
+  m.def("set_bf16_products", [](bool on) { gatedrnn::bf16_products_requested() = on; });
+  m.def("bf16_products", []() { return gatedrnn::bf16_products_requested(); });
+  m.def("use_bf16_gemm", [](int mode) { gatedrnn::bf16_gemm_mode() = mode; });
+  m.def("bf16_gemm_mode", []() { return gatedrnn::bf16_gemm_mode(); });
+  m.def("bf16_pays", [](int64_t rows, int64_t K, int64_t N) { return gatedrnn::bf16_pays(rows, K, N); });
+  m.def("bf16_product_count", []() { return gatedrnn::bf16_product_count().load(); });
+  m.def("reset_bf16_product_count", []() { gatedrnn::bf16_product_count() = 0; });
   // a step's rows split across threads from this many multiply-adds a step (common.h)
   m.def("min_shared_work", []() { return gatedrnn::min_shared_work(); });
   m.def("set_min_shared_work", [](int64_t work) { gatedrnn::min_shared_work() = work; });

@@ -18,6 +18,8 @@
 #include <xmmintrin.h>
 #endif
 
+#include "lowp.h"
+
 namespace gatedrnn {
 
 using at::Tensor;
@@ -312,15 +314,21 @@ void write_output_row(scalar_t* out_t, const scalar_t* h_t, const Lengths& len, 
 
 // sum_t d_pre[t]^T h_prev[t] as one GEMM over all T*B rows (plus one for the first step),
 // h_prev being h0 at the first step read and the carried state of the step before after it.
+// With the products in bfloat16 (lowp.h) each of the two from bfloat16 operands, added in float.
 inline Tensor recurrent_weight_grad(const Tensor& d_pre, const Tensor& hs, const Tensor& h0, bool reverse) {
   const int64_t T = d_pre.size(0), G = d_pre.size(2), P = hs.size(2);
-  Tensor d_w = at::mm(d_pre[reverse ? T - 1 : 0].t(), h0);
+  const Tensor first = d_pre[reverse ? T - 1 : 0].t();  // (G, B)
   if (T > 1) {
-    const Tensor later = reverse ? d_pre.narrow(0, 0, T - 1) : d_pre.narrow(0, 1, T - 1);
-    const Tensor before = reverse ? hs.narrow(0, 1, T - 1) : hs.narrow(0, 0, T - 1);
-    d_w.addmm_(later.reshape({-1, G}).t(), before.reshape({-1, P}));
+    const Tensor later = (reverse ? d_pre.narrow(0, 0, T - 1) : d_pre.narrow(0, 1, T - 1)).reshape({-1, G}).t();
+    const Tensor before = (reverse ? hs.narrow(0, 1, T - 1) : hs.narrow(0, 0, T - 1)).reshape({-1, P});
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    if (d_pre.scalar_type() == at::kFloat && bf16_product<float>(later.size(0) / threads, later.size(1), P))
+      return mm_maybe_bf16(first, h0).add_(mm_maybe_bf16(later, before));
+    Tensor d_w = at::mm(first, h0);
+    d_w.addmm_(later, before);
+    return d_w;
   }
-  return d_w;
+  return mm_maybe_bf16(first, h0);
 }
 
 }  // namespace gatedrnn

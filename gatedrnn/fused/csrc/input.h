@@ -8,6 +8,9 @@
 // row that an addmm makes first. The products are as fast as the one large GEMM here (each
 // block runs at one core's peak with W_ih packed once). In training too: the backward never
 // reads xw (only its gradient, which the ops then hand on to x, W_ih and b_ih: fused/_ops.py).
+//
+// With the products in bfloat16 (lowp.h) both ways take bfloat16 operands where they pay: the
+// products in the loop through PackedRight, the one before it through mm_maybe_bf16.
 #pragma once
 
 #include "packed.h"
@@ -74,7 +77,13 @@ class InputRows {
                   "gatedrnn: w_ih must be (", G, ", ", I, "), got ", w_ih->sizes());
       TORCH_CHECK(!given(b_ih) || (b_ih->dim() == 1 && b_ih->size(0) == G), "gatedrnn: b_ih must be (", G, ")");
       if (!projects_in_loop(B, I, G, steps_)) {
-        xw_ = at::linear(xw_or_x, *w_ih, b_ih.has_value() ? *b_ih : Tensor()).contiguous();
+        const int64_t rows = steps_ * B / std::max<int64_t>(1, at::get_num_threads());
+        if (xw_or_x.scalar_type() == at::kFloat && bf16_product<float>(rows, I, G)) {  // lowp.h: all steps' rows
+          xw_ = mm_maybe_bf16(xw_or_x.reshape({-1, I}), w_ih->t()).view({steps_, B, G});
+          if (given(b_ih)) xw_.add_(*b_ih);
+        } else {
+          xw_ = at::linear(xw_or_x, *w_ih, b_ih.has_value() ? *b_ih : Tensor()).contiguous();
+        }
       } else {
         x_ = xw_or_x.contiguous();
         w_ = w_ih->contiguous();

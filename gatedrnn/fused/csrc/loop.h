@@ -440,7 +440,7 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
     d_w_hh = recurrent_weight_grad(Cell::kTwoStage ? d_xw.narrow(2, 0, cell.R1) : d_xw, hs_in, h0_in, reverse);
     if constexpr (Cell::kTwoStage) {  // the second product's input is the gated h_in kept in act
       const Tensor gated = act.narrow(2, cell.gated, H).reshape({-1, H});
-      d_w_hh = at::cat({d_w_hh, at::mm(d_xw.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
+      d_w_hh = at::cat({d_w_hh, mm_maybe_bf16(d_xw.narrow(2, cell.R1, cell.R2).reshape({-1, cell.R2}).t(), gated)});
     }
     d_b_hh = d_xw.sum(kStepsAndRows);
   } else if (S == 0) {
@@ -454,7 +454,8 @@ std::vector<Tensor> loop_backward(const Cell& cell, const optional<Tensor>& d_ou
   }
   Tensor d_w_hr = empty0(act);
   if constexpr (Cell::kTwoStates) {  // the projection's input m = o tanh(c), (T, B, H)
-    if (proj) d_w_hr = at::mm(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));
+    if (proj)
+      d_w_hr = mm_maybe_bf16(d_hs.reshape({-1, P}).t(), cell.projected(act, cf.numel() ? cf : cs).reshape({-1, H}));
   }
   return {d_xw, d_h, Cell::kTwoStates ? d_c : empty0(act), d_w_hh, d_b_hh, d_w_hr, d_extra};
 }

@@ -10,9 +10,27 @@
 // float only (MKL packs doubles too, but libtorch does not export those entry points); where
 // the symbols are absent, the direct BLAS path is off, or a loop is too short to repay the
 // packing, the products go through gemm_rows as before.
+//
+// With the products in bfloat16 (lowp.h: a bfloat16 layer or autocast, on a CPU with native
+// bfloat16 GEMMs) a PackedRight whose product pays holds a bfloat16 copy of its weight instead
+// of a packed float one, and multiply() rounds the rows of a to bfloat16, multiplies them with
+// oneDNN (at::mm_out) and widens the result into out. Every per-step product of loop.h goes
+// through here (the recurrent ones, a two-stage cell's second, the projection W_hr, and their
+// gradients' d_gh W_hh), and so does the input projection in the loop (input.h): every cell
+// gets the bfloat16 products with no code of its own. The numbers the choice rests on, measured
+// on this project's CPU (AVX-512 BF16, no AMX), one worker of for_row_blocks, (rows, K, N),
+// at::mm in bfloat16 against float32: (32, 256, 1024) 108 vs 199 µs, (48, 768, 2304) 881 vs
+// 2001, (64, 256, 1024) 189 vs 402, (8, 256, 1024) 52 vs 76; but ~30 µs a call whatever the
+// size: (1, 256, 1024) 36 vs 26, (16, 128, 512) 33 vs 31. Hence the rule of lowp.h (bf16_pays:
+// a thread's rows * K * N >= 2^21), and a float32 packed weight everywhere below it. No faster
+// bfloat16 engine was found here: MKL's cblas_gemm_bf16bf16f32 takes an AVX2 emulation
+// (150-180 GFLOPS, slower than float32 through oneDNN), cpublas::brgemm needs AMX to pack
+// bfloat16 (its non-VNNI call runs at float32's speed), and cpublas::gemm with a float result is
+// not exported from libtorch.
 #pragma once
 
 #include "common.h"
+#include "lowp.h"
 
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
@@ -54,12 +72,19 @@ inline bool packs_weight(int64_t M, int64_t K, int64_t N, int64_t uses) {
 
 // The right operand b (K, N; row stride ldb) of `uses` products with up to M rows each, packed
 // once when the rule says so; multiply() then computes a (rows, K) b from the packed copy,
-// else it calls gemm_rows on b itself.
+// else it calls gemm_rows on b itself. With the products in bfloat16 where they pay (lowp.h,
+// decided here, on the calling thread, once per loop), from a bfloat16 copy of b instead.
 template <typename T>
 class PackedRight {
  public:
   PackedRight(int64_t M, int64_t K, int64_t N, const T* b, int64_t ldb, int64_t uses)
       : K_(K), N_(N), b_(b), ldb_(ldb) {
+    if (uses > 0 && in_bf16(M)) {
+      b16_ = at::from_blob(const_cast<T*>(b), {K, N}, {ldb, 1}, at::TensorOptions().dtype(at::kFloat))
+                 .to(at::kBFloat16)
+                 .contiguous();  // (K, N)
+      return;
+    }
     pack(M, b, ldb, false, uses);
   }
 
@@ -70,6 +95,10 @@ class PackedRight {
     TORCH_CHECK(w.dim() == 2 && w.size(0) == N && w.size(1) == K && (K <= 1 || w.stride(1) == 1),
                 "gatedrnn: PackedRight::transposed wants w (N, K) with contiguous rows");
     PackedRight p(K, N);
+    if (uses > 0 && p.in_bf16(M)) {
+      p.b16_ = w.to(at::kBFloat16).contiguous().t();  // (K, N), a view of w's bfloat16 copy (N, K)
+      return p;
+    }
     p.pack(M, w.const_data_ptr<T>(), w.stride(0), true, uses);
     if (!p.packed()) {
       p.b_copy_ = w.t().contiguous();
@@ -83,6 +112,10 @@ class PackedRight {
   void multiply(int64_t rows, const T* a, int64_t lda, T* out, int64_t ldo, bool accumulate,
                 const at::TensorOptions& opts) const {
     if constexpr (std::is_same_v<T, float>) {
+      if (b16_.defined()) {
+        multiply_bf16(rows, a, lda, out, ldo, accumulate);
+        return;
+      }
       if (packed_.defined()) {
         cblas_sgemm_compute(kColMajor, kPacked, kNoTrans, int(N_), int(rows), int(K_), packed_.const_data_ptr<float>(),
                             int(N_), a, int(lda), accumulate ? 1.0f : 0.0f, out, int(ldo));
@@ -101,10 +134,36 @@ class PackedRight {
   }
 
   bool packed() const { return packed_.defined(); }
+  bool bf16() const { return b16_.defined(); }
 
  private:
   static constexpr int kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151, kAMatrix = 161;
   PackedRight(int64_t K, int64_t N) : K_(K), N_(N), b_(nullptr), ldb_(N) {}
+
+  // Whether this loop's products by b take bfloat16 operands: the switch (read on the calling
+  // thread, which builds every PackedRight before for_row_blocks) and the rule, on a thread's
+  // share of the M rows.
+  bool in_bf16(int64_t M) const {
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    return bf16_product<T>((M + threads - 1) / threads, K_, N_);
+  }
+
+  // out (rows, N; ldo) = a (rows, K; lda) b, plus out when accumulate, from bfloat16 operands:
+  // a's rows rounded into a scratch of the calling (worker) thread's own, one oneDNN product
+  // into a bfloat16 scratch, widened into out.
+  void multiply_bf16(int64_t rows, const float* a, int64_t lda, float* out, int64_t ldo, bool accumulate) const {
+    if (rows == 0) return;
+    thread_local std::vector<at::BFloat16> a16, out16;  // grown to the largest product, kept
+    a16.resize(size_t(std::max<int64_t>(a16.size(), rows * K_)));
+    out16.resize(size_t(std::max<int64_t>(out16.size(), rows * N_)));
+    round_rows_to_bf16(rows, K_, a, lda, a16.data());
+    const auto bf16 = at::TensorOptions().dtype(at::kBFloat16);
+    Tensor ta = at::from_blob(a16.data(), {rows, K_}, bf16);
+    Tensor to = at::from_blob(out16.data(), {rows, N_}, bf16);
+    at::mm_out(to, ta, b16_);
+    widen_rows(rows, N_, out16.data(), out, ldo, accumulate);
+    bf16_product_count().fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Packs b (K, N; ldb), or b given as its transpose (N, K; ldb), where the rule says it pays.
   void pack(int64_t M, const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
@@ -127,6 +186,7 @@ class PackedRight {
   int64_t ldb_;
   Tensor packed_;  // undefined when not packed
   Tensor b_copy_;  // b made contiguous from a transposed weight, when not packed
+  Tensor b16_;     // b (K, N) in bfloat16 when the products take bfloat16 operands, else undefined
 };
 
 }  // namespace gatedrnn
