@@ -36,6 +36,11 @@ std::vector<Tensor> slstm_forward(const Tensor&, const Tensor&, const Tensor&, c
 std::vector<Tensor> slstm_backward(const OT&, const Tensor&, const Tensor&, const OT&, const OT&, const Tensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                    const OT&, bool, bool);
+std::vector<Tensor> mlstm_recurrent(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                    const Tensor&, const Tensor&, const Tensor&, double, bool);
+std::vector<Tensor> mlstm_recurrent_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                             const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                             const Tensor&, const Tensor&, const Tensor&, const Tensor&, double);
 }  // namespace gatedrnn
 
 // Every entry point runs with subnormals flushed to zero (common.h, FlushDenormals).
@@ -56,6 +61,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_backward", flushed(&gatedrnn::rnn_backward));
   m.def("slstm_forward", flushed(&gatedrnn::slstm_forward));
   m.def("slstm_backward", flushed(&gatedrnn::slstm_backward));
+  m.def("mlstm_recurrent", flushed(&gatedrnn::mlstm_recurrent));
+  m.def("mlstm_recurrent_backward", flushed(&gatedrnn::mlstm_recurrent_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
   m.def("min_gru_inference", flushed(&gatedrnn::min_gru_inference));
   // the gate math alone over rows (the convolutional layers' pixels)
