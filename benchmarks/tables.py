@@ -715,10 +715,68 @@ def random_shapes() -> str:
     return table(header, body, *names)
 
 
+def static_grid() -> str:
+    """auto's static rule (benchmarks/static_grid.py): per cell and mode, the grid points
+    measured, how many chose each candidate, and fused / torch over them."""
+    found = rows("static_grid.json")
+    body = []
+    for cell, mode in ordered(found, lambda r: (r["cell"], r["mode"])):
+        mine = [r for r in found if (r["cell"], r["mode"]) == (cell, mode)]
+        fused = sum(r["decision"] == "fused" for r in mine)
+        ratios = [r["ratio"] for r in mine]
+        body.append([cell, mode, count(len(mine)), count(fused), count(len(mine) - fused), ratio(min(ratios)),
+                     ratio(statistics.median(ratios)), ratio(max(ratios))])  # fmt: skip
+    header = ["cell", "mode", "grid points", "fused chosen", "torch chosen", "fused / torch: min", "median", "max"]
+    return table(header, body, "static_grid.json")
+
+
+def bf16_speed() -> str:
+    """The products in bfloat16 (benchmarks/bf16_speed.py): ratios per cell and shape."""
+    found = rows("bf16_speed.json")
+    keys = [("bf16_ratio", "our bfloat16 / our float32"), ("autocast_ratio", "ours under autocast / our float32"),
+            ("autocast_vs_torch", "ours / torch.nn, both under autocast"),
+            ("bf16_vs_f32_products", "bfloat16 layer / its products in float32")]  # fmt: skip
+    header = ["cell", "B, T, I, H", *(f"{name}: inference / training" for _, name in keys), "bfloat16 products"]
+    body = []
+    for cell in ordered(found, lambda r: r["cell"]):
+        mine = [r for r in found if r["cell"] == cell]
+        for at in ordered(mine, sizes):
+            here = [r for r in mine if sizes(r) == at]
+            body.append([cell, shape(*at), *(by_mode(here, k) for k, _ in keys), count(here[0]["bf16_products"])])
+    return table(header, body, "bf16_speed.json")
+
+
+def bf16_learning() -> str:
+    """Mixed bfloat16 against float32 (benchmarks/bf16_learning.py): the test metric over seeds,
+    the difference in units of float32's spread over seeds, the wall time."""
+    found = rows("bf16_learning.json")
+    body = []
+    for task, cell in ordered(found, lambda r: (r["task"], r["cell"])):
+        mine = {p: [r for r in found if (r["task"], r["cell"], r["precision"]) == (task, cell, p)]
+                for p in ("float32", "bfloat16")}  # fmt: skip
+        if not all(mine.values()):
+            continue
+        values = {p: [r["value"] for r in rs] for p, rs in mine.items()}
+        mean = {p: statistics.mean(v) for p, v in values.items()}
+        spread = {p: statistics.stdev(v) if len(v) > 1 else 0.0 for p, v in values.items()}
+        delta = mean["bfloat16"] - mean["float32"]
+        in_sd = fixed(delta / spread["float32"], 1) if spread["float32"] > 0 else "-"
+        wall = statistics.mean(r["wall_s"] for r in mine["bfloat16"]) / statistics.mean(
+            r["wall_s"] for r in mine["float32"])
+        body.append([mine["float32"][0]["preset"], CELLS.get(cell, cell), mine["float32"][0]["metric"],
+                     f"{fixed(mean['float32'], 4)} ± {fixed(spread['float32'], 4)}",
+                     f"{fixed(mean['bfloat16'], 4)} ± {fixed(spread['bfloat16'], 4)}", fixed(delta, 4), in_sd,
+                     count(len(values["float32"])), ratio(wall)])  # fmt: skip
+    header = ["preset", "cell", "test metric", "float32: mean ± sd", "bfloat16: mean ± sd", "difference",
+              "difference / float32 sd", "seeds", "wall time bfloat16 / float32"]  # fmt: skip
+    return table(header, body, "bf16_learning.json")
+
+
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline, "xlstm-speed": xlstm_speed},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
-                      "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes},
+                      "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes,
+                      "static-grid": static_grid, "bf16-speed": bf16_speed},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
