@@ -776,7 +776,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline, "xlstm-speed": xlstm_speed},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
                       "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes,
-                      "static-grid": static_grid, "bf16-speed": bf16_speed},
+                      "static-grid": static_grid, "bf16-speed": bf16_speed, "bf16-learning": bf16_learning},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
     "docs/conv.md": {"conv-speed": conv_speed},
