@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _HOMES = {  # public name: the module it lives in
     "ArgumentTypeError": "gatedrnn._checks", "DTypeError": "gatedrnn._checks", "DeviceError": "gatedrnn._checks",
