@@ -109,6 +109,20 @@ def forbid_double_backward(op) -> None:
     op.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
 
 
+def differentiable_grads(pairs, wrt) -> list:
+    """The gradients of ``pairs`` (``[(output, its gradient), ...]``, the gradients given) with
+    respect to each tensor of ``wrt``, with ``create_graph``: themselves differentiable, for
+    double backward. None for an entry of ``wrt`` that is None or needs no gradient. Call it
+    with grad mode on, the outputs computed from ``wrt``."""
+    needed = [k for k, t in enumerate(wrt) if t is not None and t.requires_grad]
+    found = torch.autograd.grad([v for v, _ in pairs], [wrt[k] for k in needed], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True)  # fmt: skip
+    grads = [None] * len(wrt)
+    for k, grad in zip(needed, found):
+        grads[k] = grad
+    return grads
+
+
 def grads_by_recompute(mode, reverse, inputs, pair_outputs, step=None, zoneout=None, extra=()):
     """First-order gradients that are themselves differentiable, for double backward
     (``create_graph=True``): the step graph is rebuilt with the reference loop from the
@@ -130,16 +144,7 @@ def grads_by_recompute(mode, reverse, inputs, pair_outputs, step=None, zoneout=N
             zoneout=zoneout,
         )  # fmt: skip
         pairs = [(value, grad) for value, grad in pair_outputs(output, final, trace) if grad is not None]
-        wrt = [x, w_ih, b_ih, *state, w_hh, b_hh, w_hr, *extra]
-        needed = [k for k, t in enumerate(wrt) if t is not None and t.requires_grad]
-        found = torch.autograd.grad(
-            [v for v, _ in pairs], [wrt[k] for k in needed], [g for _, g in pairs],
-            create_graph=True, allow_unused=True,
-        )  # fmt: skip
-    grads = [None] * len(wrt)
-    for k, grad in zip(needed, found):
-        grads[k] = grad
-    return grads
+        return differentiable_grads(pairs, [x, w_ih, b_ih, *state, w_hh, b_hh, w_hr, *extra])
 
 
 def reference_zoneout(*keeps):

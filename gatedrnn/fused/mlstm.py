@@ -20,7 +20,7 @@ from torch import Tensor
 
 from gatedrnn.cells.mlstm import empty_state, mlstm_step
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import forbid_double_backward, zeros_if_none
+from gatedrnn.fused._ops import differentiable_grads, forbid_double_backward, zeros_if_none
 
 __all__ = ["applies", "mlstm_recurrent", "mlstm_recurrent_backward", "native_available", "recurrent"]
 
@@ -134,13 +134,7 @@ def _grads_by_recompute(saved, eps, d_h, d_C, d_n, d_m, d_acts):
     with torch.enable_grad():
         results = python_recurrent(*saved, eps, d_acts is not None)
         pairs = [(r, g) for r, g in zip(results, (d_h, d_C, d_n, d_m, d_acts)) if g is not None]
-        needed = [j for j, t in enumerate(saved) if t.requires_grad]
-        found = torch.autograd.grad([r for r, _ in pairs], [saved[j] for j in needed], [g for _, g in pairs],
-                                    create_graph=True, allow_unused=True)  # fmt: skip
-    grads = [None] * 10
-    for j, grad in zip(needed, found):
-        grads[j] = grad
-    return tuple(grads)
+        return (*differentiable_grads(pairs, list(saved)), None, None)
 
 
 mlstm_recurrent.register_autograd(_backward, setup_context=_setup_context)

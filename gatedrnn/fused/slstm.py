@@ -28,8 +28,8 @@ from gatedrnn import _checks
 from gatedrnn.cells.slstm import FORGET, block_diagonal, slstm_step
 from gatedrnn.fused import slstm_loop
 from gatedrnn.fused._native import kernels
-from gatedrnn.fused._ops import (call_kernel, compute_dtype, forbid_double_backward, register_autograd,
-                                 zeros_if_none)  # fmt: skip
+from gatedrnn.fused._ops import (call_kernel, compute_dtype, differentiable_grads, forbid_double_backward,
+                                 register_autograd, zeros_if_none)  # fmt: skip
 
 __all__ = ["slstm_sequence"]
 
@@ -150,14 +150,7 @@ def _grads_by_recompute(ctx, inputs, d_out, d_h_n, d_s_n, d_ss, d_act):
         d_gates = None if d_act is None else d_act[..., : 4 * H]
         pairs = [(v, g) for v, g in ((out, d_out), (h_n, d_h_n), (s_n, d_s_n), (ss, d_ss), (act, d_gates))
                  if g is not None]  # fmt: skip
-        wrt = [xw, h0, s0, w_hh, b_hh]
-        needed = [k for k, t in enumerate(wrt) if t is not None and t.requires_grad]
-        found = torch.autograd.grad([v for v, _ in pairs], [wrt[k] for k in needed], [g for _, g in pairs],
-                                    create_graph=True, allow_unused=True)  # fmt: skip
-    grads = [None] * 9
-    for k, grad in zip(needed, found):
-        grads[k] = grad
-    return tuple(grads)
+        return (*differentiable_grads(pairs, [xw, h0, s0, w_hh, b_hh]), None, None, None, None)
 
 
 def _float_like(name, value, xw):
