@@ -746,6 +746,25 @@ def bf16_speed() -> str:
     return table(header, body, "bf16_speed.json")
 
 
+def bf16_headline() -> str:
+    """README's summary of benchmarks/bf16_speed.py: per cell, over the GEMM-bound shapes, the
+    range of bfloat16 / float32 and of ours / torch.nn under autocast, per mode."""
+    found = [r for r in rows("bf16_speed.json") if r["gemm_bound"]]
+
+    def span(mine, key, mode):
+        values = [r[key] for r in mine if r["mode"] == mode]
+        return f"{ratio(min(values))}–{ratio(max(values))}"
+
+    body = []
+    for cell in ordered(found, lambda r: r["cell"]):
+        mine = [r for r in found if r["cell"] == cell]
+        body.append([cell, count(len(ordered(mine, sizes))),
+                     *(span(mine, key, mode) for key in ("bf16_ratio", "autocast_vs_torch") for mode in MODES)])
+    header = ["cell", "shapes", "our bfloat16 / our float32: inference", "training",
+              "ours / torch.nn, both autocast: inference", "training"]  # fmt: skip
+    return table(header, body, "bf16_speed.json")
+
+
 def bf16_learning() -> str:
     """Mixed bfloat16 against float32 (benchmarks/bf16_learning.py): the test metric over seeds,
     the difference in units of float32's spread over seeds, the wall time."""
@@ -773,7 +792,7 @@ def bf16_learning() -> str:
 
 
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"headline": headline, "xlstm-speed": xlstm_speed},
+    "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
                       "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes,
                       "static-grid": static_grid, "bf16-speed": bf16_speed, "bf16-learning": bf16_learning},
