@@ -99,6 +99,16 @@ def float_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def matches(value, like: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """Whether ``value`` passes :func:`float_tensor` against ``like`` (a floating-point
+    parameter) and has exactly ``shape``: a quick test for a call's states, whose failure the
+    full checks then explain."""
+    return (
+        isinstance(value, torch.Tensor) and value.dtype == like.dtype and value.shape == shape
+        and ((value.is_cpu and like.is_cpu) or value.device == like.device)
+    )  # fmt: skip
+
+
 def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
     """``lengths`` of a batched call as int64 on ``device``, or None when every sequence is
     full: a 1-D integer tensor of ``B`` values in ``[1, T]``, on the CPU or ``device``."""

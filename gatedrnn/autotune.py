@@ -61,6 +61,7 @@ _enabled: bool | None = None  # None: from the environment
 _lock = threading.Lock()
 _memory: dict[str, str] = {}  # shape class -> winner, this process
 _loaded_from: Path | None = None
+_generation = 0  # counts forget() and set_autotune(): what layers remember of earlier choices is stale then
 
 
 def set_autotune(enabled: bool) -> None:
@@ -77,10 +78,11 @@ def set_autotune(enabled: bool) -> None:
         False
         >>> gatedrnn.set_autotune(True)
     """
-    global _enabled
+    global _enabled, _generation
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be True or False, got {enabled!r}")
     _enabled = enabled
+    _generation += 1
 
 
 def autotune_enabled() -> bool:
@@ -95,16 +97,25 @@ def autotune_enabled() -> bool:
     """
     if _enabled is not None:
         return _enabled
-    return os.environ.get("GATEDRNN_AUTOTUNE", "1").strip().lower() not in ("0", "false", "off", "no")
+    value = os.environ.get("GATEDRNN_AUTOTUNE")  # (read on every call of an auto layer: the usual None first)
+    return value is None or value.strip().lower() not in ("0", "false", "off", "no")
 
 
 def forget() -> None:
     """Drops the choices remembered in this process (the file stays): the next call of each
     shape class reads the file again, or times."""
-    global _loaded_from
+    global _loaded_from, _generation
     with _lock:
         _memory.clear()
         _loaded_from = None
+        _generation += 1
+
+
+def generation() -> int:
+    """How many times :func:`forget` and :func:`set_autotune` have run in this process: a
+    layer that remembers its choice per call signature (:func:`gatedrnn.backends.plan_key`)
+    keys it by this count, so that neither leaves it a stale choice."""
+    return _generation
 
 
 def bucket(n: int) -> int:

@@ -24,7 +24,6 @@ graph when ``create_graph=True``.
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import torch
@@ -39,15 +38,42 @@ BACKENDS = ("auto", "reference", "fused")
 _TORCH_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
-def select_backend(layer, x, lengths, want_trace, states=None):
-    """A function ``run(layer, x, states, lengths, want_trace)`` for this call (``states``, the
-    call's initial states, let ``auto`` time its candidates on the call's own shapes)."""
+def select_backend(layer, x, lengths, want_trace, states=None) -> str:
+    """The backend that runs this call, for :func:`run` (``states``, the call's initial
+    states, let ``auto`` time its candidates on the call's own shapes)."""
     name = layer.backend if layer.backend != "auto" else auto_backend(layer, x, lengths, want_trace, states)
     if layer.beyond_torch() and name == "torch":
         name = "fused"  # a variant or a regularizer in force: torch's kernel has none of them
     elif name == "torch" and layer.training and layer.weight_dropout:
         name = "fused"  # torch's kernel reads the weights itself: it would miss the dropped W_hh
-    return functools.partial(_run, capture_backend(layer, name, x, lengths, want_trace))
+    return capture_backend(layer, name, x, lengths, want_trace)
+
+
+def plan_key(layer, x) -> tuple | None:
+    """The key under which a layer remembers a plain call's outcome, or None where the call
+    must take the whole path of checks and choice.
+
+    A plain call: a ``torch.Tensor`` input on the CPU, no ``lengths``, no trace (the caller
+    asks only then), and none of the states that change the routing: no graph captured (Dynamo,
+    ``torch.jit.trace``, export), no ``torch.func`` transform or forward-mode level, no
+    saved-tensor hooks. Its input checks and backend depend only on what the key holds (the
+    input's shape and dtype, the weights' dtype and device, whether a gradient is wanted,
+    training or not, the autotuner's switch, memory and thread count) and on the layer's
+    attributes, whose assignment clears what a layer remembers (:meth:`RNNBase.__setattr__
+    <gatedrnn.RNNBase>`). So a layer's second call of the same kind skips about 20 us of
+    Python, which is 5-40% of a call of a small layer.
+    """
+    if type(x) is not torch.Tensor or not x.is_cpu or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return None
+    if capture.exporting() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return None
+    if forward_ad._current_level >= 0 or _saving_hooks():
+        return None
+    weights = layer._flat_weights
+    w = weights[0]
+    grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or any(v.requires_grad for v in weights))
+    return (x.shape, x.dtype, w.dtype, w.is_cpu, grad, layer.training, autotune.autotune_enabled(),
+            autotune.generation(), torch.get_num_threads())  # fmt: skip
 
 
 def capture_backend(layer, name, x, lengths, want_trace) -> str:
@@ -103,13 +129,18 @@ def warn_unrolled(what: str, why: dict, T: int, remedy: str | None = None) -> No
     )  # fmt: skip
 
 
-def _run(name, layer, x, states, lengths, want_trace):
+RUNS = {"fused": fused, "export": exportable, "reference": reference}  # each backend's module: its run_direction
+
+
+def run(name, layer, x, states, lengths, want_trace):
+    """Runs ``layer`` on ``x`` (``(T, B, I)``) with backend ``name``: ``(output, final
+    states, trace values or None)``. The reference loop instead where a ``torch.func``
+    transform or a forward-mode tangent needs it."""
     if name not in ("reference", "export") and needs_reference(x, states, layer):
         name = "reference"
     if name == "torch":
         return run_torch(layer, x, states, lengths, want_trace)
-    runs = {"fused": fused.run_direction, "export": exportable.run_direction, "reference": reference.run_direction}
-    return layer.run_layers(runs[name], x, states, lengths, want_trace)
+    return layer.run_layers(RUNS[name].run_direction, x, states, lengths, want_trace)
 
 
 def needs_reference(x, states, layer) -> bool:
@@ -157,7 +188,7 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
     def candidate(name):
         def call(steps):
             short = prefix(steps)
-            out = _run(name, layer, short, fresh, None, False)[0]
+            out = run(name, layer, short, fresh, None, False)[0]
             if grad:
                 wanted = [w for w in (short, *layer._flat_weights) if w is not None and w.requires_grad]
                 torch.autograd.grad(out, wanted, torch.ones_like(out))
@@ -186,8 +217,10 @@ def _tunable(layer, x, lengths, want_trace, states) -> bool:
 def _saving_hooks() -> bool:
     """Whether saved-tensor hooks are active (activation checkpointing, offloading): a timed
     backward inside them would run through the caller's hooks."""
-    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-    return top is None or top(False) is not None
+    return _TOP_HOOKS is None or _TOP_HOOKS(False) is not None
+
+
+_TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # (a torch without it: assume hooks)
 
 
 def static_backend(layer, x, lengths, want_trace) -> str:

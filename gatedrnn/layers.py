@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gatedrnn import _checks, regularizers
+from gatedrnn import _checks, backends, regularizers
 from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
 from gatedrnn.cells import layernorm
 from gatedrnn.cells.base import CellBase
@@ -29,6 +29,10 @@ def _dropout_warning(dropout: float, num_layers: int) -> str:
     torch.nn's layers (``message="dropout option adds dropout"``) silences ours too."""
     return ("dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
             f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")  # fmt: skip
+
+
+MAX_PLANS = 64  # call signatures a layer remembers (a generation loop of growing T would add one per length)
+_ABSENT = object()
 
 
 class RNNBase(RefusesScript, nn.RNNBase):
@@ -330,7 +334,19 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if dtype is not None:  # as torch.nn: the whole layer in autocast's lower precision
             return forward_in_dtype(self, dtype, input, hx, lengths=lengths, return_trace=return_trace)
         if not exporting():  # (export reads the weights by name; it warns of this assignment)
-            self._update_flat_weights()  # torch.nn's: _flat_weights follows functional_call
+            self._sync_flat_weights()
+        key = backends.plan_key(self, input) if lengths is None and not return_trace else None
+        plans = self.__dict__.get("_plans")
+        name = plans.get(key) if key is not None and plans else None
+        if name is not None:  # a call like an earlier one: its input checks passed, its backend is known
+            x, unbatched = self._as_checked(input)
+            states = self._check_hx(hx, x.shape[1], unbatched, x)
+            if name == "torch":  # (no torch.func transform or tangent: plan_key said so)
+                output, final, values = backends.run_torch(self, x, states, None, False)
+            else:
+                output, final, values = self.run_layers(backends.RUNS[name].run_direction, x, states, None, False)
+            return self._results(output, final, values, None, unbatched)
+
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
@@ -338,25 +354,34 @@ class RNNBase(RefusesScript, nn.RNNBase):
             _checks.float_tensor("input", packed.data, self.weight_ih_l0)
             # (T, B, I) in the packing's batch order, by decreasing length, as torch.nn runs it
             x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
-            packed_lengths, unbatched = lengths, False  # on the CPU
+            unbatched = False
         else:
             x, unbatched = self._check_input(input)
         T, B = x.shape[0], x.shape[1]
         if T == 0:
             shape = tuple(x.shape)
             raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {shape})")
+        packed_lengths = lengths  # (the packing's, on the CPU)
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)
         if packed is not None and packed.sorted_indices is not None:
             states = tuple(s.index_select(1, packed.sorted_indices) for s in states)
 
-        run = select_backend(self, x, lengths, return_trace, states)
-        output, final, values = run(self, x, states, lengths, return_trace)
-
+        name = select_backend(self, x, lengths, return_trace, states)
+        output, final, values = backends.run(name, self, x, states, lengths, return_trace)
+        if key is not None:
+            self._remember_plan(key, name)
         if packed is not None:
             data = pack_padded_sequence(output, packed_lengths).data  # (sum(lengths), D*H)
             output = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        return self._results(output, final, values, packed, unbatched)
+
+    def _results(self, output, final, values, packed, unbatched):
+        """What forward returns, in the caller's layout: from the time-major output
+        ``(T, B, D*H_out)`` (or the packed output), the final states, each ``(L*D, B, *)``, and
+        the trace values, each ``(L*D, T, B, *)``, or None."""
+        if packed is not None:
             back = packed.unsorted_indices  # to the caller's batch order
             if back is not None:
                 final = tuple(s.index_select(1, back) for s in final)
@@ -368,7 +393,7 @@ class RNNBase(RefusesScript, nn.RNNBase):
         elif self.batch_first:
             output = output.transpose(0, 1)  # (B, T, D*H)
         result = (output, final if self.mode == "LSTM" else final[0])
-        if not return_trace:
+        if values is None:
             return result
         trace = {}
         for name, value in zip(TRACE_NAMES[self.mode], values):  # each (L*D, T, B, H)
@@ -378,6 +403,38 @@ class RNNBase(RefusesScript, nn.RNNBase):
                 value = value.transpose(1, 2)  # (L*D, B, T, H)
             trace[name] = value
         return result + (Trace(trace),)
+
+    # -- what a layer remembers of its plain calls -----------------------------------
+
+    def _remember_plan(self, key: tuple, name: str) -> None:
+        """Remembers that a call with ``key`` (:func:`gatedrnn.backends.plan_key`) passed its
+        checks and ran on backend ``name``; at most ``MAX_PLANS`` keys (then it starts over)."""
+        plans = self.__dict__.setdefault("_plans", {})  # (not through __setattr__, which forgets them)
+        if len(plans) >= MAX_PLANS:
+            plans.clear()
+        plans[key] = name
+
+    def __setattr__(self, name: str, value) -> None:
+        # the checks and the backend a plan stands for read the layer's attributes: any assignment (a
+        # weight, training, batch_first, backend, a regularizer, _flat_weights after .to()) forgets them
+        self.__dict__.pop("_plans", None)
+        super().__setattr__(name, value)
+
+    def _sync_flat_weights(self) -> None:
+        """torch.nn's ``_update_flat_weights`` (``_flat_weights`` follow a weight swapped in by
+        ``torch.func.functional_call``, a parametrization, an assignment), with its usual case,
+        nothing changed, read from ``_parameters`` in a fraction of its cost."""
+        parameters = self._parameters
+        for name, weight in zip(self._flat_weights_names, self._flat_weights):
+            if parameters.get(name, _ABSENT) is not weight:
+                self._update_flat_weights()
+                return
+
+    def _as_checked(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """:meth:`_check_input`'s result for an input like one it has accepted already."""
+        if input.dim() == 2:
+            return input.unsqueeze(1), True  # (T, 1, I)
+        return (input.transpose(0, 1) if self.batch_first else input), False
 
     def run_layers(self, run_direction, x, states, lengths, want_trace):
         """Runs every layer and direction: returns the output (T, B, D*H_out), the final
@@ -433,10 +490,12 @@ class RNNBase(RefusesScript, nn.RNNBase):
             if value is None:
                 states.append(x.new_zeros(LD, B, size))
                 continue
-            value = _checks.float_tensor(name, value, self.weight_ih_l0)
             expected = (LD, size) if unbatched else (LD, B, size)
-            meaning = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + "hidden)"
-            _checks.shape(name, value, expected, meaning)
+            # the usual case costs one test (the list's weight_ih_l0: the attribute costs more than the test)
+            if not _checks.matches(value, self._flat_weights[0], expected):
+                value = _checks.float_tensor(name, value, self.weight_ih_l0)
+                meaning = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + "hidden)"
+                _checks.shape(name, value, expected, meaning)
             states.append(value.unsqueeze(1) if unbatched else value)
         return tuple(states)
 

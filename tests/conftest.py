@@ -8,9 +8,17 @@ import pytest
 # a timing; tests/test_autotune.py turns it on where it tests it.
 os.environ["GATEDRNN_AUTOTUNE"] = "0"
 
-from gatedrnn import fused
+from gatedrnn import autotune, fused
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def autotune_stays_off():
+    """Whatever a test sets with gatedrnn.set_autotune (a docstring example ends with it on)
+    is undone after it, so that no later test times its candidates."""
+    yield
+    autotune._enabled = None  # the environment's "0" decides again
 
 
 @pytest.fixture

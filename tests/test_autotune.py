@@ -232,13 +232,13 @@ def test_the_candidates_run_on_prefixes_of_the_call(tmp_path, monkeypatch):
 
     monkeypatch.setattr(autotune, "time_candidates", timed)
     lengths = []
-    original = backends._run
+    original = backends.run
 
     def spy(name, layer, x, *args):
         lengths.append((name, x.shape[0]))
         return original(name, layer, x, *args)
 
-    monkeypatch.setattr(backends, "_run", spy)
+    monkeypatch.setattr(backends, "run", spy)
     try:
         layer, x = gatedrnn.GRU(4, 8), torch.randn(300, 2, 4)
         _chosen(layer, x, want_grad=True)
