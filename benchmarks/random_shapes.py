@@ -49,16 +49,13 @@ def shapes(n: int, seed: int, max_ms: float):
     return found
 
 
-class Forced:
-    """A gatedrnn layer with its backend fixed for one step function."""
-
-    def __init__(self, layer, backend):
-        self.layer, self.backend = layer, backend
-        self.hidden_size = layer.hidden_size
-
-    def __call__(self, x, **kwargs):
-        self.layer.backend = self.backend
-        return self.layer(x, **kwargs)
+def forced(theirs, cell: str, backend: str):
+    """A gatedrnn layer with ``theirs``' weights and its backend fixed: ``"auto"``, or one of
+    auto's candidates (``"torch"``, which only ``auto`` chooses otherwise, or ``"fused"``). One
+    layer per backend: an assignment to a layer forgets the plans it remembers of its calls."""
+    layer = getattr(gatedrnn, cell).from_torch(theirs)
+    layer.backend = backend
+    return layer
 
 
 def measure(steps, budget):
@@ -98,13 +95,12 @@ def main(argv=None):
         x = torch.randn(B, T, I)
         for cell in CELLS:
             theirs = getattr(torch.nn, cell)(I, H, batch_first=True)
-            ours = getattr(gatedrnn, cell).from_torch(theirs)
+            ours = [forced(theirs, cell, backend) for backend in ("auto", "torch", "fused")]
             for train in (False, True):
-                theirs.train(train)
-                ours.train(train)
+                for layer in (theirs, *ours):
+                    layer.train(train)
                 xin = x.clone().requires_grad_(train)
-                steps = [make_step(theirs, xin, train), make_step(Forced(ours, "auto"), xin, train),
-                         make_step(Forced(ours, "torch"), xin, train), make_step(Forced(ours, "fused"), xin, train)]
+                steps = [make_step(layer, xin, train) for layer in (theirs, *ours)]
                 base, (auto, kernel, fused_) = measure(steps, args.budget)
                 row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                        "torch.nn ms": 1e3 * base, "auto": auto, "torch": kernel, "fused": fused_,

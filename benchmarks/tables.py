@@ -715,6 +715,18 @@ def random_shapes() -> str:
     return table(header, body, *names)
 
 
+def call_overhead() -> str:
+    """The Python before the kernel at small shapes (benchmarks/call_overhead.py): per cell, mode
+    and shape, the microseconds of a call and auto with and without its remembered plans, over
+    torch.nn."""
+    found = rows("call_overhead.json")
+    body = [[r["cell"], r["mode"], shape(*sizes(r)), fixed(r["us"]["kernel"], 1), fixed(r["us"]["torch.nn"], 1),
+             fixed(r["us"]["auto"], 1), ratio(r["unplanned"]), ratio(r["auto"]), r["backend"]] for r in found]
+    header = ["cell", "mode", "B, T, I, H", "torch's kernel alone (µs)", "torch.nn (µs)", "auto (µs)",
+              "auto without plans / torch.nn", "auto / torch.nn", "auto's backend"]  # fmt: skip
+    return table(header, body, "call_overhead.json")
+
+
 def static_grid() -> str:
     """auto's static rule (benchmarks/static_grid.py): per cell and mode, the grid points
     measured, how many chose each candidate, and fused / torch over them."""
@@ -795,6 +807,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
                       "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes,
+                      "call-overhead": call_overhead,
                       "static-grid": static_grid, "bf16-speed": bf16_speed, "bf16-learning": bf16_learning},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
                          "variants-copy-jsb": variants_copy_jsb},
