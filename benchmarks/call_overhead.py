@@ -39,7 +39,7 @@ def sides(cell: str, shape: tuple[int, int, int, int], training: bool) -> tuple[
     ours, unplanned = getattr(gatedrnn, name)(I, H), getattr(gatedrnn, name)(I, H)
     for layer in (ours, unplanned):
         layer.load_state_dict(reference.state_dict())
-    unplanned._remember_plan = lambda key, backend: None
+    unplanned._remember_plan = lambda plans, key, backend: None
     x = torch.randn(T, B, I)
     h = torch.zeros(1, B, H)
     state = (h, torch.zeros(1, B, H)) if cell == "LSTM" else h

@@ -58,10 +58,11 @@ def plan_key(layer, x) -> tuple | None:
     ``torch.jit.trace``, export), no ``torch.func`` transform or forward-mode level, no
     saved-tensor hooks. Its input checks and backend depend only on what the key holds (the
     input's shape and dtype, the weights' dtype and device, whether a gradient is wanted,
-    training or not, the autotuner's switch, memory and thread count) and on the layer's
-    attributes, whose assignment clears what a layer remembers (:meth:`RNNBase.__setattr__
-    <gatedrnn.RNNBase>`). So a layer's second call of the same kind skips about 20 us of
-    Python, which is 5-40% of a call of a small layer.
+    training or not, the autotuner's switch, memory and thread count, whether the native loops
+    are in use) and on the layer's attributes, whose assignment or deletion clears what a layer
+    remembers (:class:`gatedrnn.RNNBase`). So a layer's second call of the same kind skips the
+    Python that made torch.nn faster than ``auto`` at small shapes, where a call takes tens of
+    microseconds (``benchmarks/call_overhead.py``).
     """
     if type(x) is not torch.Tensor or not x.is_cpu or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
@@ -73,7 +74,7 @@ def plan_key(layer, x) -> tuple | None:
     w = weights[0]
     grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or any(v.requires_grad for v in weights))
     return (x.shape, x.dtype, w.dtype, w.is_cpu, grad, layer.training, autotune.autotune_enabled(),
-            autotune.generation(), torch.get_num_threads())  # fmt: skip
+            autotune.generation(), torch.get_num_threads(), fused.native_available())  # fmt: skip
 
 
 def capture_backend(layer, name, x, lengths, want_trace) -> str:

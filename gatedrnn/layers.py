@@ -304,7 +304,10 @@ class RNNBase(RefusesScript, nn.RNNBase):
         holds every gate and state at every step.
 
         Every tensor argument is checked (shape, dtype, and device against the
-        parameters') before any kernel runs. ``lengths`` and ``return_trace`` may come by
+        parameters') before any kernel runs; a call like an earlier one (the same input
+        shape and dtype, gradient wanted or not, training or not) reuses that check's outcome
+        and the backend chosen then, until an attribute of the layer is assigned
+        (:func:`gatedrnn.backends.plan_key`). ``lengths`` and ``return_trace`` may come by
         position too: ``torch.onnx.export(..., dynamo=False)`` passes every defaulted
         argument so.
 
@@ -336,8 +339,9 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if not exporting():  # (export reads the weights by name; it warns of this assignment)
             self._sync_flat_weights()
         key = backends.plan_key(self, input) if lengths is None and not return_trace else None
-        plans = self.__dict__.get("_plans")
-        name = plans.get(key) if key is not None and plans else None
+        # (taken now: an assignment from another thread during this call leaves it orphaned, not stale)
+        plans = self.__dict__.setdefault("_plans", {})
+        name = plans.get(key) if key is not None else None
         if name is not None:  # a call like an earlier one: its input checks passed, its backend is known
             x, unbatched = self._as_checked(input)
             states = self._check_hx(hx, x.shape[1], unbatched, x)
@@ -371,7 +375,7 @@ class RNNBase(RefusesScript, nn.RNNBase):
         name = select_backend(self, x, lengths, return_trace, states)
         output, final, values = backends.run(name, self, x, states, lengths, return_trace)
         if key is not None:
-            self._remember_plan(key, name)
+            self._remember_plan(plans, key, name)
         if packed is not None:
             data = pack_padded_sequence(output, packed_lengths).data  # (sum(lengths), D*H)
             output = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
@@ -406,10 +410,10 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
     # -- what a layer remembers of its plain calls -----------------------------------
 
-    def _remember_plan(self, key: tuple, name: str) -> None:
-        """Remembers that a call with ``key`` (:func:`gatedrnn.backends.plan_key`) passed its
-        checks and ran on backend ``name``; at most ``MAX_PLANS`` keys (then it starts over)."""
-        plans = self.__dict__.setdefault("_plans", {})  # (not through __setattr__, which forgets them)
+    def _remember_plan(self, plans: dict, key: tuple, name: str) -> None:
+        """Remembers in ``plans`` (the layer's, as the call began) that a call with ``key``
+        (:func:`gatedrnn.backends.plan_key`) passed its checks and ran on backend ``name``; at
+        most ``MAX_PLANS`` keys (then it starts over)."""
         if len(plans) >= MAX_PLANS:
             plans.clear()
         plans[key] = name
@@ -420,13 +424,19 @@ class RNNBase(RefusesScript, nn.RNNBase):
         self.__dict__.pop("_plans", None)
         super().__setattr__(name, value)
 
+    def __delattr__(self, name: str) -> None:
+        self.__dict__.pop("_plans", None)  # (a patched attribute restored by deleting it, too)
+        super().__delattr__(name)
+
     def _sync_flat_weights(self) -> None:
         """torch.nn's ``_update_flat_weights`` (``_flat_weights`` follow a weight swapped in by
         ``torch.func.functional_call``, a parametrization, an assignment), with its usual case,
-        nothing changed, read from ``_parameters`` in a fraction of its cost."""
+        nothing changed, read from ``_parameters`` in a fraction of its cost. Its weak references
+        are compared too: an assignment updates ``_flat_weights`` but not them, and torch.nn's
+        check, which reads them, must see the next change."""
         parameters = self._parameters
-        for name, weight in zip(self._flat_weights_names, self._flat_weights):
-            if parameters.get(name, _ABSENT) is not weight:
+        for name, weight, ref in zip(self._flat_weights_names, self._flat_weights, self._flat_weight_refs):
+            if parameters.get(name, _ABSENT) is not weight or (ref is not None and ref() is not weight):
                 self._update_flat_weights()
                 return
 

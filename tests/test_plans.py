@@ -24,7 +24,7 @@ def _pair(kind, *args, **kwargs):
     planned = MODES[kind](*args, **kwargs)
     slow = MODES[kind](*args, **kwargs)
     slow.load_state_dict(planned.state_dict())
-    slow._remember_plan = lambda key, name: None
+    slow._remember_plan = lambda plans, key, name: None
     return planned, slow
 
 
@@ -142,6 +142,14 @@ def test_a_swapped_or_parametrized_weight_is_read_on_every_call(backend, monkeyp
     with torch.no_grad():
         layer._parameters["weight_ih_l0"] = torch.nn.Parameter(torch.zeros(18, 4))  # past __setattr__
     torch.testing.assert_close(layer(x), _torch_nn(layer)(x))
+    # an assignment updates _flat_weights but not torch.nn's weak references to them: the old weight
+    # swapped back in afterwards must still be read
+    old = layer.weight_ih_l0
+    layer.weight_ih_l0 = torch.nn.Parameter(torch.randn(18, 4))
+    layer(x)
+    expected = _torch_nn(layer)
+    expected.weight_ih_l0.data.copy_(old.detach())
+    torch.testing.assert_close(torch.func.functional_call(layer, {"weight_ih_l0": old}, (x,)), expected(x))
 
 
 def test_transforms_autocast_and_the_switch_after_a_plan(choices):
@@ -205,7 +213,7 @@ def test_no_plan_under_a_capture_or_for_other_inputs():
         assert backends.plan_key(layer, x) is None
     layer(x, lengths=torch.tensor([3, 2]))
     layer(x, return_trace=True)
-    assert "_plans" not in layer.__dict__  # lengths and traces take the full path
+    assert not layer.__dict__.get("_plans")  # lengths and traces take the full path
 
 
 @settings(max_examples=25, deadline=None)
@@ -240,3 +248,43 @@ def test_random_sequences_of_calls_and_changes_match_a_layer_that_never_remember
             h = torch.randn(1, 2 if what == "hx" else 3, 5, dtype=dtype)
             args = (x, (h, torch.randn_like(h)) if kind == "LSTM" else h)
         _same(_outcome(layer, *args), _outcome(slow, *args))
+
+
+def test_an_assignment_during_a_call_leaves_no_stale_plan(monkeypatch):
+    """Another thread assigns an attribute while a call chooses its backend: what the call then
+    remembers goes to the plans it began with, forgotten already."""
+    layer, _ = _pair("GRU", 4, 6)
+    original = layers.select_backend
+
+    def assigning(*args, **kwargs):
+        chosen = original(*args, **kwargs)
+        layer.recurrent_dropout = 0.3  # as if from another thread, after the choice
+        return chosen
+
+    monkeypatch.setattr(layers, "select_backend", assigning)
+    layer(torch.randn(3, 2, 4))
+    assert not layer.__dict__.get("_plans")
+
+
+def test_what_a_patch_restores_by_deleting_it_forgets_the_plans(choices):
+    from unittest import mock
+
+    layer, _ = _pair("LSTM", 4, 6)
+    x = torch.randn(3, 2, 4)
+    with mock.patch.object(layer, "beyond_torch", lambda: True):  # set on the instance, deleted on exit
+        layer(x)
+    layer(x)
+    assert len(choices) == 2
+
+
+def test_switching_to_the_python_loops_is_another_kind_of_call():
+    from gatedrnn import fused
+
+    layer, _ = _pair("GRU", 4, 6)
+    x = torch.randn(3, 2, 4)
+    built, native = fused.native_available(), backends.plan_key(layer, x)
+    fused.use_python_loops(True)
+    try:
+        assert (backends.plan_key(layer, x) != native) == built  # auto's choices read which loops run
+    finally:
+        fused.use_python_loops(False)
