@@ -6,14 +6,20 @@ convolution algorithms.
 What is measured: each candidate runs the layer on the first steps of the call's own input
 (forward only where no gradient is wanted; forward and backward, with ``torch.autograd.grad``
 so that no ``.grad`` changes, where one is), interleaved, the median of ``ROUNDS`` rounds per
-length. A call of ``T <= LONG`` steps is timed whole; a longer one at ``SHORT`` and ``LONG``
-steps, and its time at ``T`` read off the line through the two: a call costs a fixed part
-(dispatch, buffers, weight packing) plus a part per step, and the candidates differ in both,
-so a single short prefix overweights the fixed part. (With one 32-step prefix, ``auto`` chose
-torch's kernel for the LSTM at (B, T, I, H) = (5, 313, 161, 27) in inference, where the fused
-loop took 0.69 of its time over the whole call: ``benchmarks/random_shapes.py``, seed 0.) That
-costs a few milliseconds for a small layer and at most about ``BUDGET_S`` seconds per length
-for a large one, once per shape class and process (then once per machine, from the file).
+length. A call of ``T <= LONG`` steps is timed whole. A longer one is timed at ``LONG`` steps
+first; where its slowest candidate should then take at most ``WHOLE_S`` over the whole call,
+the whole call is timed too, and decides. The time per step is not constant: once a call's
+activations outgrow the caches it grows, and not alike for both candidates (torch's LSTM in
+training at (B, T, I, H) = (17, 1980, 211, 19): 21 us a step over 128 steps, 50 over all
+1980, where the fused loop's stayed 24-30; chosen from the prefixes, ``auto`` was 1.6x the
+faster candidate: ``benchmarks/random_shapes.py``, seed 2). A call too long for that is also
+timed at ``SHORT`` steps, and its time at ``T`` read off the line through the two: a call
+costs a fixed part (dispatch, buffers, weight packing) plus a part per step, and the
+candidates differ in both, so a single short prefix overweights the fixed part. (With one
+32-step prefix, ``auto`` chose torch's kernel for the LSTM at (5, 313, 161, 27) in inference,
+where the fused loop took 0.69 of its time over the whole call.) That costs a few
+milliseconds for a small layer and at most about ``BUDGET_S`` seconds per length for a large
+one, once per shape class and process (then once per machine, from the file).
 torch's random number generator is saved and restored around it, so a run draws the same
 dropout masks whether it timed or not.
 
@@ -56,6 +62,7 @@ SHORT = 32  # the shorter of the two prefixes a long call is timed at
 LONG = 128  # calls up to this many steps are timed whole; longer ones at SHORT and LONG steps
 ROUNDS = 5  # interleaved timing rounds per length, after one warm-up call each
 BUDGET_S = 0.25  # a candidate slower than this per call is timed fewer rounds (never fewer than 1)
+WHOLE_S = 0.25  # a longer call whose slowest candidate should take at most this is timed whole
 
 _enabled: bool | None = None  # None: from the environment
 _lock = threading.Lock()
@@ -228,7 +235,8 @@ def remember(key: str, winner: str) -> None:
 
 def time_candidates(candidates: dict[str, Callable[[int], object]], T: int) -> dict[str, float]:
     """Estimated seconds of each candidate's call over ``T`` steps: ``candidates[name](steps)``
-    runs it on the first ``steps`` steps. Timed whole where ``T <= LONG``, else extrapolated
+    runs it on the first ``steps`` steps. Timed whole where ``T <= LONG`` or where the whole
+    call should take at most ``WHOLE_S`` (from its time at ``LONG`` steps), else extrapolated
     from ``SHORT`` and ``LONG`` steps (see the module docstring); medians of interleaved
     rounds after one warm-up call each (fewer rounds for a candidate slower than
     ``BUDGET_S``). torch's CPU random state is restored afterwards."""
@@ -236,7 +244,10 @@ def time_candidates(candidates: dict[str, Callable[[int], object]], T: int) -> d
     try:
         if T <= LONG:
             return _medians(candidates, T)
-        short, long = _medians(candidates, SHORT), _medians(candidates, LONG)
+        long = _medians(candidates, LONG)
+        if max(long.values()) * T / LONG <= WHOLE_S:  # the whole call is cheap enough to time
+            return _medians(candidates, T)
+        short = _medians(candidates, SHORT)
         return {name: short[name] + (long[name] - short[name]) * (T - SHORT) / (LONG - SHORT) for name in candidates}
     finally:
         torch.random.set_rng_state(rng)

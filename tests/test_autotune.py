@@ -208,12 +208,30 @@ def test_a_long_call_is_estimated_from_two_prefixes(monkeypatch):
     assert autotune.time_candidates(candidates, 20) == pytest.approx({"a": 3.0, "b": 4.0})
     assert lengths == [20]
     lengths.clear()
-    estimated = autotune.time_candidates(candidates, 1000)
-    assert lengths == [autotune.SHORT, autotune.LONG]
+    estimated = autotune.time_candidates(candidates, 1000)  # (over WHOLE_S: too long to time whole)
+    assert lengths == [autotune.LONG, autotune.SHORT]
     assert estimated == pytest.approx({"a": 1.0 + 0.1 * 1000, "b": 3.0 + 0.05 * 1000})
     assert min(estimated, key=estimated.get) == "b"
     short = medians(candidates, autotune.SHORT)
     assert min(short, key=short.get) == "a"  # what the short prefix alone would have chosen
+
+
+def test_a_long_call_cheap_enough_is_timed_whole(monkeypatch):
+    """The time per step grows once a call's activations outgrow the caches, and not alike for
+    both candidates: a long call whose whole time should stay within WHOLE_S is timed whole,
+    and that timing decides (here against what the two prefixes predict)."""
+    lengths = []
+
+    def medians(candidates, steps):  # "a" is faster per step up to LONG steps, slower beyond
+        lengths.append(steps)
+        return {"a": 1e-5 * steps if steps <= autotune.LONG else 5e-5 * steps, "b": 2e-5 * steps}
+
+    monkeypatch.setattr(autotune, "_medians", medians)
+    candidates = {"a": lambda steps: None, "b": lambda steps: None}
+    T = 1000  # the slowest at LONG steps, 2.56 ms, gives 20 ms for the whole call: timed whole
+    timed = autotune.time_candidates(candidates, T)
+    assert lengths == [autotune.LONG, T]
+    assert min(timed, key=timed.get) == "b"
 
 
 def test_the_candidates_run_on_prefixes_of_the_call(tmp_path, monkeypatch):
