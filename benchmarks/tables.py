@@ -694,10 +694,16 @@ def xlstm_mqar() -> str:
 
 def xlstm_shakespeare() -> str:
     found = rows("xlstm_shakespeare.json")
+
+    def best(r: dict) -> str:
+        valid = r.get("best_valid")
+        return "-" if valid is None else f"{fixed(valid['loss'], 3)} (step {count(valid['step'])})"
+
     body = [[XLSTM_CELL_NAMES.get(r["cell"], r["cell"]) + f", hidden {r['hidden_size']}", count(r["params"]),
-             plain(r["minutes"]), count(r["step"]), fixed(r["test"]["loss"], 3), fixed(r["test"]["bpc"], 3)]
+             plain(r["minutes"]), count(r["step"]), best(r), fixed(r["test"]["loss"], 3), fixed(r["test"]["bpc"], 3)]
             for r in found]  # fmt: skip
-    header = ["model", "parameters", "budget (minutes)", "steps", "test loss (nats/char)", "bits/char"]
+    header = ["model", "parameters", "budget (minutes)", "steps", "best validation loss (at step)",
+              "test loss, last weights (nats/char)", "bits/char"]  # fmt: skip
     return table(header, body, "xlstm_shakespeare.json")
 
 

@@ -20,7 +20,7 @@ import torch
 
 from gatedrnn.presets import PRESETS, data_dir, resolve
 from gatedrnn.train import TrainConfig, train
-from results_io import machine, stamped
+from results_io import command, machine, stamped
 
 ANCHORS = {
     "adding-200": "solved: test MSE < 0.01 (Le et al. 2015)",
@@ -114,6 +114,8 @@ def append_row(path: Path, row: dict) -> None:
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.exists() else stamped([])
+        if command() not in results["command"]:  # the file lists every command that added its rows
+            results["command"].append(command())
         results["rows"].append({**row, "machine": machine()})
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(results, indent=1))

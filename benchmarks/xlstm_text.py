@@ -11,6 +11,10 @@ JSON file.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
+import os
+import shlex
 import time
 from pathlib import Path
 
@@ -22,6 +26,41 @@ from gatedrnn.presets import resolve
 from gatedrnn.train import TrainConfig, train
 
 VOCAB = 65  # tiny Shakespeare's characters
+
+
+def best_validation(run_dir: Path) -> dict | None:
+    """The run's evaluation with the lowest validation loss (its step, seconds, loss and bits
+    per character), from its ``metrics.jsonl``; None without one. The quick preset has no
+    dropout and a constant learning rate, so a long budget overfits: the test loss of the last
+    weights is then worse than this."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    evaluations = [row for row in map(json.loads, lines) if row.get("split") == "valid"]
+    if not evaluations:
+        return None
+    best = min(evaluations, key=lambda row: row["loss"])
+    return {key: best[key] for key in ("step", "seconds", "loss", "bpc")}
+
+
+def annotate(path: Path) -> None:
+    """Adds ``best_valid`` to the rows of ``path`` that lack it (written before it was recorded),
+    from the run folders their commands name where those still exist, and each row's
+    ``xlstm_text.py`` command to the file's commands."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text())
+        for row in results["rows"]:
+            run_dir = Path(shlex.split(row["command"])[-1])  # (its last argument: --out RUN_DIR)
+            if "best_valid" not in row:
+                row["best_valid"] = best_validation(run_dir)
+            made_by = f"python benchmarks/xlstm_text.py --minutes {row['minutes']:g} --out {run_dir.parent}"
+            if made_by not in results["command"]:
+                results["command"].append(made_by)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, path)
 
 
 def parameters(cell: str, hidden: int, options: dict) -> int:
@@ -36,7 +75,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/xlstm-text")
     parser.add_argument("--json", default="benchmarks/results/xlstm_shakespeare.json")
+    parser.add_argument("--annotate", action="store_true",
+                        help="add the best validation to rows written without it, from their run folders, and stop")
     args = parser.parse_args(argv)
+    if args.annotate:
+        annotate(Path(args.json))
+        return
     torch.set_num_threads(args.threads)
     target = parameters("lstm", 256, {})
     xlstm_options = {"slstm_at": (1,), "num_heads": 4}
@@ -56,7 +100,8 @@ def main(argv=None):
         command = (f"gatedrnn train --preset shakespeare-quick --cell {cell} --hidden-size {size}{flags} "
                    f"--steps 1000000 --eval-every 250 --max-minutes {args.minutes:g} --out {run_dir}")  # fmt: skip
         row = {"cell": cell, "hidden_size": size, "params": parameters(cell, size, options), "minutes": args.minutes,
-               "test": result.test, "step": result.step, "status": result.status, "wall_s": wall,
+               "test": result.test, "best_valid": best_validation(run_dir), "step": result.step,
+               "status": result.status, "wall_s": wall,
                "threads": args.threads, "command": command}  # fmt: skip
         print(row, flush=True)
         append_row(Path(args.json), row)
