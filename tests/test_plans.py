@@ -142,10 +142,18 @@ def test_a_swapped_or_parametrized_weight_is_read_on_every_call(backend, monkeyp
     with torch.no_grad():
         layer._parameters["weight_ih_l0"] = torch.nn.Parameter(torch.zeros(18, 4))  # past __setattr__
     torch.testing.assert_close(layer(x), _torch_nn(layer)(x))
-    # an assignment updates _flat_weights but not torch.nn's weak references to them: the old weight
-    # swapped back in afterwards must still be read
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+def test_the_old_weight_swapped_back_in_after_an_assignment_is_read(backend, monkeypatch):
+    """An assignment updates _flat_weights but not torch.nn's weak references to them, which its
+    own check reads: a functional_call of the old weight afterwards must still run on it."""
+    monkeypatch.setattr(backends, "static_backend", lambda *args: backend)
+    layer, _ = _pair("GRU", 4, 6)
+    x = torch.randn(3, 2, 4)
     old = layer.weight_ih_l0
     layer.weight_ih_l0 = torch.nn.Parameter(torch.randn(18, 4))
+    layer(x)
     layer(x)
     expected = _torch_nn(layer)
     expected.weight_ih_l0.data.copy_(old.detach())
