@@ -139,6 +139,12 @@ def run(name, layer, x, states, lengths, want_trace):
     transform or a forward-mode tangent needs it."""
     if name not in ("reference", "export") and needs_reference(x, states, layer):
         name = "reference"
+    return run_as(name, layer, x, states, lengths, want_trace)
+
+
+def run_as(name, layer, x, states, lengths, want_trace):
+    """:func:`run` without its test for a transform or a tangent: for a call a layer remembers,
+    whose key (:func:`plan_key`) rules both out."""
     if name == "torch":
         return run_torch(layer, x, states, lengths, want_trace)
     return layer.run_layers(RUNS[name].run_direction, x, states, lengths, want_trace)

@@ -345,10 +345,7 @@ class RNNBase(RefusesScript, nn.RNNBase):
         if name is not None:  # a call like an earlier one: its input checks passed, its backend is known
             x, unbatched = self._as_checked(input)
             states = self._check_hx(hx, x.shape[1], unbatched, x)
-            if name == "torch":  # (no torch.func transform or tangent: plan_key said so)
-                output, final, values = backends.run_torch(self, x, states, None, False)
-            else:
-                output, final, values = self.run_layers(backends.RUNS[name].run_direction, x, states, None, False)
+            output, final, values = backends.run_as(name, self, x, states, None, False)
             return self._results(output, final, values, None, unbatched)
 
         packed = input if isinstance(input, PackedSequence) else None
@@ -358,14 +355,13 @@ class RNNBase(RefusesScript, nn.RNNBase):
             _checks.float_tensor("input", packed.data, self.weight_ih_l0)
             # (T, B, I) in the packing's batch order, by decreasing length, as torch.nn runs it
             x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
-            unbatched = False
+            packed_lengths, unbatched = lengths, False  # on the CPU
         else:
             x, unbatched = self._check_input(input)
         T, B = x.shape[0], x.shape[1]
         if T == 0:
             shape = tuple(x.shape)
             raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {shape})")
-        packed_lengths = lengths  # (the packing's, on the CPU)
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)
