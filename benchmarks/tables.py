@@ -721,6 +721,22 @@ def random_shapes() -> str:
     return table(header, body, *names)
 
 
+def random_shapes_headline() -> str:
+    """README's summary of benchmarks/random_shapes.py: per seed, how many rows auto is over
+    1.05x torch.nn, its largest ratio, and auto over the faster of its candidates."""
+    names = sorted(path.name for path in RESULTS.glob("random_shapes_seed*.json"))
+    body = []
+    for name in names:
+        found = rows(name)
+        auto, best = [r["auto"] for r in found], [r["auto / best"] for r in found]
+        seed = name.removeprefix("random_shapes_seed").removesuffix(".json")
+        body.append([seed, count(len(found)), count(sum(a > 1.05 for a in auto)), ratio(max(auto)),
+                     ratio(statistics.median(best)), ratio(max(best))])  # fmt: skip
+    header = ["seed", "calls (shape, cell, mode)", "auto over 1.05x torch.nn", "auto / torch.nn: max",
+              "auto / faster candidate: median", "max"]  # fmt: skip
+    return table(header, body, *names)
+
+
 def call_overhead() -> str:
     """The Python before the kernel at small shapes (benchmarks/call_overhead.py): per cell, mode
     and shape, the microseconds of a call and auto with and without its remembered plans, over
@@ -810,7 +826,8 @@ def bf16_learning() -> str:
 
 
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline},
+    "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline,
+                  "random-shapes-headline": random_shapes_headline},
     "docs/speed.md": {"speed": speed, "input-projection": input_projection, "packed-gemm": packed_gemm,
                       "speed-1thread": speed_1thread, "compile-speed": compile_speed, "random-shapes": random_shapes,
                       "call-overhead": call_overhead,
