@@ -19,7 +19,7 @@ _HOMES = {  # public name: the module it lives in
     "RNNCell": "gatedrnn.cells", "LSTMCell": "gatedrnn.cells", "GRUCell": "gatedrnn.cells",
     "MGUCell": "gatedrnn.cells.mgu", "ConvLSTMCell": "gatedrnn.cells.conv", "ConvGRUCell": "gatedrnn.cells.conv",
     "RNN": "gatedrnn.layers", "LSTM": "gatedrnn.layers", "GRU": "gatedrnn.layers", "MGU": "gatedrnn.layers",
-    "RNNBase": "gatedrnn.layers", "to_torch": "gatedrnn.layers",
+    "RNNBase": "gatedrnn.rnnbase", "to_torch": "gatedrnn.layers",
     "ConvLSTM": "gatedrnn.conv", "ConvGRU": "gatedrnn.conv",
     "MinGRU": "gatedrnn.minimal", "MinGRUCell": "gatedrnn.minimal", "MinLSTM": "gatedrnn.minimal",
     "MinLSTMCell": "gatedrnn.minimal",
@@ -72,7 +72,8 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) read
     from gatedrnn.cells.conv import ConvGRUCell, ConvLSTMCell  # noqa: F401
     from gatedrnn.cells.mgu import MGUCell  # noqa: F401
     from gatedrnn.conv import ConvGRU, ConvLSTM  # noqa: F401
-    from gatedrnn.layers import GRU, LSTM, MGU, RNN, RNNBase, to_torch  # noqa: F401
+    from gatedrnn.layers import GRU, LSTM, MGU, RNN, to_torch  # noqa: F401
+    from gatedrnn.rnnbase import RNNBase  # noqa: F401
     from gatedrnn.trained import Prediction, TrainedRun, load, predict  # noqa: F401
     from gatedrnn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell  # noqa: F401
     from gatedrnn.trace import Trace  # noqa: F401

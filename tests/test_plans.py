@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from torch.nn.utils import parametrize
 
 import gatedrnn
-from gatedrnn import autotune, backends, layers
+from gatedrnn import autotune, backends, rnnbase
 
 MODES = {"LSTM": gatedrnn.LSTM, "GRU": gatedrnn.GRU, "RNN": gatedrnn.RNN}
 
@@ -57,13 +57,13 @@ def choices(monkeypatch):
     """The backend each call of a layer ran on, as select_backend chose it (only the full path
     calls it)."""
     chosen = []
-    original = layers.select_backend
+    original = rnnbase.select_backend
 
     def spy(*args, **kwargs):
         chosen.append(original(*args, **kwargs))
         return chosen[-1]
 
-    monkeypatch.setattr(layers, "select_backend", spy)
+    monkeypatch.setattr(rnnbase, "select_backend", spy)
     return chosen
 
 
@@ -200,9 +200,9 @@ def test_freezing_the_weights_in_place_is_another_kind_of_call():
 
 def test_plans_are_bounded_and_not_pickled():
     layer, _ = _pair("GRU", 4, 6)
-    for T in range(1, layers.MAX_PLANS + 5):
+    for T in range(1, rnnbase.MAX_PLANS + 5):
         layer(torch.randn(T, 1, 4))
-    assert 0 < len(layer._plans) <= layers.MAX_PLANS
+    assert 0 < len(layer._plans) <= rnnbase.MAX_PLANS
     x = torch.randn(2, 1, 4)
     for copied in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
         assert "_plans" not in copied.__dict__  # another process chooses for itself
@@ -262,14 +262,14 @@ def test_an_assignment_during_a_call_leaves_no_stale_plan(monkeypatch):
     """Another thread assigns an attribute while a call chooses its backend: what the call then
     remembers goes to the plans it began with, forgotten already."""
     layer, _ = _pair("GRU", 4, 6)
-    original = layers.select_backend
+    original = rnnbase.select_backend
 
     def assigning(*args, **kwargs):
         chosen = original(*args, **kwargs)
         layer.recurrent_dropout = 0.3  # as if from another thread, after the choice
         return chosen
 
-    monkeypatch.setattr(layers, "select_backend", assigning)
+    monkeypatch.setattr(rnnbase, "select_backend", assigning)
     layer(torch.randn(3, 2, 4))
     assert not layer.__dict__.get("_plans")
 

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from gatedrnn.conv import ConvLSTM
-from gatedrnn.layers import GRU, LSTM, RNN, RNNBase
+from gatedrnn.layers import GRU, LSTM, RNN
+from gatedrnn.rnnbase import RNNBase
 from gatedrnn.models import SequenceModel
 
 # Keras' activations with a torch twin (the name Keras serializes → the module computing it)

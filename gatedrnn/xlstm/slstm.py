@@ -31,7 +31,7 @@ from gatedrnn.cells.slstm import (
     reset_slstm_parameters,
     slstm_step,
 )
-from gatedrnn.layers import _dropout_warning
+from gatedrnn.rnnbase import _dropout_warning
 from gatedrnn.trace import Trace
 
 BACKENDS = ("auto", "reference", "fused")
