@@ -699,11 +699,16 @@ def xlstm_shakespeare() -> str:
         valid = r.get("best_valid")
         return "-" if valid is None else f"{fixed(valid['loss'], 3)} (step {count(valid['step'])})"
 
-    body = [[XLSTM_CELL_NAMES.get(r["cell"], r["cell"]) + f", hidden {r['hidden_size']}", count(r["params"]),
-             plain(r["minutes"]), count(r["step"]), best(r), fixed(r["test"]["loss"], 3), fixed(r["test"]["bpc"], 3)]
+    def steps(r: dict) -> str:  # a schedule fitted to the budget: the steps run of those planned
+        planned = r.get("planned_steps")
+        return count(r["step"]) if planned is None or planned == r["step"] else f"{count(r['step'])} of {count(planned)}"
+
+    body = [[XLSTM_CELL_NAMES.get(r["cell"], r["cell"]) + f", hidden {r['hidden_size']}",
+             f"`{r.get('preset', 'shakespeare-quick')}`", count(r["params"]), plain(r["minutes"]), steps(r), best(r),
+             fixed(r["test"]["loss"], 3) + f" ({r.get('weights', 'last')})", fixed(r["test"]["bpc"], 3)]
             for r in found]  # fmt: skip
-    header = ["model", "parameters", "budget (minutes)", "steps", "best validation loss (at step)",
-              "test loss, last weights (nats/char)", "bits/char"]  # fmt: skip
+    header = ["model", "preset", "parameters", "budget (minutes)", "steps", "best validation loss (at step)",
+              "test loss, nats/char (weights tested)", "test bits/char"]  # fmt: skip
     return table(header, body, "xlstm_shakespeare.json")
 
 
