@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 
 import torch
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatedrnn.capture import exporting
 
@@ -130,6 +131,26 @@ def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
     if low == T:
         return None  # every sequence is full: nothing to mask
     return value.to(device, torch.int64).contiguous()
+
+
+def layer_input(input, lengths, like: torch.Tensor, check_input) -> tuple[torch.Tensor, object, bool]:
+    """A layer's ``input`` as its loops run it: ``(x, lengths, unbatched)`` with ``x`` of shape
+    ``(T, B, I)`` and at least one step. A ``PackedSequence`` is padded in the packing's batch
+    order (by decreasing length, as torch.nn runs it), its data checked against ``like``
+    (dtype, device), and its lengths (on the CPU) returned; ``lengths`` given beside it is a
+    ``ValueError`` (a packing carries its own). Anything else goes to the layer's
+    ``check_input`` (returning ``(x, unbatched)``) and ``lengths`` comes back as given."""
+    if isinstance(input, PackedSequence):
+        if lengths is not None:
+            raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
+        float_tensor("input", input.data, like)
+        x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
+        unbatched = False
+    else:
+        x, unbatched = check_input(input)
+    if x.shape[0] == 0:
+        raise ShapeError(f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})")
+    return x, lengths, unbatched
 
 
 def shape(name: str, value: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:

@@ -9,7 +9,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from gatedrnn import _checks, backends, regularizers
 from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
@@ -343,19 +343,9 @@ class RNNBase(RefusesScript, nn.RNNBase):
             return self._results(output, final, values, None, unbatched)
 
         packed = input if isinstance(input, PackedSequence) else None
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
-            _checks.float_tensor("input", packed.data, self.weight_ih_l0)
-            # (T, B, I) in the packing's batch order, by decreasing length, as torch.nn runs it
-            x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
-            packed_lengths, unbatched = lengths, False  # on the CPU
-        else:
-            x, unbatched = self._check_input(input)
+        x, lengths, unbatched = _checks.layer_input(input, lengths, self.weight_ih_l0, self._check_input)
+        packed_lengths = lengths  # a packing's, on the CPU (for pack_padded_sequence below)
         T, B = x.shape[0], x.shape[1]
-        if T == 0:
-            shape = tuple(x.shape)
-            raise _checks.ShapeError(f"input must hold at least one time step, got T=0 (shape {shape})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x, unbatched)
         states = self._check_hx(hx, B, unbatched, x)

@@ -19,7 +19,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from gatedrnn import _checks, capture, exportable, regularizers
 from gatedrnn.backends import needs_reference_for
@@ -317,20 +317,9 @@ class sLSTM(RefusesScript, nn.Module):
             DeviceError: a tensor on another device than the parameters.
         """
         packed = input if isinstance(input, PackedSequence) else None
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")
-            _checks.float_tensor("input", packed.data, self.weight_ih_l0)
-            # (T, B, I) in the packing's batch order, by decreasing length
-            x, lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))
-            packed_lengths, unbatched = lengths, False
-        else:
-            x, unbatched = self._check_input(input)
+        x, lengths, unbatched = _checks.layer_input(input, lengths, self.weight_ih_l0, self._check_input)
+        packed_lengths = lengths  # a packing's, on the CPU (for pack_padded_sequence below)
         T, B = x.shape[0], x.shape[1]
-        if T == 0:
-            raise _checks.ShapeError(
-                f"input must hold at least one time step, got T=0 (shape {tuple(x.shape)})"
-            )
         if lengths is not None:
             if unbatched:
                 raise ValueError(
