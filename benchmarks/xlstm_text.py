@@ -82,11 +82,12 @@ def annotate(path: Path) -> None:
 
 
 def probe(config: TrainConfig, probe_dir: Path) -> tuple[float, float]:
-    """Seconds per training step and per evaluation (a validation pass) of ``config``. The step
-    on the training loop itself: 40 steps evaluated every 10, the span from the evaluation at
-    10 to the one at 40 less its three evaluations, over 30 steps (the start-up and the first
-    steps, slower, left out).
-    The evaluation: the median of three validation passes of the model after a first one."""
+    """Seconds per training step and per evaluation (a validation pass) of ``config``.
+
+    The step, on the training loop itself: 40 steps evaluated every 10; the span from the
+    evaluation at step 10 to the one at 40, less its three evaluations, over 30 steps (the
+    start-up and the first steps, slower, left out). The evaluation: the median of three
+    validation passes of the model after a first one."""
     marks = {}
     short = dataclasses.replace(config, steps=40, eval_every=10, max_minutes=0, patience=0)
     shutil.rmtree(probe_dir, ignore_errors=True)

@@ -133,7 +133,9 @@ def lengths(value, T: int, B: int, device: torch.device) -> torch.Tensor | None:
     return value.to(device, torch.int64).contiguous()
 
 
-def layer_input(input, lengths, like: torch.Tensor, check_input) -> tuple[torch.Tensor, object, bool]:
+def layer_input(
+    input, lengths, like: torch.Tensor, check_input
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """A layer's ``input`` as its loops run it: ``(x, lengths, unbatched)`` with ``x`` of shape
     ``(T, B, I)`` and at least one step. A ``PackedSequence`` is padded in the packing's batch
     order (by decreasing length, as torch.nn runs it), its data checked against ``like``
