@@ -48,7 +48,8 @@ except ImportError:  # Windows
     fcntl = None
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ["bindings.cpp", "lstm.cpp", "gru.cpp", "rnn.cpp", "linear.cpp", "slstm.cpp", "mlstm.cpp"]
+SOURCES = ["bindings.cpp", "lstm.cpp", "gru.cpp", "rnn.cpp", "linear.cpp", "slstm.cpp", "mlstm.cpp",
+           "mlstm_chunk.cpp"]
 
 # Instruction sets by what torch found this CPU can do; named explicitly (not -march=native)
 # so that the cached build also runs on another machine of the same capability.

@@ -36,8 +36,8 @@ as the difference of two long prefix sums. The chunkwise form takes, inside a ch
 difference of the chunk's prefix sums (its weights are ``exp(a_j - M_t)`` with vectors ``a`` and
 ``M``, no ``L x L`` pass for the stabilizer): exact to rounding for moderate gates; a forget
 pre-activation near ``-1e4`` inside a chunk would cost float32 all precision in the weights after
-it, so the chunkwise form computes these vectors in float64 and sums ``a_j - M_t`` in two parts
-(:class:`_IntraChunk`): float32 inputs keep float32 accuracy at ``±1e4`` (the official
+it, so the chunkwise form computes these vectors in float64 and sums ``a_j - M_t`` in float64
+(native) or in two parts (:class:`_IntraChunk`): float32 inputs keep float32 accuracy at ``±1e4`` (the official
 package's parallel and chunkwise forms take differences of prefix sums over the whole sequence
 in the input's dtype). Every ``exp`` has an argument ``<= 0`` in every form, so
 ``±1e4`` pre-activations give finite values.
@@ -46,11 +46,14 @@ Gradients: the recurrent form on the CPU (float32, float64) runs the native loop
 ``fused/csrc/mlstm.cpp`` with its hand-written backward (:mod:`gatedrnn.fused.mlstm`: it keeps
 the memory every ``sqrt(T)`` steps and recomputes the rest); under ``torch.export`` every form
 is the recurrent step in one ``scan`` node (:func:`scanned_form`). Elsewhere torch's autograd
-through the forms' operations, except the chunkwise form's
-intra-chunk product (:class:`_IntraChunk`), whose backward is written out (it saves the ``L x L``
-products and weights and needs half the passes over them that autograd would make; once
-differentiable: no double backward through the chunkwise form). The chunkwise form's memory is
-linear in ``T``.
+through the forms' operations, except inside the chunkwise form's chunks: on the CPU in
+float32 and float64, native code (:mod:`gatedrnn.fused.mlstm_chunk`) takes one chunk at a time
+through its ``L x L`` weights, its products with ``q, k, v`` and its starting state's read, with a
+hand-written backward that recomputes the weights; elsewhere (and under torch.compile) the
+batched intra-chunk product (:class:`_IntraChunk`), whose backward is written out too (it saves
+the ``L x L`` products and weights and needs half the passes over them that autograd would
+make). Both are once differentiable: no double backward through the chunkwise form. The
+chunkwise form's memory is linear in ``T``.
 
 **The official package** (``xlstm.blocks.mlstm.backends``), argument by argument:
 
@@ -95,6 +98,7 @@ from gatedrnn.cells.mlstm import (
 )
 from gatedrnn.cells.slstm import check_forget, head_size
 from gatedrnn.fused import mlstm as fused_mlstm
+from gatedrnn.fused import mlstm_chunk as fused_chunk
 from gatedrnn.trace import Trace
 
 FORMS = ("auto", "recurrent", "parallel", "chunkwise")
@@ -348,12 +352,17 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     # Inside each chunk: the parallel form plus the chunk's starting state
     M = torch.maximum(a.cummax(dim=-1).values, m_start[..., None])  # (B, K, NC, L): m_t - b_t
     M_safe = safe_stabilizer(M)
-    # (q_t . k_j / sqrt(d)) exp(a_j - M_t) for j <= t, times v and summed (the intra-chunk parts of C^T q, n^T q)
-    intra, intra_qn = _IntraChunk.apply(q, k, v, a - log_sqrt_d, -M_safe)  # (B, K, NC, L, dv), (B, K, NC, L)
     w0 = torch.exp(m_start[..., None] - M_safe).to(dtype)  # (B, K, NC, L): the starting state's weight at t
-    numerator = torch.baddbmm(intra.flatten(0, 2), (q * w0[..., None]).flatten(0, 2), C_start.flatten(0, 2))
-    numerator = numerator.unflatten(0, (B, K, NC))  # (B, K, NC, L, dv): C_t^T q_t
-    qn = intra_qn + w0 * (q * n_start[..., None, :]).sum(dim=-1)  # (B, K, NC, L): n_t^T q_t
+    if fused_chunk.applies(q):  # the same, one chunk at a time in native code (csrc/mlstm_chunk.cpp)
+        numerator, qn = fused_chunk.inside_chunks(*(x.flatten(0, 2) for x in (q, k, v, a - log_sqrt_d, -M_safe, w0,
+                                                                              C_start, n_start)))  # fmt: skip
+        numerator, qn = numerator.unflatten(0, (B, K, NC)), qn.unflatten(0, (B, K, NC))
+    else:
+        # (q_t . k_j / sqrt(d)) exp(a_j - M_t) for j <= t, times v and summed (the intra-chunk parts of C^T q, n^T q)
+        intra, intra_qn = _IntraChunk.apply(q, k, v, a - log_sqrt_d, -M_safe)  # (B, K, NC, L, dv), (B, K, NC, L)
+        numerator = torch.baddbmm(intra.flatten(0, 2), (q * w0[..., None]).flatten(0, 2), C_start.flatten(0, 2))
+        numerator = numerator.unflatten(0, (B, K, NC))  # (B, K, NC, L, dv): C_t^T q_t
+        qn = intra_qn + w0 * (q * n_start[..., None, :]).sum(dim=-1)  # (B, K, NC, L): n_t^T q_t
     h_tilde = _read(numerator, qn, b + M, eps).flatten(2, 3)[:, :, :T]  # (B, K, T, dv)
     return h_tilde, (C, n, m.to(dtype))
 
@@ -500,8 +509,8 @@ class mLSTM(RefusesScript, nn.Module):
     see the input alone, so the whole sequence can be computed at once: ``form`` picks the
     recurrent, parallel or chunkwise form (:mod:`gatedrnn.xlstm.mlstm`), which give the same
     values. Gradients: the recurrent form's native loop has a hand-written backward; the other
-    forms go through torch's autograd (the chunkwise form's intra-chunk product has its own
-    backward); see the module's docstring.
+    forms go through torch's autograd (inside its chunks the chunkwise form has a backward of
+    its own, native on the CPU); see the module's docstring.
 
     Args:
         input_size (int): ``I``, the number of features of the input.

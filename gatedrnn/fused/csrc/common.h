@@ -161,47 +161,67 @@ inline bool& direct_blas_enabled() {
 // Whether libtorch exports the BLAS entry points the direct path calls.
 inline bool direct_blas_available() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
-// out (M, N) = a (M, K) @ b (K, N), plus out when accumulate; row-major, each given by its
-// first element and row stride. Straight to BLAS where libtorch exports it: a per-step product
-// then skips the dispatcher and the tensors around it (~2 us a call, most of a small step).
+// out (M, N) = op(a) @ op(b), plus out when accumulate; row-major, each given by its first
+// element and row stride, op(x) = x^T where its flag is set (a stored (K, M), b stored (N, K)).
+// Straight to BLAS where libtorch exports it: a per-step product then skips the dispatcher and
+// the tensors around it (~2 us a call, most of a small step).
 template <typename T>
-bool blas_gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
-               int64_t ldo, bool accumulate) {
+bool blas_gemm_op(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b,
+                  int64_t ldb, T* out, int64_t ldo, bool accumulate) {
   if (!direct_blas_enabled()) return false;
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   if (M > kMax || N > kMax || K > kMax || lda > kMax || ldb > kMax || ldo > kMax) return false;
   if (M == 0 || N == 0) return true;
-  // row-major out = a b is column-major out' (N, M) = b' (N, K) a' (K, M), with the same strides
+  // row-major out = op(a) op(b) is column-major out' (N, M) = op(b)' (N, K) op(a)' (K, M): a
+  // row-major matrix read column-major is its transpose, so each flag passes through as it is
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-  const int la = static_cast<int>(std::max<int64_t>(ldb, std::max<int64_t>(N, 1)));
-  const int lb = static_cast<int>(std::max<int64_t>(lda, std::max<int64_t>(K, 1)));
+  const int la = static_cast<int>(std::max<int64_t>(ldb, std::max<int64_t>(trans_b ? K : N, 1)));
+  const int lb = static_cast<int>(std::max<int64_t>(lda, std::max<int64_t>(trans_a ? M : K, 1)));
   const int lc = static_cast<int>(std::max<int64_t>(ldo, std::max<int64_t>(N, 1)));
+  const char* op_b = trans_b ? "T" : "N";
+  const char* op_a = trans_a ? "T" : "N";
   const T alpha = 1, beta = accumulate ? 1 : 0;
   if constexpr (std::is_same_v<T, float>) {
     if (sgemm_ == nullptr) return false;
-    sgemm_("N", "N", &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
+    sgemm_(op_b, op_a, &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
     return true;
   } else if constexpr (std::is_same_v<T, double>) {
     if (dgemm_ == nullptr) return false;
-    dgemm_("N", "N", &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
+    dgemm_(op_b, op_a, &m, &n, &k, &alpha, b, &la, a, &lb, &beta, out, &lc);
     return true;
   }
   return false;
 }
 
-// blas_gemm, or at::mm on tensors over the same memory where the direct path is off or absent.
+// out (M, N) = a (M, K) @ b (K, N), plus out when accumulate (blas_gemm_op without transposes).
 template <typename T>
-void gemm_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
-               int64_t ldo, bool accumulate, const at::TensorOptions& opts) {
-  if (blas_gemm(M, N, K, a, lda, b, ldb, out, ldo, accumulate)) return;
-  const Tensor ta = at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts);
-  const Tensor tb = at::from_blob(const_cast<T*>(b), {K, N}, {ldb, 1}, opts);
+bool blas_gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
+               int64_t ldo, bool accumulate) {
+  return blas_gemm_op(false, false, M, N, K, a, lda, b, ldb, out, ldo, accumulate);
+}
+
+// blas_gemm_op, or at::mm on tensors over the same memory where the direct path is off or absent.
+template <typename T>
+void gemm_op(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b,
+             int64_t ldb, T* out, int64_t ldo, bool accumulate, const at::TensorOptions& opts) {
+  if (blas_gemm_op(trans_a, trans_b, M, N, K, a, lda, b, ldb, out, ldo, accumulate)) return;
+  Tensor ta = at::from_blob(const_cast<T*>(a), {trans_a ? K : M, trans_a ? M : K}, {lda, 1}, opts);
+  Tensor tb = at::from_blob(const_cast<T*>(b), {trans_b ? N : K, trans_b ? K : N}, {ldb, 1}, opts);
+  if (trans_a) ta = ta.t();
+  if (trans_b) tb = tb.t();
   Tensor to = at::from_blob(out, {M, N}, {ldo, 1}, opts);
   if (accumulate) {
     to.addmm_(ta, tb);
   } else {
     at::mm_out(to, ta, tb);
   }
+}
+
+// out (M, N) = a (M, K) @ b (K, N), plus out when accumulate (gemm_op without transposes).
+template <typename T>
+void gemm_rows(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* out,
+               int64_t ldo, bool accumulate, const at::TensorOptions& opts) {
+  gemm_op(false, false, M, N, K, a, lda, b, ldb, out, ldo, accumulate, opts);
 }
 
 // Valid steps: step t of row b is valid when t < lengths[b] (every step when no lengths).

@@ -1,0 +1,126 @@
+"""The native inside of the mLSTM's chunkwise form (``csrc/mlstm_chunk.cpp``): its equations
+recomputed, its hand-written backward against finite differences (float64 ``gradcheck``), and
+the whole chunkwise form with it against the batched Python it replaces (outputs, final states,
+every gradient) over hypothesis-drawn configurations, with its products straight to BLAS and
+through ``at::mm``; where it applies and where not; its errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatedrnn import fused
+from gatedrnn.fused import mlstm_chunk
+from gatedrnn.xlstm.mlstm import mlstm_sequence
+
+pytestmark = pytest.mark.skipif(not mlstm_chunk.native_available(), reason="native kernels not built on this machine")
+
+
+@pytest.fixture(params=["blas", "at::mm"])
+def products(request):
+    """The kernel's products straight to BLAS, then through at::mm (a torch without BLAS symbols)."""
+    fused.kernels().use_direct_blas(request.param == "blas")
+    yield request.param
+    fused.kernels().use_direct_blas(True)
+
+
+def chunk_inputs(N, L, dk, dv, dtype, seed):
+    """Random inputs of inside_chunks: a with a column that writes nothing (-inf), neg_M so that
+    a_j + neg_M_t <= 0 for j <= t, as the chunkwise form makes them."""
+    g = torch.Generator().manual_seed(seed)
+    randn = lambda *s, d=dtype: torch.randn(*s, generator=g, dtype=d)
+    q, k, v = randn(N, L, dk), randn(N, L, dk), randn(N, L, dv)
+    a = randn(N, L, d=torch.float64)
+    a[0, L // 2] = float("-inf")
+    neg_M = -(a.cummax(-1).values + randn(N, L, d=torch.float64).abs())
+    w0, C0, n0 = randn(N, L).abs(), randn(N, dk, dv), randn(N, dk)
+    return q, k, v, a, neg_M, w0, C0, n0
+
+
+def test_equals_its_equations(products):
+    """The outputs recomputed from the module's equations in float64, for float32 inputs."""
+    q, k, v, a, neg_M, w0, C0, n0 = chunk_inputs(3, 7, 5, 4, torch.float32, seed=1)
+    q64, k64, v64, w64, C64, n64 = (x.double() for x in (q, k, v, w0, C0, n0))
+    D = torch.exp(a[:, None, :] + neg_M[:, :, None]).tril()  # [t, j], causal
+    S = (q64 @ k64.transpose(1, 2)) * D
+    numerator = S @ v64 + w64[..., None] * (q64 @ C64)
+    qn = S.sum(-1) + w64 * (q64 @ n64[..., None])[..., 0]
+    got_numerator, got_qn = mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0, n0)
+    assert got_numerator.dtype == torch.float32 and got_qn.shape == (3, 7)
+    torch.testing.assert_close(got_numerator.double(), numerator, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_qn.double(), qn, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_gradcheck(products):
+    """The hand-written backward against finite differences, every input (float64)."""
+    args = [x.requires_grad_() for x in chunk_inputs(2, 5, 3, 2, torch.float64, seed=2)]
+    assert torch.autograd.gradcheck(mlstm_chunk.inside_chunks, args)
+
+
+def _form(args, state, chunk_size, native, monkeypatch):
+    with monkeypatch.context() as patch:
+        if not native:
+            patch.setattr(mlstm_chunk, "applies", lambda q: False)
+        h, final, _ = mlstm_sequence(*args, state, form="chunkwise", chunk_size=chunk_size)
+    return h, final
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.sampled_from([2, 9, 16, 33]), st.integers(1, 6),
+                    st.integers(1, 6), st.sampled_from([1, 3, 8])),  # fmt: skip
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    with_state=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_chunkwise_form_equals_the_batched_python(shape, dtype, with_state, seed):
+    """The chunkwise form with the native inside against its batched Python: h~, the final state
+    and the gradients of q, k, v, both gates and the initial state."""
+    B, K, T, dk, dv, chunk_size = shape
+    g = torch.Generator().manual_seed(seed)
+    randn = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    leaves = [randn(B, K, T, dk), randn(B, K, T, dk), randn(B, K, T, dv), 2 * randn(B, K, T), 2 * randn(B, K, T) + 1]
+    if with_state:
+        leaves += [randn(B, K, dk, dv), randn(B, K, dk), randn(B, K)]
+    leaves = [x.requires_grad_() for x in leaves]
+    weights = [randn(B, K, T, dv), randn(B, K, dk, dv), randn(B, K, dk), randn(B, K)]
+    results = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for native in (True, False):
+            h, final = _form(leaves[:5], tuple(leaves[5:]) if with_state else None, chunk_size, native, monkeypatch)
+            loss = sum((x * w).sum() for x, w in zip((h, *final), weights))
+            results[native] = (h, *final, *torch.autograd.grad(loss, leaves))
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-4}
+    for j, (ours, python) in enumerate(zip(results[True], results[False])):
+        torch.testing.assert_close(ours, python, **tol, msg=lambda m: f"output or gradient {j}: {m}")
+
+
+def test_applies_where_it_should():
+    """Plain CPU float32 and float64 tensors take the native inside; other dtypes do not."""
+    assert mlstm_chunk.applies(torch.zeros(2, 3, 4))
+    assert mlstm_chunk.applies(torch.zeros(2, 3, 4, dtype=torch.float64))
+    assert not mlstm_chunk.applies(torch.zeros(2, 3, 4, dtype=torch.bfloat16))
+
+
+def test_float32_extreme_gates_stay_exact():
+    """Forget pre-activations of -1e4 inside chunks (a and M near 1e4 in magnitude): float32 with
+    the native inside equals the float64 chunkwise form to float32 accuracy."""
+    g = torch.Generator().manual_seed(5)
+    B, K, T, d = 2, 2, 40, 4
+    q, k, v = (torch.randn(B, K, T, d, generator=g, dtype=torch.float64) for _ in range(3))
+    i_raw = torch.randn(B, K, T, generator=g, dtype=torch.float64)
+    f_raw = torch.randn(B, K, T, generator=g, dtype=torch.float64) + 1
+    f_raw[:, :, 5::9] = -1e4
+    h64 = mlstm_sequence(q, k, v, i_raw, f_raw, form="chunkwise", chunk_size=16)[0]
+    h32 = mlstm_sequence(*(x.float() for x in (q, k, v, i_raw, f_raw)), form="chunkwise", chunk_size=16)[0]
+    torch.testing.assert_close(h32.double(), h64, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input_names_what_it_wanted():
+    q, k, v, a, neg_M, w0, C0, n0 = chunk_inputs(2, 4, 3, 2, torch.float32, seed=3)
+    with pytest.raises(RuntimeError, match="a and neg_M in float64"):
+        mlstm_chunk.inside_chunks(q, k, v, a.float(), neg_M, w0, C0, n0)
+    with pytest.raises(RuntimeError, match=r"C0 \(N, dk, dv\)"):
+        mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0[:, :, :1], n0)
