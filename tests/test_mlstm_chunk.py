@@ -1,7 +1,7 @@
-"""The native inside of the mLSTM's chunkwise form (``csrc/mlstm_chunk.cpp``): its equations
-recomputed, its hand-written backward against finite differences (float64 ``gradcheck``), and
-the whole chunkwise form with it against the batched Python it replaces (outputs, final states,
-every gradient) over hypothesis-drawn configurations, with its products straight to BLAS and
+"""The native parts of the mLSTM's chunkwise form (``csrc/mlstm_chunk.cpp``: each chunk's
+writing and its inside): their equations recomputed, their hand-written backward against
+finite differences (float64 ``gradcheck``), and the whole chunkwise form with them against the
+batched Python they replace (outputs, final states, every gradient) over hypothesis-drawn configurations, with its products straight to BLAS and
 through ``at::mm``; where it applies and where not; its errors."""
 
 from __future__ import annotations
@@ -28,35 +28,82 @@ def products(request):
 
 def chunk_inputs(N, L, dk, dv, dtype, seed):
     """Random inputs of inside_chunks: a with a column that writes nothing (-inf), neg_M so that
-    a_j + neg_M_t <= 0 for j <= t, as the chunkwise form makes them."""
+    a_j + neg_M_t <= 0 for j <= t, as the chunkwise form makes them, and a floor of the read-out
+    above |n^T q| in some rows and below it in others."""
     g = torch.Generator().manual_seed(seed)
     randn = lambda *s, d=dtype: torch.randn(*s, generator=g, dtype=d)
     q, k, v = randn(N, L, dk), randn(N, L, dk), randn(N, L, dv)
     a = randn(N, L, d=torch.float64)
     a[0, L // 2] = float("-inf")
     neg_M = -(a.cummax(-1).values + randn(N, L, d=torch.float64).abs())
-    w0, C0, n0 = randn(N, L).abs(), randn(N, dk, dv), randn(N, dk)
-    return q, k, v, a, neg_M, w0, C0, n0
+    w0, C0, n0, floor = randn(N, L).abs(), randn(N, dk, dv), randn(N, dk), 2 * randn(N, L).abs()
+    return q, k, v, a, neg_M, w0, C0, n0, floor
+
+
+EPS = 1e-3
 
 
 def test_equals_its_equations(products):
     """The outputs recomputed from the module's equations in float64, for float32 inputs."""
-    q, k, v, a, neg_M, w0, C0, n0 = chunk_inputs(3, 7, 5, 4, torch.float32, seed=1)
-    q64, k64, v64, w64, C64, n64 = (x.double() for x in (q, k, v, w0, C0, n0))
+    q, k, v, a, neg_M, w0, C0, n0, floor = chunk_inputs(3, 7, 5, 4, torch.float32, seed=1)
+    q64, k64, v64, w64, C64, n64, floor64 = (x.double() for x in (q, k, v, w0, C0, n0, floor))
     D = torch.exp(a[:, None, :] + neg_M[:, :, None]).tril()  # [t, j], causal
     S = (q64 @ k64.transpose(1, 2)) * D
     numerator = S @ v64 + w64[..., None] * (q64 @ C64)
     qn = S.sum(-1) + w64 * (q64 @ n64[..., None])[..., 0]
-    got_numerator, got_qn = mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0, n0)
-    assert got_numerator.dtype == torch.float32 and got_qn.shape == (3, 7)
-    torch.testing.assert_close(got_numerator.double(), numerator, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_qn.double(), qn, rtol=1e-5, atol=1e-5)
+    h = numerator / (torch.maximum(qn.abs(), floor64) + EPS)[..., None]
+    assert (qn.abs() > floor64).any() and (qn.abs() < floor64).any()  # both sides of the maximum
+    got = mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0, n0, floor, EPS)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), h, rtol=1e-5, atol=1e-5)
 
 
 def test_backward_gradcheck(products):
     """The hand-written backward against finite differences, every input (float64)."""
     args = [x.requires_grad_() for x in chunk_inputs(2, 5, 3, 2, torch.float64, seed=2)]
-    assert torch.autograd.gradcheck(mlstm_chunk.inside_chunks, args)
+    assert torch.autograd.gradcheck(lambda *x: mlstm_chunk.inside_chunks(*x, EPS), args)
+
+
+def test_a_tie_in_the_maximum_splits_its_gradient_as_torch_does():
+    """Where |n^T q| equals the floor, half the gradient to each side (torch.maximum's rule): the
+    kernel's gradients against autograd through the equations, float64."""
+    q, k, v, a, neg_M, w0, C0, n0, floor = chunk_inputs(2, 5, 3, 2, torch.float64, seed=4)
+    # exact ties whatever the order of the sums: zero keys (the chunk's own steps add exact zeros),
+    # integer queries and starting state, w0 a power of two
+    q, n0, k, w0 = 1 + q.abs().round(), 1 + n0.abs().round(), torch.zeros_like(k), torch.full_like(w0, 0.5)
+
+    def equations(q, k, v, a, neg_M, w0, C0, n0, floor):
+        S = (q @ k.transpose(1, 2)) * torch.exp(a[:, None, :] + neg_M[:, :, None]).tril()
+        qn = S.sum(-1) + w0 * (q @ n0[..., None])[..., 0]
+        return (S @ v + w0[..., None] * (q @ C0)) / (torch.maximum(qn.abs(), floor) + EPS)[..., None], qn
+
+    with torch.no_grad():
+        qn = equations(q, k, v, a, neg_M, w0, C0, n0, floor)[1]
+        floor[:, ::2] = qn.abs()[:, ::2]  # ties in every other row
+    assert (qn[:, ::2] != 0).all()
+    weight = torch.randn(2, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for fn in (lambda *x: mlstm_chunk.inside_chunks(*x, EPS), lambda *x: equations(*x)[0]):
+        leaves = [x.detach().clone().requires_grad_() for x in (q, k, v, a, neg_M, w0, C0, n0, floor)]
+        grads.append(torch.autograd.grad((fn(*leaves) * weight).sum(), leaves))
+    for j, (ours, reference) in enumerate(zip(*grads)):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10, msg=lambda m: f"gradient {j}: {m}")
+
+
+def test_chunk_writing_equals_its_equations(products):
+    """(w k)^T v and (w k)^T 1 per chunk recomputed in float64, for float32 inputs."""
+    g = torch.Generator().manual_seed(6)
+    k, v, w = torch.randn(3, 7, 5, generator=g), torch.randn(3, 7, 4, generator=g), torch.rand(3, 7, generator=g)
+    kw = w.double()[..., None] * k.double()
+    written_C, written_n = mlstm_chunk.chunk_writing(k, v, w)
+    torch.testing.assert_close(written_C.double(), kw.transpose(1, 2) @ v.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(written_n.double(), kw.sum(1), rtol=1e-5, atol=1e-5)
+
+
+def test_chunk_writing_gradcheck(products):
+    g = torch.Generator().manual_seed(7)
+    args = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in ((2, 5, 3), (2, 5, 2), (2, 5))]
+    assert torch.autograd.gradcheck(mlstm_chunk.chunk_writing, args)
 
 
 def _form(args, state, chunk_size, native, monkeypatch):
@@ -119,8 +166,12 @@ def test_float32_extreme_gates_stay_exact():
 
 
 def test_bad_input_names_what_it_wanted():
-    q, k, v, a, neg_M, w0, C0, n0 = chunk_inputs(2, 4, 3, 2, torch.float32, seed=3)
+    q, k, v, a, neg_M, w0, C0, n0, floor = chunk_inputs(2, 4, 3, 2, torch.float32, seed=3)
     with pytest.raises(RuntimeError, match="a and neg_M in float64"):
-        mlstm_chunk.inside_chunks(q, k, v, a.float(), neg_M, w0, C0, n0)
+        mlstm_chunk.inside_chunks(q, k, v, a.float(), neg_M, w0, C0, n0, floor, EPS)
     with pytest.raises(RuntimeError, match=r"C0 \(N, dk, dv\)"):
-        mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0[:, :, :1], n0)
+        mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0[:, :, :1], n0, floor, EPS)
+    with pytest.raises(RuntimeError, match=r"floor \(N, L\)"):
+        mlstm_chunk.inside_chunks(q, k, v, a, neg_M, w0, C0, n0, floor[:, :1], EPS)
+    with pytest.raises(RuntimeError, match=r"w \(N, L\)"):
+        mlstm_chunk.chunk_writing(k, v, w0[:, :1])

@@ -1,10 +1,12 @@
-"""The inside of the mLSTM's chunkwise form as native code (``csrc/mlstm_chunk.cpp``) with a
-hand-written backward: one chunk at a time, so that each chunk's ``L x L`` matrices stay in the
-cache through all of its products and element-wise passes.
+"""The mLSTM's chunkwise form, its per-chunk parts as native code (``csrc/mlstm_chunk.cpp``) with
+hand-written backwards: what each chunk writes into the memory (:func:`chunk_writing`) and the
+inside of each chunk through the read-out (:func:`inside_chunks`), one chunk at a time, so that
+each chunk's ``L x L`` matrices stay in the cache through all of its products and element-wise
+passes.
 
 The specification is the batched Python of :func:`gatedrnn.xlstm.mlstm.chunkwise_form` (its
-``_IntraChunk`` product plus the starting state's read), which runs wherever :func:`applies` says
-no. Measured on 2 threads of an AMD EPYC (``benchmarks/xlstm_speed.py``, training at
+``_IntraChunk`` product, the starting state's read and ``_read``), which runs wherever
+:func:`applies` says no. Measured on 2 threads of an AMD EPYC (``benchmarks/xlstm_speed.py``, training at
 ``(B, heads, d, T) = (4, 4, 64, 1024)``): see ``benchmarks/results/xlstm_speed.json``.
 """
 
@@ -15,7 +17,7 @@ from torch.autograd.function import once_differentiable
 
 from gatedrnn.fused._native import kernels
 
-__all__ = ["applies", "inside_chunks", "native_available"]
+__all__ = ["applies", "chunk_writing", "inside_chunks", "native_available"]
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -39,28 +41,29 @@ def applies(q: torch.Tensor) -> bool:
 
 class _InsideChunks(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, a, neg_M, w0, C0, n0):
-        ctx.save_for_backward(q, k, v, a, neg_M, w0, C0, n0)
-        return tuple(kernels(q.device).mlstm_chunk_forward(q, k, v, a, neg_M, w0, C0, n0))
+    def forward(ctx, q, k, v, a, neg_M, w0, C0, n0, floor, eps):
+        h, qn = kernels(q.device).mlstm_chunk_forward(q, k, v, a, neg_M, w0, C0, n0, floor, eps)
+        ctx.save_for_backward(h, qn, q, k, v, a, neg_M, w0, C0, n0, floor)
+        ctx.eps = eps
+        return h
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_numerator, d_qn):
+    def backward(ctx, d_h):
         saved = ctx.saved_tensors
-        d_numerator = torch.zeros_like(saved[2]) if d_numerator is None else d_numerator
-        d_qn = torch.zeros_like(saved[5]) if d_qn is None else d_qn
-        return tuple(kernels(saved[0].device).mlstm_chunk_backward(d_numerator, d_qn, *saved))
+        return (*kernels(d_h.device).mlstm_chunk_backward(d_h, *saved, ctx.eps), None)
 
 
-def inside_chunks(q, k, v, a, neg_M, w0, C0, n0):
-    r"""``C_t^T q_t`` and ``n_t^T q_t`` inside every chunk, differentiable (a hand-written
-    backward; no double backward):
+def inside_chunks(q, k, v, a, neg_M, w0, C0, n0, floor, eps):
+    r"""The mLSTM's read-out :math:`\tilde h_t` inside every chunk, from the chunk's own steps and
+    its starting state, differentiable (a hand-written backward; no double backward):
 
     .. math::
 
         S = (q k^\top) \odot \exp(a_j + (-M)_t)\ (j \le t), \quad
-        \text{numerator} = S v + w_0 \odot (q C_0), \quad
-        qn = S \mathbf{1} + w_0 \odot (q n_0)
+        C^\top q = S v + w_0 \odot (q C_0), \quad
+        n^\top q = S \mathbf{1} + w_0 \odot (q n_0), \quad
+        \tilde h = \frac{C^\top q}{\max(|n^\top q|, \text{floor}) + \epsilon}
 
     Args:
         q (Tensor): ``(N, L, dk)`` the chunks' queries (``N`` chunks of ``L`` steps).
@@ -72,8 +75,40 @@ def inside_chunks(q, k, v, a, neg_M, w0, C0, n0):
         w0 (Tensor): ``(N, L)`` the starting state's weight at each row.
         C0 (Tensor): ``(N, dk, dv)`` and ``n0`` ``(N, dk)``: each chunk's starting state.
         n0 (Tensor): see ``C0``.
+        floor (Tensor): ``(N, L)`` the denominator's lower bound, :math:`e^{-m_t}`.
+        eps (float): added to the denominator.
 
     Returns:
-        ``(numerator (N, L, dv), qn (N, L))``, in ``q``'s dtype.
+        ``h~ (N, L, dv)`` in ``q``'s dtype.
     """
-    return _InsideChunks.apply(q, k, v, a, neg_M, w0, C0, n0)
+    return _InsideChunks.apply(q, k, v, a, neg_M, w0, C0, n0, floor, float(eps))
+
+
+class _ChunkWriting(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, k, v, w):
+        ctx.save_for_backward(k, v, w)
+        return tuple(kernels(k.device).mlstm_chunk_write_forward(k, v, w))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_C, d_n):
+        k, v, w = ctx.saved_tensors
+        d_C = k.new_zeros(k.shape[0], k.shape[2], v.shape[2]) if d_C is None else d_C
+        d_n = k.new_zeros(k.shape[0], k.shape[2]) if d_n is None else d_n
+        return tuple(kernels(k.device).mlstm_chunk_write_backward(d_C, d_n, k, v, w))
+
+
+def chunk_writing(k, v, w):
+    r"""What each chunk writes into the memory by its end, differentiable (a hand-written
+    backward; no double backward): :math:`(w \odot k)^\top v` and :math:`(w \odot k)^\top \mathbf{1}`.
+
+    Args:
+        k (Tensor): ``(N, L, dk)`` the chunks' keys.
+        v (Tensor): ``(N, L, dv)`` values.
+        w (Tensor): ``(N, L)`` each step's weight (the caller's scale).
+
+    Returns:
+        ``(written_C (N, dk, dv), written_n (N, dk))``.
+    """
+    return _ChunkWriting.apply(k, v, w)

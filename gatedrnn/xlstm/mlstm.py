@@ -48,8 +48,8 @@ the memory every ``sqrt(T)`` steps and recomputes the rest); under ``torch.expor
 is the recurrent step in one ``scan`` node (:func:`scanned_form`). Elsewhere torch's autograd
 through the forms' operations, except inside the chunkwise form's chunks: on the CPU in
 float32 and float64, native code (:mod:`gatedrnn.fused.mlstm_chunk`) takes one chunk at a time
-through its ``L x L`` weights, its products with ``q, k, v`` and its starting state's read, with a
-hand-written backward that recomputes the weights; elsewhere (and under torch.compile) the
+through what it writes, its ``L x L`` weights, their products with ``q, k, v``, its starting
+state's read and the read-out, with a hand-written backward that recomputes the weights; elsewhere (and under torch.compile) the
 batched intra-chunk product (:class:`_IntraChunk`), whose backward is written out too (it saves
 the ``L x L`` products and weights and needs half the passes over them that autograd would
 make). Both are once differentiable: no double backward through the chunkwise form. The
@@ -127,11 +127,15 @@ def segment_sums(log_f: torch.Tensor) -> torch.Tensor:
     return sums.masked_fill(~torch.tril(ones), float("-inf"))  # (..., L, L), causal
 
 
+def _floor(m, dtype):
+    """The read-out's lower bound ``e^{-m}`` (the unstabilized 1), in ``dtype``."""
+    return torch.exp(-safe_stabilizer(m)).to(dtype)
+
+
 def _read(numerator, qn, m, eps):
     """``h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)`` (eq. 21) from ``C^T q`` (..., dv), ``n^T q``
     (...) and the stabilizer ``m`` (...)."""
-    floor = torch.exp(-safe_stabilizer(m)).to(qn.dtype)  # e^{-m}, the unstabilized 1
-    denominator = torch.maximum(qn.abs(), floor)
+    denominator = torch.maximum(qn.abs(), _floor(m, qn.dtype))
     return numerator * (1.0 / (denominator + eps))[..., None]  # one reciprocal per row, a multiply per entry
 
 
@@ -339,9 +343,14 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     a = i_raw - b  # (B, K, NC, L): a_j; step j's weight at step t is exp(b_t + a_j - m_t)
     a_max = a.amax(dim=-1)  # (B, K, NC)
     w = torch.exp(a - safe_stabilizer(a_max)[..., None] - log_sqrt_d).to(dtype)  # (B, K, NC, L)
-    k_w = k * w[..., None]  # (B, K, NC, L, dk)
-    written_C = k_w.transpose(-1, -2) @ v  # (B, K, NC, dk, dv): in the scale e^(g + a_max)
-    written_n = k_w.sum(dim=-2)  # (B, K, NC, dk)
+    native = fused_chunk.applies(q)  # the products of each chunk in native code, one chunk at a time
+    if native:
+        written_C, written_n = fused_chunk.chunk_writing(k.flatten(0, 2), v.flatten(0, 2), w.flatten(0, 2))
+        written_C, written_n = written_C.unflatten(0, (B, K, NC)), written_n.unflatten(0, (B, K, NC))
+    else:
+        k_w = k * w[..., None]  # (B, K, NC, L, dk)
+        written_C = k_w.transpose(-1, -2) @ v  # (B, K, NC, dk, dv): in the scale e^(g + a_max)
+        written_n = k_w.sum(dim=-2)  # (B, K, NC, dk)
 
     # Between chunks: m, C and n at each chunk's start and at the end
     if state is None:
@@ -353,17 +362,18 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     M = torch.maximum(a.cummax(dim=-1).values, m_start[..., None])  # (B, K, NC, L): m_t - b_t
     M_safe = safe_stabilizer(M)
     w0 = torch.exp(m_start[..., None] - M_safe).to(dtype)  # (B, K, NC, L): the starting state's weight at t
-    if fused_chunk.applies(q):  # the same, one chunk at a time in native code (csrc/mlstm_chunk.cpp)
-        numerator, qn = fused_chunk.inside_chunks(*(x.flatten(0, 2) for x in (q, k, v, a - log_sqrt_d, -M_safe, w0,
-                                                                              C_start, n_start)))  # fmt: skip
-        numerator, qn = numerator.unflatten(0, (B, K, NC)), qn.unflatten(0, (B, K, NC))
+    if native:  # the same and the read-out, one chunk at a time in native code (csrc/mlstm_chunk.cpp)
+        h_tilde = fused_chunk.inside_chunks(*(x.flatten(0, 2) for x in (q, k, v, a - log_sqrt_d, -M_safe, w0, C_start,
+                                                                         n_start, _floor(b + M, dtype))), eps)  # fmt: skip
+        h_tilde = h_tilde.unflatten(0, (B, K, NC))
     else:
         # (q_t . k_j / sqrt(d)) exp(a_j - M_t) for j <= t, times v and summed (the intra-chunk parts of C^T q, n^T q)
         intra, intra_qn = _IntraChunk.apply(q, k, v, a - log_sqrt_d, -M_safe)  # (B, K, NC, L, dv), (B, K, NC, L)
         numerator = torch.baddbmm(intra.flatten(0, 2), (q * w0[..., None]).flatten(0, 2), C_start.flatten(0, 2))
         numerator = numerator.unflatten(0, (B, K, NC))  # (B, K, NC, L, dv): C_t^T q_t
         qn = intra_qn + w0 * (q * n_start[..., None, :]).sum(dim=-1)  # (B, K, NC, L): n_t^T q_t
-    h_tilde = _read(numerator, qn, b + M, eps).flatten(2, 3)[:, :, :T]  # (B, K, T, dv)
+        h_tilde = _read(numerator, qn, b + M, eps)
+    h_tilde = h_tilde.flatten(2, 3)[:, :, :T]  # (B, K, T, dv)
     return h_tilde, (C, n, m.to(dtype))
 
 

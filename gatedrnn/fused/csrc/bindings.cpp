@@ -42,9 +42,13 @@ std::vector<Tensor> mlstm_recurrent_backward(const Tensor&, const Tensor&, const
                                              const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                              const Tensor&, const Tensor&, const Tensor&, const Tensor&, double);
 std::vector<Tensor> mlstm_chunk_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                        const Tensor&, const Tensor&, const Tensor&);
+                                        const Tensor&, const Tensor&, const Tensor&, const Tensor&, double);
 std::vector<Tensor> mlstm_chunk_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                         const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+                                         const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                         const Tensor&, const Tensor&, double);
+std::vector<Tensor> mlstm_chunk_write_forward(const Tensor&, const Tensor&, const Tensor&);
+std::vector<Tensor> mlstm_chunk_write_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                               const Tensor&);
 }  // namespace gatedrnn
 
 // Every entry point runs with subnormals flushed to zero (common.h, FlushDenormals).
@@ -69,6 +73,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlstm_recurrent_backward", flushed(&gatedrnn::mlstm_recurrent_backward));
   m.def("mlstm_chunk_forward", flushed(&gatedrnn::mlstm_chunk_forward));
   m.def("mlstm_chunk_backward", flushed(&gatedrnn::mlstm_chunk_backward));
+  m.def("mlstm_chunk_write_forward", flushed(&gatedrnn::mlstm_chunk_write_forward));
+  m.def("mlstm_chunk_write_backward", flushed(&gatedrnn::mlstm_chunk_write_backward));
   m.def("linear_recurrence", flushed(&gatedrnn::linear_recurrence));
   m.def("min_gru_inference", flushed(&gatedrnn::min_gru_inference));
   // the gate math alone over rows (the convolutional layers' pixels)

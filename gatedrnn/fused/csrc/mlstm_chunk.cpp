@@ -1,16 +1,22 @@
-// The inside of the mLSTM's chunkwise form (gatedrnn/xlstm/mlstm.py, _InsideChunk: the
-// specification, and what runs where this file is not built) and its hand-written backward,
+// The inside of the mLSTM's chunkwise form (gatedrnn/xlstm/mlstm.py, chunkwise_form: the batched
+// Python there is the specification, and what runs where this file is not built) and its
+// hand-written backward,
 // one chunk at a time: every L x L matrix of a chunk stays in the cache while all of its
 // products and element-wise passes run, where batched products over all chunks would stream
 // each one through memory between passes. Per chunk, with rows t and columns j <= t:
 //
 //   D[t, j] = exp(a_j + neg_M_t)          (a and neg_M in double: their sum is exact)
 //   S = (q k^T) * D                       causal (zero above the diagonal)
-//   numerator = S v + w0 * (q C0)         (L, dv)
-//   qn        = S 1 + w0 * (q n0)         (L)
+//   numerator = S v + w0 * (q C0)         (L, dv): C_t^T q_t
+//   qn        = S 1 + w0 * (q n0)         (L): n_t^T q_t
+//   h~        = numerator / (max(|qn|, floor) + eps)     floor = e^{-m_t}
 //
 // The backward recomputes S and D from q, k, a and neg_M (one product and one exp per entry)
-// instead of keeping them: nothing of size L x L per chunk is saved between the passes.
+// instead of keeping them: nothing of size L x L per chunk is saved between the passes. It
+// keeps h~ and qn, and takes C^T q = h~ (max(|qn|, floor) + eps) from them.
+//
+// Before that, what each chunk writes by its end, (w k)^T v and (w k)^T 1 (mlstm_chunk_write_*),
+// from which the caller takes the states between chunks.
 #include "common.h"
 
 namespace gatedrnn {
@@ -41,19 +47,21 @@ struct Dims {
 };
 
 Dims check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& neg_M, const Tensor& w0,
-           const Tensor& C0, const Tensor& n0) {
+           const Tensor& C0, const Tensor& n0, const Tensor& floor) {
   TORCH_CHECK(q.dim() == 3 && v.dim() == 3, "gatedrnn: mlstm_chunk wants q, k (N, L, dk) and v (N, L, dv)");
   const Dims d{q.size(0), q.size(1), q.size(2), v.size(2)};
   TORCH_CHECK(k.sizes() == q.sizes() && v.size(0) == d.N && v.size(1) == d.L,
               "gatedrnn: mlstm_chunk wants k shaped as q and v (N, L, dv)");
-  TORCH_CHECK(a.sizes() == at::IntArrayRef({d.N, d.L}) && neg_M.sizes() == a.sizes() && w0.sizes() == a.sizes(),
-              "gatedrnn: mlstm_chunk wants a, neg_M and w0 (N, L)");
+  TORCH_CHECK(a.sizes() == at::IntArrayRef({d.N, d.L}) && neg_M.sizes() == a.sizes() && w0.sizes() == a.sizes() &&
+                  floor.sizes() == a.sizes(),
+              "gatedrnn: mlstm_chunk wants a, neg_M, w0 and floor (N, L)");
   TORCH_CHECK(C0.sizes() == at::IntArrayRef({d.N, d.dk, d.dv}) && n0.sizes() == at::IntArrayRef({d.N, d.dk}),
               "gatedrnn: mlstm_chunk wants C0 (N, dk, dv) and n0 (N, dk)");
   TORCH_CHECK(a.scalar_type() == at::kDouble && neg_M.scalar_type() == at::kDouble,
               "gatedrnn: mlstm_chunk wants a and neg_M in float64");
-  for (const Tensor* t : {&k, &v, &w0, &C0, &n0}) {
-    TORCH_CHECK(t->scalar_type() == q.scalar_type(), "gatedrnn: mlstm_chunk wants q, k, v, w0, C0, n0 of one dtype");
+  for (const Tensor* t : {&k, &v, &w0, &C0, &n0, &floor}) {
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(),
+                "gatedrnn: mlstm_chunk wants q, k, v, w0, C0, n0 and floor of one dtype");
   }
   return d;
 }
@@ -118,18 +126,93 @@ void scores_backward(T* G, const T* S, const T* D, const T* d_qn, int64_t L, T* 
   for (int64_t j = 0; j < L; ++j) d_a[j] = columns[j];
 }
 
+// kw = w k (one step's row) and n += kw.
+template <typename T>
+void scale_and_add(T* __restrict__ kw, const T* __restrict__ k, T w, T* __restrict__ n, int64_t dk) {
+#pragma omp simd
+  for (int64_t i = 0; i < dk; ++i) {
+    kw[i] = w * k[i];
+    n[i] += kw[i];
+  }
+}
+
+// One step's row of the writing's backward: g (in: d (w k) less d_n; out: d k), d_n added;
+// kw = w k for the product that gives d v; returns d w = k . d (w k).
+template <typename T>
+T scale_grad(T* __restrict__ g, const T* __restrict__ k, const T* __restrict__ d_n, T w, T* __restrict__ kw,
+             int64_t dk) {
+  T d_w = 0;
+#pragma omp simd reduction(+ : d_w)
+  for (int64_t i = 0; i < dk; ++i) {
+    const T d_kw = g[i] + d_n[i];
+    d_w += k[i] * d_kw;
+    g[i] = w * d_kw;
+    kw[i] = w * k[i];
+  }
+  return d_w;
+}
+
+// qw = w q (one row) and returns qw . n0: the starting state's part of n^T q.
+template <typename T>
+T scale_and_dot(T* __restrict__ qw, const T* __restrict__ q, T w, const T* __restrict__ n0, int64_t dk) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < dk; ++i) {
+    qw[i] = w * q[i];
+    sum += qw[i] * n0[i];
+  }
+  return sum;
+}
+
+// One row through h~ = num / (max(|qn|, floor) + eps), given h~: writes d num (dv values) and
+// d qn, returns d floor.
+template <typename T>
+T read_backward(const T* __restrict__ d_h, const T* __restrict__ h, T qn, T floor, T eps, T* __restrict__ d_num,
+                T& d_qn, int64_t dv) {
+  const T size = std::abs(qn), denominator = std::max(size, floor) + eps, r = T(1) / denominator;
+  T d_h_dot_h = 0;
+#pragma omp simd reduction(+ : d_h_dot_h)
+  for (int64_t i = 0; i < dv; ++i) {
+    d_num[i] = d_h[i] * r;
+    d_h_dot_h += d_h[i] * h[i];
+  }
+  const T d_denominator = -d_h_dot_h * r;  // d (1 / x) = -d x / x^2, and num = h x
+  const T to_qn = size > floor ? T(1) : size < floor ? T(0) : T(0.5);
+  d_qn = to_qn * d_denominator * (qn > 0 ? T(1) : qn < 0 ? T(-1) : T(0));
+  return (T(1) - to_qn) * d_denominator;
+}
+
+// One row of the starting state's backward, with R = d num C0^T: d q += w R + w d_qn n0,
+// d n0 += w d_qn q, qw = w q (for d C0 = qw^T d num); returns d w0 = q . R + d_qn (q . n0).
+template <typename T>
+T start_backward(const T* __restrict__ q, const T* __restrict__ R, const T* __restrict__ n0, T w, T d_qn,
+                 T* __restrict__ d_q, T* __restrict__ d_n0, T* __restrict__ qw, int64_t dk) {
+  const T w_dqn = w * d_qn;
+  T qR = 0, qn0 = 0;
+#pragma omp simd reduction(+ : qR, qn0)
+  for (int64_t i = 0; i < dk; ++i) {
+    qR += q[i] * R[i];
+    qn0 += q[i] * n0[i];
+    d_q[i] += w * R[i] + w_dqn * n0[i];
+    d_n0[i] += w_dqn * q[i];
+    qw[i] = w * q[i];
+  }
+  return qR + d_qn * qn0;
+}
+
 }  // namespace
 
-// q, k (N, L, dk), v (N, L, dv), a, neg_M (N, L) float64, w0 (N, L), C0 (N, dk, dv), n0 (N, dk).
-// Returns {numerator (N, L, dv), qn (N, L)}.
+// q, k (N, L, dk), v (N, L, dv), a, neg_M (N, L) float64, w0 (N, L), C0 (N, dk, dv), n0 (N, dk),
+// floor (N, L) (e^{-m_t}), eps. Returns {h (N, L, dv), qn (N, L)}.
 std::vector<Tensor> mlstm_chunk_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                         const Tensor& a_in, const Tensor& neg_M_in, const Tensor& w0_in,
-                                        const Tensor& C0_in, const Tensor& n0_in) {
+                                        const Tensor& C0_in, const Tensor& n0_in, const Tensor& floor_in,
+                                        double eps) {
   const Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous(), a = a_in.contiguous();
   const Tensor neg_M = neg_M_in.contiguous(), w0 = w0_in.contiguous(), C0 = C0_in.contiguous();
-  const Tensor n0 = n0_in.contiguous();
-  const Dims d = check(q, k, v, a, neg_M, w0, C0, n0);
-  Tensor numerator = at::empty({d.N, d.L, d.dv}, q.options()), qn = at::empty({d.N, d.L}, q.options());
+  const Tensor n0 = n0_in.contiguous(), floor = floor_in.contiguous();
+  const Dims d = check(q, k, v, a, neg_M, w0, C0, n0, floor);
+  Tensor h = at::empty({d.N, d.L, d.dv}, q.options()), qn = at::empty({d.N, d.L}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mlstm_chunk_forward", [&] {
     using T = scalar_t;
     const auto opts = q.options();
@@ -138,51 +221,59 @@ std::vector<Tensor> mlstm_chunk_forward(const Tensor& q_in, const Tensor& k_in, 
       std::vector<T> S(L * L), qw(L * dk);
       for (int64_t c = begin; c < end; ++c) {
         const T* q_c = q.const_data_ptr<T>() + c * L * dk;
-        const T* C0_c = C0.const_data_ptr<T>() + c * dk * dv;
         const T* n0_c = n0.const_data_ptr<T>() + c * dk;
         const T* w0_c = w0.const_data_ptr<T>() + c * L;
-        T* num_c = numerator.data_ptr<T>() + c * L * dv;
+        const T* floor_c = floor.const_data_ptr<T>() + c * L;
+        T* h_c = h.data_ptr<T>() + c * L * dv;
         T* qn_c = qn.data_ptr<T>() + c * L;
         weighted_scores<T>(q_c, k.const_data_ptr<T>() + c * L * dk, a.const_data_ptr<double>() + c * L,
                            neg_M.const_data_ptr<double>() + c * L, d, S.data(), nullptr, qn_c, opts);
-        gemm_op<T>(false, false, L, dv, L, S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, num_c, dv, false,
-                   opts);
+        gemm_op<T>(false, false, L, dv, L, S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, h_c, dv, false, opts);
         for (int64_t t = 0; t < L; ++t) {  // the starting state's read, weighted per row
-          const T* __restrict__ q_t = q_c + t * dk;
-          T* __restrict__ qw_t = qw.data() + t * dk;
-          const T w = w0_c[t];
-          for (int64_t i = 0; i < dk; ++i) qw_t[i] = w * q_t[i];
-          qn_c[t] += dot(qw_t, n0_c, dk);
+          qn_c[t] += scale_and_dot<T>(qw.data() + t * dk, q_c + t * dk, w0_c[t], n0_c, dk);
         }
-        gemm_op<T>(false, false, L, dv, dk, qw.data(), dk, C0_c, dv, num_c, dv, true, opts);
+        gemm_op<T>(false, false, L, dv, dk, qw.data(), dk, C0.const_data_ptr<T>() + c * dk * dv, dv, h_c, dv, true,
+                   opts);  // C^T q for every row
+        for (int64_t t = 0; t < L; ++t) {  // h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)
+          const T r = T(1) / (std::max(std::abs(qn_c[t]), floor_c[t]) + T(eps));
+          T* __restrict__ h_t = h_c + t * dv;
+          for (int64_t i = 0; i < dv; ++i) h_t[i] *= r;
+        }
       }
     });
   });
-  return {numerator, qn};
+  return {h, qn};
 }
 
-// The gradients of mlstm_chunk_forward's inputs from d_numerator (N, L, dv) and d_qn (N, L):
-// {d_q, d_k, d_v, d_a (float64), d_neg_M (float64), d_w0, d_C0, d_n0}.
-std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_num_in, const Tensor& d_qn_in, const Tensor& q_in,
-                                         const Tensor& k_in, const Tensor& v_in, const Tensor& a_in,
-                                         const Tensor& neg_M_in, const Tensor& w0_in, const Tensor& C0_in,
-                                         const Tensor& n0_in) {
+// The gradients of mlstm_chunk_forward's inputs from d_h (N, L, dv), given its outputs h and
+// qn: {d_q, d_k, d_v, d_a (float64), d_neg_M (float64), d_w0, d_C0, d_n0, d_floor}. Through
+// the read, C^T q = h (max(|n^T q|, e^{-m}) + eps); the maximum's gradient goes to the larger
+// side, half to each on a tie (as torch.maximum's).
+std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_h_in, const Tensor& h_in, const Tensor& qn_in,
+                                         const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                         const Tensor& a_in, const Tensor& neg_M_in, const Tensor& w0_in,
+                                         const Tensor& C0_in, const Tensor& n0_in, const Tensor& floor_in,
+                                         double eps) {
   const Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous(), a = a_in.contiguous();
   const Tensor neg_M = neg_M_in.contiguous(), w0 = w0_in.contiguous(), C0 = C0_in.contiguous();
-  const Tensor n0 = n0_in.contiguous(), d_num = d_num_in.contiguous(), d_qn = d_qn_in.contiguous();
-  const Dims d = check(q, k, v, a, neg_M, w0, C0, n0);
-  TORCH_CHECK(d_num.sizes() == at::IntArrayRef({d.N, d.L, d.dv}) && d_qn.sizes() == a.sizes() &&
-                  d_num.scalar_type() == q.scalar_type() && d_qn.scalar_type() == q.scalar_type(),
-              "gatedrnn: mlstm_chunk_backward wants d_numerator (N, L, dv) and d_qn (N, L) of q's dtype");
+  const Tensor n0 = n0_in.contiguous(), floor = floor_in.contiguous(), d_h = d_h_in.contiguous();
+  const Tensor h = h_in.contiguous(), qn = qn_in.contiguous();
+  const Dims d = check(q, k, v, a, neg_M, w0, C0, n0, floor);
+  for (const Tensor* t : {&d_h, &h}) {
+    TORCH_CHECK(t->sizes() == at::IntArrayRef({d.N, d.L, d.dv}) && t->scalar_type() == q.scalar_type(),
+                "gatedrnn: mlstm_chunk_backward wants d_h and h (N, L, dv) of q's dtype");
+  }
+  TORCH_CHECK(qn.sizes() == a.sizes() && qn.scalar_type() == q.scalar_type(),
+              "gatedrnn: mlstm_chunk_backward wants qn (N, L) of q's dtype");
   Tensor d_q = at::empty_like(q), d_k = at::empty_like(k), d_v = at::empty_like(v), d_w0 = at::empty_like(w0);
   Tensor d_a = at::empty_like(a), d_neg_M = at::empty_like(neg_M), d_C0 = at::empty_like(C0);
-  Tensor d_n0 = at::empty_like(n0);
+  Tensor d_n0 = at::empty_like(n0), d_floor = at::empty_like(floor);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mlstm_chunk_backward", [&] {
     using T = scalar_t;
     const auto opts = q.options();
     const int64_t L = d.L, dk = d.dk, dv = d.dv;
     at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> S(L * L), D(L * L), G(L * L), R(L * dk), qw(L * dk), columns(L);
+      std::vector<T> S(L * L), D(L * L), G(L * L), R(L * dk), qw(L * dk), dn(L * dv), dqn(L), columns(L);
       for (int64_t c = begin; c < end; ++c) {
         const T* q_c = q.const_data_ptr<T>() + c * L * dk;
         const T* k_c = k.const_data_ptr<T>() + c * L * dk;
@@ -190,41 +281,108 @@ std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_num_in, const Tensor& d
         const T* C0_c = C0.const_data_ptr<T>() + c * dk * dv;
         const T* n0_c = n0.const_data_ptr<T>() + c * dk;
         const T* w0_c = w0.const_data_ptr<T>() + c * L;
-        const T* dn_c = d_num.const_data_ptr<T>() + c * L * dv;
-        const T* dqn_c = d_qn.const_data_ptr<T>() + c * L;
         T* d_q_c = d_q.data_ptr<T>() + c * L * dk;
-        double* d_a_c = d_a.data_ptr<double>() + c * L;
-        double* d_neg_M_c = d_neg_M.data_ptr<double>() + c * L;
+        T* d_w0_c = d_w0.data_ptr<T>() + c * L;
+        // through the read: dn = d C^T q (L, dv), dqn = d n^T q (L), d_floor
+        for (int64_t t = 0; t < L; ++t) {
+          const int64_t at = c * L + t;
+          d_floor.data_ptr<T>()[at] = read_backward<T>(d_h.const_data_ptr<T>() + at * dv, h.const_data_ptr<T>() + at * dv,
+                                                       qn.const_data_ptr<T>()[at], floor.const_data_ptr<T>()[at], T(eps),
+                                                       dn.data() + t * dv, dqn[t], dv);  // fmt: skip
+        }
         weighted_scores<T>(q_c, k_c, a.const_data_ptr<double>() + c * L, neg_M.const_data_ptr<double>() + c * L, d,
                            S.data(), D.data(), nullptr, opts);
-        // G = d S = d_numerator v^T + d_qn 1^T, then d (q k^T) = d S * D; d log D = d S * S
-        gemm_op<T>(false, true, L, L, dv, dn_c, dv, v_c, dv, G.data(), L, false, opts);
-        scores_backward<T>(G.data(), S.data(), D.data(), dqn_c, L, columns.data(), d_a_c, d_neg_M_c);
-        gemm_op<T>(true, false, L, dv, L, S.data(), L, dn_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false, opts);
+        // G = d S = dn v^T + dqn 1^T, then d (q k^T) = d S * D; d log D = d S * S
+        gemm_op<T>(false, true, L, L, dv, dn.data(), dv, v_c, dv, G.data(), L, false, opts);
+        scores_backward<T>(G.data(), S.data(), D.data(), dqn.data(), L, columns.data(),
+                           d_a.data_ptr<double>() + c * L, d_neg_M.data_ptr<double>() + c * L);
+        gemm_op<T>(true, false, L, dv, L, S.data(), L, dn.data(), dv, d_v.data_ptr<T>() + c * L * dv, dv, false, opts);
         gemm_op<T>(false, false, L, dk, L, G.data(), L, k_c, dk, d_q_c, dk, false, opts);
         gemm_op<T>(true, false, L, dk, L, G.data(), L, q_c, dk, d_k.data_ptr<T>() + c * L * dk, dk, false, opts);
-        // the starting state's terms: R = d_numerator C0^T (L, dk) serves d w0 and d q
-        gemm_op<T>(false, true, L, dk, dv, dn_c, dv, C0_c, dv, R.data(), dk, false, opts);
+        // the starting state's terms: R = dn C0^T (L, dk) serves d w0 and d q
+        gemm_op<T>(false, true, L, dk, dv, dn.data(), dv, C0_c, dv, R.data(), dk, false, opts);
         T* __restrict__ d_n0_c = d_n0.data_ptr<T>() + c * dk;
         for (int64_t i = 0; i < dk; ++i) d_n0_c[i] = T(0);
         for (int64_t t = 0; t < L; ++t) {
-          const T* __restrict__ q_t = q_c + t * dk;
-          const T* __restrict__ R_t = R.data() + t * dk;
-          T* __restrict__ d_q_t = d_q_c + t * dk;
-          T* __restrict__ qw_t = qw.data() + t * dk;
-          const T w = w0_c[t], wdqn = w * dqn_c[t];
-          d_w0.data_ptr<T>()[c * L + t] = dot(q_t, R_t, dk) + dqn_c[t] * dot(q_t, n0_c, dk);
-          for (int64_t i = 0; i < dk; ++i) {
-            d_q_t[i] += w * R_t[i] + wdqn * n0_c[i];
-            d_n0_c[i] += wdqn * q_t[i];
-            qw_t[i] = w * q_t[i];
-          }
+          d_w0_c[t] = start_backward<T>(q_c + t * dk, R.data() + t * dk, n0_c, w0_c[t], dqn[t], d_q_c + t * dk,
+                                        d_n0_c, qw.data() + t * dk, dk);
         }
-        gemm_op<T>(true, false, dk, dv, L, qw.data(), dk, dn_c, dv, d_C0.data_ptr<T>() + c * dk * dv, dv, false, opts);
+        gemm_op<T>(true, false, dk, dv, L, qw.data(), dk, dn.data(), dv, d_C0.data_ptr<T>() + c * dk * dv, dv, false,
+                   opts);
       }
     });
   });
-  return {d_q, d_k, d_v, d_a, d_neg_M, d_w0, d_C0, d_n0};
+  return {d_q, d_k, d_v, d_a, d_neg_M, d_w0, d_C0, d_n0, d_floor};
+}
+
+}  // namespace gatedrnn
+
+namespace gatedrnn {
+
+// What each chunk writes into the memory by its end, in the scale its caller chose:
+// written_C = (w * k)^T v (dk, dv) and written_n = (w * k)^T 1 (dk), w (L) a weight per step.
+// k (N, L, dk), v (N, L, dv), w (N, L). Returns {written_C (N, dk, dv), written_n (N, dk)}.
+std::vector<Tensor> mlstm_chunk_write_forward(const Tensor& k_in, const Tensor& v_in, const Tensor& w_in) {
+  const Tensor k = k_in.contiguous(), v = v_in.contiguous(), w = w_in.contiguous();
+  TORCH_CHECK(k.dim() == 3 && v.dim() == 3 && v.size(0) == k.size(0) && v.size(1) == k.size(1) &&
+                  w.sizes() == k.sizes().slice(0, 2),
+              "gatedrnn: mlstm_chunk_write wants k (N, L, dk), v (N, L, dv) and w (N, L)");
+  TORCH_CHECK(v.scalar_type() == k.scalar_type() && w.scalar_type() == k.scalar_type(),
+              "gatedrnn: mlstm_chunk_write wants k, v and w of one dtype");
+  const int64_t N = k.size(0), L = k.size(1), dk = k.size(2), dv = v.size(2);
+  Tensor written_C = at::empty({N, dk, dv}, k.options()), written_n = at::empty({N, dk}, k.options());
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_forward", [&] {
+    using T = scalar_t;
+    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> kw(L * dk);
+      for (int64_t c = begin; c < end; ++c) {
+        const T* k_c = k.const_data_ptr<T>() + c * L * dk;
+        const T* w_c = w.const_data_ptr<T>() + c * L;
+        T* n_c = written_n.data_ptr<T>() + c * dk;
+        for (int64_t i = 0; i < dk; ++i) n_c[i] = T(0);
+        for (int64_t j = 0; j < L; ++j) scale_and_add<T>(kw.data() + j * dk, k_c + j * dk, w_c[j], n_c, dk);
+        gemm_op<T>(true, false, dk, dv, L, kw.data(), dk, v.const_data_ptr<T>() + c * L * dv, dv,
+                   written_C.data_ptr<T>() + c * dk * dv, dv, false, k.options());
+      }
+    });
+  });
+  return {written_C, written_n};
+}
+
+// The gradients of mlstm_chunk_write_forward's inputs from d_written_C (N, dk, dv) and
+// d_written_n (N, dk): {d_k, d_v, d_w}.
+std::vector<Tensor> mlstm_chunk_write_backward(const Tensor& d_C_in, const Tensor& d_n_in, const Tensor& k_in,
+                                               const Tensor& v_in, const Tensor& w_in) {
+  const Tensor k = k_in.contiguous(), v = v_in.contiguous(), w = w_in.contiguous();
+  const Tensor d_C = d_C_in.contiguous(), d_n = d_n_in.contiguous();
+  const int64_t N = k.size(0), L = k.size(1), dk = k.size(2), dv = v.size(2);
+  TORCH_CHECK(d_C.sizes() == at::IntArrayRef({N, dk, dv}) && d_n.sizes() == at::IntArrayRef({N, dk}) &&
+                  d_C.scalar_type() == k.scalar_type() && d_n.scalar_type() == k.scalar_type(),
+              "gatedrnn: mlstm_chunk_write_backward wants d_written_C (N, dk, dv) and d_written_n (N, dk) of k's dtype");
+  Tensor d_k = at::empty_like(k), d_v = at::empty_like(v), d_w = at::empty_like(w);
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_backward", [&] {
+    using T = scalar_t;
+    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> kw(L * dk);
+      for (int64_t c = begin; c < end; ++c) {
+        const T* k_c = k.const_data_ptr<T>() + c * L * dk;
+        const T* w_c = w.const_data_ptr<T>() + c * L;
+        const T* dC_c = d_C.const_data_ptr<T>() + c * dk * dv;
+        const T* dn_c = d_n.const_data_ptr<T>() + c * dk;
+        T* d_k_c = d_k.data_ptr<T>() + c * L * dk;
+        T* d_w_c = d_w.data_ptr<T>() + c * L;
+        // d (w k) = v d_C^T + 1 d_n^T, into d_k; then d w = k . d (w k) and d k = w d (w k), per step
+        gemm_op<T>(false, true, L, dk, dv, v.const_data_ptr<T>() + c * L * dv, dv, dC_c, dv, d_k_c, dk, false,
+                   k.options());
+        for (int64_t j = 0; j < L; ++j) {
+          d_w_c[j] = scale_grad<T>(d_k_c + j * dk, k_c + j * dk, dn_c, w_c[j], kw.data() + j * dk, dk);
+        }
+        gemm_op<T>(false, false, L, dv, dk, kw.data(), dk, dC_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false,
+                   k.options());
+      }
+    });
+  });
+  return {d_k, d_v, d_w};
 }
 
 }  // namespace gatedrnn
