@@ -1,8 +1,9 @@
 """The native parts of the mLSTM's chunkwise form (``csrc/mlstm_chunk.cpp``: each chunk's
 writing and its inside): their equations recomputed, their hand-written backward against
 finite differences (float64 ``gradcheck``), and the whole chunkwise form with them against the
-batched Python they replace (outputs, final states, every gradient) over hypothesis-drawn configurations, with its products straight to BLAS and
-through ``at::mm``; where it applies and where not; its errors."""
+batched Python they replace (outputs, final states, every gradient) over hypothesis-drawn
+configurations; their products straight to BLAS, through ``at::mm``, and the chunk's own
+float32 products (``tile_gemm.h``) against BLAS; where they apply and where not; their errors."""
 
 from __future__ import annotations
 
@@ -88,6 +89,36 @@ def test_a_tie_in_the_maximum_splits_its_gradient_as_torch_does():
         grads.append(torch.autograd.grad((fn(*leaves) * weight).sum(), leaves))
     for j, (ours, reference) in enumerate(zip(*grads)):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10, msg=lambda m: f"gradient {j}: {m}")
+
+
+@pytest.mark.parametrize("N, L, dk, dv", [(3, 64, 64, 64), (2, 128, 64, 192), (2, 67, 64, 128)])
+def test_tile_products_equal_blas(N, L, dk, dv):
+    """float32 at sizes whose products take tile_gemm (64 columns at a time, rows in sixes,
+    fours and ones): outputs and every gradient of both native parts equal the same kernels
+    with every product through BLAS, and the float64 equations."""
+    args = chunk_inputs(N, L, dk, dv, torch.float32, seed=9)
+    g = torch.Generator().manual_seed(10)
+    weight_h, weight_C, weight_n = torch.randn(N, L, dv, generator=g), torch.randn(N, dk, dv, generator=g), \
+        torch.randn(N, dk, generator=g)  # fmt: skip
+    results = []
+    for tile in (True, False):
+        fused.kernels().use_tile_gemm(tile)
+        try:
+            leaves = [x.detach().clone().requires_grad_() for x in args]
+            h = mlstm_chunk.inside_chunks(*leaves, EPS)
+            written_C, written_n = mlstm_chunk.chunk_writing(leaves[1], leaves[2], leaves[5])
+            loss = (h * weight_h).sum() + (written_C * weight_C).sum() + (written_n * weight_n).sum()
+            results.append((h, written_C, written_n, *torch.autograd.grad(loss, leaves)))
+        finally:
+            fused.kernels().use_tile_gemm(True)
+    for j, (tile, blas) in enumerate(zip(*results)):
+        torch.testing.assert_close(tile, blas, rtol=1e-4, atol=1e-4, msg=lambda m: f"output or gradient {j}: {m}")
+    q, k, v, a, neg_M, w0, C0, n0, floor = (x.double() for x in args)
+    S = (q @ k.transpose(1, 2)) * torch.exp(a[:, None, :] + neg_M[:, :, None]).tril()
+    qn = S.sum(-1) + w0 * (q @ n0[..., None])[..., 0]
+    h = (S @ v + w0[..., None] * (q @ C0)) / (torch.maximum(qn.abs(), floor) + EPS)[..., None]
+    torch.testing.assert_close(results[0][0].double(), h, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[0][1].double(), (w0[..., None] * k).transpose(1, 2) @ v, rtol=1e-4, atol=1e-4)
 
 
 def test_chunk_writing_equals_its_equations(products):

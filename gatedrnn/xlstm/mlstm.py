@@ -49,10 +49,10 @@ is the recurrent step in one ``scan`` node (:func:`scanned_form`). Elsewhere tor
 through the forms' operations, except inside the chunkwise form's chunks: on the CPU in
 float32 and float64, native code (:mod:`gatedrnn.fused.mlstm_chunk`) takes one chunk at a time
 through what it writes, its ``L x L`` weights, their products with ``q, k, v``, its starting
-state's read and the read-out, with a hand-written backward that recomputes the weights; elsewhere (and under torch.compile) the
-batched intra-chunk product (:class:`_IntraChunk`), whose backward is written out too (it saves
-the ``L x L`` products and weights and needs half the passes over them that autograd would
-make). Both are once differentiable: no double backward through the chunkwise form. The
+state's read and the read-out, with a hand-written backward that recomputes the weights;
+elsewhere (and under torch.compile) the batched intra-chunk product (:class:`_IntraChunk`),
+whose backward is written out too (it saves the ``L x L`` products and weights and needs half
+the passes over them that autograd would make). Both are once differentiable: no double backward through the chunkwise form. The
 chunkwise form's memory is linear in ``T``.
 
 **The official package** (``xlstm.blocks.mlstm.backends``), argument by argument:
@@ -363,8 +363,8 @@ def chunkwise_form(q, k, v, i_raw, log_f, state, eps, chunk_size):
     M_safe = safe_stabilizer(M)
     w0 = torch.exp(m_start[..., None] - M_safe).to(dtype)  # (B, K, NC, L): the starting state's weight at t
     if native:  # the same and the read-out, one chunk at a time in native code (csrc/mlstm_chunk.cpp)
-        h_tilde = fused_chunk.inside_chunks(*(x.flatten(0, 2) for x in (q, k, v, a - log_sqrt_d, -M_safe, w0, C_start,
-                                                                         n_start, _floor(b + M, dtype))), eps)  # fmt: skip
+        parts = (q, k, v, a - log_sqrt_d, -M_safe, w0, C_start, n_start, _floor(b + M, dtype))
+        h_tilde = fused_chunk.inside_chunks(*(x.flatten(0, 2) for x in parts), eps)
         h_tilde = h_tilde.unflatten(0, (B, K, NC))
     else:
         # (q_t . k_j / sqrt(d)) exp(a_j - M_t) for j <= t, times v and summed (the intra-chunk parts of C^T q, n^T q)

@@ -6,6 +6,7 @@
 #include "input.h"
 #include "lowp.h"
 #include "packed.h"
+#include "tile_gemm.h"
 
 namespace gatedrnn {
 using OT = optional<Tensor>;
@@ -85,6 +86,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the per-step products: straight to BLAS (when libtorch exports it) or through at::mm
   m.def("direct_blas_available", &gatedrnn::direct_blas_available);
   m.def("use_direct_blas", [](bool flag) { gatedrnn::direct_blas_enabled() = flag; });
+  // the mLSTM chunks' own small products (tile_gemm.h), or BLAS for them too
+  m.def("use_tile_gemm", [](bool flag) { gatedrnn::tile_gemm_enabled() = flag; });
   // the per-step products from a weight packed once (packed.h): -1 never, 0 where it pays, 1 always
   m.def("packed_gemm_available", &gatedrnn::packed_gemm_available);
   m.def("use_packed_gemm", [](int mode) { gatedrnn::packed_gemm_mode() = mode; });

@@ -18,6 +18,7 @@
 // Before that, what each chunk writes by its end, (w k)^T v and (w k)^T 1 (mlstm_chunk_write_*),
 // from which the caller takes the states between chunks.
 #include "common.h"
+#include "tile_gemm.h"
 
 namespace gatedrnn {
 namespace {
@@ -46,6 +47,12 @@ struct Dims {
   int64_t N, L, dk, dv;
 };
 
+// chunk_gemm's scratch: room for any operand of a chunk's products
+inline int64_t scratch_size(const Dims& d) {
+  const int64_t side = std::max({d.L, d.dk, d.dv});
+  return side * side;
+}
+
 Dims check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& neg_M, const Tensor& w0,
            const Tensor& C0, const Tensor& n0, const Tensor& floor) {
   TORCH_CHECK(q.dim() == 3 && v.dim() == 3, "gatedrnn: mlstm_chunk wants q, k (N, L, dk) and v (N, L, dv)");
@@ -66,12 +73,23 @@ Dims check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& a, c
   return d;
 }
 
+// op(A) @ op(B) of one chunk's matrices (row-major, as gemm_op): float32 through tile_gemm
+// where it applies (op(B) = B^T through a transposed copy in scratch, K * N values), else BLAS.
+template <typename T>
+void chunk_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, bool accumulate, const at::TensorOptions& opts, T* scratch) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!trans_b && tile_gemm(trans_a, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) return;
+  }
+  gemm_op<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts);
+}
+
 // S = (q k^T) * D of one chunk, causal; D kept where wanted (the backward's), row sums where wanted.
 template <typename T>
 void weighted_scores(const T* q, const T* k, const double* a, const double* neg_M, const Dims& d, T* S, T* D,
-                     T* row_sums, const at::TensorOptions& opts) {
+                     T* row_sums, const at::TensorOptions& opts, T* scratch) {
   const int64_t L = d.L;
-  gemm_op<T>(false, true, L, L, d.dk, q, d.dk, k, d.dk, S, L, false, opts);
+  chunk_gemm<T>(false, true, L, L, d.dk, q, d.dk, k, d.dk, S, L, false, opts, scratch);
   for (int64_t t = 0; t < L; ++t) {
     T* __restrict__ S_t = S + t * L;
     T* __restrict__ D_t = D == nullptr ? nullptr : D + t * L;
@@ -218,7 +236,12 @@ std::vector<Tensor> mlstm_chunk_forward(const Tensor& q_in, const Tensor& k_in, 
     const auto opts = q.options();
     const int64_t L = d.L, dk = d.dk, dv = d.dv;
     at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> S(L * L), qw(L * dk);
+      std::vector<T> S(L * L), qw(L * dk), tmp(scratch_size(d));
+      // one chunk's product, with this thread's scratch
+      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
+      };
       for (int64_t c = begin; c < end; ++c) {
         const T* q_c = q.const_data_ptr<T>() + c * L * dk;
         const T* n0_c = n0.const_data_ptr<T>() + c * dk;
@@ -227,13 +250,14 @@ std::vector<Tensor> mlstm_chunk_forward(const Tensor& q_in, const Tensor& k_in, 
         T* h_c = h.data_ptr<T>() + c * L * dv;
         T* qn_c = qn.data_ptr<T>() + c * L;
         weighted_scores<T>(q_c, k.const_data_ptr<T>() + c * L * dk, a.const_data_ptr<double>() + c * L,
-                           neg_M.const_data_ptr<double>() + c * L, d, S.data(), nullptr, qn_c, opts);
-        gemm_op<T>(false, false, L, dv, L, S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, h_c, dv, false, opts);
+                           neg_M.const_data_ptr<double>() + c * L, d, S.data(), nullptr, qn_c, opts,
+                           tmp.data());
+        mm(false, false, L, dv, L, S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, h_c, dv, false);
         for (int64_t t = 0; t < L; ++t) {  // the starting state's read, weighted per row
           qn_c[t] += scale_and_dot<T>(qw.data() + t * dk, q_c + t * dk, w0_c[t], n0_c, dk);
         }
-        gemm_op<T>(false, false, L, dv, dk, qw.data(), dk, C0.const_data_ptr<T>() + c * dk * dv, dv, h_c, dv, true,
-                   opts);  // C^T q for every row
+        // C^T q for every row: the chunk's own steps' part plus the starting state's
+        mm(false, false, L, dv, dk, qw.data(), dk, C0.const_data_ptr<T>() + c * dk * dv, dv, h_c, dv, true);
         for (int64_t t = 0; t < L; ++t) {  // h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)
           const T r = T(1) / (std::max(std::abs(qn_c[t]), floor_c[t]) + T(eps));
           T* __restrict__ h_t = h_c + t * dv;
@@ -274,6 +298,12 @@ std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_h_in, const Tensor& h_i
     const int64_t L = d.L, dk = d.dk, dv = d.dv;
     at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> S(L * L), D(L * L), G(L * L), R(L * dk), qw(L * dk), dn(L * dv), dqn(L), columns(L);
+      std::vector<T> tmp(scratch_size(d));
+      // one chunk's product, with this thread's scratch
+      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
+      };
       for (int64_t c = begin; c < end; ++c) {
         const T* q_c = q.const_data_ptr<T>() + c * L * dk;
         const T* k_c = k.const_data_ptr<T>() + c * L * dk;
@@ -286,29 +316,29 @@ std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_h_in, const Tensor& h_i
         // through the read: dn = d C^T q (L, dv), dqn = d n^T q (L), d_floor
         for (int64_t t = 0; t < L; ++t) {
           const int64_t at = c * L + t;
-          d_floor.data_ptr<T>()[at] = read_backward<T>(d_h.const_data_ptr<T>() + at * dv, h.const_data_ptr<T>() + at * dv,
-                                                       qn.const_data_ptr<T>()[at], floor.const_data_ptr<T>()[at], T(eps),
-                                                       dn.data() + t * dv, dqn[t], dv);  // fmt: skip
+          d_floor.data_ptr<T>()[at] =
+              read_backward<T>(d_h.const_data_ptr<T>() + at * dv, h.const_data_ptr<T>() + at * dv,
+                               qn.const_data_ptr<T>()[at], floor.const_data_ptr<T>()[at], T(eps), dn.data() + t * dv,
+                               dqn[t], dv);
         }
         weighted_scores<T>(q_c, k_c, a.const_data_ptr<double>() + c * L, neg_M.const_data_ptr<double>() + c * L, d,
-                           S.data(), D.data(), nullptr, opts);
+                           S.data(), D.data(), nullptr, opts, tmp.data());
         // G = d S = dn v^T + dqn 1^T, then d (q k^T) = d S * D; d log D = d S * S
-        gemm_op<T>(false, true, L, L, dv, dn.data(), dv, v_c, dv, G.data(), L, false, opts);
+        mm(false, true, L, L, dv, dn.data(), dv, v_c, dv, G.data(), L, false);
         scores_backward<T>(G.data(), S.data(), D.data(), dqn.data(), L, columns.data(),
                            d_a.data_ptr<double>() + c * L, d_neg_M.data_ptr<double>() + c * L);
-        gemm_op<T>(true, false, L, dv, L, S.data(), L, dn.data(), dv, d_v.data_ptr<T>() + c * L * dv, dv, false, opts);
-        gemm_op<T>(false, false, L, dk, L, G.data(), L, k_c, dk, d_q_c, dk, false, opts);
-        gemm_op<T>(true, false, L, dk, L, G.data(), L, q_c, dk, d_k.data_ptr<T>() + c * L * dk, dk, false, opts);
+        mm(true, false, L, dv, L, S.data(), L, dn.data(), dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
+        mm(false, false, L, dk, L, G.data(), L, k_c, dk, d_q_c, dk, false);
+        mm(true, false, L, dk, L, G.data(), L, q_c, dk, d_k.data_ptr<T>() + c * L * dk, dk, false);
         // the starting state's terms: R = dn C0^T (L, dk) serves d w0 and d q
-        gemm_op<T>(false, true, L, dk, dv, dn.data(), dv, C0_c, dv, R.data(), dk, false, opts);
+        mm(false, true, L, dk, dv, dn.data(), dv, C0_c, dv, R.data(), dk, false);
         T* __restrict__ d_n0_c = d_n0.data_ptr<T>() + c * dk;
         for (int64_t i = 0; i < dk; ++i) d_n0_c[i] = T(0);
         for (int64_t t = 0; t < L; ++t) {
           d_w0_c[t] = start_backward<T>(q_c + t * dk, R.data() + t * dk, n0_c, w0_c[t], dqn[t], d_q_c + t * dk,
                                         d_n0_c, qw.data() + t * dk, dk);
         }
-        gemm_op<T>(true, false, dk, dv, L, qw.data(), dk, dn.data(), dv, d_C0.data_ptr<T>() + c * dk * dv, dv, false,
-                   opts);
+        mm(true, false, dk, dv, L, qw.data(), dk, dn.data(), dv, d_C0.data_ptr<T>() + c * dk * dv, dv, false);
       }
     });
   });
@@ -333,16 +363,22 @@ std::vector<Tensor> mlstm_chunk_write_forward(const Tensor& k_in, const Tensor& 
   Tensor written_C = at::empty({N, dk, dv}, k.options()), written_n = at::empty({N, dk}, k.options());
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_forward", [&] {
     using T = scalar_t;
+    const auto opts = k.options();
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> kw(L * dk);
+      std::vector<T> kw(L * dk), tmp(scratch_size({N, L, dk, dv}));
+      // one chunk's product, with this thread's scratch
+      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
+      };
       for (int64_t c = begin; c < end; ++c) {
         const T* k_c = k.const_data_ptr<T>() + c * L * dk;
         const T* w_c = w.const_data_ptr<T>() + c * L;
         T* n_c = written_n.data_ptr<T>() + c * dk;
         for (int64_t i = 0; i < dk; ++i) n_c[i] = T(0);
         for (int64_t j = 0; j < L; ++j) scale_and_add<T>(kw.data() + j * dk, k_c + j * dk, w_c[j], n_c, dk);
-        gemm_op<T>(true, false, dk, dv, L, kw.data(), dk, v.const_data_ptr<T>() + c * L * dv, dv,
-                   written_C.data_ptr<T>() + c * dk * dv, dv, false, k.options());
+        mm(true, false, dk, dv, L, kw.data(), dk, v.const_data_ptr<T>() + c * L * dv, dv,
+                   written_C.data_ptr<T>() + c * dk * dv, dv, false);
       }
     });
   });
@@ -358,12 +394,19 @@ std::vector<Tensor> mlstm_chunk_write_backward(const Tensor& d_C_in, const Tenso
   const int64_t N = k.size(0), L = k.size(1), dk = k.size(2), dv = v.size(2);
   TORCH_CHECK(d_C.sizes() == at::IntArrayRef({N, dk, dv}) && d_n.sizes() == at::IntArrayRef({N, dk}) &&
                   d_C.scalar_type() == k.scalar_type() && d_n.scalar_type() == k.scalar_type(),
-              "gatedrnn: mlstm_chunk_write_backward wants d_written_C (N, dk, dv) and d_written_n (N, dk) of k's dtype");
+              "gatedrnn: mlstm_chunk_write_backward wants d_written_C (N, dk, dv) and d_written_n (N, dk) "
+              "of k's dtype");
   Tensor d_k = at::empty_like(k), d_v = at::empty_like(v), d_w = at::empty_like(w);
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_backward", [&] {
     using T = scalar_t;
+    const auto opts = k.options();
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> kw(L * dk);
+      std::vector<T> kw(L * dk), tmp(scratch_size({N, L, dk, dv}));
+      // one chunk's product, with this thread's scratch
+      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
+      };
       for (int64_t c = begin; c < end; ++c) {
         const T* k_c = k.const_data_ptr<T>() + c * L * dk;
         const T* w_c = w.const_data_ptr<T>() + c * L;
@@ -372,13 +415,11 @@ std::vector<Tensor> mlstm_chunk_write_backward(const Tensor& d_C_in, const Tenso
         T* d_k_c = d_k.data_ptr<T>() + c * L * dk;
         T* d_w_c = d_w.data_ptr<T>() + c * L;
         // d (w k) = v d_C^T + 1 d_n^T, into d_k; then d w = k . d (w k) and d k = w d (w k), per step
-        gemm_op<T>(false, true, L, dk, dv, v.const_data_ptr<T>() + c * L * dv, dv, dC_c, dv, d_k_c, dk, false,
-                   k.options());
+        mm(false, true, L, dk, dv, v.const_data_ptr<T>() + c * L * dv, dv, dC_c, dv, d_k_c, dk, false);
         for (int64_t j = 0; j < L; ++j) {
           d_w_c[j] = scale_grad<T>(d_k_c + j * dk, k_c + j * dk, dn_c, w_c[j], kw.data() + j * dk, dk);
         }
-        gemm_op<T>(false, false, L, dv, dk, kw.data(), dk, dC_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false,
-                   k.options());
+        mm(false, false, L, dv, dk, kw.data(), dk, dC_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
       }
     });
   });
