@@ -204,7 +204,8 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
 
     static = static_backend(layer, x, lengths, want_trace)
     order = (static, *(n for n in ("fused", "torch") if n != static))  # a tie keeps the static choice
-    return autotune.choose(key, {name: candidate(name) for name in order}, T)
+    return autotune.choose(key, {name: candidate(name) for name in order}, T, prefer="torch",
+                           margin=autotune.TORCH_MARGIN)  # fmt: skip
 
 
 def _tunable(layer, x, lengths, want_trace, states) -> bool:

@@ -265,3 +265,33 @@ def test_the_candidates_run_on_prefixes_of_the_call(tmp_path, monkeypatch):
         autotune.forget()
     assert seen == [300]
     assert sorted(lengths) == [("fused", 5), ("torch", 5)]
+
+
+def test_pick_takes_the_fastest_and_torch_keeps_a_near_tie():
+    """pick: the fastest wins, a tie goes to the first candidate, and the preferred one keeps any
+    call no candidate beats by more than the margin (auto_backend prefers torch's kernel)."""
+    assert autotune.pick({"fused": 2.0, "torch": 1.0}) == "torch"
+    assert autotune.pick({"fused": 1.0, "torch": 1.0}) == "fused"  # a tie: the first (the static choice)
+    margin = autotune.TORCH_MARGIN
+    assert autotune.pick({"fused": 1.0 - margin / 2, "torch": 1.0}, "torch", margin) == "torch"
+    assert autotune.pick({"fused": 1.0 - 2 * margin, "torch": 1.0}, "torch", margin) == "fused"
+    assert autotune.pick({"fused": 1.0, "torch": 1.5}, "missing", margin) == "fused"
+
+
+@pytest.mark.parametrize("fused_seconds, winner", [(1.0 - autotune.TORCH_MARGIN / 2, "torch"),
+                                                   (1.0 - 2 * autotune.TORCH_MARGIN, "fused")])  # fmt: skip
+def test_auto_keeps_torchs_kernel_on_a_near_tie(tuning, fused_seconds, winner):
+    calls, fixed, _ = tuning
+    fixed.update(torch=1.0, fused=fused_seconds)
+    assert _chosen(gatedrnn.GRU(8, 16).eval(), torch.randn(20, 4, 8)) == winner
+
+
+def test_each_candidate_is_warmed_up_before_its_rounds(monkeypatch):
+    """_medians: WARMUPS interleaved calls of each candidate, then its rounds; the warm-ups are
+    not in the median."""
+    seen = []
+    candidates = {name: (lambda steps, name=name: seen.append(name)) for name in ("a", "b")}
+    autotune._medians(candidates, 4)
+    warm = 2 * autotune.WARMUPS
+    assert seen[:warm] == ["a", "b"] * autotune.WARMUPS
+    assert seen[warm:] == ["a", "b"] * autotune.ROUNDS  # (instant candidates: the budget allows every round)
