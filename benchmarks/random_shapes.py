@@ -2,9 +2,11 @@
 [8, 1024], drawn log-uniformly (seeded), each kept only if torch.nn's training step at it takes
 at most ``--max-ms`` (200 ms). For every plain cell (RNN, LSTM, GRU), in inference and
 training, side by side in one process (interleaved rounds, medians after warm-up): torch.nn,
-gatedrnn with ``auto`` (autotuning on: its first call times the candidates; that call is
-warm-up here), and each of auto's candidates forced (``torch``'s kernel and the ``fused``
-loop). Prints the per-shape ratios and their distribution; writes JSON.
+a second torch.nn layer with the same weights (the control: how far an identical layer reads
+from the first, the noise of the measurement at that shape), gatedrnn with ``auto``
+(autotuning on: its first call times the candidates; that call is warm-up here), and each of
+auto's candidates forced (``torch``'s kernel and the ``fused`` loop). Prints the per-shape
+ratios and their distribution; writes JSON.
 
     python benchmarks/random_shapes.py --n 40 --seed 0
 """
@@ -12,6 +14,7 @@ loop). Prints the per-shape ratios and their distribution; writes JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import statistics
@@ -89,27 +92,29 @@ def main(argv=None):
     autotune.cache_path().unlink(missing_ok=True)  # as a first run on this machine: every shape class timed afresh
     rows = []
     print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, seed {args.seed}\n")
-    print("| cell | B, T, I, H | mode | torch.nn ms | auto / torch.nn | torch / torch.nn | fused / torch.nn | auto / best |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| cell | B, T, I, H | mode | torch.nn ms | twin / torch.nn | auto / torch.nn | torch / torch.nn "
+          "| fused / torch.nn | auto / best |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for B, T, I, H in shapes(args.n, args.seed, args.max_ms):  # noqa: E741
         x = torch.randn(B, T, I)
         for cell in CELLS:
             theirs = getattr(torch.nn, cell)(I, H, batch_first=True)
+            twin = copy.deepcopy(theirs)  # the control: the same layer again
             ours = [forced(theirs, cell, backend) for backend in ("auto", "torch", "fused")]
             for train in (False, True):
-                for layer in (theirs, *ours):
+                for layer in (theirs, twin, *ours):
                     layer.train(train)
                 xin = x.clone().requires_grad_(train)
-                steps = [make_step(layer, xin, train) for layer in (theirs, *ours)]
-                base, (auto, kernel, fused_) = measure(steps, args.budget)
+                steps = [make_step(layer, xin, train) for layer in (theirs, twin, *ours)]
+                base, (control, auto, kernel, fused_) = measure(steps, args.budget)
                 row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
-                       "torch.nn ms": 1e3 * base, "auto": auto, "torch": kernel, "fused": fused_,
+                       "torch.nn ms": 1e3 * base, "twin": control, "auto": auto, "torch": kernel, "fused": fused_,
                        "auto / best": auto / min(kernel, fused_)}  # fmt: skip
                 rows.append(row)
-                print(f"| {cell} | {B}, {T}, {I}, {H} | {row['mode']} | {1e3 * base:.2f} | {auto:.2f} | {kernel:.2f} "
-                      f"| {fused_:.2f} | {row['auto / best']:.2f} |", flush=True)
+                print(f"| {cell} | {B}, {T}, {I}, {H} | {row['mode']} | {1e3 * base:.2f} | {control:.2f} | {auto:.2f} "
+                      f"| {kernel:.2f} | {fused_:.2f} | {row['auto / best']:.2f} |", flush=True)
     summary = {}
-    for key in ("auto", "auto / best"):
+    for key in ("auto", "auto / best", "twin"):
         values = [r[key] for r in rows]
         summary[key] = {"min": min(values), "median": statistics.median(values), "max": max(values),
                         "over 1.05": sum(v > 1.05 for v in values), "of": len(values)}  # fmt: skip

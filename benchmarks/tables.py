@@ -724,10 +724,13 @@ def random_shapes() -> str:
     for cell, mode in ordered(found, lambda r: (r["cell"], r["mode"])):
         mine = [r for r in found if (r["cell"], r["mode"]) == (cell, mode)]
         auto, best = [r["auto"] for r in mine], [r["auto / best"] for r in mine]
+        twin = [r["twin"] for r in mine if "twin" in r]  # the control (files from before it have none)
+        spread = f"{ratio(min(twin))}–{ratio(max(twin))}" if twin else DASH
         body.append([cell, mode, count(len(mine)), ratio(min(auto)), ratio(statistics.median(auto)), ratio(max(auto)),
-                     count(sum(a > 1.05 for a in auto)), ratio(statistics.median(best)), ratio(max(best))])  # fmt: skip
+                     count(sum(a > 1.05 for a in auto)), ratio(statistics.median(best)), ratio(max(best)),
+                     spread])  # fmt: skip
     header = ["cell", "mode", "shapes", "auto / torch.nn: min", "median", "max", "shapes over 1.05",
-              "auto / best candidate: median", "max"]  # fmt: skip
+              "auto / best candidate: median", "max", "a second torch.nn layer / the first: min–max"]  # fmt: skip
     return table(header, body, *names)
 
 
@@ -739,11 +742,13 @@ def random_shapes_headline() -> str:
     for name in names:
         found = rows(name)
         auto, best = [r["auto"] for r in found], [r["auto / best"] for r in found]
+        twin = [r["twin"] for r in found if "twin" in r]
         seed = name.removeprefix("random_shapes_seed").removesuffix(".json")
         body.append([seed, count(len(found)), count(sum(a > 1.05 for a in auto)), ratio(max(auto)),
-                     ratio(statistics.median(best)), ratio(max(best))])  # fmt: skip
+                     ratio(statistics.median(best)), ratio(max(best)),
+                     count(sum(t > 1.05 or t < 1 / 1.05 for t in twin)) if twin else DASH])  # fmt: skip
     header = ["seed", "calls (shape, cell, mode)", "auto over 1.05x torch.nn", "auto / torch.nn: max",
-              "auto / faster candidate: median", "max"]  # fmt: skip
+              "auto / faster candidate: median", "max", "a second torch.nn layer off the first by over 5%"]  # fmt: skip
     return table(header, body, *names)
 
 
