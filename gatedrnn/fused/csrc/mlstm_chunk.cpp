@@ -84,12 +84,39 @@ void chunk_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, con
   gemm_op<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts);
 }
 
+// One thread's working memory over its chunks (every buffer any of the kernels below uses), and
+// its products: chunk_gemm with the thread's own scratch.
+template <typename T>
+struct ChunkWork {
+  ChunkWork(const at::TensorOptions& opts, const Dims& d)
+      : S(d.L * d.L), D(d.L * d.L), G(d.L * d.L), R(d.L * d.dk), qw(d.L * d.dk), dn(d.L * d.dv), dqn(d.L),
+        columns(d.L), opts_(opts), scratch_(scratch_size(d)) {}
+  void mm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+    chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts_, scratch_.data());
+  }
+  std::vector<T> S, D, G, R, qw, dn, dqn, columns;
+
+ private:
+  at::TensorOptions opts_;
+  std::vector<T> scratch_;
+};
+
+// body(c, work) for every chunk c < d.N, the chunks split over threads, each thread with its own work.
+template <typename T, typename Body>
+void for_each_chunk(const Dims& d, const at::TensorOptions& opts, const Body& body) {
+  at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
+    ChunkWork<T> work(opts, d);
+    for (int64_t c = begin; c < end; ++c) body(c, work);
+  });
+}
+
 // S = (q k^T) * D of one chunk, causal; D kept where wanted (the backward's), row sums where wanted.
 template <typename T>
 void weighted_scores(const T* q, const T* k, const double* a, const double* neg_M, const Dims& d, T* S, T* D,
-                     T* row_sums, const at::TensorOptions& opts, T* scratch) {
+                     T* row_sums, ChunkWork<T>& work) {
   const int64_t L = d.L;
-  chunk_gemm<T>(false, true, L, L, d.dk, q, d.dk, k, d.dk, S, L, false, opts, scratch);
+  work.mm(false, true, L, L, d.dk, q, d.dk, k, d.dk, S, L, false);
   for (int64_t t = 0; t < L; ++t) {
     T* __restrict__ S_t = S + t * L;
     T* __restrict__ D_t = D == nullptr ? nullptr : D + t * L;
@@ -235,34 +262,25 @@ std::vector<Tensor> mlstm_chunk_forward(const Tensor& q_in, const Tensor& k_in, 
     using T = scalar_t;
     const auto opts = q.options();
     const int64_t L = d.L, dk = d.dk, dv = d.dv;
-    at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> S(L * L), qw(L * dk), tmp(scratch_size(d));
-      // one chunk's product, with this thread's scratch
-      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
-      };
-      for (int64_t c = begin; c < end; ++c) {
-        const T* q_c = q.const_data_ptr<T>() + c * L * dk;
-        const T* n0_c = n0.const_data_ptr<T>() + c * dk;
-        const T* w0_c = w0.const_data_ptr<T>() + c * L;
-        const T* floor_c = floor.const_data_ptr<T>() + c * L;
-        T* h_c = h.data_ptr<T>() + c * L * dv;
-        T* qn_c = qn.data_ptr<T>() + c * L;
-        weighted_scores<T>(q_c, k.const_data_ptr<T>() + c * L * dk, a.const_data_ptr<double>() + c * L,
-                           neg_M.const_data_ptr<double>() + c * L, d, S.data(), nullptr, qn_c, opts,
-                           tmp.data());
-        mm(false, false, L, dv, L, S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, h_c, dv, false);
-        for (int64_t t = 0; t < L; ++t) {  // the starting state's read, weighted per row
-          qn_c[t] += scale_and_dot<T>(qw.data() + t * dk, q_c + t * dk, w0_c[t], n0_c, dk);
-        }
-        // C^T q for every row: the chunk's own steps' part plus the starting state's
-        mm(false, false, L, dv, dk, qw.data(), dk, C0.const_data_ptr<T>() + c * dk * dv, dv, h_c, dv, true);
-        for (int64_t t = 0; t < L; ++t) {  // h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)
-          const T r = T(1) / (std::max(std::abs(qn_c[t]), floor_c[t]) + T(eps));
-          T* __restrict__ h_t = h_c + t * dv;
-          for (int64_t i = 0; i < dv; ++i) h_t[i] *= r;
-        }
+    for_each_chunk<T>(d, opts, [&](int64_t c, ChunkWork<T>& work) {
+      const T* q_c = q.const_data_ptr<T>() + c * L * dk;
+      const T* n0_c = n0.const_data_ptr<T>() + c * dk;
+      const T* w0_c = w0.const_data_ptr<T>() + c * L;
+      const T* floor_c = floor.const_data_ptr<T>() + c * L;
+      T* h_c = h.data_ptr<T>() + c * L * dv;
+      T* qn_c = qn.data_ptr<T>() + c * L;
+      weighted_scores<T>(q_c, k.const_data_ptr<T>() + c * L * dk, a.const_data_ptr<double>() + c * L,
+                         neg_M.const_data_ptr<double>() + c * L, d, work.S.data(), nullptr, qn_c, work);
+      work.mm(false, false, L, dv, L, work.S.data(), L, v.const_data_ptr<T>() + c * L * dv, dv, h_c, dv, false);
+      for (int64_t t = 0; t < L; ++t) {  // the starting state's read, weighted per row
+        qn_c[t] += scale_and_dot<T>(work.qw.data() + t * dk, q_c + t * dk, w0_c[t], n0_c, dk);
+      }
+      // C^T q for every row: the chunk's own steps' part plus the starting state's
+      work.mm(false, false, L, dv, dk, work.qw.data(), dk, C0.const_data_ptr<T>() + c * dk * dv, dv, h_c, dv, true);
+      for (int64_t t = 0; t < L; ++t) {  // h~ = C^T q / (max(|n^T q|, e^{-m}) + eps)
+        const T r = T(1) / (std::max(std::abs(qn_c[t]), floor_c[t]) + T(eps));
+        T* __restrict__ h_t = h_c + t * dv;
+        for (int64_t i = 0; i < dv; ++i) h_t[i] *= r;
       }
     });
   });
@@ -296,50 +314,42 @@ std::vector<Tensor> mlstm_chunk_backward(const Tensor& d_h_in, const Tensor& h_i
     using T = scalar_t;
     const auto opts = q.options();
     const int64_t L = d.L, dk = d.dk, dv = d.dv;
-    at::parallel_for(0, d.N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> S(L * L), D(L * L), G(L * L), R(L * dk), qw(L * dk), dn(L * dv), dqn(L), columns(L);
-      std::vector<T> tmp(scratch_size(d));
-      // one chunk's product, with this thread's scratch
-      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
-      };
-      for (int64_t c = begin; c < end; ++c) {
-        const T* q_c = q.const_data_ptr<T>() + c * L * dk;
-        const T* k_c = k.const_data_ptr<T>() + c * L * dk;
-        const T* v_c = v.const_data_ptr<T>() + c * L * dv;
-        const T* C0_c = C0.const_data_ptr<T>() + c * dk * dv;
-        const T* n0_c = n0.const_data_ptr<T>() + c * dk;
-        const T* w0_c = w0.const_data_ptr<T>() + c * L;
-        T* d_q_c = d_q.data_ptr<T>() + c * L * dk;
-        T* d_w0_c = d_w0.data_ptr<T>() + c * L;
-        // through the read: dn = d C^T q (L, dv), dqn = d n^T q (L), d_floor
-        for (int64_t t = 0; t < L; ++t) {
-          const int64_t at = c * L + t;
-          d_floor.data_ptr<T>()[at] =
-              read_backward<T>(d_h.const_data_ptr<T>() + at * dv, h.const_data_ptr<T>() + at * dv,
-                               qn.const_data_ptr<T>()[at], floor.const_data_ptr<T>()[at], T(eps), dn.data() + t * dv,
-                               dqn[t], dv);
-        }
-        weighted_scores<T>(q_c, k_c, a.const_data_ptr<double>() + c * L, neg_M.const_data_ptr<double>() + c * L, d,
-                           S.data(), D.data(), nullptr, opts, tmp.data());
-        // G = d S = dn v^T + dqn 1^T, then d (q k^T) = d S * D; d log D = d S * S
-        mm(false, true, L, L, dv, dn.data(), dv, v_c, dv, G.data(), L, false);
-        scores_backward<T>(G.data(), S.data(), D.data(), dqn.data(), L, columns.data(),
-                           d_a.data_ptr<double>() + c * L, d_neg_M.data_ptr<double>() + c * L);
-        mm(true, false, L, dv, L, S.data(), L, dn.data(), dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
-        mm(false, false, L, dk, L, G.data(), L, k_c, dk, d_q_c, dk, false);
-        mm(true, false, L, dk, L, G.data(), L, q_c, dk, d_k.data_ptr<T>() + c * L * dk, dk, false);
-        // the starting state's terms: R = dn C0^T (L, dk) serves d w0 and d q
-        mm(false, true, L, dk, dv, dn.data(), dv, C0_c, dv, R.data(), dk, false);
-        T* __restrict__ d_n0_c = d_n0.data_ptr<T>() + c * dk;
-        for (int64_t i = 0; i < dk; ++i) d_n0_c[i] = T(0);
-        for (int64_t t = 0; t < L; ++t) {
-          d_w0_c[t] = start_backward<T>(q_c + t * dk, R.data() + t * dk, n0_c, w0_c[t], dqn[t], d_q_c + t * dk,
-                                        d_n0_c, qw.data() + t * dk, dk);
-        }
-        mm(true, false, dk, dv, L, qw.data(), dk, dn.data(), dv, d_C0.data_ptr<T>() + c * dk * dv, dv, false);
+    for_each_chunk<T>(d, opts, [&](int64_t c, ChunkWork<T>& work) {
+      const T* q_c = q.const_data_ptr<T>() + c * L * dk;
+      const T* k_c = k.const_data_ptr<T>() + c * L * dk;
+      const T* v_c = v.const_data_ptr<T>() + c * L * dv;
+      const T* C0_c = C0.const_data_ptr<T>() + c * dk * dv;
+      const T* n0_c = n0.const_data_ptr<T>() + c * dk;
+      const T* w0_c = w0.const_data_ptr<T>() + c * L;
+      T* d_q_c = d_q.data_ptr<T>() + c * L * dk;
+      T* d_w0_c = d_w0.data_ptr<T>() + c * L;
+      // through the read: dn = d C^T q (L, dv), dqn = d n^T q (L), d_floor
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t at = c * L + t;
+        d_floor.data_ptr<T>()[at] =
+            read_backward<T>(d_h.const_data_ptr<T>() + at * dv, h.const_data_ptr<T>() + at * dv,
+                             qn.const_data_ptr<T>()[at], floor.const_data_ptr<T>()[at], T(eps), work.dn.data() + t * dv,
+                             work.dqn[t], dv);
       }
+      weighted_scores<T>(q_c, k_c, a.const_data_ptr<double>() + c * L, neg_M.const_data_ptr<double>() + c * L, d,
+                         work.S.data(), work.D.data(), nullptr, work);
+      // G = d S = dn v^T + dqn 1^T, then d (q k^T) = d S * D; d log D = d S * S
+      work.mm(false, true, L, L, dv, work.dn.data(), dv, v_c, dv, work.G.data(), L, false);
+      scores_backward<T>(work.G.data(), work.S.data(), work.D.data(), work.dqn.data(), L, work.columns.data(),
+                         d_a.data_ptr<double>() + c * L, d_neg_M.data_ptr<double>() + c * L);
+      work.mm(true, false, L, dv, L, work.S.data(), L, work.dn.data(), dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
+      work.mm(false, false, L, dk, L, work.G.data(), L, k_c, dk, d_q_c, dk, false);
+      work.mm(true, false, L, dk, L, work.G.data(), L, q_c, dk, d_k.data_ptr<T>() + c * L * dk, dk, false);
+      // the starting state's terms: R = dn C0^T (L, dk) serves d w0 and d q
+      work.mm(false, true, L, dk, dv, work.dn.data(), dv, C0_c, dv, work.R.data(), dk, false);
+      T* __restrict__ d_n0_c = d_n0.data_ptr<T>() + c * dk;
+      for (int64_t i = 0; i < dk; ++i) d_n0_c[i] = T(0);
+      for (int64_t t = 0; t < L; ++t) {
+        d_w0_c[t] = start_backward<T>(q_c + t * dk, work.R.data() + t * dk, n0_c, w0_c[t], work.dqn[t], d_q_c + t * dk,
+                                      d_n0_c, work.qw.data() + t * dk, dk);
+      }
+      work.mm(true, false, dk, dv, L, work.qw.data(), dk, work.dn.data(), dv, d_C0.data_ptr<T>() + c * dk * dv, dv,
+              false);
     });
   });
   return {d_q, d_k, d_v, d_a, d_neg_M, d_w0, d_C0, d_n0, d_floor};
@@ -364,22 +374,14 @@ std::vector<Tensor> mlstm_chunk_write_forward(const Tensor& k_in, const Tensor& 
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_forward", [&] {
     using T = scalar_t;
     const auto opts = k.options();
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> kw(L * dk), tmp(scratch_size({N, L, dk, dv}));
-      // one chunk's product, with this thread's scratch
-      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
-      };
-      for (int64_t c = begin; c < end; ++c) {
-        const T* k_c = k.const_data_ptr<T>() + c * L * dk;
-        const T* w_c = w.const_data_ptr<T>() + c * L;
-        T* n_c = written_n.data_ptr<T>() + c * dk;
-        for (int64_t i = 0; i < dk; ++i) n_c[i] = T(0);
-        for (int64_t j = 0; j < L; ++j) scale_and_add<T>(kw.data() + j * dk, k_c + j * dk, w_c[j], n_c, dk);
-        mm(true, false, dk, dv, L, kw.data(), dk, v.const_data_ptr<T>() + c * L * dv, dv,
-                   written_C.data_ptr<T>() + c * dk * dv, dv, false);
-      }
+    for_each_chunk<T>(Dims{N, L, dk, dv}, opts, [&](int64_t c, ChunkWork<T>& work) {
+      const T* k_c = k.const_data_ptr<T>() + c * L * dk;
+      const T* w_c = w.const_data_ptr<T>() + c * L;
+      T* n_c = written_n.data_ptr<T>() + c * dk;
+      for (int64_t i = 0; i < dk; ++i) n_c[i] = T(0);
+      for (int64_t j = 0; j < L; ++j) scale_and_add<T>(work.qw.data() + j * dk, k_c + j * dk, w_c[j], n_c, dk);
+      work.mm(true, false, dk, dv, L, work.qw.data(), dk, v.const_data_ptr<T>() + c * L * dv, dv,
+              written_C.data_ptr<T>() + c * dk * dv, dv, false);
     });
   });
   return {written_C, written_n};
@@ -400,27 +402,19 @@ std::vector<Tensor> mlstm_chunk_write_backward(const Tensor& d_C_in, const Tenso
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "mlstm_chunk_write_backward", [&] {
     using T = scalar_t;
     const auto opts = k.options();
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> kw(L * dk), tmp(scratch_size({N, L, dk, dv}));
-      // one chunk's product, with this thread's scratch
-      const auto mm = [&](bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                          const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-        chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts, tmp.data());
-      };
-      for (int64_t c = begin; c < end; ++c) {
-        const T* k_c = k.const_data_ptr<T>() + c * L * dk;
-        const T* w_c = w.const_data_ptr<T>() + c * L;
-        const T* dC_c = d_C.const_data_ptr<T>() + c * dk * dv;
-        const T* dn_c = d_n.const_data_ptr<T>() + c * dk;
-        T* d_k_c = d_k.data_ptr<T>() + c * L * dk;
-        T* d_w_c = d_w.data_ptr<T>() + c * L;
-        // d (w k) = v d_C^T + 1 d_n^T, into d_k; then d w = k . d (w k) and d k = w d (w k), per step
-        mm(false, true, L, dk, dv, v.const_data_ptr<T>() + c * L * dv, dv, dC_c, dv, d_k_c, dk, false);
-        for (int64_t j = 0; j < L; ++j) {
-          d_w_c[j] = scale_grad<T>(d_k_c + j * dk, k_c + j * dk, dn_c, w_c[j], kw.data() + j * dk, dk);
-        }
-        mm(false, false, L, dv, dk, kw.data(), dk, dC_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
+    for_each_chunk<T>(Dims{N, L, dk, dv}, opts, [&](int64_t c, ChunkWork<T>& work) {
+      const T* k_c = k.const_data_ptr<T>() + c * L * dk;
+      const T* w_c = w.const_data_ptr<T>() + c * L;
+      const T* dC_c = d_C.const_data_ptr<T>() + c * dk * dv;
+      const T* dn_c = d_n.const_data_ptr<T>() + c * dk;
+      T* d_k_c = d_k.data_ptr<T>() + c * L * dk;
+      T* d_w_c = d_w.data_ptr<T>() + c * L;
+      // d (w k) = v d_C^T + 1 d_n^T, into d_k; then d w = k . d (w k) and d k = w d (w k), per step
+      work.mm(false, true, L, dk, dv, v.const_data_ptr<T>() + c * L * dv, dv, dC_c, dv, d_k_c, dk, false);
+      for (int64_t j = 0; j < L; ++j) {
+        d_w_c[j] = scale_grad<T>(d_k_c + j * dk, k_c + j * dk, dn_c, w_c[j], work.qw.data() + j * dk, dk);
       }
+      work.mm(false, false, L, dv, dk, work.qw.data(), dk, dC_c, dv, d_v.data_ptr<T>() + c * L * dv, dv, false);
     });
   });
   return {d_k, d_v, d_w};
