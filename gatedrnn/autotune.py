@@ -10,9 +10,11 @@ length after ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie
 loop wins only where it is faster by more than ``TORCH_MARGIN``. (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
 and 7.3 ms a second apart, and such swings do not move both candidates alike: a misread tie
-would break auto's promise never to be slower than torch.nn.) A call of ``T <= LONG`` steps is timed whole. A longer one is timed at ``LONG`` steps
-first; where its slowest candidate should then take at most ``WHOLE_S`` over the whole call,
-the whole call is timed too, and decides. The time per step is not constant: once a call's
+would break auto's promise never to be slower than torch.nn.)
+
+A call of ``T <= LONG`` steps is timed whole. A longer one is timed at ``LONG`` steps first;
+where its slowest candidate should then take at most ``WHOLE_S`` over the whole call, the
+whole call is timed too, and decides. The time per step is not constant: once a call's
 activations outgrow the caches it grows, and not alike for both candidates (torch's LSTM in
 training at (B, T, I, H) = (17, 1980, 211, 19): 21 us a step over 128 steps, 50 over all
 1980, where the fused loop's stayed 24-30; chosen from the prefixes, ``auto`` was 1.6x the
@@ -65,7 +67,7 @@ import torch
 SHORT = 32  # the shorter of the two prefixes a long call is timed at
 LONG = 128  # calls up to this many steps are timed whole; longer ones at SHORT and LONG steps
 ROUNDS = 5  # interleaved timing rounds per length, after WARMUPS warm-up calls each
-WARMUPS = 2  # a candidate's first call at a new shape allocates and packs afresh, and its second is often slow too
+WARMUPS = 2  # a first call at a new shape allocates and packs afresh; the second was often slow too
 # torch's kernel keeps a near tie: another candidate wins only if faster than it by more than this
 # fraction. auto promises never to be slower than torch.nn; a tie misread by the timing noise
 # of a shared machine costs that promise, a true win this small costs at most this much

@@ -6,8 +6,8 @@ passes.
 
 The specification is the batched Python of :func:`gatedrnn.xlstm.mlstm.chunkwise_form` (its
 ``_IntraChunk`` product, the starting state's read and ``_read``), which runs wherever
-:func:`applies` says no. Measured on 2 threads of an AMD EPYC (``benchmarks/xlstm_speed.py``, training at
-``(B, heads, d, T) = (4, 4, 64, 1024)``): see ``benchmarks/results/xlstm_speed.json``.
+:func:`applies` says no. Its speed against the official package: ``benchmarks/xlstm_speed.py``
+(``benchmarks/results/xlstm_speed.json``, the table on the docs' xLSTM page).
 """
 
 from __future__ import annotations

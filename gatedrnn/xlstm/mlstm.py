@@ -37,9 +37,9 @@ difference of the chunk's prefix sums (its weights are ``exp(a_j - M_t)`` with v
 ``M``, no ``L x L`` pass for the stabilizer): exact to rounding for moderate gates; a forget
 pre-activation near ``-1e4`` inside a chunk would cost float32 all precision in the weights after
 it, so the chunkwise form computes these vectors in float64 and sums ``a_j - M_t`` in float64
-(native) or in two parts (:class:`_IntraChunk`): float32 inputs keep float32 accuracy at ``±1e4`` (the official
-package's parallel and chunkwise forms take differences of prefix sums over the whole sequence
-in the input's dtype). Every ``exp`` has an argument ``<= 0`` in every form, so
+(native) or in two parts (:class:`_IntraChunk`): float32 inputs keep float32 accuracy at
+``±1e4`` (the official package's parallel and chunkwise forms take differences of prefix sums
+over the whole sequence in the input's dtype). Every ``exp`` has an argument ``<= 0`` in every form, so
 ``±1e4`` pre-activations give finite values.
 
 Gradients: the recurrent form on the CPU (float32, float64) runs the native loop of
