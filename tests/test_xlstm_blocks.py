@@ -15,7 +15,7 @@ import gatedrnn
 from gatedrnn.cells.mlstm import mlstm_step
 from gatedrnn.cells.slstm import slstm_step
 from gatedrnn.xlstm import mLSTMBlock, sLSTMBlock, xLSTM
-from gatedrnn.xlstm.blocks import FFN_ACTIVATIONS, up_size
+from gatedrnn.xlstm.parts import FFN_ACTIVATIONS, up_size
 
 F64 = {"atol": 1e-10, "rtol": 1e-10}
 

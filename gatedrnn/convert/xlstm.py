@@ -24,14 +24,13 @@ from torch import nn
 
 from gatedrnn.models import SequenceModel
 from gatedrnn.xlstm.blocks import (
-    GatedFeedForward,
-    OffsetNorm,
     mLSTMBlock,
     mLSTMBranch,
     sLSTMBlock,
     sLSTMBranch,
     xLSTM,  # fmt: skip
 )
+from gatedrnn.xlstm.parts import GatedFeedForward, OffsetNorm
 
 ACCEPTED = "sLSTMLayer, mLSTMLayer, sLSTMBlock, mLSTMBlock (or an xLSTMBlock), xLSTMBlockStack, xLSTMLMModel"
 OURS = "sLSTMBranch, mLSTMBranch, sLSTMBlock, mLSTMBlock, xLSTM, SequenceModel('xlstm', ...)"

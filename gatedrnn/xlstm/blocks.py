@@ -21,7 +21,6 @@ The recurrences run on :func:`gatedrnn.xlstm.slstm.run_slstm` and
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
@@ -33,144 +32,21 @@ from gatedrnn import _checks
 from gatedrnn.capture import RefusesScript
 from gatedrnn.trace import Trace
 from gatedrnn.xlstm.mlstm import FORMS, mlstm_sequence
+from gatedrnn.xlstm.parts import (
+    CausalConv1d,
+    GatedFeedForward,
+    HeadwiseLinear,
+    OffsetNorm,
+    check_divides,
+    check_number,
+    factory,
+    small_init_,
+    up_size,
+    wang_init_,
+)
 from gatedrnn.xlstm.slstm import check_backend, run_slstm
 
 SLSTM_TRACE = ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer", "hidden")
-FFN_ACTIVATIONS = {  # the gate activations of the gated feed-forward (the official package's six)
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "relu^2": lambda x: torch.square(F.relu(x)),
-    "sigmoid": torch.sigmoid,
-    "swish": F.silu,
-    "selu": F.selu,
-}
-
-
-def up_size(hidden_size: int, proj_factor: float, multiple_of: int = 64) -> int:
-    """The width of an up-projection: ``proj_factor * hidden_size`` rounded up to a multiple
-    of ``multiple_of``, as the official package sizes it (``2 * 32 = 64``, ``1.3 * 128 -> 192``)."""
-    return int(math.ceil(proj_factor * hidden_size / multiple_of) * multiple_of)
-
-
-def _factory(device, dtype) -> dict:
-    return {"device": device, "dtype": dtype}
-
-
-def _small_init_(weight: torch.Tensor, fan: int) -> None:
-    """Normal with std ``sqrt(2 / (5 fan))`` (Nguyen & Salazar 2019), the package's input projections."""
-    nn.init.normal_(weight, 0.0, math.sqrt(2.0 / (5.0 * fan)))
-
-
-def _wang_init_(weight: torch.Tensor, fan: int, num_blocks: int) -> None:
-    """Normal with std ``2 / (num_blocks sqrt(fan))`` (GPT-NeoX), the package's output projections."""
-    nn.init.normal_(weight, 0.0, 2.0 / num_blocks / math.sqrt(fan))
-
-
-def _number(name: str, value, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not value > low:
-        raise ValueError(f"{name} must be greater than {low}, got {value}")
-    return float(value)
-
-
-def _divides(name: str, value: int, size_name: str, size: int) -> None:
-    if size % value:
-        raise ValueError(f"{name}={value} must divide {size_name}={size}")
-
-
-class OffsetNorm(nn.Module):
-    r"""LayerNorm (``groups=None``) or a per-head group norm whose scale is ``1 + weight``.
-
-    .. math::
-
-        y = \frac{x - \mathrm{mean}(x)}{\sqrt{\mathrm{var}(x) + \epsilon}} \odot (1 + w) \; (+\, b),
-
-    the mean and variance over the last dimension, or over each of its ``groups`` equal slices
-    (one per head). ``weight`` starts at zero, so the norm starts as a plain normalization.
-
-    Args:
-        size (int): the last dimension.
-        groups (int, optional): normalize each of ``groups`` slices apart. Default: ``None``.
-        bias (bool): whether there is a ``bias``. Default: ``False``.
-        eps (float): added to the variance. Default: ``1e-5``.
-    """
-
-    def __init__(self, size: int, groups: int | None = None, bias: bool = False, eps: float = 1e-5,
-                 device=None, dtype=None):  # fmt: skip
-        super().__init__()
-        self.size, self.groups, self.eps = size, groups, eps
-        self.weight = nn.Parameter(torch.zeros(size, **_factory(device, dtype)))
-        self.bias = nn.Parameter(torch.zeros(size, **_factory(device, dtype))) if bias else None
-
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 1.0 + self.weight
-        if self.groups is None:
-            return F.layer_norm(x, (self.size,), scale, self.bias, self.eps)
-        flat = x.reshape(-1, self.size)  # (B*T, H): group_norm's (N, C)
-        return F.group_norm(flat, self.groups, scale, self.bias, self.eps).view(x.shape)
-
-    def extra_repr(self) -> str:
-        return f"{self.size}" + (f", groups={self.groups}" if self.groups else "") + (", bias=True" if self.bias is not None else "")
-
-
-class HeadwiseLinear(nn.Module):
-    """A block-diagonal linear map: the features split into ``heads`` slices, each mapped by
-    its own ``(out/heads, in/heads)`` matrix. ``weight`` ``(heads, out/heads, in/heads)``."""
-
-    def __init__(self, in_size: int, out_size: int, heads: int, bias: bool = False, device=None, dtype=None):
-        super().__init__()
-        self.in_size, self.out_size, self.heads = in_size, out_size, heads
-        self.weight = nn.Parameter(torch.empty(heads, out_size // heads, in_size // heads, **_factory(device, dtype)))
-        self.bias = nn.Parameter(torch.zeros(out_size, **_factory(device, dtype))) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        per_head = x.reshape(*x.shape[:-1], self.heads, self.in_size // self.heads)  # (..., heads, in/heads)
-        y = torch.einsum("...jc,jrc->...jr", per_head, self.weight).reshape(*x.shape[:-1], self.out_size)
-        return y if self.bias is None else y + self.bias
-
-    def extra_repr(self) -> str:
-        return f"{self.in_size}, {self.out_size}, heads={self.heads}, bias={self.bias is not None}"
-
-
-class CausalConv1d(nn.Module):
-    r"""A depthwise causal convolution over time: ``y_t = b + \sum_{j<K} w_j \odot x_{t-K+1+j}``.
-
-    Each channel has its own ``K`` taps (``weight`` ``(C, 1, K)``, torch's depthwise
-    ``Conv1d`` layout) and bias. The ``K - 1`` inputs before the first step come from
-    ``buffer`` ``(B, K-1, C)``, zeros when none is given, so a sequence can be fed in pieces.
-    """
-
-    def __init__(self, channels: int, kernel_size: int, device=None, dtype=None):
-        super().__init__()
-        self.channels, self.kernel_size = channels, kernel_size
-        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, **_factory(device, dtype)))
-        self.bias = nn.Parameter(torch.empty(channels, **_factory(device, dtype)))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.kernel_size)  # torch's Conv1d default for one input channel per group
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor, buffer: torch.Tensor | None = None):
-        """``x`` (B, T, C) -> ``y`` (B, T, C) and the padded input (B, K-1+T, C)."""
-        B, T, C = x.shape
-        if buffer is None:
-            buffer = x.new_zeros(B, self.kernel_size - 1, C)
-        padded = torch.cat([buffer, x], dim=1)  # (B, K-1+T, C)
-        y = self.bias + padded[:, :T] * self.weight[:, 0, 0]  # one multiply-add per tap: K is small
-        for j in range(1, self.kernel_size):
-            y = y + padded[:, j : j + T] * self.weight[:, 0, j]  # (B, T, C)
-        return y, padded
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}, kernel_size={self.kernel_size}"
 
 
 def _last_inputs(padded: torch.Tensor, keep: int, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -242,7 +118,7 @@ class sLSTMBranch(RefusesScript, nn.Module):
         super().__init__()
         H = self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         K = self.num_heads = _checks.positive_int("num_heads", num_heads)
-        _divides("num_heads", K, "hidden_size", H)
+        check_divides("num_heads", K, "hidden_size", H)
         if isinstance(conv_kernel_size, bool) or not isinstance(conv_kernel_size, numbers.Integral) or conv_kernel_size < 0:
             raise ValueError(f"conv_kernel_size must be an int >= 0 (0: no convolution), got {conv_kernel_size!r}")
         self.conv_kernel_size = int(conv_kernel_size)
@@ -252,7 +128,7 @@ class sLSTMBranch(RefusesScript, nn.Module):
         self.forget, self.backend = forget, check_backend(backend)
         self.block_index, self.num_blocks = block_index, num_blocks
         d = H // K
-        kw = _factory(device, dtype)
+        kw = factory(device, dtype)
         self.conv = CausalConv1d(H, self.conv_kernel_size, **kw) if self.conv_kernel_size else None
         self.weight_ih = nn.Parameter(torch.empty(K, 4 * d, d, **kw))
         self.weight_hh = nn.Parameter(torch.empty(K, 4 * d, d, **kw))
@@ -268,7 +144,7 @@ class sLSTMBranch(RefusesScript, nn.Module):
         d = H // K
         if self.conv is not None:
             self.conv.reset_parameters()
-        _small_init_(self.weight_ih, H)
+        small_init_(self.weight_ih, H)
         nn.init.zeros_(self.weight_hh)
         with torch.no_grad():
             self.bias.zero_()
@@ -369,13 +245,13 @@ class mLSTMBranch(RefusesScript, nn.Module):
                  num_blocks=1, device=None, dtype=None):  # fmt: skip
         super().__init__()
         H = self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.proj_factor = _number("proj_factor", proj_factor)
+        self.proj_factor = check_number("proj_factor", proj_factor)
         inner = up_size(H, self.proj_factor) if inner_size is None else _checks.positive_int("inner_size", inner_size)
         self.inner_size = inner
         self.num_heads = _checks.positive_int("num_heads", num_heads)
-        _divides("num_heads", self.num_heads, "inner_size", inner)
+        check_divides("num_heads", self.num_heads, "inner_size", inner)
         self.qkv_proj_blocksize = _checks.positive_int("qkv_proj_blocksize", qkv_proj_blocksize)
-        _divides("qkv_proj_blocksize", self.qkv_proj_blocksize, "inner_size", inner)
+        check_divides("qkv_proj_blocksize", self.qkv_proj_blocksize, "inner_size", inner)
         self.conv_kernel_size = _checks.positive_int("conv_kernel_size", conv_kernel_size)
         self.bias = _checks.boolean("bias", bias)
         self.dropout = _checks.probability("dropout", dropout)
@@ -383,7 +259,7 @@ class mLSTMBranch(RefusesScript, nn.Module):
             raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
         self.form, self.chunk_size = form, _checks.positive_int("chunk_size", chunk_size)
         self.block_index, self.num_blocks = block_index, num_blocks
-        kw = _factory(device, dtype)
+        kw = factory(device, dtype)
         blocks = inner // self.qkv_proj_blocksize
         self.up = nn.Linear(H, 2 * inner, bias=bias, **kw)
         self.conv = CausalConv1d(inner, self.conv_kernel_size, **kw)
@@ -402,10 +278,10 @@ class mLSTMBranch(RefusesScript, nn.Module):
         down-projection scaled by depth, zero gate weights, forget biases from 3 to 6 over the
         heads, input biases ``N(0, 0.1)``, skip one, zero biases elsewhere."""
         H = self.hidden_size
-        _small_init_(self.up.weight, H)
-        _wang_init_(self.down.weight, H, self.num_blocks)
+        small_init_(self.up.weight, H)
+        wang_init_(self.down.weight, H, self.num_blocks)
         for proj in (self.q_proj, self.k_proj, self.v_proj):
-            _small_init_(proj.weight, H)
+            small_init_(proj.weight, H)
         for layer in (self.up, self.down, self.q_proj, self.k_proj, self.v_proj):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
@@ -461,42 +337,6 @@ class mLSTMBranch(RefusesScript, nn.Module):
                 + (", bias=True" if self.bias else "") + (f", dropout={self.dropout}" if self.dropout else ""))  # fmt: skip
 
 
-class GatedFeedForward(nn.Module):
-    r"""The gated feed-forward of an :class:`sLSTMBlock`: ``W_{down}(act(W_g x) \odot W_u x)``,
-    ``[W_g; W_u] = up.weight`` ``(2F, H)``, ``down.weight`` ``(H, F)``, then dropout (the
-    official package's ``GatedFeedForward``; ``F`` is ``proj_factor * H`` rounded up to a
-    multiple of 64)."""
-
-    def __init__(self, hidden_size, proj_factor=1.3, size=None, act="gelu", bias=False, dropout=0.0,
-                 num_blocks=1, device=None, dtype=None):  # fmt: skip
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.proj_factor = _number("ffn_proj_factor", proj_factor)
-        self.size = up_size(hidden_size, self.proj_factor) if size is None else _checks.positive_int("ffn_size", size)
-        if act not in FFN_ACTIVATIONS:
-            raise ValueError(f"ffn_act must be one of {', '.join(map(repr, FFN_ACTIVATIONS))}, got {act!r}")
-        self.act, self.dropout, self.num_blocks = act, _checks.probability("ffn_dropout", dropout), num_blocks
-        kw = _factory(device, dtype)
-        self.up = nn.Linear(hidden_size, 2 * self.size, bias=_checks.boolean("ffn_bias", bias), **kw)
-        self.down = nn.Linear(self.size, hidden_size, bias=bias, **kw)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        _small_init_(self.up.weight, self.hidden_size)
-        _wang_init_(self.down.weight, self.hidden_size, self.num_blocks)
-        for layer in (self.up, self.down):
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.up(x).split(self.size, dim=-1)  # 2 x (B, T, F)
-        y = self.down(FFN_ACTIVATIONS[self.act](gate) * value)  # (B, T, H)
-        return F.dropout(y, self.dropout, self.training) if self.dropout else y
-
-    def extra_repr(self) -> str:
-        return f"{self.hidden_size}, size={self.size}, act={self.act!r}" + (f", dropout={self.dropout}" if self.dropout else "")
-
-
 class sLSTMBlock(RefusesScript, nn.Module):
     r"""The paper's sLSTM block (figure 10, left; the official package's ``sLSTMBlock``):
 
@@ -550,7 +390,7 @@ class sLSTMBlock(RefusesScript, nn.Module):
                  ffn_size=None, ffn_act="gelu", ffn_bias=False, ffn_dropout=0.0, forget="sigmoid", backend="auto",
                  block_index=0, num_blocks=1, device=None, dtype=None):  # fmt: skip
         super().__init__()
-        kw = _factory(device, dtype)
+        kw = factory(device, dtype)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.norm = OffsetNorm(hidden_size, **kw)
         self.slstm = sLSTMBranch(hidden_size, num_heads, conv_kernel_size, dropout, forget, backend, block_index,
@@ -628,7 +468,7 @@ class mLSTMBlock(RefusesScript, nn.Module):
                  conv_kernel_size=4, bias=False, dropout=0.0, form="auto", chunk_size=64, block_index=0,
                  num_blocks=1, device=None, dtype=None):  # fmt: skip
         super().__init__()
-        kw = _factory(device, dtype)
+        kw = factory(device, dtype)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.norm = OffsetNorm(hidden_size, **kw)
         self.mlstm = mLSTMBranch(hidden_size, num_heads, proj_factor, inner_size, qkv_proj_blocksize,
@@ -752,7 +592,7 @@ class xLSTM(RefusesScript, nn.Module):
         check_backend(backend)  # checked here too when no block of its kind takes it
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
-        kw = _factory(device, dtype)
+        kw = factory(device, dtype)
         self.proj_in = nn.Linear(input_size, hidden_size, bias=False, **kw) if input_size != hidden_size else None
         shared = {"num_heads": num_heads, "conv_kernel_size": conv_kernel_size, "dropout": dropout,
                   "num_blocks": self.num_layers, **kw}  # fmt: skip
