@@ -47,12 +47,6 @@ struct Dims {
   int64_t N, L, dk, dv;
 };
 
-// chunk_gemm's scratch: room for any operand of a chunk's products
-inline int64_t scratch_size(const Dims& d) {
-  const int64_t side = std::max({d.L, d.dk, d.dv});
-  return side * side;
-}
-
 Dims check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& neg_M, const Tensor& w0,
            const Tensor& C0, const Tensor& n0, const Tensor& floor) {
   TORCH_CHECK(q.dim() == 3 && v.dim() == 3, "gatedrnn: mlstm_chunk wants q, k (N, L, dk) and v (N, L, dv)");
@@ -74,10 +68,11 @@ Dims check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& a, c
 }
 
 // op(A) @ op(B) of one chunk's matrices (row-major, as gemm_op): float32 through tile_gemm
-// where it applies (op(B) = B^T through a transposed copy in scratch, K * N values), else BLAS.
+// where it applies (op(B) = B: a transposed B would need a copy, which cost more than the tile
+// product saved, so those go to BLAS, which packs B anyway), else BLAS.
 template <typename T>
 void chunk_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                int64_t ldb, T* C, int64_t ldc, bool accumulate, const at::TensorOptions& opts, T* scratch) {
+                int64_t ldb, T* C, int64_t ldc, bool accumulate, const at::TensorOptions& opts) {
   if constexpr (std::is_same_v<T, float>) {
     if (!trans_b && tile_gemm(trans_a, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) return;
   }
@@ -85,21 +80,20 @@ void chunk_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, con
 }
 
 // One thread's working memory over its chunks (every buffer any of the kernels below uses), and
-// its products: chunk_gemm with the thread's own scratch.
+// its products (chunk_gemm).
 template <typename T>
 struct ChunkWork {
   ChunkWork(const at::TensorOptions& opts, const Dims& d)
       : S(d.L * d.L), D(d.L * d.L), G(d.L * d.L), R(d.L * d.dk), qw(d.L * d.dk), dn(d.L * d.dv), dqn(d.L),
-        columns(d.L), opts_(opts), scratch_(scratch_size(d)) {}
+        columns(d.L), opts_(opts) {}
   void mm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-    chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts_, scratch_.data());
+    chunk_gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, opts_);
   }
   std::vector<T> S, D, G, R, qw, dn, dqn, columns;
 
  private:
   at::TensorOptions opts_;
-  std::vector<T> scratch_;
 };
 
 // body(c, work) for every chunk c < d.N, the chunks split over threads, each thread with its own work.
