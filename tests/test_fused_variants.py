@@ -319,10 +319,11 @@ def test_the_packing_rule_packs_large_weights_from_8_rows_and_large_products():
         kernels.use_packed_gemm(0)
 
 
-@pytest.mark.parametrize("path", ["packed", "split", "packed+split", "cached"])
+@pytest.mark.parametrize("path", ["panels", "packed", "split", "packed+split", "panels+split", "cached"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
-    """Every per-step product from a weight packed once (csrc/packed.h), and every step's rows
+    """Every per-step product from a weight laid out once in panels for our own kernel
+    (csrc/panels.h) or packed once by MKL (csrc/packed.h, the panels off), and every step's rows
     split across two threads, each block running its own products and gate math
     (common.h, for_row_blocks); both forced on at these small sizes, where the rules leave
     them off: the recurrent products forward and backward, the two-stage cells' second
@@ -332,6 +333,8 @@ def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
     kernels = fused.kernels()
     if "packed" in path and not kernels.packed_gemm_available():
         pytest.skip("this torch does not export MKL's packed GEMM")
+    if "panels" in path and not kernels.panel_gemm_available():
+        pytest.skip("the panels' kernel needs a build for AVX-512")
     cls, config = CELLS[cell]
     config = config | {"input_size": 3, "hidden_size": 5, "num_layers": 2, "bidirectional": True, "zoneout": 0.2,
                        "recurrent_dropout": 0.3}  # fmt: skip
@@ -342,6 +345,7 @@ def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
     threads, work = torch.get_num_threads(), kernels.min_shared_work()
     torch.set_num_threads(2)
     kernels.use_packed_gemm(1 if "packed" in path else -1)
+    kernels.use_panel_gemm(1 if "panels" in path else -1 if "packed" in path else 0)
     kernels.set_min_shared_work(0 if "split" in path else work)
     min_bytes = kernels.buffer_cache_min_bytes()
     kernels.set_buffer_cache_min_bytes(1 if path == "cached" else min_bytes)
@@ -350,6 +354,7 @@ def test_packed_weights_and_split_steps_equal_the_reference_loop(cell, path):
             out_o, finals_o, grads_o, result_o = _run(ours, case, 3, trace=True)
     finally:
         kernels.use_packed_gemm(0)
+        kernels.use_panel_gemm(0)
         kernels.set_min_shared_work(work)
         kernels.set_buffer_cache_min_bytes(min_bytes)
         kernels.empty_buffer_cache()

@@ -31,6 +31,7 @@
 
 #include "common.h"
 #include "lowp.h"
+#include "panels.h"
 
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
@@ -85,6 +86,7 @@ class PackedRight {
                  .contiguous();  // (K, N)
       return;
     }
+    if (lay_out(b, ldb, false, uses)) return;
     pack(M, b, ldb, false, uses);
   }
 
@@ -99,6 +101,7 @@ class PackedRight {
       p.b16_ = w.to(at::kBFloat16).contiguous().t();  // (K, N), a view of w's bfloat16 copy (N, K)
       return p;
     }
+    if (p.lay_out(w.const_data_ptr<T>(), w.stride(0), true, uses)) return p;
     p.pack(M, w.const_data_ptr<T>(), w.stride(0), true, uses);
     if (!p.packed()) {
       p.b_copy_ = w.t().contiguous();
@@ -114,6 +117,10 @@ class PackedRight {
     if constexpr (std::is_same_v<T, float>) {
       if (b16_.defined()) {
         multiply_bf16(rows, a, lda, out, ldo, accumulate);
+        return;
+      }
+      if (panels_.defined()) {
+        panels_.multiply(rows, a, lda, out, ldo, accumulate);
         return;
       }
       if (packed_.defined()) {
@@ -134,6 +141,7 @@ class PackedRight {
   }
 
   bool packed() const { return packed_.defined(); }
+  bool in_panels() const { return panels_.defined(); }
   bool bf16() const { return b16_.defined(); }
 
  private:
@@ -165,6 +173,17 @@ class PackedRight {
     bf16_product_count().fetch_add(1, std::memory_order_relaxed);
   }
 
+  // Lays b (K, N; ldb), or b given as its transpose (N, K; ldb), out in panels for this project's
+  // own kernel (panels.h) where that applies; whether it did.
+  bool lay_out(const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (K_ == 0 || N_ == 0 || !uses_panels(uses)) return false;
+      panels_ = Panels(K_, N_, b, ldb, b_transposed);
+      return true;
+    }
+    return false;
+  }
+
   // Packs b (K, N; ldb), or b given as its transpose (N, K; ldb), where the rule says it pays.
   void pack(int64_t M, const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
     if constexpr (std::is_same_v<T, float>) {
@@ -184,6 +203,7 @@ class PackedRight {
   int64_t K_, N_;
   const T* b_;
   int64_t ldb_;
+  Panels panels_;   // b in column panels (panels.h), when laid out
   Tensor packed_;  // undefined when not packed
   Tensor b_copy_;  // b made contiguous from a transposed weight, when not packed
   Tensor b16_;     // b (K, N) in bfloat16 when the products take bfloat16 operands, else undefined

@@ -27,31 +27,70 @@ inline bool& tile_gemm_enabled() {
 #if defined(__AVX512F__)
 namespace tile {
 
-// R rows of C, 64 columns from j0: C[r, j0:j0+64] (+)= sum_k op(A)[r, k] B[k, j0:j0+64]. op(A)[r, k]
-// is A[r * lda + k], or A[k * lda + r] when trans_a (A stored (K, M)).
-template <int R>
+// R rows of C, 16 J columns from j0 (the last 16 masked by `last`): C[r, j0:j0+16J] (+)=
+// sum_k op(A)[r, k] B[k, j0:j0+16J]. op(A)[r, k] is A[r * lda + k], or A[k * lda + r] when
+// trans_a (A stored (K, M)). B's columns past the mask are read (and must exist) but not stored.
+template <int R, int J = 4>
 inline void rows(bool trans_a, int64_t K, const float* __restrict__ A, int64_t lda, const float* __restrict__ B,
-                 int64_t ldb, float* __restrict__ C, int64_t ldc, bool accumulate) {
-  __m512 c[R][4];
+                 int64_t ldb, float* __restrict__ C, int64_t ldc, bool accumulate, __mmask16 last = 0xFFFF) {
+  __m512 c[R][J];
   for (int r = 0; r < R; ++r) {
-    for (int j = 0; j < 4; ++j) c[r][j] = accumulate ? _mm512_loadu_ps(C + r * ldc + 16 * j) : _mm512_setzero_ps();
+    for (int j = 0; j < J; ++j) {
+      const __mmask16 mask = j == J - 1 ? last : __mmask16(0xFFFF);
+      c[r][j] = accumulate ? _mm512_maskz_loadu_ps(mask, C + r * ldc + 16 * j) : _mm512_setzero_ps();
+    }
   }
   const int64_t step_r = trans_a ? 1 : lda, step_k = trans_a ? lda : 1;
   for (int64_t k = 0; k < K; ++k) {
-    const float* b = B + k * ldb;
-    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-    const __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+    const float* b_k = B + k * ldb;
+    __m512 b[J];
+    for (int j = 0; j < J; ++j) b[j] = _mm512_loadu_ps(b_k + 16 * j);
     const float* a_k = A + k * step_k;
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(a_k[r * step_r]);
-      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-      c[r][2] = _mm512_fmadd_ps(a, b2, c[r][2]);
-      c[r][3] = _mm512_fmadd_ps(a, b3, c[r][3]);
+      for (int j = 0; j < J; ++j) c[r][j] = _mm512_fmadd_ps(a, b[j], c[r][j]);
     }
   }
   for (int r = 0; r < R; ++r) {
-    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(C + r * ldc + 16 * j, c[r][j]);
+    for (int j = 0; j < J; ++j) {
+      const __mmask16 mask = j == J - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * j, mask, c[r][j]);
+    }
+  }
+}
+
+// All M rows of C against 16 J columns of B: blocks of six rows (24 accumulators at J = 4),
+// then the rest in one smaller block.
+template <int J>
+inline void column_block(bool trans_a, int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                         float* C, int64_t ldc, bool accumulate, __mmask16 last) {
+  // the first row of op(A) block i: A + i * lda, or A + i when trans_a
+  const auto a_at = [&](int64_t row) { return trans_a ? A + row : A + row * lda; };
+  int64_t i = 0;
+  for (; i + 6 <= M; i += 6) rows<6, J>(trans_a, K, a_at(i), lda, B, ldb, C + i * ldc, ldc, accumulate, last);
+  const float* a = a_at(i);
+  float* c = C + i * ldc;
+  switch (M - i) {
+    case 5: rows<5, J>(trans_a, K, a, lda, B, ldb, c, ldc, accumulate, last); break;
+    case 4: rows<4, J>(trans_a, K, a, lda, B, ldb, c, ldc, accumulate, last); break;
+    case 3: rows<3, J>(trans_a, K, a, lda, B, ldb, c, ldc, accumulate, last); break;
+    case 2: rows<2, J>(trans_a, K, a, lda, B, ldb, c, ldc, accumulate, last); break;
+    case 1: rows<1, J>(trans_a, K, a, lda, B, ldb, c, ldc, accumulate, last); break;
+    default: break;
+  }
+}
+
+// column_block for the `width` (1..64) columns from B and C: J = ceil(width / 16), the last
+// vector masked to what is left.
+inline void columns(bool trans_a, int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                    float* C, int64_t ldc, bool accumulate, int64_t width) {
+  const int J = int((width + 15) / 16);
+  const __mmask16 last = __mmask16((1u << (width - 16 * (J - 1))) - 1u);
+  switch (J) {
+    case 4: column_block<4>(trans_a, M, K, A, lda, B, ldb, C, ldc, accumulate, last); break;
+    case 3: column_block<3>(trans_a, M, K, A, lda, B, ldb, C, ldc, accumulate, last); break;
+    case 2: column_block<2>(trans_a, M, K, A, lda, B, ldb, C, ldc, accumulate, last); break;
+    default: column_block<1>(trans_a, M, K, A, lda, B, ldb, C, ldc, accumulate, last); break;
   }
 }
 
@@ -72,14 +111,7 @@ inline bool tile_gemm(bool trans_a, int64_t M, int64_t N, int64_t K, const float
                       int64_t ldb, float* C, int64_t ldc, bool accumulate) {
 #if defined(__AVX512F__)
   if (!tile_gemm_applies(N)) return false;
-  for (int64_t j0 = 0; j0 < N; j0 += 64) {
-    int64_t i = 0;
-    // the first row of op(A) block i: A + i * lda, or A + i when trans_a
-    auto a_at = [&](int64_t row) { return trans_a ? A + row : A + row * lda; };
-    for (; i + 6 <= M; i += 6) tile::rows<6>(trans_a, K, a_at(i), lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
-    for (; i + 4 <= M; i += 4) tile::rows<4>(trans_a, K, a_at(i), lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
-    for (; i < M; ++i) tile::rows<1>(trans_a, K, a_at(i), lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
-  }
+  for (int64_t j0 = 0; j0 < N; j0 += 64) tile::columns(trans_a, M, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate, 64);
   return true;
 #else
   (void)trans_a, (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)C, (void)ldc,

@@ -1,0 +1,99 @@
+"""The float32 per-step products from a weight laid out in column panels, by the project's own
+AVX-512 kernel (``csrc/panels.h`` on ``csrc/tile_gemm.h``): one product against float64
+matrix products over hypothesis-drawn sizes (every width of the last panel, every count of
+leftover rows, depths across the kernel's 128-row blocks), from a weight given as it is and
+as its transpose, accumulating or not, with row strides wider than the rows; the rule that
+chooses them; the errors. The whole loops with the panels on and off are in
+``test_fused_variants.py`` (``test_packed_weights_and_split_steps_equal_the_reference_loop``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatedrnn import fused
+
+pytestmark = pytest.mark.skipif(
+    not fused.native_available() or not fused.kernels().panel_gemm_available(),
+    reason="the panels' kernel needs the native kernels built for AVX-512 (this build has none)",
+)
+
+
+def strided(rows, cols, pad, g):
+    """A (rows, cols) float32 matrix whose rows are `pad` values further apart than its width."""
+    return torch.randn(rows, cols + pad, generator=g)[:, :cols]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 20),
+    K=st.integers(1, 300),
+    N=st.integers(1, 200),
+    transposed=st.booleans(),
+    accumulate=st.booleans(),
+    pad=st.integers(0, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_product_from_panels_equals_the_float64_product(rows, K, N, transposed, accumulate, pad, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = strided(rows, K, pad, g)
+    b = strided(N, K, pad, g) if transposed else strided(K, N, pad, g)
+    out = strided(rows, N, pad, g)
+    before = out.clone()
+    expected = a.double() @ (b.double().t() if transposed else b.double())
+    if accumulate:
+        expected += before.double()
+    result = fused.kernels().panel_product(a, b, transposed, out, accumulate)
+    assert result.data_ptr() == out.data_ptr()  # written in place, through the strides
+    # one float32 sum over K per output: within K roundings of the largest partial sum
+    scale = (a.double().abs() @ (b.double().abs().t() if transposed else b.double().abs())) + before.double().abs()
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=float((scale * K * 2**-23).max()) + 1e-6)
+
+
+def test_the_panels_leave_the_columns_past_each_row_untouched():
+    """The last panel is zero-padded to 64 columns and its store masked: the values between one
+    row's N columns and the next row's start (a row stride wider than N) are not written."""
+    a, b = torch.randn(7, 33), torch.randn(33, 70)
+    storage = torch.full((7, 75), 123.0)
+    fused.kernels().panel_product(a, b, False, storage[:, :70], False)
+    assert torch.equal(storage[:, 70:], torch.full((7, 5), 123.0))
+    torch.testing.assert_close(storage[:, :70], a @ b, rtol=1e-5, atol=1e-4)
+
+
+def test_a_product_over_no_depth_is_zero_or_leaves_the_sum():
+    kernels = fused.kernels()
+    out = torch.randn(3, 5)
+    before = out.clone()
+    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, True)
+    assert torch.equal(out, before)
+    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, False)
+    assert torch.equal(out, torch.zeros(3, 5))
+
+
+def test_the_rule_lays_out_weights_used_twice_and_the_switch_overrides_it():
+    kernels = fused.kernels()
+    assert kernels.uses_panels(2) and kernels.uses_panels(500)
+    assert not kernels.uses_panels(1)  # one product: laying out the weight would cost as much as it
+    try:
+        kernels.use_panel_gemm(1)
+        assert kernels.uses_panels(1)
+        kernels.use_panel_gemm(-1)
+        assert not kernels.uses_panels(1000)
+    finally:
+        kernels.use_panel_gemm(0)
+
+
+@pytest.mark.parametrize(
+    "a, b, out, match",
+    [
+        (torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 5), torch.empty(3, 5), "float32"),
+        (torch.randn(3, 4), torch.randn(6, 5), torch.empty(3, 5), r"a \[3, 4\], b \[6, 5\]"),
+        (torch.randn(3, 4), torch.randn(4, 5), torch.empty(3, 6), r"out \[3, 6\]"),
+        (torch.randn(4, 3).t(), torch.randn(4, 5), torch.empty(3, 5), "contiguous rows"),
+    ],
+)
+def test_a_product_of_the_wrong_matrices_says_what_it_got(a, b, out, match):
+    with pytest.raises(RuntimeError, match=match):
+        fused.kernels().panel_product(a, b, False, out, False)
