@@ -3,7 +3,9 @@ under ``torch.autocast("cpu", torch.bfloat16)``, has every GEMM of the native lo
 from bfloat16 operands while the gate math and the carried states stay float32. Against the
 float32 layer, for every cell and variant: outputs, final states and every gradient within
 bfloat16's rounding (norm-relative), a counter that proves the bfloat16 products ran forward
-and backward, none of them with the mode at -1, and no switch left on after a call."""
+and backward, none of them with the mode at -1, and no switch left on after a call. The
+per-step products run on both engines: the bfloat16 panels of our own kernel (csrc/panels.h,
+on a CPU with AVX-512 BF16) and oneDNN's bfloat16 product (the panels off)."""
 
 from __future__ import annotations
 
@@ -121,9 +123,19 @@ def _compare(got, want, name):
         assert_near(a, b, f"{name} gradient {k}")
 
 
+@pytest.fixture(params=["panels", "onednn"])
+def engine(request):
+    """The per-step products from bfloat16 panels (our kernel), then from oneDNN (panels off)."""
+    if request.param == "panels" and not KERNELS.panel_bf16_available():
+        pytest.skip("the bfloat16 panels need AVX-512 BF16")
+    KERNELS.use_panel_gemm(0 if request.param == "panels" else -1)
+    yield request.param
+    KERNELS.use_panel_gemm(0)
+
+
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_a_bf16_layer_computes_its_products_in_bf16_near_float32(name, lengths):
+def test_a_bf16_layer_computes_its_products_in_bf16_near_float32(name, lengths, engine):
     f32, bf16 = _layers(name)
     x = torch.randn(9, 3, 6).to(torch.bfloat16).float()
     lens = torch.tensor([9, 4, 7]) if lengths else None
@@ -144,7 +156,7 @@ def test_a_bf16_layer_computes_its_products_in_bf16_near_float32(name, lengths):
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn-tanh", "cho-gru", "proj", "lstm-zoneout", "gru-2-layers",
                                   "gru-bidirectional"])  # fmt: skip
-def test_a_float32_layer_under_autocast_computes_its_products_in_bf16(name):
+def test_a_float32_layer_under_autocast_computes_its_products_in_bf16(name, engine):
     f32, _ = _layers(name)
     x = torch.randn(9, 3, 6)
     want = _run(f32, x, torch.float32, seed=4)
@@ -236,15 +248,37 @@ def test_the_rule_takes_bf16_where_it_pays():
 
 
 def test_under_the_rule_small_products_stay_float32_and_large_ones_take_bf16():
+    """oneDNN's product (the bfloat16 panels off) by the size rule: 30 µs a call does not pay below it."""
+    KERNELS.use_bf16_gemm(0)
+    KERNELS.use_panel_gemm(-1)
+    try:
+        small = gatedrnn.GRU(8, 16, backend="fused", dtype=torch.bfloat16)
+        with torch.no_grad():
+            small(torch.randn(20, 4, 8, dtype=torch.bfloat16))
+        assert KERNELS.bf16_product_count() == 0
+        large = gatedrnn.GRU(256, 256, backend="fused", dtype=torch.bfloat16)
+        with torch.no_grad():
+            large(torch.randn(3, 64, 256, dtype=torch.bfloat16))
+        assert KERNELS.bf16_product_count() > 0
+    finally:
+        KERNELS.use_panel_gemm(0)
+
+
+def test_under_the_rule_the_bf16_panels_take_the_per_step_products_of_every_size():
+    """The bfloat16 panels cost nothing a call: the rule gives them the small layer's products too
+    (the one product before the loop stays float32 below oneDNN's size rule)."""
+    if not KERNELS.panel_bf16_available():
+        pytest.skip("the bfloat16 panels need AVX-512 BF16")
     KERNELS.use_bf16_gemm(0)
     small = gatedrnn.GRU(8, 16, backend="fused", dtype=torch.bfloat16)
     with torch.no_grad():
         small(torch.randn(20, 4, 8, dtype=torch.bfloat16))
-    assert KERNELS.bf16_product_count() == 0
-    large = gatedrnn.GRU(256, 256, backend="fused", dtype=torch.bfloat16)
-    with torch.no_grad():
-        large(torch.randn(3, 64, 256, dtype=torch.bfloat16))
     assert KERNELS.bf16_product_count() > 0
+    KERNELS.reset_bf16_product_count()
+    KERNELS.use_bf16_gemm(-1)  # and mode -1 still keeps every product float32
+    with torch.no_grad():
+        small(torch.randn(20, 4, 8, dtype=torch.bfloat16))
+    assert KERNELS.bf16_product_count() == 0
 
 
 @pytest.mark.parametrize("reverse", [False, True])

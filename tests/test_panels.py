@@ -1,6 +1,7 @@
 """The float32 per-step products from a weight laid out in column panels, by the project's own
-AVX-512 kernel (``csrc/panels.h`` on ``csrc/tile_gemm.h``): one product against float64
-matrix products over hypothesis-drawn sizes (every width of the last panel, every count of
+AVX-512 kernels (``csrc/panels.h`` on ``csrc/tile_gemm.h``, and in bfloat16 on
+``csrc/tile_bf16.h``): one product against float64 matrix products (of the bfloat16-rounded
+operands for the bfloat16 panels) over hypothesis-drawn sizes (every width of the last panel, every count of
 leftover rows, depths across the kernel's 128-row blocks), from a weight given as it is and
 as its transpose, accumulating or not, with row strides wider than the rows; the rule that
 chooses them; the errors. The whole loops with the panels on and off are in
@@ -34,41 +35,50 @@ def strided(rows, cols, pad, g):
     transposed=st.booleans(),
     accumulate=st.booleans(),
     pad=st.integers(0, 5),
+    bf16=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_a_product_from_panels_equals_the_float64_product(rows, K, N, transposed, accumulate, pad, seed):
+def test_a_product_from_panels_equals_the_float64_product(rows, K, N, transposed, accumulate, pad, bf16, seed):
+    if bf16 and not fused.kernels().panel_bf16_available():
+        bf16 = False  # this CPU has no AVX-512 BF16: the float32 panels only
     g = torch.Generator().manual_seed(seed)
     a = strided(rows, K, pad, g)
     b = strided(N, K, pad, g) if transposed else strided(K, N, pad, g)
     out = strided(rows, N, pad, g)
     before = out.clone()
-    expected = a.double() @ (b.double().t() if transposed else b.double())
+    # the bfloat16 panels multiply the operands rounded to bfloat16, exactly, and sum in float32
+    a64, b64 = (a.bfloat16().double(), b.bfloat16().double()) if bf16 else (a.double(), b.double())
+    expected = a64 @ (b64.t() if transposed else b64)
     if accumulate:
         expected += before.double()
-    result = fused.kernels().panel_product(a, b, transposed, out, accumulate)
+    result = fused.kernels().panel_product(a, b, transposed, out, accumulate, bf16)
     assert result.data_ptr() == out.data_ptr()  # written in place, through the strides
     # one float32 sum over K per output: within K roundings of the largest partial sum
-    scale = (a.double().abs() @ (b.double().abs().t() if transposed else b.double().abs())) + before.double().abs()
+    scale = (a64.abs() @ (b64.abs().t() if transposed else b64.abs())) + before.double().abs()
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=float((scale * K * 2**-23).max()) + 1e-6)
 
 
-def test_the_panels_leave_the_columns_past_each_row_untouched():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_panels_leave_the_columns_past_each_row_untouched(bf16):
     """The last panel is zero-padded to 64 columns and its store masked: the values between one
     row's N columns and the next row's start (a row stride wider than N) are not written."""
+    if bf16 and not fused.kernels().panel_bf16_available():
+        pytest.skip("this CPU has no AVX-512 BF16")
     a, b = torch.randn(7, 33), torch.randn(33, 70)
     storage = torch.full((7, 75), 123.0)
-    fused.kernels().panel_product(a, b, False, storage[:, :70], False)
+    fused.kernels().panel_product(a, b, False, storage[:, :70], False, bf16)
     assert torch.equal(storage[:, 70:], torch.full((7, 5), 123.0))
-    torch.testing.assert_close(storage[:, :70], a @ b, rtol=1e-5, atol=1e-4)
+    want = a.bfloat16().float() @ b.bfloat16().float() if bf16 else a @ b
+    torch.testing.assert_close(storage[:, :70], want, rtol=1e-5, atol=1e-4)
 
 
 def test_a_product_over_no_depth_is_zero_or_leaves_the_sum():
     kernels = fused.kernels()
     out = torch.randn(3, 5)
     before = out.clone()
-    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, True)
+    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, True, False)
     assert torch.equal(out, before)
-    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, False)
+    kernels.panel_product(torch.empty(3, 0), torch.empty(0, 5), False, out, False, False)
     assert torch.equal(out, torch.zeros(3, 5))
 
 
@@ -96,4 +106,4 @@ def test_the_rule_lays_out_weights_used_twice_and_the_switch_overrides_it():
 )
 def test_a_product_of_the_wrong_matrices_says_what_it_got(a, b, out, match):
     with pytest.raises(RuntimeError, match=match):
-        fused.kernels().panel_product(a, b, False, out, False)
+        fused.kernels().panel_product(a, b, False, out, False, False)

@@ -97,19 +97,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   // the per-step float32 products from weights laid out in panels, by our own AVX-512 kernel
   // (panels.h): -1 never, 0 by the rule, 1 always; and one such product (tests): out (rows, N)
-  // = a (rows, K) b, plus out when accumulate, b (K, N) or, when transposed, given as (N, K)
+  // = a (rows, K) b, plus out when accumulate, b (K, N) or, when transposed, given as (N, K);
+  // from bfloat16 panels when bf16 (on a CPU with AVX-512 BF16: panel_bf16_available)
   m.def("panel_gemm_available", &gatedrnn::panel_gemm_available);
   m.def("use_panel_gemm", [](int mode) { gatedrnn::panel_gemm_mode() = mode; });
   m.def("uses_panels", &gatedrnn::uses_panels);
-  m.def("panel_product", [](const at::Tensor& a, const at::Tensor& b, bool transposed, at::Tensor out, bool accumulate) {
+  m.def("panel_bf16_available", &gatedrnn::tile_bf16::available);
+  m.def("panel_product", [](const at::Tensor& a, const at::Tensor& b, bool transposed, at::Tensor out, bool accumulate,
+                            bool bf16) {
     TORCH_CHECK(gatedrnn::panel_gemm_available(), "gatedrnn: panel_product needs a build for AVX-512");
+    TORCH_CHECK(!bf16 || gatedrnn::tile_bf16::available(), "gatedrnn: panel_product(bf16=True) needs AVX-512 BF16");
     for (const at::Tensor* t : {&a, &b, static_cast<const at::Tensor*>(&out)})
       TORCH_CHECK(t->scalar_type() == at::kFloat && t->dim() == 2 && t->stride(1) == 1,
                   "gatedrnn: panel_product wants float32 matrices with contiguous rows");
     const int64_t K = a.size(1), N = transposed ? b.size(0) : b.size(1);
     TORCH_CHECK((transposed ? b.size(1) : b.size(0)) == K && out.size(0) == a.size(0) && out.size(1) == N,
                 "gatedrnn: panel_product got a ", a.sizes(), ", b ", b.sizes(), ", out ", out.sizes());
-    const gatedrnn::Panels panels(K, N, b.const_data_ptr<float>(), b.stride(0), transposed);
+    const gatedrnn::Panels panels(K, N, b.const_data_ptr<float>(), b.stride(0), transposed, bf16);
     panels.multiply(a.size(0), a.const_data_ptr<float>(), a.stride(0), out.data_ptr<float>(), out.stride(0),
                     accumulate);
     return out;

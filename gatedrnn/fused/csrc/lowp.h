@@ -4,13 +4,18 @@
 // activations stay float32 (the loops still compute in float: only each product's operands are
 // rounded to bfloat16, and its result comes back into float).
 //
-// How a product runs in bfloat16 (PackedRight, packed.h): the weight is copied to bfloat16 once
-// per call of the loop; at each step the rows of the left operand are rounded into a bfloat16
+// How a per-step product runs in bfloat16 (PackedRight, packed.h): on a CPU with AVX-512 BF16
+// the weight is laid out once per call of the loop in bfloat16 panels and multiplied by our own
+// kernel (panels.h, tile_bf16.h), from the rows of the left operand rounded to bfloat16, with
+// every sum and the result in float32. Where those panels are off, the weight is copied to
+// bfloat16 once per call; at each step the rows of the left operand are rounded into a bfloat16
 // scratch, at::mm_out (oneDNN) multiplies them into a bfloat16 (rows, N) scratch, and that is
-// converted (or added) into the float result. What else was tried on this machine (AVX-512 BF16,
-// no AMX) and found no faster than float32: MKL's cblas_gemm_bf16bf16f32 (exported, but it takes
-// an AVX2 emulation here: 150-180 GFLOPS), cpublas::brgemm (needs AMX to pack bfloat16), and
-// cpublas::gemm with a float result (not exported from libtorch).
+// converted (or added) into the float result. The products over the whole sequence (the input
+// projection before the loop, the weight gradients) take oneDNN's (mm_maybe_bf16, below). What
+// else was tried on this machine (AVX-512 BF16, no AMX) and found no faster than float32: MKL's
+// cblas_gemm_bf16bf16f32 (exported, but it takes an AVX2 emulation here: 150-180 GFLOPS),
+// cpublas::brgemm (needs AMX to pack bfloat16), and cpublas::gemm with a float result (not
+// exported from libtorch).
 //
 // The Python side (fused/_ops.py, call_kernel) turns the switch on for one call of an op when
 // one of its floating-point arguments is bfloat16 or CPU autocast runs in bfloat16, and only on
@@ -52,7 +57,8 @@ inline std::atomic<int64_t>& bf16_product_count() {
   return count;
 }
 
-// The rule: bfloat16 once a thread's product has rows * K * N >= 2^21 multiply-adds. oneDNN's
+// The rule for oneDNN's product (the bfloat16 panels have none: panels.h, uses_bf16_panels):
+// bfloat16 once a thread's product has rows * K * N >= 2^21 multiply-adds. oneDNN's
 // bfloat16 GEMM (at::mm) runs ~2x float32's speed on large products but costs ~30 µs a call.
 // Measured here, one worker of for_row_blocks (one thread), (rows, K, N), bfloat16 against
 // float32: (32, 256, 1024) 108 vs 199 µs, (48, 768, 2304) 881 vs 2001, (64, 256, 1024) 189 vs

@@ -11,9 +11,14 @@
 // the symbols are absent, the direct BLAS path is off, or a loop is too short to repay the
 // packing, the products go through gemm_rows as before.
 //
+// Which engine a PackedRight takes, in order: bfloat16 panels (panels.h: the products in
+// bfloat16, AVX-512 BF16); oneDNN's bfloat16 product where it pays (below); float32 panels
+// (panels.h: our own AVX-512 kernel, faster than MKL's packed GEMM on the AMD CPU it was measured
+// on, whose MKL takes an AVX2 path); MKL's packed GEMM (this file); a plain GEMM (gemm_rows).
+//
 // With the products in bfloat16 (lowp.h: a bfloat16 layer or autocast, on a CPU with native
-// bfloat16 GEMMs) a PackedRight whose product pays holds a bfloat16 copy of its weight instead
-// of a packed float one, and multiply() rounds the rows of a to bfloat16, multiplies them with
+// bfloat16 GEMMs) and the bfloat16 panels off, a PackedRight whose product pays holds a bfloat16
+// copy of its weight instead, and multiply() rounds the rows of a to bfloat16, multiplies them with
 // oneDNN (at::mm_out) and widens the result into out. Every per-step product of loop.h goes
 // through here (the recurrent ones, a two-stage cell's second, the projection W_hr, and their
 // gradients' d_gh W_hh), and so does the input projection in the loop (input.h): every cell
@@ -22,11 +27,7 @@
 // at::mm in bfloat16 against float32: (32, 256, 1024) 108 vs 199 µs, (48, 768, 2304) 881 vs
 // 2001, (64, 256, 1024) 189 vs 402, (8, 256, 1024) 52 vs 76; but ~30 µs a call whatever the
 // size: (1, 256, 1024) 36 vs 26, (16, 128, 512) 33 vs 31. Hence the rule of lowp.h (bf16_pays:
-// a thread's rows * K * N >= 2^21), and a float32 packed weight everywhere below it. No faster
-// bfloat16 engine was found here: MKL's cblas_gemm_bf16bf16f32 takes an AVX2 emulation
-// (150-180 GFLOPS, slower than float32 through oneDNN), cpublas::brgemm needs AMX to pack
-// bfloat16 (its non-VNNI call runs at float32's speed), and cpublas::gemm with a float result is
-// not exported from libtorch.
+// a thread's rows * K * N >= 2^21), and a float32 weight everywhere below it.
 #pragma once
 
 #include "common.h"
@@ -80,6 +81,7 @@ class PackedRight {
  public:
   PackedRight(int64_t M, int64_t K, int64_t N, const T* b, int64_t ldb, int64_t uses)
       : K_(K), N_(N), b_(b), ldb_(ldb) {
+    if (uses > 0 && lay_out_bf16(b, ldb, false, uses)) return;
     if (uses > 0 && in_bf16(M)) {
       b16_ = at::from_blob(const_cast<T*>(b), {K, N}, {ldb, 1}, at::TensorOptions().dtype(at::kFloat))
                  .to(at::kBFloat16)
@@ -97,6 +99,7 @@ class PackedRight {
     TORCH_CHECK(w.dim() == 2 && w.size(0) == N && w.size(1) == K && (K <= 1 || w.stride(1) == 1),
                 "gatedrnn: PackedRight::transposed wants w (N, K) with contiguous rows");
     PackedRight p(K, N);
+    if (uses > 0 && p.lay_out_bf16(w.const_data_ptr<T>(), w.stride(0), true, uses)) return p;
     if (uses > 0 && p.in_bf16(M)) {
       p.b16_ = w.to(at::kBFloat16).contiguous().t();  // (K, N), a view of w's bfloat16 copy (N, K)
       return p;
@@ -142,7 +145,7 @@ class PackedRight {
 
   bool packed() const { return packed_.defined(); }
   bool in_panels() const { return panels_.defined(); }
-  bool bf16() const { return b16_.defined(); }
+  bool bf16() const { return b16_.defined() || (panels_.defined() && panels_.bf16()); }
 
  private:
   static constexpr int kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151, kAMatrix = 161;
@@ -179,6 +182,16 @@ class PackedRight {
     if constexpr (std::is_same_v<T, float>) {
       if (K_ == 0 || N_ == 0 || !uses_panels(uses)) return false;
       panels_ = Panels(K_, N_, b, ldb, b_transposed);
+      return true;
+    }
+    return false;
+  }
+
+  // The same in bfloat16 panels, where the products take bfloat16 and the CPU has AVX-512 BF16.
+  bool lay_out_bf16(const T* b, int64_t ldb, bool b_transposed, int64_t uses) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (K_ == 0 || N_ == 0 || !uses_bf16_panels<T>(uses)) return false;
+      panels_ = Panels(K_, N_, b, ldb, b_transposed, true);
       return true;
     }
     return false;

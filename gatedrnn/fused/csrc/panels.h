@@ -16,6 +16,10 @@
 //
 // Only where the extension is built for AVX-512 (elsewhere the products stay with BLAS, packed
 // or not: packed.h), and only for float (double goes to BLAS).
+//
+// With the products in bfloat16 (lowp.h) on a CPU with AVX-512 BF16, the panels hold the weight
+// in bfloat16, its rows interleaved in pairs (tile_bf16.h), and each product rounds the rows of
+// its left operand to bfloat16 into a scratch of the calling thread's and sums in float32.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,6 +27,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "lowp.h"
+#include "tile_bf16.h"
 #include "tile_gemm.h"
 
 namespace gatedrnn {
@@ -54,14 +60,42 @@ inline bool uses_panels(int64_t uses) {
   return uses >= 2;
 }
 
+// Whether a float32 loop whose products take bfloat16 (the switch of lowp.h, read on the calling
+// thread) lays its weights out in bfloat16 panels: the CPU has AVX-512 BF16, the panels' rule
+// says yes, and bf16_gemm_mode is not -1. Every size: the kernel has no cost per call, so the
+// size rule of lowp.h (bf16_pays, for oneDNN's product) does not apply.
+template <typename T>
+inline bool uses_bf16_panels(int64_t uses) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    return bf16_products_requested() && bf16_gemm_mode() != -1 && tile_bf16::available() && uses_panels(uses);
+  }
+}
+
 class Panels {
  public:
   Panels() = default;
 
   // The right operand b (K, N; row stride ldb), or b given as its transpose (N, K; row stride
-  // ldb), a weight as torch stores it, when transposed.
-  Panels(int64_t K, int64_t N, const float* b, int64_t ldb, bool transposed) : K_(K), N_(N) {
+  // ldb), a weight as torch stores it, when transposed; in float32, or in bfloat16 pairs.
+  Panels(int64_t K, int64_t N, const float* b, int64_t ldb, bool transposed, bool bf16 = false)
+      : K_(K), N_(N), bf16_(bf16) {
     const int64_t count = (N + kWidth - 1) / kWidth;
+    // b[k, n], from b or from its transpose
+    const auto at = [&](int64_t k, int64_t n) { return transposed ? b[n * ldb + k] : b[k * ldb + n]; };
+    if (bf16) {
+      const int64_t pairs = (K + 1) / 2;
+      data_ = at::zeros({count, pairs, kWidth, 2}, at::kBFloat16);  // zero past column N and row K
+      uint16_t* d = reinterpret_cast<uint16_t*>(data_.data_ptr<at::BFloat16>());
+      for (int64_t p = 0; p < count; ++p) {
+        const int64_t width = std::min(kWidth, N - p * kWidth);
+        for (int64_t j = 0; j < width; ++j) {
+          for (int64_t k = 0; k < K; ++k) d[((p * pairs + k / 2) * kWidth + j) * 2 + (k & 1)] = bf16_bits(at(k, p * kWidth + j));
+        }
+      }
+      return;
+    }
     data_ = at::zeros({count, K, kWidth}, at::kFloat);  // zero past column N
     float* d = data_.data_ptr<float>();
     for (int64_t p = 0; p < count; ++p) {
@@ -69,8 +103,7 @@ class Panels {
       float* panel = d + p * K * kWidth;
       if (transposed) {
         for (int64_t j = 0; j < width; ++j) {
-          const float* row = b + (p * kWidth + j) * ldb;  // column p * 64 + j of b
-          for (int64_t k = 0; k < K; ++k) panel[k * kWidth + j] = row[k];
+          for (int64_t k = 0; k < K; ++k) panel[k * kWidth + j] = at(k, p * kWidth + j);
         }
       } else {
         for (int64_t k = 0; k < K; ++k) std::copy_n(b + k * ldb + p * kWidth, width, panel + k * kWidth);
@@ -79,6 +112,7 @@ class Panels {
   }
 
   bool defined() const { return data_.defined(); }
+  bool bf16() const { return bf16_; }
 
   // out (rows, N; row stride ldo) = a (rows, K; lda) b, plus out when accumulate.
   void multiply(int64_t rows, const float* a, int64_t lda, float* out, int64_t ldo, bool accumulate) const {
@@ -87,6 +121,10 @@ class Panels {
     if (K_ == 0) {
       if (!accumulate)
         for (int64_t r = 0; r < rows; ++r) std::fill_n(out + r * ldo, N_, 0.0f);
+      return;
+    }
+    if (bf16_) {
+      multiply_bf16(rows, a, lda, out, ldo, accumulate);
       return;
     }
     const float* d = data_.const_data_ptr<float>();
@@ -105,8 +143,35 @@ class Panels {
 
  private:
   static constexpr int64_t kWidth = 64, kDepth = 128;
+
+#if defined(__AVX512F__)
+  // a's rows rounded to bfloat16 (a zero after an odd K) into the calling thread's scratch, then
+  // the bfloat16 panels, 128 pairs of rows (32 KiB of a panel) at a time.
+  void multiply_bf16(int64_t rows, const float* a, int64_t lda, float* out, int64_t ldo, bool accumulate) const {
+    const int64_t pairs = (K_ + 1) / 2, ld = 2 * pairs;
+    thread_local std::vector<uint16_t> a16;  // grown to the largest product, kept
+    a16.resize(size_t(std::max<int64_t>(int64_t(a16.size()), rows * ld)));
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict__ src = a + r * lda;
+      uint16_t* __restrict__ dst = a16.data() + r * ld;
+      for (int64_t k = 0; k < K_; ++k) dst[k] = bf16_bits(src[k]);
+      if (K_ % 2) dst[K_] = 0;
+    }
+    const uint16_t* d = reinterpret_cast<const uint16_t*>(data_.const_data_ptr<at::BFloat16>());
+    for (int64_t k0 = 0; k0 < pairs; k0 += kDepth) {
+      const int64_t depth = std::min(kDepth, pairs - k0);
+      for (int64_t p = 0; p * kWidth < N_; ++p) {
+        tile_bf16::columns(rows, depth, a16.data() + 2 * k0, ld, d + (p * pairs + k0) * kWidth * 2, out + p * kWidth,
+                           ldo, accumulate || k0 > 0, std::min(kWidth, N_ - p * kWidth));
+      }
+    }
+    bf16_product_count().fetch_add(1, std::memory_order_relaxed);
+  }
+#endif
+
   int64_t K_ = 0, N_ = 0;
-  at::Tensor data_;  // (ceil(N / 64), K, 64)
+  bool bf16_ = false;
+  at::Tensor data_;  // float (ceil(N / 64), K, 64), or bfloat16 (ceil(N / 64), ceil(K / 2), 64, 2)
 };
 
 }  // namespace gatedrnn
