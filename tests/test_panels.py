@@ -107,3 +107,74 @@ def test_the_rule_lays_out_weights_used_twice_and_the_switch_overrides_it():
 def test_a_product_of_the_wrong_matrices_says_what_it_got(a, b, out, match):
     with pytest.raises(RuntimeError, match=match):
         fused.kernels().panel_product(a, b, False, out, False, False)
+
+
+def as_layout(t: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """t itself, or the same values as the transposed view of a contiguous copy of t'."""
+    return t.t().contiguous().t() if transposed else t
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    M=st.integers(1, 250),
+    K=st.integers(1, 200),
+    N=st.integers(1, 150),
+    a_transposed=st.booleans(),
+    b_transposed=st.booleans(),
+    bias=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_whole_sequence_product_on_the_panels_equals_the_float64_product(M, K, N, a_transposed, b_transposed, bias,
+                                                                           threads, seed):  # fmt: skip
+    """panel_matmul (the input projection before the loop): each thread a block of rows, 96 at a
+    time, from a and b given row-major or as transposed views, with a bias or without."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(M, K, generator=g), torch.randn(K, N, generator=g)
+    c = torch.randn(N, generator=g) if bias else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = fused.kernels().panel_matmul(as_layout(a, a_transposed), as_layout(b, b_transposed), c)
+    finally:
+        torch.set_num_threads(before)
+    expected = a.double() @ b.double() + (c.double() if bias else 0)
+    scale = a.double().abs() @ b.double().abs() + (c.double().abs() if bias else 0)
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=float((scale * K * 2**-23).max()) + 1e-6)
+
+
+def test_sequence_mm_takes_the_panels_for_rows_as_they_are_and_at_mm_otherwise():
+    """The weight gradients' products (a transposed a) stay with at::mm: bitwise torch.mm's result."""
+    kernels = fused.kernels()
+    a, b, c = torch.randn(300, 70), torch.randn(70, 90), torch.randn(90)
+    assert torch.equal(kernels.sequence_mm(a, b, c), kernels.panel_matmul(a, b, c))
+    d = torch.randn(70, 300)
+    assert torch.equal(kernels.sequence_mm(d.t(), b, None), torch.mm(d.t(), b))
+    try:
+        kernels.use_panel_gemm(-1)
+        assert torch.equal(kernels.sequence_mm(a, b, c), torch.addmm(c, a, b))
+    finally:
+        kernels.use_panel_gemm(0)
+
+
+def test_the_projections_input_gradient_takes_the_panels_in_eager_mode_and_torch_elsewhere():
+    """fused/_ops.py, sequence_product: d_xw W_ih on the panels for plain eager float32 tensors;
+    under a dispatch mode (what torch.compile and export trace with) and for float64, torch's @."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from gatedrnn.fused._ops import sequence_product
+
+    a, b = torch.randn(300, 70), torch.randn(70, 90)
+    assert torch.equal(sequence_product(a, b), fused.kernels().panel_matmul(a, b, None))
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        traced = sequence_product(a, b)
+    assert any("mm" in name for name in seen)  # torch's product, visible to the mode
+    torch.testing.assert_close(traced, a @ b)
+    assert torch.equal(sequence_product(a.double(), b.double()), a.double() @ b.double())

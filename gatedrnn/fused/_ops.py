@@ -169,6 +169,24 @@ def valid_steps(lengths, T: int, device) -> torch.Tensor:
     return (torch.arange(T, device=device)[:, None] < lengths.to(device)[None, :])[..., None]
 
 
+def sequence_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a product over a whole sequence (the projection's input gradient
+    ``d_xw W_ih``): on the native float32 panels (``csrc/panels.h``, ``sequence_mm``) for plain
+    eager CPU float32 tensors where the build has them, else torch's own. torch.compile, tracing,
+    dispatch modes, torch.func's wrapped tensors and subclasses get torch's ``@``, whose
+    operations they can see; the two agree within float32 rounding."""
+    plain = all(type(t) is torch.Tensor and t.device.type == "cpu" and t.dtype == torch.float32 for t in (a, b))
+    if (not plain or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack()
+            or any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (a, b))):  # fmt: skip
+        return a @ b
+    from gatedrnn.fused._native import kernels
+
+    module = kernels(a.device)
+    if not getattr(module, "panel_gemm_available", lambda: False)():
+        return a @ b
+    return module.sequence_mm(a, b, None)
+
+
 def projection_grads(needs: tuple[bool, bool, bool], d_xw, x, w_ih, b_ih):
     """``(d_x, d_w_ih, d_b_ih)`` of ``xw = x W_ih' + b_ih`` from ``d_xw`` (T, B, G), each only where
     ``needs`` says so: what autograd gives ``F.linear``, for an op whose loop projected x itself
@@ -180,7 +198,7 @@ def projection_grads(needs: tuple[bool, bool, bool], d_xw, x, w_ih, b_ih):
     d = d_xw.reshape(-1, G)  # (T*B, G)
     low = torch.bfloat16 if d.dtype == torch.float32 and bf16_wanted(d, x, w_ih) else d.dtype
     d_low = d.to(low)
-    d_x = (d_low @ w_ih.to(low)).to(d.dtype).reshape(*x.shape[:-1], I) if needs[0] else None
+    d_x = sequence_product(d_low, w_ih.to(low)).to(d.dtype).reshape(*x.shape[:-1], I) if needs[0] else None
     d_w_ih = (d_low.t() @ x.reshape(-1, I).to(low)).to(d.dtype) if needs[1] else None
     d_b_ih = d.sum(0) if needs[2] and b_ih is not None else None
     return d_x, d_w_ih, d_b_ih

@@ -118,6 +118,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     accumulate);
     return out;
   });
+  // a product over a whole sequence as the loops take it (panels.h, sequence_mm): float32 on the
+  // panels, bfloat16 where the switch and its rule say, else at::mm (fused/_ops.py, the
+  // projection's gradients)
+  m.def("sequence_mm", [](const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+    return gatedrnn::sequence_mm(a, b, bias.value_or(at::Tensor()));
+  });
+  m.def("panel_matmul", [](const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+    TORCH_CHECK(gatedrnn::panel_gemm_available(), "gatedrnn: panel_matmul needs a build for AVX-512");
+    return gatedrnn::panel_matmul(a, b, bias.value_or(at::Tensor()));
+  });
   // the input projections in the loop, inference (input.h): -1 never, 0 by the rule, 1 always
   m.def("use_input_projection_in_loop", [](int mode) { gatedrnn::input_projection_mode() = mode; });
   m.def("set_input_chunk_steps", [](int64_t k) { gatedrnn::input_chunk_override() = k; });

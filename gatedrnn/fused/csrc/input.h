@@ -10,7 +10,8 @@
 // reads xw (only its gradient, which the ops then hand on to x, W_ih and b_ih: fused/_ops.py).
 //
 // With the products in bfloat16 (lowp.h) both ways take bfloat16 operands where they pay: the
-// products in the loop through PackedRight, the one before it through mm_maybe_bf16.
+// products in the loop through PackedRight, the one before it through sequence_mm (panels.h),
+// which takes the float32 panels otherwise.
 #pragma once
 
 #include "packed.h"
@@ -77,13 +78,8 @@ class InputRows {
                   "gatedrnn: w_ih must be (", G, ", ", I, "), got ", w_ih->sizes());
       TORCH_CHECK(!given(b_ih) || (b_ih->dim() == 1 && b_ih->size(0) == G), "gatedrnn: b_ih must be (", G, ")");
       if (!projects_in_loop(B, I, G, steps_)) {
-        const int64_t rows = steps_ * B / std::max<int64_t>(1, at::get_num_threads());
-        if (xw_or_x.scalar_type() == at::kFloat && bf16_product<float>(rows, I, G)) {  // lowp.h: all steps' rows
-          xw_ = mm_maybe_bf16(xw_or_x.reshape({-1, I}), w_ih->t()).view({steps_, B, G});
-          if (given(b_ih)) xw_.add_(*b_ih);
-        } else {
-          xw_ = at::linear(xw_or_x, *w_ih, b_ih.has_value() ? *b_ih : Tensor()).contiguous();
-        }
+        // one product over every step's rows (panels.h, sequence_mm: the panels, bfloat16, or at::mm)
+        xw_ = sequence_mm(xw_or_x.reshape({-1, I}), w_ih->t(), given(b_ih) ? *b_ih : Tensor()).view({steps_, B, G});
       } else {
         x_ = xw_or_x.contiguous();
         w_ = w_ih->contiguous();
