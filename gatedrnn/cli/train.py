@@ -9,6 +9,7 @@ import errno
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from gatedrnn import tasks
@@ -264,7 +265,7 @@ def _given(args) -> dict:
 def run(args) -> int:
     from gatedrnn.checkpoint import CHECKPOINT, saved_step
     from gatedrnn.config import TrainConfig
-    from gatedrnn.distributed import PeerLost, main_process
+    from gatedrnn.distributed import PEER_LOST_GRACE_S, PeerLost, main_process
     from gatedrnn.runs import CONFIG, data_to_read, load_config
     from gatedrnn.train import Stopped, stop_reason, train
 
@@ -363,7 +364,8 @@ def run(args) -> int:
     except OSError as error:  # a full disk, a folder not writable: what failed and what to do
         raise UsageError(_write_error(out, error)) from None
     except PeerLost as error:  # under torchrun: another process died or hung; it printed its own error
-        print(f"gatedrnn train: error: {error}", file=sys.stderr)
+        print(f"gatedrnn train: error: {error}", file=sys.stderr, flush=True)
+        time.sleep(PEER_LOST_GRACE_S)  # the rank that failed first exits first, and torchrun names it
         return 1
     if not main_process():  # under torchrun rank 0 alone prints and writes the report
         return 1 if result.status == "nan" else 0
