@@ -242,6 +242,14 @@ def packed_gemm() -> str:
     return table(["packed ÷ plain at B, T, I, H", *cells], body, "packed_gemm.json")
 
 
+def packed_gemm_epyc() -> str:
+    """benchmarks/packed_gemm.py on the AMD EPYC: MKL's packed weights and our panels."""
+    found = rows("packed_gemm_epyc.json")
+    body = per_shape(found, lambda at: f"{by_mode(at, 'ratio')}; {by_mode(at, 'panels_vs_packed')}")
+    cells = [f"{c}: packed ÷ plain; panels ÷ packed (inference / training)" for c in ordered(found, lambda r: r["cell"])]
+    return table(["at B, T, I, H", *cells], body, "packed_gemm_epyc.json")
+
+
 def compile_speed() -> str:
     header = ["model", "B, T, I, H", "compiled ÷ eager, inference", "compiled ÷ eager, training"]
     body = [[r["model"], shape(*r["shape"]), ratio(r["inference"]), ratio(r["training"])]
@@ -786,7 +794,10 @@ def bf16_speed() -> str:
     found = rows("bf16_speed.json")
     keys = [("bf16_ratio", "our bfloat16 / our float32"), ("autocast_ratio", "ours under autocast / our float32"),
             ("autocast_vs_torch", "ours / torch.nn, both under autocast"),
-            ("bf16_vs_f32_products", "bfloat16 layer / its products in float32")]  # fmt: skip
+            ("bf16_vs_f32_products", "bfloat16 layer / its products in float32"),
+            ("panels_vs_onednn", "bfloat16 layer, our panels / oneDNN"),
+            ("auto_vs_torch", "auto / torch.nn, both under autocast")]  # fmt: skip
+    keys = [(k, name) for k, name in keys if all(k in r for r in found)]  # older results lack the last two
     header = ["cell", "B, T, I, H", *(f"{name}: inference / training" for _, name in keys), "bfloat16 products"]
     body = []
     for cell in ordered(found, lambda r: r["cell"]):
@@ -846,7 +857,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline,
                   "random-shapes-headline": random_shapes_headline},
     "docs/speed.md": {"speed": speed, "speed-epyc": speed_epyc, "input-projection": input_projection,
-                      "packed-gemm": packed_gemm, "speed-1thread": speed_1thread, "compile-speed": compile_speed,
+                      "packed-gemm": packed_gemm, "packed-gemm-epyc": packed_gemm_epyc, "speed-1thread": speed_1thread, "compile-speed": compile_speed,
                       "random-shapes": random_shapes, "call-overhead": call_overhead,
                       "static-grid": static_grid, "bf16-speed": bf16_speed, "bf16-learning": bf16_learning},
     "docs/variants.md": {"variant-speed": variant_speed, "variants-adding": variants_adding,
