@@ -20,7 +20,9 @@ from gatedrnn.cells import mlstm as cell_module
 from gatedrnn.cells.mlstm import MLSTM_TRACE_NAMES, mlstm_step
 from gatedrnn.xlstm import mLSTM, mLSTMCell
 from gatedrnn.xlstm import mlstm as layer_module
-from gatedrnn.xlstm.mlstm import _IntraChunk, choose_form, mlstm_sequence
+from gatedrnn.xlstm import mlstm_forms
+from gatedrnn.xlstm.mlstm import choose_form, mlstm_sequence
+from gatedrnn.xlstm.mlstm_forms import _IntraChunk
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-10}, torch.float32: {"atol": 1e-3, "rtol": 1e-3}}
 FORMS = ("recurrent", "parallel", "chunkwise")
@@ -467,6 +469,6 @@ def test_chunk_starts_at_once_equal_chunk_starts_in_turn(monkeypatch, with_state
 
     expected = run("parallel")
     for limit in (-1, 10**9):  # the loop for every chunk count; one product for every chunk count
-        monkeypatch.setattr(layer_module, "AT_ONCE_MAX_CHUNKS", limit)
+        monkeypatch.setattr(mlstm_forms, "AT_ONCE_MAX_CHUNKS", limit)
         for got, want in zip(run("chunkwise"), expected):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

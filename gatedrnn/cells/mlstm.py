@@ -4,7 +4,7 @@ Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochr
 "xLSTM: Extended Long Short-Term Memory", NeurIPS 2024, section 2.3 (eqs. 19-27).
 
 This file is the specification: the readable recurrent step that the parallel and the
-chunkwise forms of :mod:`gatedrnn.xlstm.mlstm` are tested against.
+chunkwise forms of :mod:`gatedrnn.xlstm.mlstm_forms` are tested against.
 """
 
 from __future__ import annotations

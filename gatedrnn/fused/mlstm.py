@@ -167,7 +167,7 @@ def _plain_eager(*tensors) -> bool:
 
 
 def recurrent(q, k, v, i_raw, log_f, state, eps, want_trace):
-    """:func:`mlstm_recurrent` in :func:`~gatedrnn.xlstm.mlstm.recurrent_form`'s terms:
+    """:func:`mlstm_recurrent` in :func:`~gatedrnn.xlstm.mlstm_forms.recurrent_form`'s terms:
     ``(h~ (B, K, T, dv), (C, n, m), activations or None)``, the activations a dict of
     ``input, forget, normalizer, stabilizer, memory``, each ``(B, K, T)``. ``state`` None: the
     empty state."""

@@ -4,7 +4,7 @@ inside of each chunk through the read-out (:func:`inside_chunks`), one chunk at 
 each chunk's ``L x L`` matrices stay in the cache through all of its products and element-wise
 passes.
 
-The specification is the batched Python of :func:`gatedrnn.xlstm.mlstm.chunkwise_form` (its
+The specification is the batched Python of :func:`gatedrnn.xlstm.mlstm_forms.chunkwise_form` (its
 ``_IntraChunk`` product, the starting state's read and ``_read``), which runs wherever
 :func:`applies` says no. Its speed against the official package: ``benchmarks/xlstm_speed.py``
 (``benchmarks/results/xlstm_speed.json``, the table on the docs' xLSTM page).
