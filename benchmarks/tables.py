@@ -808,6 +808,30 @@ def bf16_speed() -> str:
     return table(header, body, "bf16_speed.json")
 
 
+def speed_headline() -> str:
+    """README's summary of speed.py on the AMD EPYC (speed_epyc.json) and of packed_gemm.py's
+    panels (packed_gemm_epyc.json): per cell and mode, over the GEMM-bound shapes, the range of
+    fused / torch.nn and of auto / torch.nn, the targets met, and the range of panels / MKL packed."""
+    found = [r for r in rows("speed_epyc.json") if r["B"] * r["H"] >= 64 * 256]
+    panels = [r for r in rows("packed_gemm_epyc.json") if r["B"] * r["H"] >= 64 * 256]
+
+    def span(values):
+        return f"{ratio(min(values))}–{ratio(max(values))}"
+
+    body = []
+    for cell in ordered(found, lambda r: r["cell"]):
+        for mode in MODES:
+            mine = [r for r in found if r["cell"] == cell and r["mode"] == mode]
+            theirs = [r["panels_vs_packed"] for r in panels if r["cell"] == cell and r["mode"] == mode]
+            met = sum(r["verdict"] in ("met", "tie") for r in mine)
+            body.append([cell, mode, count(len(mine)), span([r["fused_ratio"] for r in mine]),
+                         span([r["auto_ratio"] for r in mine]), f"{met} of {len(mine)} (≤ {mine[0]['target']})",
+                         span(theirs) if theirs else "–"])  # fmt: skip
+    header = ["cell", "mode", "shapes", "fused / torch.nn", "auto / torch.nn", "target met or tied",
+              "panels / MKL packed"]  # fmt: skip
+    return table(header, body, "speed_epyc.json", "packed_gemm_epyc.json")
+
+
 def bf16_headline() -> str:
     """README's summary of benchmarks/bf16_speed.py: per cell, over the GEMM-bound shapes, the
     range of bfloat16 / float32 and of ours / torch.nn under autocast, per mode."""
@@ -855,6 +879,7 @@ def bf16_learning() -> str:
 
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"headline": headline, "xlstm-speed": xlstm_speed, "bf16-headline": bf16_headline,
+                  "speed-headline": speed_headline,
                   "random-shapes-headline": random_shapes_headline},
     "docs/speed.md": {"speed": speed, "speed-epyc": speed_epyc, "input-projection": input_projection,
                       "packed-gemm": packed_gemm, "packed-gemm-epyc": packed_gemm_epyc, "speed-1thread": speed_1thread, "compile-speed": compile_speed,
