@@ -5,8 +5,8 @@ convolution algorithms.
 
 What is measured: each candidate runs the layer on the first steps of the call's own input
 (forward only where no gradient is wanted; forward and backward, with ``torch.autograd.grad``
-so that no ``.grad`` changes, where one is), interleaved, the median of ``ROUNDS`` rounds per
-length after ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused
+so that no ``.grad`` changes, where one is), interleaved, the median of ``ROUNDS`` to ``MAX_ROUNDS``
+rounds per length (more for cheap calls) after ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused
 loop wins only where it is faster by more than ``TORCH_MARGIN``. (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
 and 7.3 ms a second apart, and such swings do not move both candidates alike: a misread tie
@@ -66,7 +66,9 @@ import torch
 
 SHORT = 32  # the shorter of the two prefixes a long call is timed at
 LONG = 128  # calls up to this many steps are timed whole; longer ones at SHORT and LONG steps
-ROUNDS = 5  # interleaved timing rounds per length, after WARMUPS warm-up calls each
+ROUNDS = 5  # interleaved timing rounds per length, after WARMUPS warm-up calls each ...
+MAX_ROUNDS = 15  # ... and up to this many where they fit in FAST_S (cheap calls: their spread is widest)
+FAST_S = 0.05  # seconds of the slowest candidate's calls a length may take in rounds past ROUNDS
 WARMUPS = 2  # a first call at a new shape allocates and packs afresh; the second was often slow too
 # torch's kernel keeps a near tie: another candidate wins only if faster than it by more than this
 # fraction. auto promises never to be slower than torch.nn; a tie misread by the timing noise
@@ -265,15 +267,20 @@ def time_candidates(candidates: dict[str, Callable[[int], object]], T: int) -> d
 
 
 def _medians(candidates: dict[str, Callable[[int], object]], steps: int) -> dict[str, float]:
-    """Median seconds per call of each candidate over ``steps`` steps, interleaved."""
+    """Median seconds per call of each candidate over ``steps`` steps, interleaved: ``ROUNDS``
+    rounds (fewer where the slowest candidate's calls would pass ``BUDGET_S``), more, up to
+    ``MAX_ROUNDS``, where they fit in ``FAST_S``. Cheap calls get the extra rounds because
+    their times spread the most: torch's LSTM kernel at (B, T, I, H) = (14, 6, 198, 37) in
+    inference (0.33 ms a call) over the same kernel in a second layer read 0.98-1.06 in six
+    medians of 7 rounds, 0.996-1.005 in six medians of 200."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(WARMUPS):  # warm-up, interleaved; the last gives a first reading of each cost
         for name, run in candidates.items():
             started = time.perf_counter()
             run(steps)
             times[name].append(time.perf_counter() - started)
-    slowest = max(ts[-1] for ts in times.values())
-    rounds = max(1, min(ROUNDS, int(BUDGET_S / max(slowest, 1e-9))))
+    slowest = max(max(ts[-1] for ts in times.values()), 1e-9)
+    rounds = max(1, min(ROUNDS, int(BUDGET_S / slowest)), min(MAX_ROUNDS, int(FAST_S / slowest)))
     for name in candidates:
         times[name] = []
     for _ in range(rounds):

@@ -294,4 +294,25 @@ def test_each_candidate_is_warmed_up_before_its_rounds(monkeypatch):
     autotune._medians(candidates, 4)
     warm = 2 * autotune.WARMUPS
     assert seen[:warm] == ["a", "b"] * autotune.WARMUPS
-    assert seen[warm:] == ["a", "b"] * autotune.ROUNDS  # (instant candidates: the budget allows every round)
+    assert seen[warm:] == ["a", "b"] * autotune.MAX_ROUNDS  # (instant candidates: every round fits)
+
+
+@pytest.mark.parametrize("seconds, rounds", [(1e-3, "MAX_ROUNDS"), (0.02, "ROUNDS"), (0.1, 2), (1.0, 1)])
+def test_cheap_calls_get_more_rounds_and_dear_ones_fewer(monkeypatch, seconds, rounds):
+    """_medians' rounds from the slowest candidate's warm-up call: MAX_ROUNDS where they fit in
+    FAST_S, ROUNDS where those fit in BUDGET_S, fewer below that, never none (a clock that each
+    call of the slower candidate moves by ``seconds``, of the other by a tenth of it)."""
+    now = [0.0]
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: now[0])
+    calls = {"slow": 0, "fast": 0}
+
+    def run(name, cost):
+        def call(steps):
+            calls[name] += 1
+            now[0] += cost
+
+        return call
+
+    autotune._medians({"fast": run("fast", seconds / 10), "slow": run("slow", seconds)}, 4)
+    expected = getattr(autotune, rounds) if isinstance(rounds, str) else rounds
+    assert calls == {"slow": autotune.WARMUPS + expected, "fast": autotune.WARMUPS + expected}
