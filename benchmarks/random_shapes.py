@@ -1,7 +1,8 @@
 """``backend="auto"`` at shapes no benchmark chose: B in [1, 256], T in [1, 2000], I and H in
 [8, 1024], drawn log-uniformly (seeded), each kept only if torch.nn's training step at it takes
 at most ``--max-ms`` (200 ms). For every plain cell (RNN, LSTM, GRU), in inference and
-training, side by side in one process (interleaved rounds, medians after warm-up): torch.nn,
+training, side by side in one process (every step once per round, in an order drawn
+afresh each round; medians of the ratios within rounds, after warm-up): torch.nn,
 a second torch.nn layer with the same weights (the control: how far an identical layer reads
 from the first, the noise of the measurement at that shape), gatedrnn with ``auto``
 (autotuning on: its first call times the candidates; that call is warm-up here), and each of
@@ -22,7 +23,8 @@ import time
 
 import torch
 from results_io import cpu_name, write_json
-from speed import make_step, time_pair
+from speed import make_step
+from timing import shuffled_ratios
 
 import gatedrnn
 from gatedrnn import autotune
@@ -61,19 +63,15 @@ def forced(theirs, cell: str, backend: str):
     return layer
 
 
-def measure(steps, budget):
-    """torch.nn's median seconds (``steps[0]``) and each other step's time over torch.nn's, the
-    median over rounds of the ratio within a round (a drift of the machine's speed moves both
-    alike), measured in two halves with the order of the steps in a round reversed: a step
-    that runs right after a slower one that swept the caches reads slower (seen here at 5-15%
-    for a (24, 4, 539, 902) LSTM, whichever step followed the fused loop)."""
-    forward, backward = list(steps), list(reversed(steps))
-    medians, ratios_f = time_pair(forward, budget / 2, max_reps=200, ratios=True)
-    _, ratios_b = time_pair(backward, budget / 2, max_reps=200, ratios=True)
-    ratios_b = list(reversed(ratios_b))  # each step's time over the first of the reversed order, the last step
-    # in the reversed order the ratios are over steps[-1]; rebase them on torch.nn (steps[0])
-    ratios_b = [r / ratios_b[0] for r in ratios_b]
-    return medians[0], [statistics.median([f, b]) for f, b in zip(ratios_f[1:], ratios_b[1:])]
+def measure(steps, budget, seed):
+    """torch.nn's median seconds (``steps[0]``) and each other step's time over torch.nn's: the
+    median over rounds of the ratio within a round (a drift of the machine's speed moves every
+    step of a round alike), each round in a fresh random order (``timing.shuffled_ratios``: a
+    step reads slower after one that swept the caches, and a fixed order, even reversed for
+    half the rounds as this benchmark did before, read an identical torch.nn layer at 1.07-1.11
+    at some small shapes), at least 30 rounds."""
+    medians, ratios = shuffled_ratios(steps, budget, min_rounds=30, seed=seed)
+    return medians[0], ratios[1:]
 
 
 def main(argv=None):
@@ -82,7 +80,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-ms", type=float, default=200.0)
-    parser.add_argument("--budget", type=float, default=0.6, help="seconds of timing per measurement")
+    parser.add_argument("--budget", type=float, default=1.5, help="seconds of timing per measurement (at least 30 rounds)")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/random_shapes_seed{S}.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -106,7 +104,7 @@ def main(argv=None):
                     layer.train(train)
                 xin = x.clone().requires_grad_(train)
                 steps = [make_step(layer, xin, train) for layer in (theirs, twin, *ours)]
-                base, (control, auto, kernel, fused_) = measure(steps, args.budget)
+                base, (control, auto, kernel, fused_) = measure(steps, args.budget, seed=len(rows))
                 row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                        "torch.nn ms": 1e3 * base, "twin": control, "auto": auto, "torch": kernel, "fused": fused_,
                        "auto / best": auto / min(kernel, fused_)}  # fmt: skip

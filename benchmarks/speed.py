@@ -2,13 +2,15 @@
 
 For RNN (tanh), LSTM and GRU on a grid of (B, T, I, H): inference (no_grad) and training
 (forward + backward) time of torch.nn and of gatedrnn's fused backend, its auto backend, and
-fused with return_trace=True. Medians after warm-up, the two timed in alternation, threads
-fixed. Prints a markdown table (ms, ratio gatedrnn / torch.nn, GFLOPS) and writes JSON.
+fused with return_trace=True. Medians after warm-up, every step once per round in an order
+drawn afresh each round (``timing.shuffled_ratios``), at least 5 rounds, threads fixed. Prints
+a markdown table (ms, ratio gatedrnn / torch.nn, GFLOPS) and writes JSON.
 
 Each row also gets the machine's GEMM ceiling for its shape: the GFLOPS of one product with the
-forward's multiply-adds, (T·B, I + H) x (I + H, G), the faster of torch.mm and oneDNN with a
-packed weight. The recurrence splits that product into T dependent ones, never faster than the
-one, so no float32 implementation doing these FLOPs beats the ceiling. Against issue 13's target
+forward's multiply-adds, (T·B, I + H) x (I + H, G), the fastest of torch.mm, oneDNN with a
+packed weight and gatedrnn's own panels. The recurrence splits that product into T dependent
+ones, never faster than the one, so no float32 implementation doing these FLOPs beats the
+ceiling. Against issue 13's target
 ratio for the row, "needs" is the GFLOPS gatedrnn would have to reach; above the ceiling, the
 target is out of this machine's reach ("beyond ceiling").
 
@@ -27,6 +29,7 @@ import torch
 import gatedrnn
 from gatedrnn import fused
 from results_io import cpu_name, write_json
+from timing import shuffled_ratios
 
 GRID = [(1, 1000, 32, 128), (16, 500, 32, 64), (32, 100, 64, 128), (64, 100, 256, 256), (128, 50, 512, 512),
         (256, 35, 650, 650), (32, 200, 128, 512)]  # the last two: issue 13's (Zaremba's medium LM, a wide one)
@@ -59,8 +62,10 @@ def verdict(ratio, goal, needs, ceiling):
 
 
 def ceiling_gflops(cell, B, T, I, H, reps=10):
-    """GFLOPS of one (T·B, I + H) x (I + H, G) product, the faster of torch.mm and oneDNN with a
-    pre-packed weight (where this torch has it)."""
+    """GFLOPS of one (T·B, I + H) x (I + H, G) product, the fastest of torch.mm, oneDNN with a
+    pre-packed weight (where this torch has it) and gatedrnn's panels (``panel_matmul``, where
+    the build has them: on this project's AMD EPYC, MKL takes an AVX2 path and the panels
+    beat both)."""
     M, K, N = T * B, I + H, GATES[cell] * H
     a, w, out = torch.randn(M, K), torch.randn(N, K), torch.empty(M, N)
     ways = [lambda: torch.mm(a, w.t(), out=out)]
@@ -70,6 +75,8 @@ def ceiling_gflops(cell, B, T, I, H, reps=10):
         ways[-1]()
     except (RuntimeError, AttributeError):  # a build without oneDNN
         ways = ways[:1]
+    if fused.native_available() and fused.kernels().panel_gemm_available():  # gatedrnn's own, laying w out each call
+        ways.append(lambda: fused.kernels().panel_matmul(a, w.t(), None))
     best = min(time_pair([way], 0.0, min_reps=reps, max_reps=reps)[0] for way in ways)
     return 2 * M * K * N / best / 1e9
 
@@ -146,7 +153,7 @@ def main(argv=None):
             ceiling = ceiling_gflops(cell, B, T, I, H)
             for train in (False, True):
                 steps = [make_step(theirs, x, train)] + [make_step(ours[v], x, train, v == "trace") for v in VARIANTS]
-                (t_torch, *t_ours), (_, *r_ours) = time_pair(steps, args.budget, ratios=True)
+                (t_torch, *t_ours), (_, *r_ours) = shuffled_ratios(steps, args.budget, min_rounds=5, max_rounds=50)
                 flops = forward_flops(cell, B, T, I, H) * (3 if train else 1)
                 row = {
                     "cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",

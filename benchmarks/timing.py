@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import statistics
 import time
 
 
@@ -31,3 +33,34 @@ def alternated_medians(step, modes, set_mode, repeats: int) -> dict:
             step()
             times[mode].append(time.perf_counter() - started)
     return {mode: sorted(ts)[len(ts) // 2] for mode, ts in times.items()}
+
+
+def shuffled_ratios(steps, budget_s: float, min_rounds: int = 30, max_rounds: int = 1000, seed: int = 0):
+    """Median seconds of each of ``steps`` and the median over rounds of each one's time over
+    ``steps[0]``'s in the same round, every step run once per round in an order drawn afresh
+    (seeded) each round, after two warm-up calls each; as many rounds as ``budget_s`` allows,
+    within ``[min_rounds, max_rounds]``.
+
+    Why shuffled: a step's time depends on the step that ran before it (what it left in the
+    caches), and a fixed order, even run forward then backward, gives each step its own
+    predecessors. Measured here with an LSTM at (B, T, I, H) = (14, 6, 198, 37), inference, a
+    torch.nn layer against an identical copy of itself: 1.07-1.08 in three fixed-order runs,
+    0.998 and 0.999 shuffled (``benchmarks/random_shapes.py``'s control column)."""
+    rng = random.Random(seed)
+    for step in steps:
+        step()
+    started = time.perf_counter()
+    for step in steps:
+        step()
+    once = time.perf_counter() - started
+    rounds = max(min_rounds, min(max_rounds, int(budget_s / max(once, 1e-6))))
+    times = [[] for _ in steps]
+    order = list(range(len(steps)))
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for k in order:
+            started = time.perf_counter()
+            steps[k]()
+            times[k].append(time.perf_counter() - started)
+    medians = [statistics.median(ts) for ts in times]
+    return medians, [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
