@@ -5,7 +5,7 @@ convolution algorithms.
 
 What is measured: each candidate runs the layer on the first steps of the call's own input
 (forward only where no gradient is wanted; forward and backward, with ``torch.autograd.grad``
-so that no ``.grad`` changes, where one is), interleaved, the median of ``ROUNDS`` to ``MAX_ROUNDS``
+so that no ``.grad`` changes, where one is), interleaved in an order drawn afresh each round, the median of ``ROUNDS`` to ``MAX_ROUNDS``
 rounds per length (more for cheap calls) after ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused
 loop wins only where it is faster by more than ``TORCH_MARGIN``. (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
@@ -55,6 +55,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import tempfile
 import threading
@@ -272,7 +273,10 @@ def _medians(candidates: dict[str, Callable[[int], object]], steps: int) -> dict
     ``MAX_ROUNDS``, where they fit in ``FAST_S``. Cheap calls get the extra rounds because
     their times spread the most: torch's LSTM kernel at (B, T, I, H) = (14, 6, 198, 37) in
     inference (0.33 ms a call) over the same kernel in a second layer read 0.98-1.06 in six
-    medians of 7 rounds, 0.996-1.005 in six medians of 200."""
+    medians of 7 rounds, 0.996-1.005 in six medians of 200. Each round runs the candidates in
+    an order drawn afresh (seeded, so a run repeats): a call's time depends on the call before
+    it, and a fixed order gives each candidate a fixed predecessor (``benchmarks/timing.py``,
+    ``shuffled_ratios``)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(WARMUPS):  # warm-up, interleaved; the last gives a first reading of each cost
         for name, run in candidates.items():
@@ -283,10 +287,12 @@ def _medians(candidates: dict[str, Callable[[int], object]], steps: int) -> dict
     rounds = max(1, min(ROUNDS, int(BUDGET_S / slowest)), min(MAX_ROUNDS, int(FAST_S / slowest)))
     for name in candidates:
         times[name] = []
+    order, draw = list(candidates), random.Random(steps)  # (its own generator: the caller's stay untouched)
     for _ in range(rounds):
-        for name, run in candidates.items():
+        draw.shuffle(order)
+        for name in order:
             started = time.perf_counter()
-            run(steps)
+            candidates[name](steps)
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(ts) for name, ts in times.items()}
 

@@ -294,7 +294,25 @@ def test_each_candidate_is_warmed_up_before_its_rounds(monkeypatch):
     autotune._medians(candidates, 4)
     warm = 2 * autotune.WARMUPS
     assert seen[:warm] == ["a", "b"] * autotune.WARMUPS
-    assert seen[warm:] == ["a", "b"] * autotune.MAX_ROUNDS  # (instant candidates: every round fits)
+    rounds = [sorted(seen[k : k + 2]) for k in range(warm, len(seen), 2)]
+    assert rounds == [["a", "b"]] * autotune.MAX_ROUNDS  # (instant candidates: every round fits)
+
+
+def test_each_round_runs_the_candidates_in_a_drawn_order():
+    """_medians: every candidate once per round, the order drawn afresh (not always the same
+    one first), and drawn the same way in every run."""
+
+    def orders():
+        seen = []
+        candidates = {name: (lambda steps, name=name: seen.append(name)) for name in ("a", "b", "c")}
+        autotune._medians(candidates, 4)
+        timed = seen[3 * autotune.WARMUPS :]
+        return [tuple(timed[k : k + 3]) for k in range(0, len(timed), 3)]
+
+    first = orders()
+    assert all(sorted(order) == ["a", "b", "c"] for order in first)
+    assert len({order[0] for order in first}) > 1
+    assert orders() == first
 
 
 @pytest.mark.parametrize("seconds, rounds", [(1e-3, "MAX_ROUNDS"), (0.02, "ROUNDS"), (0.1, 2), (1.0, 1)])
