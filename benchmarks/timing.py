@@ -35,11 +35,10 @@ def alternated_medians(step, modes, set_mode, repeats: int) -> dict:
     return {mode: sorted(ts)[len(ts) // 2] for mode, ts in times.items()}
 
 
-def shuffled_ratios(steps, budget_s: float, min_rounds: int = 30, max_rounds: int = 1000, seed: int = 0):
-    """Median seconds of each of ``steps`` and the median over rounds of each one's time over
-    ``steps[0]``'s in the same round, every step run once per round in an order drawn afresh
-    (seeded) each round, after two warm-up calls each; as many rounds as ``budget_s`` allows,
-    within ``[min_rounds, max_rounds]``.
+def shuffled_times(steps, budget_s: float, min_rounds: int = 30, max_rounds: int = 1000, seed: int = 0):
+    """Each of ``steps``' seconds in every round (a list per step, round by round), every step
+    run once per round in an order drawn afresh (seeded) each round, after two warm-up calls
+    each; as many rounds as ``budget_s`` allows, within ``[min_rounds, max_rounds]``.
 
     Why shuffled: a step's time depends on the step that ran before it (what it left in the
     caches), and a fixed order, even run forward then backward, gives each step its own
@@ -62,5 +61,17 @@ def shuffled_ratios(steps, budget_s: float, min_rounds: int = 30, max_rounds: in
             started = time.perf_counter()
             steps[k]()
             times[k].append(time.perf_counter() - started)
-    medians = [statistics.median(ts) for ts in times]
-    return medians, [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
+    return times
+
+
+def round_ratio(times, over) -> float:
+    """The median over rounds of one step's time over another's in the same round (a drift of
+    the machine's speed moves both alike): ``times`` and ``over`` from :func:`shuffled_times`."""
+    return statistics.median(t / t0 for t, t0 in zip(times, over))
+
+
+def shuffled_ratios(steps, budget_s: float, min_rounds: int = 30, max_rounds: int = 1000, seed: int = 0):
+    """Median seconds of each of ``steps`` and each one's :func:`round_ratio` over ``steps[0]``,
+    timed by :func:`shuffled_times`."""
+    times = shuffled_times(steps, budget_s, min_rounds, max_rounds, seed)
+    return [statistics.median(ts) for ts in times], [round_ratio(ts, times[0]) for ts in times]
