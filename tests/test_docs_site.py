@@ -31,7 +31,7 @@ EXAMPLE_MODULES = [
     "gatedrnn.tasks.base", "gatedrnn.tasks.prediction", "gatedrnn.tasks.adding", "gatedrnn.export",
     "gatedrnn.runs", "gatedrnn.autotune", "gatedrnn.cells.slstm", "gatedrnn.cells.mlstm", "gatedrnn.xlstm.slstm",
     "gatedrnn.xlstm.mlstm", "gatedrnn.xlstm.mlstm_forms", "gatedrnn.xlstm.blocks", "gatedrnn.convert.xlstm", "gatedrnn.convert.keras",
-    "gatedrnn.convert.keras_modules",
+    "gatedrnn.convert.keras_export", "gatedrnn.convert.keras_modules",
     "gatedrnn.convert.flax", "gatedrnn.convert.haste",
 ]  # fmt: skip
 SLOW_EXAMPLE_MODULES = ["gatedrnn.trained"]  # load and predict train a tiny run through the command first

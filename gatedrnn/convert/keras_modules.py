@@ -1,5 +1,5 @@
 """The torch modules a Keras layer or model becomes (:func:`gatedrnn.convert.keras.from_keras`),
-and what :func:`~gatedrnn.convert.keras.to_keras` takes back: :class:`KerasRecurrent`, a
+and what :func:`~gatedrnn.convert.keras_export.to_keras` takes back: :class:`KerasRecurrent`, a
 gatedrnn layer called the way Keras calls its recurrent layer (``return_sequences``,
 ``return_state``, ``go_backwards``, the ``Bidirectional`` merge mode, a right-padding mask as
 ``lengths``); :class:`MaskedEmbedding` and :class:`Masking`, which make Keras' masks; and
