@@ -286,6 +286,26 @@ def test_auto_keeps_torchs_kernel_on_a_near_tie(tuning, fused_seconds, winner):
     assert _chosen(gatedrnn.GRU(8, 16).eval(), torch.randn(20, 4, 8)) == winner
 
 
+@pytest.mark.parametrize("first, second, winner, timings", [
+    (1.0 - 2 * autotune.TORCH_MARGIN, 1.02, "torch", 2),  # a close win, not seen again: torch's kernel stays
+    (1.0 - 2 * autotune.TORCH_MARGIN, 1.0 - 2 * autotune.TORCH_MARGIN, "fused", 2),  # seen again: it wins
+    (0.5, 2.0, "fused", 1),  # a clear win is believed at once
+])  # fmt: skip
+def test_a_close_win_over_torchs_kernel_is_timed_again(tuning, monkeypatch, first, second, winner, timings):
+    """choose: a candidate that beats torch's kernel by less than CLOSE is timed a second time
+    and the mean of its two times decides; a clear win is not timed again."""
+    answers = iter([first, second])
+    calls = []
+
+    def timed(candidates, T):
+        calls.append(T)
+        return {"torch": 1.0, "fused": next(answers)}
+
+    monkeypatch.setattr(autotune, "time_candidates", timed)
+    assert _chosen(gatedrnn.GRU(8, 16).eval(), torch.randn(20, 4, 8)) == winner
+    assert len(calls) == timings
+
+
 def test_each_candidate_is_warmed_up_before_its_rounds(monkeypatch):
     """_medians: WARMUPS interleaved calls of each candidate, then its rounds; the warm-ups are
     not in the median."""
