@@ -32,7 +32,7 @@ EXAMPLE_MODULES = [
     "gatedrnn.runs", "gatedrnn.autotune", "gatedrnn.cells.slstm", "gatedrnn.cells.mlstm", "gatedrnn.xlstm.slstm",
     "gatedrnn.xlstm.mlstm", "gatedrnn.xlstm.mlstm_forms", "gatedrnn.xlstm.blocks", "gatedrnn.convert.xlstm", "gatedrnn.convert.keras",
     "gatedrnn.convert.keras_export", "gatedrnn.convert.keras_modules",
-    "gatedrnn.convert.flax", "gatedrnn.convert.haste",
+    "gatedrnn.convert.flax", "gatedrnn.convert.flax_export", "gatedrnn.convert.haste",
 ]  # fmt: skip
 SLOW_EXAMPLE_MODULES = ["gatedrnn.trained"]  # load and predict train a tiny run through the command first
 

@@ -215,12 +215,13 @@ def _check_flax(module, params, cell_type, args) -> tuple[float, str]:
     import numpy as np
     import torch
 
-    from gatedrnn.convert import flax as converting
+    from gatedrnn.convert import flax_export
+    from gatedrnn.convert.flax_common import plain
 
-    nnx = converting.is_nnx_layout(params)  # an nnx module's state, saved as a plain dict
-    build = converting.nnx_module if nnx else converting.linen_module
+    nnx = flax_export.is_nnx_layout(params)  # an nnx module's state, saved as a plain dict
+    build = flax_export.nnx_module if nnx else flax_export.linen_module
     flax_module = build(params, cell_type, activation=args.activation)
-    variables = {"params": converting._plain(params)}
+    variables = {"params": plain(params)}
 
     def apply(*inputs, **options):  # linen: apply the params; nnx: the module holds them
         return flax_module(*inputs, **options) if nnx else flax_module.apply(variables, *inputs, **options)
@@ -400,10 +401,11 @@ def _run(args) -> int:
             raise UsageError("--from flax needs --cell: lstm, optimized_lstm, gru, mgu, simple or conv_lstm")
         try:
             from gatedrnn.convert import flax as converting
+            from gatedrnn.convert.flax_common import cell_name
         except ImportError as error:
             raise UsageError(f"--from flax needs jax and flax: pip install 'gatedrnn[interop]' ({error})") from None
         params = _read_flax(args.source)
-        cell_type = converting._cell_name(args.cell)
+        cell_type = cell_name(args.cell)
         if args.activation != "tanh":
             if cell_type != "SimpleCell":
                 raise UsageError("--activation is a SimpleCell's (--cell simple)")
@@ -413,7 +415,7 @@ def _run(args) -> int:
             cell_type = fnn.SimpleCell(features=1, activation_fn=jax.nn.relu)  # its options are what is read
         module = converting.from_flax(params, cell_type, as_gru=args.as_gru)
         difference, what = _check_flax(module, params, cell_type, args)
-        source = f"Flax {converting._cell_name(cell_type)}"
+        source = f"Flax {cell_name(cell_type)}"
     else:
         from gatedrnn.convert.haste import _cell_name, _guess, _strip_prefix, from_haste
 

@@ -14,7 +14,7 @@ import importlib
 _HOMES = {
     "from_xlstm": "gatedrnn.convert.xlstm", "to_xlstm": "gatedrnn.convert.xlstm",
     "from_keras": "gatedrnn.convert.keras", "to_keras": "gatedrnn.convert.keras_export",
-    "from_flax": "gatedrnn.convert.flax", "to_flax": "gatedrnn.convert.flax",
+    "from_flax": "gatedrnn.convert.flax", "to_flax": "gatedrnn.convert.flax_export",
     "from_haste": "gatedrnn.convert.haste", "to_haste": "gatedrnn.convert.haste",
 }  # fmt: skip
 

@@ -1,4 +1,6 @@
-r"""Flax's recurrent cells in and out of gatedrnn, linen and nnx, weights copied exactly.
+r"""Flax's recurrent cells in and out of gatedrnn, linen and nnx, weights copied exactly:
+:func:`from_flax` here, :func:`~gatedrnn.convert.flax_export.to_flax` back
+(:mod:`gatedrnn.convert.flax_export`).
 
 Flax (``flax.linen.recurrent``, ``flax.nnx.nn.recurrent``) keeps a dense layer per gate, its
 kernels ``(in, out)`` (torch's ``(out, in)`` transposed), the carry of an LSTM as ``(c, h)``
@@ -52,105 +54,16 @@ for nnx's GRU a nonzero ``b_hn`` (nnx has none).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 from torch import nn
 
 from gatedrnn.cells import GRUCell, LSTMCell, RNNCell
-from gatedrnn.cells.conv import ConvGRUCell, ConvLSTMCell
-from gatedrnn.cells.mgu import MGUCell
-from gatedrnn.conv import ConvGRU, ConvLSTM
-from gatedrnn.layers import GRU, LSTM, MGU, RNN
-
-# cell_type as given (class name, or the command's --cell) -> Flax's class name
-CELL_NAMES = {
-    "lstm": "LSTMCell", "lstmcell": "LSTMCell", "optimizedlstm": "OptimizedLSTMCell",
-    "optimizedlstmcell": "OptimizedLSTMCell", "gru": "GRUCell", "grucell": "GRUCell", "mgu": "MGUCell",
-    "mgucell": "MGUCell", "simple": "SimpleCell", "simplecell": "SimpleCell", "rnn": "SimpleCell",
-    "convlstm": "ConvLSTMCell", "convlstmcell": "ConvLSTMCell",
-}  # fmt: skip
-LSTM_GATES = ("i", "f", "g", "o")  # Flax's and torch's order in LSTMCell; ConvLSTMCell's is i, g, f, o
-GRU_GATES = ("r", "z", "n")
-
-
-# -- arrays ----------------------------------------------------------------------------------------
-
-
-def _tensor(array) -> torch.Tensor:
-    """A jax or numpy array as a torch tensor of its dtype (bfloat16 through float32, exactly)."""
-    a = np.asarray(array)
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
-    return torch.from_numpy(np.array(a, copy=True))
-
-
-def _array(tensor: torch.Tensor):
-    """A torch tensor as a jax array of its dtype."""
-    import jax.numpy as jnp
-
-    t = tensor.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return jnp.asarray(t.float().numpy(), dtype=jnp.bfloat16)
-    return jnp.asarray(t.numpy().copy())
-
-
-def _leaf(tree: Mapping, name: str, key: str, where: str, shape: tuple | None = None) -> torch.Tensor:
-    if name not in tree:
-        raise ValueError(f"params{where}: no {name!r} (has {sorted(tree)}): not the parameters of this Flax cell")
-    sub = tree[name]
-    if not isinstance(sub, Mapping) or key not in sub:
-        raise ValueError(f"params{where}[{name!r}]: no {key!r} (has {sorted(sub) if isinstance(sub, Mapping) else sub})")
-    t = _tensor(sub[key])
-    if shape is not None and tuple(t.shape) != tuple(shape):
-        raise ValueError(f"params{where}[{name!r}][{key!r}]: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    return t
-
-
-def _has_bias(tree: Mapping, name: str) -> bool:
-    return isinstance(tree.get(name), Mapping) and "bias" in tree[name]
-
-
-def _expect_keys(tree: Mapping, names: set, where: str, cell: str) -> None:
-    if set(tree) != names:
-        raise ValueError(f"params{where}: a Flax {cell} has the dense layers {sorted(names)}, got {sorted(tree)}")
-
-
-# -- what was given: params, a cell type, perhaps a module ----------------------------------------
-
-
-def _is_nnx(value) -> bool:
-    from flax import nnx
-
-    return isinstance(value, (nnx.Module, nnx.State))
-
-
-def _plain(tree) -> dict:
-    """A nested plain dict of a linen params tree (a FrozenDict, or ``{"params": ...}``)."""
-    if not isinstance(tree, Mapping):
-        raise TypeError(f"params must be a Flax params dict (linen) or an nnx module or state, got {type(tree).__name__}")
-    tree = {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in tree.items()}
-    return tree["params"] if set(tree) == {"params"} else tree
-
-
-def _cell_name(cell_type) -> str:
-    """Flax's class name for ``cell_type``: a name, a Flax class, or a Flax module."""
-    if isinstance(cell_type, str):
-        key = cell_type.lower().replace("_", "").replace("-", "")
-        if key not in CELL_NAMES:
-            raise ValueError(f"cell_type must name a Flax cell ({', '.join(sorted(set(CELL_NAMES.values())))}), "
-                             f"got {cell_type!r}")  # fmt: skip
-        return CELL_NAMES[key]
-    name = (cell_type if isinstance(cell_type, type) else type(cell_type)).__name__
-    if name not in set(CELL_NAMES.values()):
-        raise ValueError(f"cell_type: gatedrnn converts Flax's {', '.join(sorted(set(CELL_NAMES.values())))}, "
-                         f"RNN and Bidirectional; got {name}")  # fmt: skip
-    return name
-
-
-def _same_function(given, *expected) -> bool:
-    return any(given is e or getattr(given, "__wrapped__", None) is e for e in expected)
+from gatedrnn.cells.conv import ConvLSTMCell
+from gatedrnn.conv import ConvLSTM
+from gatedrnn.convert.flax_common import (cell_name, conv_reorder, expect_keys, has_bias, is_nnx, leaf, plain,
+                                          same_function, unwrap)  # fmt: skip
+from gatedrnn.layers import GRU, LSTM, RNN
 
 
 def _check_cell_module(cell, name: str) -> str:
@@ -161,12 +74,12 @@ def _check_cell_module(cell, name: str) -> str:
 
     sigmoid, tanh = (jax.nn.sigmoid,), (jnp.tanh,)  # Flax's defaults (flax.linen.sigmoid, .tanh are these)
     gate_fn = getattr(cell, "gate_fn", None)
-    if gate_fn is not None and not _same_function(gate_fn, *sigmoid):
+    if gate_fn is not None and not same_function(gate_fn, *sigmoid):
         raise ValueError(f"{name}(gate_fn={getattr(gate_fn, '__name__', gate_fn)}): gatedrnn's gates are sigmoids")
     activation = getattr(cell, "activation_fn", None)
     nonlinearity = "tanh"
-    if activation is not None and not _same_function(activation, *tanh):
-        if name == "SimpleCell" and _same_function(activation, jax.nn.relu):
+    if activation is not None and not same_function(activation, *tanh):
+        if name == "SimpleCell" and same_function(activation, jax.nn.relu):
             nonlinearity = "relu"
         else:
             allowed = "tanh or relu" if name == "SimpleCell" else "tanh"
@@ -188,96 +101,60 @@ def _check_cell_module(cell, name: str) -> str:
     return nonlinearity
 
 
-def _unwrap(module, tree: dict) -> tuple[object, list, str, bool]:
-    """``(cell module or None, each direction's cell params, wrapper, batch_first)`` where
-    wrapper is ``""``, ``"rnn"`` or ``"bidirectional"``; checks what the wrappers set."""
-    batch_first = not getattr(module, "time_major", False)
-    if module is not None and type(module).__name__ == "Bidirectional":
-        from flax.linen.recurrent import _concatenate
-
-        merge = getattr(module, "merge_fn", _concatenate)
-        if not _same_function(merge, _concatenate) and getattr(merge, "__name__", "") != "_concatenate":
-            raise ValueError(f"Bidirectional(merge_fn={getattr(merge, '__name__', merge)}): gatedrnn's "
-                             "bidirectional layer concatenates the two directions (Flax's default merge)")  # fmt: skip
-        forward, backward = module.forward_rnn, module.backward_rnn  # it sets each one's reverse itself
-        if type(forward.cell) is not type(backward.cell):
-            raise ValueError("Bidirectional: its two directions hold different cells "
-                             f"({type(forward.cell).__name__}, {type(backward.cell).__name__})")  # fmt: skip
-        module = forward.cell
-    elif module is not None and type(module).__name__ == "RNN":
-        if getattr(module, "reverse", False):
-            raise ValueError("RNN(reverse=True): gatedrnn's layers read forward, or both ways with "
-                             "bidirectional=True (Flax's Bidirectional)")  # fmt: skip
-        module = module.cell
-    if "forward_rnn" in tree or "backward_rnn" in tree:
-        if set(tree) != {"forward_rnn", "backward_rnn"}:
-            raise ValueError(f"params: a Flax Bidirectional has forward_rnn and backward_rnn, got {sorted(tree)}")
-        directions = []
-        for name in ("forward_rnn", "backward_rnn"):
-            part = tree[name]
-            if not (isinstance(part, Mapping) and set(part) == {"cell"}):
-                raise ValueError(f"params[{name!r}]: expected a Flax RNN's {{'cell': ...}}, got {sorted(part)}")
-            directions.append(part["cell"])
-        return module, directions, "bidirectional", batch_first
-    if set(tree) == {"cell"}:
-        return module, [tree["cell"]], "rnn", batch_first
-    return module, [tree], "", batch_first
-
-
 # -- Flax params -> torch's layout -----------------------------------------------------------------
 
 
 def _dense_rows(tree, names, where, key="kernel"):
     """The kernels of the dense layers ``names`` as torch's stacked rows ``(G*H, in)``."""
-    return torch.cat([_leaf(tree, n, key, where).T for n in names], dim=0)
+    return torch.cat([leaf(tree, n, key, where).T for n in names], dim=0)
 
 
 def _lstm_weights(tree: dict, where: str, nnx_layout: bool) -> dict:
     if "dense_i" in tree:  # nnx's OptimizedLSTMCell: one kernel per side, gates i, f, g, o
-        _expect_keys(tree, {"dense_i", "dense_h"}, where, "OptimizedLSTMCell (nnx)")
-        w_ih = _leaf(tree, "dense_i", "kernel", where).T  # (4H, I)
-        w_hh = _leaf(tree, "dense_h", "kernel", where).T  # (4H, H)
-        b_hh = _leaf(tree, "dense_h", "bias", where)
+        expect_keys(tree, {"dense_i", "dense_h"}, where, "OptimizedLSTMCell (nnx)")
+        w_ih = leaf(tree, "dense_i", "kernel", where).T  # (4H, I)
+        w_hh = leaf(tree, "dense_h", "kernel", where).T  # (4H, H)
+        b_hh = leaf(tree, "dense_h", "bias", where)
     else:
         f_name = "if_" if "if_" in tree else "if"  # nnx names its input-forget layer if_ (if is a keyword)
         names_i = ["ii", f_name, "ig", "io"]
-        _expect_keys(tree, {*names_i, "hi", "hf", "hg", "ho"}, where, "LSTMCell")
+        expect_keys(tree, {*names_i, "hi", "hf", "hg", "ho"}, where, "LSTMCell")
         w_ih = _dense_rows(tree, names_i, where)  # (4H, I)
         w_hh = _dense_rows(tree, ["hi", "hf", "hg", "ho"], where)  # (4H, H)
-        b_hh = torch.cat([_leaf(tree, n, "bias", where) for n in ("hi", "hf", "hg", "ho")])
-        if any(_has_bias(tree, n) for n in names_i):
+        b_hh = torch.cat([leaf(tree, n, "bias", where) for n in ("hi", "hf", "hg", "ho")])
+        if any(has_bias(tree, n) for n in names_i):
             raise ValueError(f"params{where}: a Flax LSTMCell has no bias on its input layers (ii, if, ig, io)")
     return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": torch.zeros_like(b_hh), "bias_hh": b_hh}
 
 
 def _gru_weights(tree: dict, where: str) -> dict:
     if "dense_i" in tree:  # nnx: fused kernels r, z, n, and no b_hn
-        _expect_keys(tree, {"dense_i", "dense_h"}, where, "GRUCell (nnx)")
-        w_ih = _leaf(tree, "dense_i", "kernel", where).T  # (3H, I)
-        b_ih = _leaf(tree, "dense_i", "bias", where)
-        w_hh = _leaf(tree, "dense_h", "kernel", where).T  # (3H, H)
-        if _has_bias(tree, "dense_h"):
+        expect_keys(tree, {"dense_i", "dense_h"}, where, "GRUCell (nnx)")
+        w_ih = leaf(tree, "dense_i", "kernel", where).T  # (3H, I)
+        b_ih = leaf(tree, "dense_i", "bias", where)
+        w_hh = leaf(tree, "dense_h", "kernel", where).T  # (3H, H)
+        if has_bias(tree, "dense_h"):
             raise ValueError(f"params{where}['dense_h']: nnx's GRUCell has no recurrent bias")
         return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": torch.zeros_like(b_ih)}
-    _expect_keys(tree, {"ir", "iz", "in", "hr", "hz", "hn"}, where, "GRUCell")
+    expect_keys(tree, {"ir", "iz", "in", "hr", "hz", "hn"}, where, "GRUCell")
     w_ih = _dense_rows(tree, ["ir", "iz", "in"], where)  # (3H, I)
     w_hh = _dense_rows(tree, ["hr", "hz", "hn"], where)  # (3H, H)
-    b_ih = torch.cat([_leaf(tree, n, "bias", where) for n in ("ir", "iz", "in")])
-    b_hn = _leaf(tree, "hn", "bias", where)
-    if _has_bias(tree, "hr") or _has_bias(tree, "hz"):
+    b_ih = torch.cat([leaf(tree, n, "bias", where) for n in ("ir", "iz", "in")])
+    b_hn = leaf(tree, "hn", "bias", where)
+    if has_bias(tree, "hr") or has_bias(tree, "hz"):
         raise ValueError(f"params{where}: a Flax GRUCell has no bias on hr and hz")
     b_hh = torch.cat([torch.zeros_like(b_hn), torch.zeros_like(b_hn), b_hn])  # [0; 0; b_hn]
     return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
 
 
 def _mgu_as_gru_weights(tree: dict, where: str) -> dict:
-    _expect_keys(tree, {"if", "in", "hf", "hn"}, where, "MGUCell")
-    if not _has_bias(tree, "hn"):
+    expect_keys(tree, {"if", "in", "hf", "hn"}, where, "MGUCell")
+    if not has_bias(tree, "hn"):
         raise ValueError(f"params{where}['hn'] has no bias: an MGUCell(reset_gate=False), which neither "
                          "gatedrnn's MGU nor its GRU computes")  # fmt: skip
-    w_f, w_n = (_leaf(tree, n, "kernel", where).T for n in ("if", "in"))  # (H, I) each
-    u_f, u_n = (_leaf(tree, n, "kernel", where).T for n in ("hf", "hn"))  # (H, H) each
-    b_f, b_n, b_hn = _leaf(tree, "if", "bias", where), _leaf(tree, "in", "bias", where), _leaf(tree, "hn", "bias", where)
+    w_f, w_n = (leaf(tree, n, "kernel", where).T for n in ("if", "in"))  # (H, I) each
+    u_f, u_n = (leaf(tree, n, "kernel", where).T for n in ("hf", "hn"))  # (H, H) each
+    b_f, b_n, b_hn = leaf(tree, "if", "bias", where), leaf(tree, "in", "bias", where), leaf(tree, "hn", "bias", where)
     zero = torch.zeros_like(b_hn)
     return {"weight_ih": torch.cat([w_f, w_f, w_n]), "weight_hh": torch.cat([u_f, u_f, u_n]),  # r = z = f
             "bias_ih": torch.cat([b_f, b_f, b_n]), "bias_hh": torch.cat([zero, zero, b_hn])}  # fmt: skip
@@ -285,23 +162,17 @@ def _mgu_as_gru_weights(tree: dict, where: str) -> dict:
 
 def _simple_weights(tree: dict, where: str) -> dict:
     i, h = ("dense_i", "dense_h") if "dense_i" in tree else ("i", "h")
-    _expect_keys(tree, {i, h}, where, "SimpleCell")
-    if _has_bias(tree, h):
+    expect_keys(tree, {i, h}, where, "SimpleCell")
+    if has_bias(tree, h):
         raise ValueError(f"params{where}[{h!r}]: a Flax SimpleCell has no recurrent bias")
-    b_ih = _leaf(tree, i, "bias", where)
-    return {"weight_ih": _leaf(tree, i, "kernel", where).T, "weight_hh": _leaf(tree, h, "kernel", where).T,
+    b_ih = leaf(tree, i, "bias", where)
+    return {"weight_ih": leaf(tree, i, "kernel", where).T, "weight_hh": leaf(tree, h, "kernel", where).T,
             "bias_ih": b_ih, "bias_hh": torch.zeros_like(b_ih)}  # fmt: skip
 
 
-def _conv_reorder(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Flax ConvLSTM's gate blocks i, g, f, o as torch's i, f, g, o (or back: the swap is its own inverse)."""
-    i, g, f, o = t.chunk(4, dim=dim)
-    return torch.cat([i, f, g, o], dim=dim)
-
-
 def _conv_lstm_weights(tree: dict, where: str) -> dict:
-    _expect_keys(tree, {"ih", "hh"}, where, "ConvLSTMCell")
-    k_ih, k_hh = _leaf(tree, "ih", "kernel", where), _leaf(tree, "hh", "kernel", where)
+    expect_keys(tree, {"ih", "hh"}, where, "ConvLSTMCell")
+    k_ih, k_hh = leaf(tree, "ih", "kernel", where), leaf(tree, "hh", "kernel", where)
     if k_ih.dim() != 4:
         raise ValueError(f"params{where}['ih']['kernel'] has shape {tuple(k_ih.shape)}: a {k_ih.dim() - 2}-D "
                          "ConvLSTMCell; gatedrnn's ConvLSTM is 2-D (kernel (kh, kw, C_in, 4C))")  # fmt: skip
@@ -309,12 +180,12 @@ def _conv_lstm_weights(tree: dict, where: str) -> dict:
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"ConvLSTMCell kernel_size ({kh}, {kw}): gatedrnn's ConvLSTM takes odd kernel sizes "
                          "(a symmetric 'SAME' padding)")  # fmt: skip
-    w_ih = _conv_reorder(k_ih.permute(3, 2, 0, 1), 0)  # (kh, kw, C_in, 4C) -> (4C, C_in, kh, kw), i f g o
-    w_hh = _conv_reorder(k_hh.permute(3, 2, 0, 1), 0)  # (4C, C, kh, kw)
+    w_ih = conv_reorder(k_ih.permute(3, 2, 0, 1), 0)  # (kh, kw, C_in, 4C) -> (4C, C_in, kh, kw), i f g o
+    w_hh = conv_reorder(k_hh.permute(3, 2, 0, 1), 0)  # (4C, C, kh, kw)
     C = w_hh.shape[1]
     zero = torch.zeros(4 * C, dtype=w_ih.dtype)
-    b_ih = _conv_reorder(_leaf(tree, "ih", "bias", where), 0) if _has_bias(tree, "ih") else zero.clone()
-    b_hh = _conv_reorder(_leaf(tree, "hh", "bias", where), 0) if _has_bias(tree, "hh") else zero.clone()
+    b_ih = conv_reorder(leaf(tree, "ih", "bias", where), 0) if has_bias(tree, "ih") else zero.clone()
+    b_hh = conv_reorder(leaf(tree, "hh", "bias", where), 0) if has_bias(tree, "hh") else zero.clone()
     b_ih[C : 2 * C] += 1.0  # Flax's f = sigmoid(f + 1), kept in gatedrnn's forget bias
     return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
 
@@ -384,7 +255,7 @@ def from_flax(params, cell_type=None, *, as_gru: bool = False) -> nn.Module:
         (torch.Size([32, 3]), torch.Size([32, 8]))
     """
     module = None
-    if _is_nnx(params):
+    if is_nnx(params):
         from flax import nnx
 
         if isinstance(params, nnx.Module):
@@ -392,15 +263,15 @@ def from_flax(params, cell_type=None, *, as_gru: bool = False) -> nn.Module:
             params = nnx.state(params, nnx.Param)
         tree = nnx.to_pure_dict(params)
     else:
-        tree = _plain(params)
+        tree = plain(params)
     if cell_type is not None and not isinstance(cell_type, (str, type)):
         module = cell_type  # a linen module: its options are checked
-    module, cells, wrapper, batch_first = _unwrap(module, tree)
+    module, cells, wrapper, batch_first = unwrap(module, tree)
     if cell_type is None or not isinstance(cell_type, (str, type)):
         if module is None:
             raise TypeError("cell_type is required for a params dict: the Flax cell's name, e.g. 'LSTMCell'")
         cell_type = module
-    name = _cell_name(cell_type)
+    name = cell_name(cell_type)
     nonlinearity = _check_cell_module(module, name) if module is not None else "tanh"
     where = {"": "", "rnn": "['cell']"}.get(wrapper)
     weights = []
@@ -434,245 +305,3 @@ def from_flax(params, cell_type=None, *, as_gru: bool = False) -> nn.Module:
     for suffix, wd in zip(("_l0", "_l0_reverse"), weights):
         tensors |= {f"{k}{suffix}": v for k, v in wd.items()}
     return _load(layer, tensors)
-
-
-# -- gatedrnn -> Flax --------------------------------------------------------------------------------
-
-
-def _refuse_variants(module: nn.Module, what: str) -> None:
-    for option in ("peephole", "coupled", "layer_norm"):
-        if getattr(module, option, False):
-            raise ValueError(f"{what}({option}=True): Flax has no such cell")
-    if getattr(module, "reset_after", True) is False:
-        raise ValueError(f"{what}(reset_after=False): Flax's GRUCell resets after the recurrent product only")
-    if any(getattr(module, "zoneout", ()) or ()):
-        raise ValueError(f"{what}(zoneout={module.zoneout_given()}): Flax's RNN has no zoneout (it changes "
-                         "the eval function too)")  # fmt: skip
-
-
-def _biases(w_ih, w_hh, b_ih, b_hh):
-    zero = w_ih.new_zeros(w_ih.shape[0])
-    return (zero if b_ih is None else b_ih.detach()), (zero if b_hh is None else b_hh.detach())
-
-
-def _cell_params(kind: str, w_ih, w_hh, b_ih, b_hh, api: str) -> dict:
-    """One direction's tensors (torch layout) as a Flax cell's params tree (numpy-free: jax arrays)."""
-    w_ih, w_hh = w_ih.detach(), w_hh.detach()
-    b_ih, b_hh = _biases(w_ih, w_hh, b_ih, b_hh)
-    A = _array
-    if kind == "LSTM":
-        b = b_ih + b_hh  # Flax's one bias per gate, on the recurrent layer
-        if api == "nnx":
-            return {"dense_i": {"kernel": A(w_ih.T)}, "dense_h": {"kernel": A(w_hh.T), "bias": A(b)}}
-        out = {}
-        for gate, wi, wh, bg in zip(LSTM_GATES, w_ih.chunk(4), w_hh.chunk(4), b.chunk(4)):
-            out[f"i{gate}"] = {"kernel": A(wi.T)}
-            out[f"h{gate}"] = {"kernel": A(wh.T), "bias": A(bg)}
-        return out
-    if kind == "GRU":
-        H = w_hh.shape[1]
-        b_x = torch.cat([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])  # r and z: one bias; n keeps b_in
-        b_hn = b_hh[2 * H :]
-        if api == "nnx":
-            if bool((b_hn != 0).any()):
-                raise ValueError("GRU: nnx's GRUCell has no b_hn (the recurrent bias of the candidate, "
-                                 "bias_hh[2H:]), and this one's is not zero; convert to linen (api='linen')")  # fmt: skip
-            return {"dense_i": {"kernel": A(w_ih.T), "bias": A(b_x)}, "dense_h": {"kernel": A(w_hh.T)}}
-        out = {}
-        for gate, wi, wh, bg in zip(GRU_GATES, w_ih.chunk(3), w_hh.chunk(3), b_x.chunk(3)):
-            out[f"i{gate}"] = {"kernel": A(wi.T), "bias": A(bg)}
-            out[f"h{gate}"] = {"kernel": A(wh.T)}
-        out["hn"]["bias"] = A(b_hn)
-        return out
-    if kind == "RNN":
-        i, h = ("dense_i", "dense_h") if api == "nnx" else ("i", "h")
-        return {i: {"kernel": A(w_ih.T), "bias": A(b_ih + b_hh)}, h: {"kernel": A(w_hh.T)}}
-    # ConvLSTM (linen only): Flax adds 1 to f itself
-    b_ih = _conv_reorder(b_ih.clone(), 0)
-    C = w_hh.shape[1]
-    b_ih[2 * C : 3 * C] -= 1.0  # Flax's order i, g, f, o: f is the third block
-    return {"ih": {"kernel": A(_conv_reorder(w_ih, 0).permute(2, 3, 1, 0)), "bias": A(b_ih)},
-            "hh": {"kernel": A(_conv_reorder(w_hh, 0).permute(2, 3, 1, 0)), "bias": A(_conv_reorder(b_hh, 0))}}  # fmt: skip
-
-
-def _kind(module: nn.Module) -> tuple[str, str]:
-    """``(kind, nonlinearity)`` of a gatedrnn module Flax has a cell for, else a TypeError."""
-    name = type(module).__name__
-    if isinstance(module, (MGUCell, MGU)):
-        raise TypeError(f"{name}: Flax's MGUCell is another function than gatedrnn's MGU (Zhou et al.), "
-                         "see gatedrnn.convert.flax; an MGU cannot be converted")  # fmt: skip
-    if isinstance(module, (ConvGRUCell, ConvGRU)):
-        raise TypeError(f"{name}: Flax has no convolutional GRU cell")
-    for cls, kind in ((LSTMCell, "LSTM"), (GRUCell, "GRU"), (RNNCell, "RNN"), (ConvLSTMCell, "ConvLSTM"),
-                      (LSTM, "LSTM"), (GRU, "GRU"), (RNN, "RNN"), (ConvLSTM, "ConvLSTM")):  # fmt: skip
-        if isinstance(module, cls):
-            _refuse_variants(module, name)
-            nonlinearity = getattr(module, "nonlinearity", "tanh")
-            return kind, nonlinearity
-    raise TypeError(f"module: gatedrnn converts LSTM, GRU, RNN and ConvLSTM cells and layers to Flax, got {name}")
-
-
-def to_flax(module: nn.Module, *, api: str = "linen"):
-    """A gatedrnn cell or one-layer layer as Flax's equal cell (or ``RNN``/``Bidirectional``), with its weights.
-
-    Args:
-        module: a :class:`~gatedrnn.LSTMCell`, :class:`~gatedrnn.GRUCell`,
-            :class:`~gatedrnn.RNNCell`, :class:`~gatedrnn.ConvLSTMCell`, or a one-layer
-            :class:`~gatedrnn.LSTM`, :class:`~gatedrnn.GRU`, :class:`~gatedrnn.RNN` or
-            :class:`~gatedrnn.ConvLSTM` (bidirectional or not). The torch.nn classes convert
-            too (through ``from_torch``).
-        api (str): ``"linen"`` or ``"nnx"`` (nnx has no ConvLSTM cell). Keyword only.
-            Default: ``"linen"``.
-
-    Returns:
-        ``(params, flax_module)``: linen: the params tree (``flax_module.apply({"params":
-        params}, ...)``) and an unbound ``flax.linen`` module (``LSTMCell``, ``GRUCell``,
-        ``SimpleCell``, ``ConvLSTMCell``; a layer: ``RNN(cell)`` or ``Bidirectional``). nnx:
-        the ``nnx.Param`` values as a plain dict, and the nnx module holding them. Flax keeps
-        one bias per gate: the params hold ``b_ih + b_hh``. A layer's dropouts (training
-        only) are left behind, as ``to_torch`` does.
-
-    Raises:
-        TypeError: a module Flax has no cell for: an MGU, a ConvGRU, a MinGRU...
-        ValueError: an option Flax's cells lack: several layers,
-            ``proj_size``, peepholes, coupled gates, layer norm, ``reset_after=False``,
-            zoneout; for nnx, a ConvLSTM and a GRU with a nonzero ``b_hn``.
-    """
-    if api not in ("linen", "nnx"):
-        raise ValueError(f"api must be 'linen' or 'nnx', got {api!r}")
-    if type(module) in (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell):
-        ours = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell,
-                nn.RNNCell: RNNCell}  # fmt: skip
-        module = ours[type(module)].from_torch(module)
-    kind, nonlinearity = _kind(module)
-    is_layer = isinstance(module, (LSTM, GRU, RNN, ConvLSTM))
-    if is_layer:
-        if module.num_layers != 1:
-            raise ValueError(f"{type(module).__name__}(num_layers={module.num_layers}): Flax's RNN runs one cell; "
-                             "convert each layer (a one-layer module per layer)")  # fmt: skip
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"{type(module).__name__}(proj_size={module.proj_size}): Flax's cells have no projection")
-        directions = ("_l0", "_l0_reverse")[: 2 if getattr(module, "bidirectional", False) else 1]
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        trees = [_cell_params(kind, *(getattr(module, f"{n}{s}", None) for n in names), api) for s in directions]
-    else:
-        trees = [_cell_params(kind, module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh, api)]
-    if kind == "ConvLSTM":
-        size = (module.hidden_channels, tuple(module.kernel_size))
-        I = module.in_channels
-    else:
-        size = (module.hidden_size,)
-        I = module.input_size
-    if api == "linen":
-        import flax.linen as fnn
-        import jax
-
-        cls = {"LSTM": fnn.LSTMCell, "GRU": fnn.GRUCell, "RNN": fnn.SimpleCell, "ConvLSTM": fnn.ConvLSTMCell}[kind]
-        extra = {"activation_fn": jax.nn.relu} if nonlinearity == "relu" else {}
-        make = (lambda: cls(*size, **extra)) if kind != "ConvLSTM" else (lambda: cls(size[0], size[1]))
-        if not is_layer:
-            return trees[0], make()
-        if len(trees) == 1:
-            return {"cell": trees[0]}, fnn.RNN(make())
-        params = {"forward_rnn": {"cell": trees[0]}, "backward_rnn": {"cell": trees[1]}}
-        return params, fnn.Bidirectional(fnn.RNN(make()), fnn.RNN(make()))
-    from flax import nnx
-
-    if kind == "ConvLSTM":
-        raise ValueError(f"{type(module).__name__}: nnx has no ConvLSTM cell; convert to linen (api='linen')")
-    cls = {"LSTM": nnx.OptimizedLSTMCell, "GRU": nnx.GRUCell, "RNN": nnx.SimpleCell}[kind]
-    extra = {"activation_fn": nnx.relu} if nonlinearity == "relu" else {}
-    import jax.numpy as jnp
-
-    weight = module.weight_ih_l0 if is_layer else module.weight_ih
-    dtype = {torch.float64: "float64", torch.bfloat16: "bfloat16"}.get(weight.dtype, "float32")
-
-    def make(seed):
-        return cls(I, *size, rngs=nnx.Rngs(seed), param_dtype=getattr(jnp, dtype), **extra)
-
-    if not is_layer:
-        flax_module, params = make(0), trees[0]
-    elif len(trees) == 1:
-        flax_module, params = nnx.RNN(make(0)), {"cell": trees[0]}
-    else:
-        flax_module = nnx.Bidirectional(nnx.RNN(make(0)), nnx.RNN(make(1)))
-        params = {"forward_rnn": {"cell": trees[0]}, "backward_rnn": {"cell": trees[1]}}
-    state = nnx.state(flax_module, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(flax_module, state)
-    return params, flax_module
-
-
-def linen_module(params, cell_type, *, activation: str = "tanh"):
-    """The unbound ``flax.linen`` module that a linen params tree belongs to, sized from it: the
-    cell, or its ``RNN`` or ``Bidirectional`` (concatenating), ready for ``apply({"params":
-    params}, ...)``. ``gatedrnn convert`` runs it to measure a conversion.
-
-    Args:
-        params: a linen params tree of a cell, ``RNN`` or ``Bidirectional``.
-        cell_type: the cell's name or class, as :func:`from_flax` takes it.
-        activation (str): a ``SimpleCell``'s ``"tanh"`` or ``"relu"``. Keyword only.
-            Default: ``"tanh"``.
-    """
-    import flax.linen as fnn
-    import jax
-
-    name = _cell_name(cell_type)
-    _, cells, wrapper, _ = _unwrap(None, _plain(params))
-    tree = cells[0]
-    if name == "ConvLSTMCell":
-        kernel = np.asarray(_leaf(tree, "hh", "kernel", ""))  # (kh, kw, C, 4C)
-        make = lambda: fnn.ConvLSTMCell(features=kernel.shape[-2], kernel_size=tuple(kernel.shape[:-2]))
-    else:
-        recurrent = next((k for k in ("hi", "hr", "hf", "h", "dense_h") if k in tree), None)
-        if recurrent is None:
-            raise ValueError(f"params: no recurrent kernel of a Flax {name} (has {sorted(tree)})")
-        H = _leaf(tree, recurrent, "kernel", "").shape[0]
-        extra = {"activation_fn": jax.nn.relu} if activation == "relu" else {}
-        make = lambda: getattr(fnn, name)(features=H, **extra)
-    if wrapper == "bidirectional":
-        return fnn.Bidirectional(fnn.RNN(make()), fnn.RNN(make()))
-    return fnn.RNN(make()) if wrapper == "rnn" else make()
-
-
-def is_nnx_layout(params) -> bool:
-    """Whether a plain params tree holds nnx's names (``dense_i``, ``if_``) rather than linen's.
-
-    Args:
-        params: a params tree of a cell, ``RNN`` or ``Bidirectional``, as a plain dict.
-    """
-    _, cells, _, _ = _unwrap(None, _plain(params))
-    return any(key in cells[0] for key in ("dense_i", "if_"))
-
-
-def nnx_module(params, cell_type, *, activation: str = "tanh"):
-    """The nnx module (cell, ``RNN`` or ``Bidirectional``) holding a plain nnx params tree (as
-    ``nnx.to_pure_dict`` writes it), sized from it: :func:`linen_module`'s twin for nnx.
-
-    Args:
-        params: the plain nnx params tree of a cell, ``RNN`` or ``Bidirectional``.
-        cell_type: the cell's name or class, as :func:`from_flax` takes it (nnx has
-            ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``).
-        activation (str): a ``SimpleCell``'s ``"tanh"`` or ``"relu"``. Keyword only.
-            Default: ``"tanh"``.
-    """
-    from flax import nnx
-
-    name = _cell_name(cell_type)
-    tree = _plain(params)
-    _, cells, wrapper, _ = _unwrap(None, tree)
-    cell = cells[0]
-    first = "dense_i" if "dense_i" in cell else "ii"
-    recurrent = "dense_h" if "dense_h" in cell else "hi"
-    I = _leaf(cell, first, "kernel", "").shape[0]
-    H = _leaf(cell, recurrent, "kernel", "").shape[0]
-    extra = {"activation_fn": nnx.relu} if activation == "relu" else {}
-    make = lambda seed: getattr(nnx, name)(I, H, rngs=nnx.Rngs(seed), **extra)
-    if wrapper == "bidirectional":
-        module = nnx.Bidirectional(nnx.RNN(make(0)), nnx.RNN(make(1)))
-    else:
-        module = nnx.RNN(make(0)) if wrapper == "rnn" else make(0)
-    state = nnx.state(module, nnx.Param)
-    nnx.replace_by_pure_dict(state, tree)
-    nnx.update(module, state)
-    return module
