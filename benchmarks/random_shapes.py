@@ -24,7 +24,7 @@ import time
 import torch
 from results_io import cpu_name, write_json
 from speed import make_step
-from timing import round_ratio, shuffled_times
+from timing import round_ratio, round_times
 
 import gatedrnn
 from gatedrnn import autotune
@@ -67,7 +67,7 @@ def measure(steps, budget, seed):
     """torch.nn's median seconds (``steps[0]``), each other step's time over torch.nn's, and
     ``auto`` (``steps[2]``) over the faster of its candidates (``steps[3:]``), each the median
     over rounds of the ratio within a round (a drift of the machine's speed moves every step of
-    a round alike), each round in a fresh random order (``timing.shuffled_times``: a step reads
+    a round alike), each round in a fresh random order (``timing.round_times``: a step reads
     slower after one that swept the caches, and a fixed order, even reversed for half the
     rounds as this benchmark did before, read an identical torch.nn layer at 1.07-1.11 at some
     small shapes), at least 30 rounds.
@@ -78,10 +78,10 @@ def measure(steps, budget, seed):
     shapes, where auto ran the fused loop, auto over the fused loop read 0.92-1.09 in twelve
     measurements, a second fused loop over the first 0.95-1.02 in four; auto and fused loops
     alone, with more rounds, read 0.985-1.000 in six."""
-    times = shuffled_times(steps, budget, min_rounds=30, seed=seed)
+    times = round_times(steps, budget, min_rounds=30, seed=seed)
     ratios = [round_ratio(ts, times[0]) for ts in times[1:]]
     best = min((3, 4), key=lambda k: ratios[k - 1])
-    pair = shuffled_times([steps[2], steps[best]], budget / 2, min_rounds=30, seed=seed)
+    pair = round_times([steps[2], steps[best]], budget / 2, min_rounds=30, seed=seed)
     return statistics.median(times[0]), ratios, round_ratio(*pair)
 
 

@@ -21,8 +21,6 @@ target is out of this machine's reach ("beyond ceiling").
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -103,26 +101,12 @@ def make_step(module, x, train, trace=False):
 
 
 def time_pair(steps, budget_s, min_reps=3, max_reps=50, ratios=False):
-    """Median seconds of each step, run in alternation after one warm-up each; ``ratios``: also
-    the median over rounds of each step's time over the first step's in the same round (a drift
-    in the machine's speed moves both sides of a round alike: steadier than a ratio of medians)."""
-    for step in steps:
-        step()
-    t0 = time.perf_counter()
-    for step in steps:
-        step()
-    once = time.perf_counter() - t0
-    reps = max(min_reps, min(max_reps, int(budget_s / max(once, 1e-6))))
-    times = [[] for _ in steps]
-    for _ in range(reps):
-        for k, step in enumerate(steps):
-            t = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - t)
-    medians = [statistics.median(ts) for ts in times]
-    if not ratios:
-        return medians
-    return medians, [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
+    """Median seconds of each step, run in alternation (in the order given) after warm-up;
+    ``ratios``: also the median over rounds of each step's time over the first step's in the
+    same round (a drift in the machine's speed moves both sides of a round alike: steadier than
+    a ratio of medians). ``timing.shuffled_ratios`` draws each round's order instead."""
+    medians, over_first = shuffled_ratios(steps, budget_s, min_reps, max_reps, seed=None)
+    return (medians, over_first) if ratios else medians
 
 
 def main(argv=None):
