@@ -5,9 +5,11 @@ convolution algorithms.
 
 What is measured: each candidate runs the layer on the first steps of the call's own input
 (forward only where no gradient is wanted; forward and backward, with ``torch.autograd.grad``
-so that no ``.grad`` changes, where one is), interleaved in an order drawn afresh each round, the median of ``ROUNDS`` to ``MAX_ROUNDS``
-rounds per length (more for cheap calls) after ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused
-loop wins only where it is faster by more than ``TORCH_MARGIN``. (On this project's shared
+so that no ``.grad`` changes, where one is), interleaved in an order drawn afresh each round,
+the median of ``ROUNDS`` to ``MAX_ROUNDS`` rounds per length (more for cheap calls) after
+``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused loop wins only
+where it is faster by more than ``TORCH_MARGIN``, and a win by less than ``CLOSE`` is timed
+a second time before it counts. (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
 and 7.3 ms a second apart, and such swings do not move both candidates alike: a misread tie
 would break auto's promise never to be slower than torch.nn.)
