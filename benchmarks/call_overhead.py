@@ -23,6 +23,7 @@ import torch
 from torch import _VF
 
 import gatedrnn
+from gatedrnn import autotune
 from results_io import write_json
 
 # (B, T, I, H): a sampling step, then short sequences of small layers (calls of 30-500 us)
@@ -71,6 +72,10 @@ def measure(calls: dict, rounds: int, budget_s: float) -> dict[str, float]:
     chosen so that a round of the slowest side takes about ``budget_s``."""
     for run in calls.values():  # warm-up (auto times its candidates here)
         for _ in range(20):
+            run()
+    started = time.perf_counter()  # ... and confirms its choice at the first call past autotune.CONFIRM_S
+    while time.perf_counter() - started < 1.5 * autotune.CONFIRM_S:
+        for run in calls.values():
             run()
     slowest = 0.0
     for run in calls.values():

@@ -7,7 +7,9 @@ a second torch.nn layer with the same weights (the control: how far an identical
 from the first, the noise of the measurement at that shape), gatedrnn with ``auto``
 (autotuning on: its first call times the candidates; that call is warm-up here), and each of
 auto's candidates forced (``torch``'s kernel and the ``fused`` loop). Prints the per-shape
-ratios and their distribution; writes JSON.
+ratios and their distribution; writes JSON, with what the autotuner timed at each row's first
+call (``autotune.looks()``: its seconds per candidate and its choice; empty where the shape
+class was remembered from an earlier row).
 
     python benchmarks/random_shapes.py --n 40 --seed 0
 """
@@ -115,10 +117,11 @@ def main(argv=None):
                     layer.train(train)
                 xin = x.clone().requires_grad_(train)
                 steps = [make_step(layer, xin, train) for layer in (theirs, twin, *ours)]
+                seen = len(autotune.looks())
                 base, (control, auto, kernel, fused_), auto_best = measure(steps, args.budget, seed=len(rows))
                 row = {"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": "training" if train else "inference",
                        "torch.nn ms": 1e3 * base, "twin": control, "auto": auto, "torch": kernel, "fused": fused_,
-                       "auto / best": auto_best}  # fmt: skip
+                       "auto / best": auto_best, "autotune": autotune.looks()[seen:]}  # fmt: skip
                 rows.append(row)
                 print(f"| {cell} | {B}, {T}, {I}, {H} | {row['mode']} | {1e3 * base:.2f} | {control:.2f} | {auto:.2f} "
                       f"| {kernel:.2f} | {fused_:.2f} | {row['auto / best']:.2f} |", flush=True)

@@ -9,7 +9,9 @@ so that no ``.grad`` changes, where one is), interleaved in an order drawn afres
 the median of ``ROUNDS`` to ``MAX_ROUNDS`` rounds per length (more for cheap calls) after
 ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused loop wins only
 where it is faster by more than ``TORCH_MARGIN``, and a win by less than ``CLOSE`` is timed
-a second time before it counts. (On this project's shared
+a second time before it counts. Every choice is provisional at first: the first call
+``CONFIRM_S`` seconds later times the candidates again, and each one's faster look decides
+(:func:`choose`). (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
 and 7.3 ms a second apart, and such swings do not move both candidates alike: a misread tie
 would break auto's promise never to be slower than torch.nn.)
@@ -46,7 +48,7 @@ tests compare them), so which one wins changes speed, not the answer beyond roun
 The cache file, ``autotune-<digest>.json`` in the native build's root folder
 (``~/.cache/gatedrnn`` by default), is keyed by the CPU model, the thread count, torch's and
 gatedrnn's versions: a file from another machine, version or a corrupt one is ignored and
-replaced. It is written whole to a temporary file and renamed over the old one.
+replaced. A provisional choice is written once confirmed. It is written whole to a temporary file and renamed over the old one.
 """
 
 from __future__ import annotations
@@ -78,14 +80,18 @@ WARMUPS = 2  # a first call at a new shape allocates and packs afresh; the secon
 # of a shared machine costs that promise, a true win this small costs at most this much
 TORCH_MARGIN = 0.03
 CLOSE = 0.10  # a candidate beating torch's kernel by less than this fraction is timed twice before it wins
+CONFIRM_S = 0.5  # a choice is provisional this long; the first call after it times the candidates again
 BUDGET_S = 0.25  # a candidate slower than this per call is timed fewer rounds (never fewer than 1)
 WHOLE_S = 0.25  # a longer call whose slowest candidate should take at most this is timed whole
 
 _enabled: bool | None = None  # None: from the environment
 _lock = threading.Lock()
 _memory: dict[str, str] = {}  # shape class -> winner, this process
+_pending: dict[str, tuple[str, dict[str, float], float]] = {}  # shape class -> (winner, seconds, when): choose()
 _loaded_from: Path | None = None
 _generation = 0  # counts forget() and set_autotune(): what layers remember of earlier choices is stale then
+_looks: list[dict] = []  # this process's timings, oldest first (at most MAX_LOOKS): looks()
+MAX_LOOKS = 1000
 
 
 def set_autotune(enabled: bool) -> None:
@@ -126,11 +132,12 @@ def autotune_enabled() -> bool:
 
 
 def forget() -> None:
-    """Drops the choices remembered in this process (the file stays): the next call of each
-    shape class reads the file again, or times."""
+    """Drops the choices remembered in this process, provisional ones too (the file stays): the
+    next call of each shape class reads the file again, or times."""
     global _loaded_from, _generation
     with _lock:
         _memory.clear()
+        _pending.clear()
         _loaded_from = None
         _generation += 1
 
@@ -244,6 +251,27 @@ def remembered(key: str) -> str | None:
         return _memory.get(key)
 
 
+def looks() -> list[dict]:
+    """What the autotuner measured in this process, oldest first (the latest ``MAX_LOOKS``):
+    per timing of a shape class, ``{"key": ..., "seconds": {candidate: seconds per call},
+    "winner": ...}``, where ``winner`` is the choice after that look. For a benchmark that
+    wants to show why ``auto`` chose what it did (``benchmarks/random_shapes.py``).
+
+    Examples:
+        >>> from gatedrnn import autotune
+        >>> isinstance(autotune.looks(), list)
+        True
+    """
+    with _lock:
+        return [dict(look, seconds=dict(look["seconds"])) for look in _looks]
+
+
+def _saw(key: str, seconds: dict[str, float], winner: str) -> None:
+    with _lock:
+        _looks.append({"key": key, "seconds": dict(seconds), "winner": winner})
+        del _looks[:-MAX_LOOKS]
+
+
 def remember(key: str, winner: str) -> None:
     with _lock:
         _memory[key] = winner
@@ -313,20 +341,64 @@ def pick(seconds: dict[str, float], prefer: str | None = None, margin: float = 0
 def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int, prefer: str | None = None,
            margin: float = 0.0) -> str:  # fmt: skip
     """The fastest of ``candidates`` for shape class ``key``: remembered, or timed now over a
-    call of ``T`` steps (:func:`time_candidates`), decided by :func:`pick` (ties to the first
-    candidate; ``prefer`` unless beaten by more than ``margin``) and remembered. A candidate
-    that beats ``prefer`` by less than ``CLOSE`` is timed a second time, and the mean of the
-    two times decides: a few rounds misread a near tie by several percent (a fused LSTM
-    loop chosen at (207, 3, 310, 257) in inference ran at 1.10x torch.nn, torch's kernel at
-    1.02x: ``benchmarks/random_shapes.py``, seed 2), and a misread that leaves ``prefer``
-    costs the promise never to be slower than torch.nn."""
+    call of ``T`` steps (:func:`time_candidates`) and decided by :func:`pick` (ties to the first
+    candidate; ``prefer`` unless beaten by more than ``margin``).
+
+    A candidate that beats ``prefer`` by less than ``CLOSE`` is timed a second time, and the
+    mean of the two times decides: a few rounds misread a near tie by several percent (a fused
+    LSTM loop chosen at (207, 3, 310, 257) in inference ran at 1.10x torch.nn, torch's kernel
+    at 1.02x: ``benchmarks/random_shapes.py``, seed 2). Then the winner is provisional
+    (:func:`pending`): it runs the calls of the next ``CONFIRM_S`` seconds, and the first call
+    after them times the candidates again; each candidate's faster time of the two looks
+    decides, and that choice is remembered. A slowdown of a few milliseconds (the machine's
+    other work) only adds time, and rarely to the same candidate in two looks half a second
+    apart: at three of 720 calls of that benchmark (seeds 0-2), ``auto`` ran the fused loop
+    where torch's kernel took 0.80-0.94 of its time (at two of them, started afresh three
+    times each, the autotuner chose torch's kernel every time)."""
     winner = remembered(key)
     if winner in candidates:
         return winner
+    held = _pending.get(key)
+    if held is not None:
+        winner, seconds, since = held
+        if time.monotonic() - since < CONFIRM_S:
+            return winner
+        again = time_candidates(candidates, T)
+        winner = pick({name: min(seconds[name], again[name]) for name in seconds}, prefer, margin)
+        _saw(key, again, winner)
+        _pending.pop(key, None)
+        remember(key, winner)
+        return winner
     seconds = time_candidates(candidates, T)
     winner = pick(seconds, prefer, margin)
+    _saw(key, seconds, winner)
     if prefer in seconds and winner != prefer and seconds[winner] > (1.0 - CLOSE) * seconds[prefer]:
         again = time_candidates(candidates, T)  # a close win over the preferred one: a second look
-        winner = pick({name: (seconds[name] + again[name]) / 2 for name in seconds}, prefer, margin)
-    remember(key, winner)
+        seconds = {name: (seconds[name] + again[name]) / 2 for name in seconds}
+        winner = pick(seconds, prefer, margin)
+        _saw(key, again, winner)
+    _pending[key] = (winner, seconds, time.monotonic())
     return winner
+
+
+def pending(key: str) -> bool:
+    """Whether the choice for shape class ``key`` is provisional (:func:`choose`): a layer does
+    not remember it with its plans (:func:`gatedrnn.backends.plan_key`), so that a later call
+    comes back to confirm it.
+
+    Args:
+        key (str): a shape class (:func:`shape_class`).
+
+    Examples:
+        >>> from gatedrnn import autotune
+        >>> autotune.pending("LSTM-float32-infer-L1-D1-B4-T8-I8-H8-threads2")
+        False
+    """
+    return key in _pending
+
+
+def provisional(key: str) -> str | None:
+    """The provisional winner for ``key`` (:func:`choose`) while its ``CONFIRM_S`` seconds
+    last, else None: the cheap first question of every call of an ``auto`` layer."""
+    held = _pending.get(key)
+    return held[0] if held is not None and time.monotonic() - held[2] < CONFIRM_S else None

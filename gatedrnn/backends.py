@@ -174,14 +174,10 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
     module docstring), else the only one that can."""
     if not _tunable(layer, x, lengths, want_trace, states):
         return static_backend(layer, x, lengths, want_trace)
-    # a plain cell's parameters are its _flat_weights (a list: cheaper than parameters())
-    grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in layer._flat_weights))
-    T, B, I = x.shape  # noqa: E741
-    key = autotune.shape_class(layer.mode, x.dtype, grad, layer.num_layers, layer.num_directions, B, T, I,
-                               layer.hidden_size)  # fmt: skip
-    winner = autotune.remembered(key)
+    key, grad = _shape_class(layer, x)
+    winner = autotune.provisional(key) or autotune.remembered(key)
     if winner in ("fused", "torch"):
-        return winner  # the common case, every call after a shape class's first: one lookup
+        return winner  # the common case, every call after a shape class's first: two lookups
     # detached, so that the timed backward stops here: a state carried from an earlier call
     # still holds the caller's graph, which that backward would otherwise run through and free
     fresh = tuple(s.detach() for s in states)
@@ -204,8 +200,27 @@ def auto_backend(layer, x, lengths, want_trace, states=None) -> str:
 
     static = static_backend(layer, x, lengths, want_trace)
     order = (static, *(n for n in ("fused", "torch") if n != static))  # a tie keeps the static choice
-    return autotune.choose(key, {name: candidate(name) for name in order}, T, prefer="torch",
+    return autotune.choose(key, {name: candidate(name) for name in order}, x.shape[0], prefer="torch",
                            margin=autotune.TORCH_MARGIN)  # fmt: skip
+
+
+def _shape_class(layer, x) -> tuple[str, bool]:
+    """The autotuner's shape class of this call (:func:`gatedrnn.autotune.shape_class`), and
+    whether it wants a gradient."""
+    # a plain cell's parameters are its _flat_weights (a list: cheaper than parameters())
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in layer._flat_weights))
+    T, B, I = x.shape  # noqa: E741
+    key = autotune.shape_class(layer.mode, x.dtype, grad, layer.num_layers, layer.num_directions, B, T, I,
+                               layer.hidden_size)  # fmt: skip
+    return key, grad
+
+
+def settled(layer, x) -> bool:
+    """Whether the backend chosen for this call may be remembered with the layer's plans
+    (:func:`plan_key`): always, except for an ``auto`` choice the autotuner has made
+    provisionally (:func:`gatedrnn.autotune.choose`), which a later call comes back to
+    confirm."""
+    return layer.backend != "auto" or not autotune.pending(_shape_class(layer, x)[0])
 
 
 def _tunable(layer, x, lengths, want_trace, states) -> bool:

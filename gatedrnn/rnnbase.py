@@ -354,7 +354,7 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
         name = select_backend(self, x, lengths, return_trace, states)
         output, final, values = backends.run(name, self, x, states, lengths, return_trace)
-        if key is not None:
+        if key is not None and backends.settled(self, x):
             self._remember_plan(plans, key, name)
         if packed is not None:
             data = pack_padded_sequence(output, packed_lengths).data  # (sum(lengths), D*H)

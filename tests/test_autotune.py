@@ -22,6 +22,7 @@ def tuning(tmp_path, monkeypatch):
     """Autotuning on, a cache file in tmp_path, nothing remembered; the calls to time_candidates
     recorded, each answering with fixed seconds (``fixed["torch"]``, ``fixed["fused"]``)."""
     monkeypatch.setattr(autotune, "cache_path", lambda: tmp_path / "autotune.json")
+    monkeypatch.setattr(autotune, "CONFIRM_S", 0.0)  # a provisional winner is confirmed at the next call
     autotune.forget()
     gatedrnn.set_autotune(True)
     calls, fixed = [], {"torch": 2.0, "fused": 1.0}
@@ -47,16 +48,18 @@ def _chosen(layer, x, want_grad=False):
 def test_the_winner_is_remembered_and_written_to_the_cache_file(tuning):
     calls, fixed, path = tuning
     layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
-    assert _chosen(layer, x) == "fused"
-    assert _chosen(layer, x) == "fused" and len(calls) == 1  # the second call remembers
+    assert _chosen(layer, x) == "fused"  # provisional (it beat torch's kernel)
+    assert _chosen(layer, x) == "fused" and len(calls) == 2  # confirmed by a second look
+    assert _chosen(layer, x) == "fused" and len(calls) == 2  # the third call remembers
     data = json.loads(path.read_text())
     assert data["identity"]["torch"] == torch.__version__ and data["identity"]["gatedrnn"] == gatedrnn.__version__
     assert list(data["choices"].values()) == ["fused"]
     autotune.forget()  # a new process: the file answers, nothing is timed
     fixed.update(torch=0.5)
-    assert _chosen(layer, x) == "fused" and len(calls) == 1
-    # a new shape class is timed again, and the file keeps both
-    assert _chosen(layer, torch.randn(20, 64, 8)) == "torch" and len(calls) == 2
+    assert _chosen(layer, x) == "fused" and len(calls) == 2
+    # a new shape class is timed again, twice, and the file keeps both
+    assert _chosen(layer, torch.randn(20, 64, 8)) == "torch" and len(calls) == 3
+    assert _chosen(layer, torch.randn(20, 64, 8)) == "torch" and len(calls) == 4
     assert sorted(json.loads(path.read_text())["choices"].values()) == ["fused", "torch"]
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # renamed into place
 
@@ -70,6 +73,7 @@ def test_a_corrupt_or_foreign_cache_file_is_ignored_and_replaced(tuning, content
     path.write_text(content if "choices" not in content else json.dumps(
         {"identity": {"torch": "0.0"}, "choices": {key: "torch"}}))  # fmt: skip
     assert _chosen(layer, x) == "fused" and len(calls) == 1  # timed: the file's answer was not trusted
+    assert _chosen(layer, x) == "fused" and len(calls) == 2  # confirmed, and written
     assert json.loads(path.read_text())["choices"] == {key: "fused"}
 
 
@@ -153,10 +157,11 @@ def test_timing_changes_nothing_of_the_caller(tmp_path, monkeypatch):
         layer = gatedrnn.LSTM(4, 8, num_layers=2, dropout=0.5)
         x = torch.randn(40, 2, 4)
         torch.manual_seed(1)
+        looked = len(autotune.looks())
         out_tuned = layer(x)[0]
         after_tuned = torch.rand(3)
         assert all(p.grad is None for p in layer.parameters())
-        assert json.loads((tmp_path / "autotune.json").read_text())["choices"]
+        assert len(autotune.looks()) > looked  # it timed
         gatedrnn.set_autotune(False)
         torch.manual_seed(1)
         out_static = layer(x)[0]
@@ -354,3 +359,68 @@ def test_cheap_calls_get_more_rounds_and_dear_ones_fewer(monkeypatch, seconds, r
     autotune._medians({"fast": run("fast", seconds / 10), "slow": run("slow", seconds)}, 4)
     expected = getattr(autotune, rounds) if isinstance(rounds, str) else rounds
     assert calls == {"slow": autotune.WARMUPS + expected, "fast": autotune.WARMUPS + expected}
+
+
+@pytest.mark.parametrize("second, winner", [
+    ({"torch": 2.0, "fused": 1.0}, "fused"),  # seen again: confirmed
+    ({"torch": 0.5, "fused": 1.0}, "torch"),  # torch's kernel was slowed in the first look: it wins
+    ({"torch": 2.0, "fused": 3.0}, "fused"),  # the fused loop slowed in the second look: its first stands
+])  # fmt: skip
+def test_a_win_over_torchs_kernel_is_provisional_until_a_second_look(tuning, monkeypatch, second, winner):
+    """choose: the winner of the first look runs the calls of the next CONFIRM_S seconds
+    without being remembered; the first call after them times again, each candidate's faster
+    look decides, and only then is the choice remembered and written."""
+    calls, fixed, path = tuning
+    monkeypatch.setattr(autotune, "CONFIRM_S", 60.0)
+    layer, x = gatedrnn.GRU(8, 16).eval(), torch.randn(20, 4, 8)
+    key = autotune.shape_class("GRU", torch.float32, False, 1, 1, 4, 20, 8, 16)
+    for _ in range(3):  # within CONFIRM_S: the provisional winner, not timed again, not written
+        assert _chosen(layer, x) == "fused" and len(calls) == 1
+    assert autotune.pending(key) and autotune.remembered(key) is None and not path.exists()
+    monkeypatch.setattr(autotune, "CONFIRM_S", 0.0)
+    fixed.update(second)
+    assert _chosen(layer, x) == winner and len(calls) == 2
+    assert not autotune.pending(key) and json.loads(path.read_text())["choices"] == {key: winner}
+    assert _chosen(layer, x) == winner and len(calls) == 2  # remembered
+    assert [look["winner"] for look in autotune.looks()[-2:]] == ["fused", winner]
+    assert autotune.looks()[-1]["seconds"] == second
+
+
+@pytest.mark.parametrize("second, winner", [
+    ({"torch": 0.5, "fused": 1.0}, "torch"),  # seen again: confirmed
+    ({"torch": 2.0, "fused": 1.0}, "torch"),  # torch's kernel slowed in the second look: its first stands
+    ({"torch": 0.5, "fused": 0.3}, "fused"),  # the fused loop was slowed in the first look: it wins
+])  # fmt: skip
+def test_a_win_of_torchs_kernel_is_provisional_too(tuning, second, winner):
+    calls, fixed, path = tuning
+    fixed.update(torch=0.5)
+    layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
+    key = autotune.shape_class("LSTM", torch.float32, False, 1, 1, 4, 20, 8, 16)
+    assert _chosen(layer, x) == "torch" and len(calls) == 1 and autotune.pending(key) and not path.exists()
+    fixed.update(second)
+    assert _chosen(layer, x) == winner and len(calls) == 2
+    assert not autotune.pending(key) and json.loads(path.read_text())["choices"] == {key: winner}
+
+
+def test_a_layer_remembers_no_plan_for_a_provisional_choice(tuning, monkeypatch):
+    """While the choice is provisional a layer's calls take the whole path (so that one comes
+    back to confirm it); once confirmed the layer remembers its plan, and forget() drops a
+    provisional choice too."""
+    calls, _, _ = tuning
+    monkeypatch.setattr(autotune, "CONFIRM_S", 60.0)
+    layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
+    with torch.no_grad():
+        layer(x)
+        layer(x)
+    assert not layer.__dict__.get("_plans") and len(calls) == 1
+    monkeypatch.setattr(autotune, "CONFIRM_S", 0.0)
+    with torch.no_grad():
+        layer(x)
+    assert list(layer.__dict__["_plans"].values()) == ["fused"] and len(calls) == 2
+    monkeypatch.setattr(autotune, "CONFIRM_S", 60.0)
+    with torch.no_grad():
+        layer(torch.randn(20, 64, 8))  # another shape class: provisional
+    key = autotune.shape_class("LSTM", torch.float32, False, 1, 1, 64, 20, 8, 16)
+    assert autotune.pending(key)
+    autotune.forget()
+    assert not autotune.pending(key)
