@@ -16,7 +16,7 @@ xlstm = pytest.importorskip("xlstm", reason="the official xlstm package is not i
 
 from gatedrnn.convert import from_xlstm, to_xlstm
 from gatedrnn.xlstm import mLSTMBlock, sLSTMBlock, xLSTM
-from gatedrnn.xlstm.blocks import mLSTMBranch, sLSTMBranch
+from gatedrnn.xlstm.branches import mLSTMBranch, sLSTMBranch
 
 TOL = {torch.float32: {"atol": 2e-5, "rtol": 1e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
 GRAD_TOL = {torch.float32: {"atol": 1e-4, "rtol": 1e-3}, torch.float64: {"atol": 1e-9, "rtol": 1e-8}}

@@ -30,7 +30,7 @@ EXAMPLE_MODULES = [
     "gatedrnn._checks", "gatedrnn.init", "gatedrnn.config", "gatedrnn.models", "gatedrnn.tasks",
     "gatedrnn.tasks.base", "gatedrnn.tasks.prediction", "gatedrnn.tasks.adding", "gatedrnn.export",
     "gatedrnn.runs", "gatedrnn.autotune", "gatedrnn.cells.slstm", "gatedrnn.cells.mlstm", "gatedrnn.xlstm.slstm",
-    "gatedrnn.xlstm.mlstm", "gatedrnn.xlstm.mlstm_forms", "gatedrnn.xlstm.blocks", "gatedrnn.convert.xlstm", "gatedrnn.convert.keras",
+    "gatedrnn.xlstm.mlstm", "gatedrnn.xlstm.mlstm_forms", "gatedrnn.xlstm.blocks", "gatedrnn.xlstm.branches", "gatedrnn.convert.xlstm", "gatedrnn.convert.keras",
     "gatedrnn.convert.keras_export", "gatedrnn.convert.keras_modules",
     "gatedrnn.convert.flax", "gatedrnn.convert.flax_export", "gatedrnn.convert.haste",
 ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 :func:`from_xlstm` turns the package's ``sLSTMLayer``, ``mLSTMLayer``, ``sLSTMBlock``,
 ``mLSTMBlock`` (or an ``xLSTMBlock`` holding either) and ``xLSTMBlockStack`` into
-:class:`~gatedrnn.xlstm.blocks.sLSTMBranch`, :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`,
+:class:`~gatedrnn.xlstm.branches.sLSTMBranch`, :class:`~gatedrnn.xlstm.branches.mLSTMBranch`,
 :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`, :class:`~gatedrnn.xlstm.blocks.mLSTMBlock` and
 :class:`~gatedrnn.xlstm.blocks.xLSTM`; :func:`to_xlstm` goes back. Weights are copied exactly (a
 rearrangement, no arithmetic), so ours -> theirs -> ours gives the same ``state_dict`` bit for
@@ -23,13 +23,8 @@ import torch
 from torch import nn
 
 from gatedrnn.models import SequenceModel
-from gatedrnn.xlstm.blocks import (
-    mLSTMBlock,
-    mLSTMBranch,
-    sLSTMBlock,
-    sLSTMBranch,
-    xLSTM,  # fmt: skip
-)
+from gatedrnn.xlstm.blocks import mLSTMBlock, sLSTMBlock, xLSTM
+from gatedrnn.xlstm.branches import mLSTMBranch, sLSTMBranch
 from gatedrnn.xlstm.parts import GatedFeedForward, OffsetNorm
 
 ACCEPTED = "sLSTMLayer, mLSTMLayer, sLSTMBlock, mLSTMBlock (or an xLSTMBlock), xLSTMBlockStack, xLSTMLMModel"
@@ -344,8 +339,8 @@ def from_xlstm(module: nn.Module) -> nn.Module:
     ==========================  ============================================================
     official                    gatedrnn
     ==========================  ============================================================
-    ``sLSTMLayer``              :class:`~gatedrnn.xlstm.blocks.sLSTMBranch`
-    ``mLSTMLayer``              :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`
+    ``sLSTMLayer``              :class:`~gatedrnn.xlstm.branches.sLSTMBranch`
+    ``mLSTMLayer``              :class:`~gatedrnn.xlstm.branches.mLSTMBranch`
     ``sLSTMBlock``              :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`
     ``mLSTMBlock``              :class:`~gatedrnn.xlstm.blocks.mLSTMBlock`
     ``xLSTMBlock``              either block, by the layer it holds
@@ -399,8 +394,8 @@ def to_xlstm(module: nn.Module, *, context_length: int = 256, backend: str = "va
     of :func:`from_xlstm`).
 
     Args:
-        module (nn.Module): an :class:`~gatedrnn.xlstm.blocks.sLSTMBranch`,
-            :class:`~gatedrnn.xlstm.blocks.mLSTMBranch`, :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`,
+        module (nn.Module): an :class:`~gatedrnn.xlstm.branches.sLSTMBranch`,
+            :class:`~gatedrnn.xlstm.branches.mLSTMBranch`, :class:`~gatedrnn.xlstm.blocks.sLSTMBlock`,
             :class:`~gatedrnn.xlstm.blocks.mLSTMBlock`, :class:`~gatedrnn.xlstm.blocks.xLSTM`, or a
             :class:`~gatedrnn.models.SequenceModel` of the ``"xlstm"`` cell (token inputs,
             readout ``"all"``, no dropout of its own, a zero readout bias).
