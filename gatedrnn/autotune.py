@@ -29,7 +29,8 @@ candidates differ in both, so a single short prefix overweights the fixed part. 
 32-step prefix, ``auto`` chose torch's kernel for the LSTM at (5, 313, 161, 27) in inference,
 where the fused loop took 0.69 of its time over the whole call.) That costs a few
 milliseconds for a small layer and at most about ``BUDGET_S`` seconds per length for a large
-one, once per shape class and process (then once per machine, from the file).
+one, twice per shape class and process (the first look and the confirming one, half a second
+apart; then once per machine, from the file).
 torch's random number generator is saved and restored around it, so a run draws the same
 dropout masks whether it timed or not.
 
