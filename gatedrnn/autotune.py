@@ -398,6 +398,14 @@ def pending(key: str) -> bool:
     return key in _pending
 
 
+def due(key: str) -> bool:
+    """Whether the choice for ``key`` is no longer a provisional one in its ``CONFIRM_S``
+    seconds (confirmed, forgotten, or due for its second look): a layer's plan that holds a
+    provisional choice (:meth:`gatedrnn.RNNBase.forward`) asks this on each call."""
+    held = _pending.get(key)
+    return held is None or time.monotonic() - held[2] >= CONFIRM_S
+
+
 def provisional(key: str) -> str | None:
     """The provisional winner for ``key`` (:func:`choose`) while its ``CONFIRM_S`` seconds
     last, else None: the cheap first question of every call of an ``auto`` layer."""

@@ -215,12 +215,15 @@ def _shape_class(layer, x) -> tuple[str, bool]:
     return key, grad
 
 
-def settled(layer, x) -> bool:
-    """Whether the backend chosen for this call may be remembered with the layer's plans
-    (:func:`plan_key`): always, except for an ``auto`` choice the autotuner has made
-    provisionally (:func:`gatedrnn.autotune.choose`), which a later call comes back to
-    confirm."""
-    return layer.backend != "auto" or not autotune.pending(_shape_class(layer, x)[0])
+def provisional_key(layer, x) -> str | None:
+    """The autotuner's shape class of this call where ``auto``'s choice for it is provisional
+    (:func:`gatedrnn.autotune.choose`), else None: a layer remembers such a choice with its
+    plans (:func:`plan_key`) only until the autotuner's second look is due, so that the first
+    call after it comes back to take that look."""
+    if layer.backend != "auto":
+        return None
+    key = _shape_class(layer, x)[0]
+    return key if autotune.pending(key) else None
 
 
 def _tunable(layer, x, lengths, want_trace, states) -> bool:

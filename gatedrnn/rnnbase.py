@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from gatedrnn import _checks, backends, regularizers
+from gatedrnn import _checks, autotune, backends, regularizers
 from gatedrnn.backends import BACKENDS, autocast_dtype, forward_in_dtype, select_backend
 from gatedrnn.capture import RefusesScript, exporting
 from gatedrnn.reference import STEPS
@@ -336,6 +336,8 @@ class RNNBase(RefusesScript, nn.RNNBase):
         # (taken now: an assignment from another thread during this call leaves it orphaned, not stale)
         plans = self.__dict__.setdefault("_plans", {})
         name = plans.get(key) if key is not None else None
+        if name is not None and type(name) is not str:  # (name, shape class): auto's provisional choice,
+            name = None if autotune.due(name[1]) else name[0]  # a plan until its second look is due
         if name is not None:  # a call like an earlier one: its input checks passed, its backend is known
             x, unbatched = self._as_checked(input)
             states = self._check_hx(hx, x.shape[1], unbatched, x)
@@ -354,8 +356,9 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
         name = select_backend(self, x, lengths, return_trace, states)
         output, final, values = backends.run(name, self, x, states, lengths, return_trace)
-        if key is not None and backends.settled(self, x):
-            self._remember_plan(plans, key, name)
+        if key is not None:
+            confirm = backends.provisional_key(self, x)
+            self._remember_plan(plans, key, name if confirm is None else (name, confirm))
         if packed is not None:
             data = pack_padded_sequence(output, packed_lengths).data  # (sum(lengths), D*H)
             output = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
@@ -390,10 +393,12 @@ class RNNBase(RefusesScript, nn.RNNBase):
 
     # -- what a layer remembers of its plain calls -----------------------------------
 
-    def _remember_plan(self, plans: dict, key: tuple, name: str) -> None:
+    def _remember_plan(self, plans: dict, key: tuple, name: str | tuple[str, str]) -> None:
         """Remembers in ``plans`` (the layer's, as the call began) that a call with ``key``
-        (:func:`gatedrnn.backends.plan_key`) passed its checks and ran on backend ``name``; at
-        most ``MAX_PLANS`` keys (then it starts over)."""
+        (:func:`gatedrnn.backends.plan_key`) passed its checks and ran on backend ``name``, or
+        on ``name[0]``, ``auto``'s provisional choice for shape class ``name[1]``
+        (:func:`gatedrnn.autotune.choose`), until its second look is due; at most ``MAX_PLANS``
+        keys (then it starts over)."""
         if len(plans) >= MAX_PLANS:
             plans.clear()
         plans[key] = name

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import gatedrnn
-from gatedrnn import autotune, backends, fused
+from gatedrnn import autotune, backends, fused, rnnbase
 
 pytestmark = pytest.mark.skipif(not fused.native_available(), reason="native kernels not built on this machine")
 
@@ -402,25 +402,32 @@ def test_a_win_of_torchs_kernel_is_provisional_too(tuning, second, winner):
     assert not autotune.pending(key) and json.loads(path.read_text())["choices"] == {key: winner}
 
 
-def test_a_layer_remembers_no_plan_for_a_provisional_choice(tuning, monkeypatch):
-    """While the choice is provisional a layer's calls take the whole path (so that one comes
-    back to confirm it); once confirmed the layer remembers its plan, and forget() drops a
-    provisional choice too."""
-    calls, _, _ = tuning
+def test_a_layer_plans_a_provisional_choice_until_its_second_look(tuning, monkeypatch):
+    """While the choice is provisional a layer runs it from its plans (the plain call's short
+    path: the calls of a small layer in that half second cost what later ones do); the first
+    call after CONFIRM_S takes the whole path and the second look, and the plan then holds the
+    confirmed choice. forget() drops a provisional choice too."""
+    calls, fixed, _ = tuning
     monkeypatch.setattr(autotune, "CONFIRM_S", 60.0)
     layer, x = gatedrnn.LSTM(8, 16).eval(), torch.randn(20, 4, 8)
+    key = autotune.shape_class("LSTM", torch.float32, False, 1, 1, 4, 20, 8, 16)
+    full = []
+    original = rnnbase.select_backend
+    monkeypatch.setattr(rnnbase, "select_backend", lambda *a, **k: full.append(1) or original(*a, **k))
     with torch.no_grad():
-        layer(x)
-        layer(x)
-    assert not layer.__dict__.get("_plans") and len(calls) == 1
+        for _ in range(3):
+            layer(x)
+    assert list(layer._plans.values()) == [("fused", key)] and len(full) == 1 and len(calls) == 1
     monkeypatch.setattr(autotune, "CONFIRM_S", 0.0)
+    fixed.update(torch=0.5)  # the second look finds torch's kernel faster
     with torch.no_grad():
         layer(x)
-    assert list(layer.__dict__["_plans"].values()) == ["fused"] and len(calls) == 2
+        layer(x)
+    assert list(layer._plans.values()) == ["torch"] and len(full) == 2 and len(calls) == 2
     monkeypatch.setattr(autotune, "CONFIRM_S", 60.0)
     with torch.no_grad():
         layer(torch.randn(20, 64, 8))  # another shape class: provisional
-    key = autotune.shape_class("LSTM", torch.float32, False, 1, 1, 64, 20, 8, 16)
-    assert autotune.pending(key)
+    other = autotune.shape_class("LSTM", torch.float32, False, 1, 1, 64, 20, 8, 16)
+    assert autotune.pending(other) and not autotune.due(other)
     autotune.forget()
-    assert not autotune.pending(key)
+    assert not autotune.pending(other) and autotune.due(other)
