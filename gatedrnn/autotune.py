@@ -9,8 +9,8 @@ so that no ``.grad`` changes, where one is), interleaved in an order drawn afres
 the median of ``ROUNDS`` to ``MAX_ROUNDS`` rounds per length (more for cheap calls) after
 ``WARMUPS`` warm-up calls each. torch's own kernel keeps a near tie: the fused loop wins only
 where it is faster by more than ``TORCH_MARGIN``, and a win by less than ``CLOSE`` is timed
-a second time before it counts. Every choice is provisional at first: the first call
-``CONFIRM_S`` seconds later times the candidates again, and each one's faster look decides
+a second time before it counts. A win over it is provisional: the first call ``CONFIRM_S``
+seconds later times the candidates again, and the win stands only if seen again
 (:func:`choose`). (On this project's shared
 two-core machine the same torch.nn LSTM call, (B, T, I, H) = (34, 112, 258, 53), took 4.2 ms
 and 7.3 ms a second apart, and such swings do not move both candidates alike: a misread tie
@@ -29,8 +29,8 @@ candidates differ in both, so a single short prefix overweights the fixed part. 
 32-step prefix, ``auto`` chose torch's kernel for the LSTM at (5, 313, 161, 27) in inference,
 where the fused loop took 0.69 of its time over the whole call.) That costs a few
 milliseconds for a small layer and at most about ``BUDGET_S`` seconds per length for a large
-one, twice per shape class and process (the first look and the confirming one, half a second
-apart; then once per machine, from the file).
+one, once per shape class and process, twice where torch's kernel loses (the second look
+half a second later); then once per machine, from the file.
 torch's random number generator is saved and restored around it, so a run draws the same
 dropout masks whether it timed or not.
 
@@ -81,14 +81,14 @@ WARMUPS = 2  # a first call at a new shape allocates and packs afresh; the secon
 # of a shared machine costs that promise, a true win this small costs at most this much
 TORCH_MARGIN = 0.03
 CLOSE = 0.10  # a candidate beating torch's kernel by less than this fraction is timed twice before it wins
-CONFIRM_S = 0.5  # a choice is provisional this long; the first call after it times the candidates again
+CONFIRM_S = 0.5  # a win over torch's kernel is provisional this long; the first call after it times again
 BUDGET_S = 0.25  # a candidate slower than this per call is timed fewer rounds (never fewer than 1)
 WHOLE_S = 0.25  # a longer call whose slowest candidate should take at most this is timed whole
 
 _enabled: bool | None = None  # None: from the environment
 _lock = threading.Lock()
 _memory: dict[str, str] = {}  # shape class -> winner, this process
-_pending: dict[str, tuple[str, dict[str, float], float]] = {}  # shape class -> (winner, seconds, when): choose()
+_pending: dict[str, tuple[str, float]] = {}  # shape class -> (provisional winner, when it was timed): choose()
 _loaded_from: Path | None = None
 _generation = 0  # counts forget() and set_autotune(): what layers remember of earlier choices is stale then
 _looks: list[dict] = []  # this process's timings, oldest first (at most MAX_LOOKS): looks()
@@ -348,24 +348,29 @@ def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int, pre
     A candidate that beats ``prefer`` by less than ``CLOSE`` is timed a second time, and the
     mean of the two times decides: a few rounds misread a near tie by several percent (a fused
     LSTM loop chosen at (207, 3, 310, 257) in inference ran at 1.10x torch.nn, torch's kernel
-    at 1.02x: ``benchmarks/random_shapes.py``, seed 2). Then the winner is provisional
-    (:func:`pending`): it runs the calls of the next ``CONFIRM_S`` seconds, and the first call
-    after them times the candidates again; each candidate's faster time of the two looks
-    decides, and that choice is remembered. A slowdown of a few milliseconds (the machine's
-    other work) only adds time, and rarely to the same candidate in two looks half a second
-    apart: at three of 720 calls of that benchmark (seeds 0-2), ``auto`` ran the fused loop
-    where torch's kernel took 0.80-0.94 of its time (at two of them, started afresh three
-    times each, the autotuner chose torch's kernel every time)."""
+    at 1.02x: ``benchmarks/random_shapes.py``, seed 2). A choice of ``prefer`` is remembered
+    then. Another winner is provisional (:func:`pending`): it runs the calls of the next
+    ``CONFIRM_S`` seconds, and the first call after them times the candidates again; it is
+    remembered only if it wins that look too (by more than ``margin``), else ``prefer`` is. A
+    slowdown of a few milliseconds (the machine's other work) rarely favours the same
+    candidate in two looks half a second apart: at three of 720 calls of that benchmark
+    (seeds 0-2), ``auto`` ran the fused loop where torch's kernel took 0.80-0.94 of its time
+    (at two of them, started afresh three times each, the autotuner chose torch's kernel
+    every time). (Each candidate's faster time of the two looks deciding instead let one
+    reading 3% fast choose a loop that ran at 1.22x torch's kernel.) A misread that leaves
+    ``prefer`` costs the promise never to be slower than torch.nn; one that keeps it costs at
+    most the margin of a win."""
     winner = remembered(key)
     if winner in candidates:
         return winner
     held = _pending.get(key)
     if held is not None:
-        winner, seconds, since = held
+        winner, since = held
         if time.monotonic() - since < CONFIRM_S:
             return winner
         again = time_candidates(candidates, T)
-        winner = pick({name: min(seconds[name], again[name]) for name in seconds}, prefer, margin)
+        if pick(again, prefer, margin) != winner:  # not seen again: the preferred one
+            winner = prefer
         _saw(key, again, winner)
         _pending.pop(key, None)
         remember(key, winner)
@@ -375,10 +380,12 @@ def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int, pre
     _saw(key, seconds, winner)
     if prefer in seconds and winner != prefer and seconds[winner] > (1.0 - CLOSE) * seconds[prefer]:
         again = time_candidates(candidates, T)  # a close win over the preferred one: a second look
-        seconds = {name: (seconds[name] + again[name]) / 2 for name in seconds}
-        winner = pick(seconds, prefer, margin)
+        winner = pick({name: (seconds[name] + again[name]) / 2 for name in seconds}, prefer, margin)
         _saw(key, again, winner)
-    _pending[key] = (winner, seconds, time.monotonic())
+    if prefer in seconds and winner != prefer:
+        _pending[key] = (winner, time.monotonic())
+        return winner
+    remember(key, winner)
     return winner
 
 
@@ -403,11 +410,11 @@ def due(key: str) -> bool:
     seconds (confirmed, forgotten, or due for its second look): a layer's plan that holds a
     provisional choice (:meth:`gatedrnn.RNNBase.forward`) asks this on each call."""
     held = _pending.get(key)
-    return held is None or time.monotonic() - held[2] >= CONFIRM_S
+    return held is None or time.monotonic() - held[1] >= CONFIRM_S
 
 
 def provisional(key: str) -> str | None:
     """The provisional winner for ``key`` (:func:`choose`) while its ``CONFIRM_S`` seconds
     last, else None: the cheap first question of every call of an ``auto`` layer."""
     held = _pending.get(key)
-    return held[0] if held is not None and time.monotonic() - held[2] < CONFIRM_S else None
+    return held[0] if held is not None and time.monotonic() - held[1] < CONFIRM_S else None
