@@ -73,8 +73,10 @@ class sLSTMBranch(RefusesScript, nn.Module):
             Default: ``"sigmoid"``.
         backend (str): :func:`gatedrnn.xlstm.slstm.run_slstm`'s. Default: ``"auto"``.
         block_index (int): the block's place in a stack, for the forget-gate bias
-        num_blocks (int): as ``block_index``.
-            initialization. Default: ``0``, ``1``.
+            initialization. Default: ``0``.
+        num_blocks (int): the blocks in the stack, as ``block_index``. Default: ``1``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' type. Default: ``None``.
 
     Attributes:
         conv.weight (Tensor): ``(H, 1, K)``; ``conv.bias`` ``(H,)``.
@@ -130,7 +132,14 @@ class sLSTMBranch(RefusesScript, nn.Module):
         """``x`` (B, T, H) -> ``y`` (B, T, H) and the state ``(conv buffer (B, K-1, H), h, c, n, m)``
         at each sequence's end; with ``return_trace`` also a :class:`~gatedrnn.Trace` of the
         cell's ``input, forget, candidate, output, cell, normalizer, stabilizer, hidden``, each
-        (B, T, H), zero past each length."""
+        (B, T, H), zero past each length.
+
+        Args:
+            x (Tensor): ``(B, T, H)``.
+            state (tuple, optional): the state a previous call returned. Default: zeros.
+            lengths (Tensor, optional): ``(B,)`` valid steps per sequence. Default: all ``T``.
+            return_trace (bool): also return the trace. Default: ``False``.
+        """
         B, T, H = x.shape
         K, d = self.num_heads, H // self.num_heads
         buffer = cell_state = None
@@ -197,11 +206,13 @@ class mLSTMBranch(RefusesScript, nn.Module):
         conv_kernel_size (int): ``K`` of the causal convolution (at least 1). Default: ``4``.
         bias (bool): biases on the up, q, k, v and down projections. Default: ``False``.
         dropout (float): on the output, in training. Default: ``0.0``.
-        form (str), chunk_size (int): :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s.
-            Default: ``"auto"``, ``64``.
+        form (str): :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s. Default: ``"auto"``.
+        chunk_size (int): :func:`~gatedrnn.xlstm.mlstm.mlstm_sequence`'s. Default: ``64``.
         block_index (int): the block's place in a stack (the down-projection's
-        num_blocks (int): as ``block_index``.
-            initialization). Default: ``0``, ``1``.
+            initialization). Default: ``0``.
+        num_blocks (int): the blocks in the stack, as ``block_index``. Default: ``1``.
+        device (torch.device, optional): where the parameters are created. Default: ``None``.
+        dtype (torch.dtype, optional): the parameters' type. Default: ``None``.
 
     Attributes:
         up.weight (Tensor): ``(2I, H)``, rows ``[W_up for u; for z]``.
@@ -269,7 +280,14 @@ class mLSTMBranch(RefusesScript, nn.Module):
     def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None, return_trace: bool = False):
         """``x`` (B, T, H) -> ``y`` (B, T, H) and the state ``(conv buffer (B, K-1, I), C, n, m)``
         at each sequence's end; with ``return_trace`` also a :class:`~gatedrnn.Trace` of the
-        mLSTM's ``input, forget, normalizer, stabilizer, memory``, each (B, T, heads)."""
+        mLSTM's ``input, forget, normalizer, stabilizer, memory``, each (B, T, heads).
+
+        Args:
+            x (Tensor): ``(B, T, H)``.
+            state (tuple, optional): the state a previous call returned. Default: zeros.
+            lengths (Tensor, optional): ``(B,)`` valid steps per sequence. Default: all ``T``.
+            return_trace (bool): also return the trace. Default: ``False``.
+        """
         B, T, _ = x.shape
         inner, heads = self.inner_size, self.num_heads
         buffer = cell_state = None
