@@ -771,12 +771,23 @@ def random_shapes_headline() -> str:
         seed = name.removeprefix("random_shapes_seed").removesuffix(".json")
         over = [r for r in found if r["auto"] > 1.05]
         both = count(sum(r["twin"] > 1.05 for r in over)) if twin else DASH
+        looked = [r["autotune"] for r in found if r.get("autotune")]  # what the autotuner timed (newer files)
+        overturned = [r for r in found if _overturned(r.get("autotune"))]
         body.append([seed, count(len(found)), count(len(over)), both, ratio(max(auto)), ratio(statistics.median(best)),
-                     ratio(max(best)), count(sum(t > 1.05 or t < 1 / 1.05 for t in twin)) if twin else DASH])  # fmt: skip
+                     ratio(max(best)), count(sum(t > 1.05 or t < 1 / 1.05 for t in twin)) if twin else DASH,
+                     count(len(overturned)) if looked else DASH,
+                     count(sum(r["fused"] > 1.05 * r["torch"] for r in overturned)) if looked else DASH])  # fmt: skip
     header = ["seed", "calls (shape, cell, mode)", "auto over 1.05x torch.nn",
               "of those, a second torch.nn layer over 1.05x the first too", "auto / torch.nn: max",
-              "auto / faster candidate: median", "max", "a second torch.nn layer off the first by over 5%"]  # fmt: skip
+              "auto / faster candidate: median", "max", "a second torch.nn layer off the first by over 5%",
+              "fused-loop wins a later look overturned", "of those, the fused loop over 1.05x torch's kernel"]  # fmt: skip
     return table(header, body, *names)
+
+
+def _overturned(looks) -> bool:
+    """Whether the autotuner's looks at a row's shape class (``autotune.looks()``) chose the fused
+    loop at first and torch's kernel in the end."""
+    return bool(looks) and looks[0]["winner"] == "fused" and looks[-1]["winner"] == "torch"
 
 
 def call_overhead() -> str:
