@@ -135,6 +135,25 @@ def test_the_music_table_holds_each_variants_mean_over_seeds(fresh_results):
         assert float(test.rstrip(" |")) == pytest.approx(statistics.fmean(r["test"] for r in mine), abs=5e-4)
 
 
+def test_the_random_shapes_headline_recounts_the_autotuners_looks(fresh_results):
+    """README's random-shapes table: per seed, the fused-loop wins a later look overturned
+    (first look: fused loop; last: torch's kernel), and of those the ones where the sweep read
+    the fused loop over 1.05x torch's kernel, recounted from each row's looks."""
+    lines = [line.strip("|").split("|") for line in tables.random_shapes_headline().splitlines()[2:]
+             if line.startswith("| ")]  # fmt: skip
+    assert lines
+    for cells in lines:
+        seed, *_, overturned, slower = (cell.strip() for cell in cells)
+        rows = json.loads((ROOT / "benchmarks" / "results" / f"random_shapes_seed{seed}.json").read_text())["rows"]
+        turned = [r for r in rows if r.get("autotune") and r["autotune"][0]["winner"] == "fused"
+                  and r["autotune"][-1]["winner"] == "torch"]  # fmt: skip
+        if not any(r.get("autotune") for r in rows):
+            assert overturned == slower == tables.DASH
+            continue
+        assert int(overturned) == len(turned)
+        assert int(slower) == sum(r["fused"] > 1.05 * r["torch"] for r in turned)
+
+
 def test_the_babi_count_recounts_the_table(fresh_results):
     """The sentence under the bAbI table counts what its rows show."""
     beaten = tied = total = 0
