@@ -49,7 +49,8 @@ tests compare them), so which one wins changes speed, not the answer beyond roun
 The cache file, ``autotune-<digest>.json`` in the native build's root folder
 (``~/.cache/gatedrnn`` by default), is keyed by the CPU model, the thread count, torch's and
 gatedrnn's versions: a file from another machine, version or a corrupt one is ignored and
-replaced. A provisional choice is written once confirmed. It is written whole to a temporary file and renamed over the old one.
+replaced; a provisional choice is written once confirmed. The file is written whole to a
+temporary file and renamed over the old one.
 """
 
 from __future__ import annotations
@@ -353,10 +354,10 @@ def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int, pre
     ``CONFIRM_S`` seconds, and the first call after them times the candidates again; it is
     remembered only if it wins that look too (by more than ``margin``), else ``prefer`` is. A
     slowdown of a few milliseconds (the machine's other work) rarely favours the same
-    candidate in two looks half a second apart: at three of 720 calls of that benchmark
-    (seeds 0-2), ``auto`` ran the fused loop where torch's kernel took 0.80-0.94 of its time
-    (at two of them, started afresh three times each, the autotuner chose torch's kernel
-    every time). (Each candidate's faster time of the two looks deciding instead let one
+    candidate in two looks half a second apart: in a run of that benchmark before this look
+    (seeds 0-2), at three of 720 calls ``auto`` ran the fused loop where torch's kernel took
+    0.80-0.94 of its time (at two of them, started afresh three times each, the autotuner
+    chose torch's kernel every time). (Each candidate's faster time of the two looks deciding instead let one
     reading 3% fast choose a loop that ran at 1.22x torch's kernel.) A misread that leaves
     ``prefer`` costs the promise never to be slower than torch.nn; one that keeps it costs at
     most the margin of a win."""
@@ -390,9 +391,9 @@ def choose(key: str, candidates: dict[str, Callable[[int], object]], T: int, pre
 
 
 def pending(key: str) -> bool:
-    """Whether the choice for shape class ``key`` is provisional (:func:`choose`): a layer does
-    not remember it with its plans (:func:`gatedrnn.backends.plan_key`), so that a later call
-    comes back to confirm it.
+    """Whether the choice for shape class ``key`` is provisional (:func:`choose`): a layer keeps
+    it with its plans (:func:`gatedrnn.backends.plan_key`) only until its second look is due
+    (:func:`due`), so that a later call comes back to take that look.
 
     Args:
         key (str): a shape class (:func:`shape_class`).
